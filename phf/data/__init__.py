@@ -1,0 +1,1 @@
+"""The data pipeline: source → segment → score → transform → pack (see ``phf.data.pipeline``)."""

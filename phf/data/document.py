@@ -1,0 +1,55 @@
+"""The unit that flows through the pipeline: a document as a list of scored segments."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Document:
+    """A document in the paper's record format (``texts``, ``scores``, ``avg_score``).
+
+    ``texts`` concatenate to the original document exactly. ``scores`` holds one misalignment score
+    per segment (higher = worse) once the document is scored, ``None`` before. ``id`` names the
+    document's origin (``file:line`` or ``dataset[index]``) for error messages and hashing.
+    """
+
+    texts: list[str]
+    scores: list[float] | None = None
+    id: str = ""
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.texts)
+
+    @property
+    def avg_score(self) -> float:
+        """Unweighted mean of the segment scores, as the paper's data builders stored it."""
+        if self.scores is None:
+            raise ValueError(f"document {self.id!r} has not been scored")
+        return sum(self.scores) / len(self.scores) if self.scores else 0.0
+
+    @property
+    def content_hash(self) -> str:
+        return hashlib.sha1(self.text.encode("utf-8", "surrogatepass")).hexdigest()
+
+    def validate(self) -> None:
+        """Raise a ValueError naming the document when its fields break the record format."""
+        if not isinstance(self.texts, list) or not all(isinstance(t, str) for t in self.texts):
+            raise ValueError(f"{self.id}: 'texts' must be a list of strings")
+        if self.scores is None:
+            return
+        if len(self.scores) != len(self.texts):
+            raise ValueError(
+                f"{self.id}: 'texts' has {len(self.texts)} segments but 'scores' has {len(self.scores)}"
+            )
+        for i, s in enumerate(self.scores):
+            if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s):
+                raise ValueError(f"{self.id}: scores[{i}] = {s!r} is not a finite number")
+
+    def to_record(self) -> dict:
+        """The paper's JSONL record."""
+        return {"texts": self.texts, "scores": self.scores, "avg_score": self.avg_score}

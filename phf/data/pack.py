@@ -1,0 +1,76 @@
+"""Packing: tokenized segments with their scores → fixed-length blocks with per-token scores.
+
+Every token carries the misalignment score of its segment; each document starts with EOS, which
+carries the first segment's score (as in the paper's ``ConstantLengthDataset``). Blocks span
+document boundaries; the tail shorter than a block stays buffered until more tokens arrive.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+import torch
+
+
+class Packer:
+    """A token buffer that emits ``block_size`` blocks of (input_ids, labels, token_scores)."""
+
+    def __init__(self, block_size: int, eos_token_id: int):
+        if block_size < 2:
+            raise ValueError(f"block_size must be at least 2, got {block_size}")
+        self.block_size, self.eos = block_size, eos_token_id
+        self._ids: list[int] = []
+        self._scores: list[float] = []
+
+    def add(self, segment_ids: list[list[int]], scores: list[float]) -> None:
+        """Append one document: EOS, then each segment's tokens tagged with that segment's score."""
+        self._ids.append(self.eos)
+        self._scores.append(scores[0])
+        for ids, score in zip(segment_ids, scores, strict=True):
+            self._ids.extend(ids)
+            self._scores.extend([score] * len(ids))
+
+    def pop_blocks(self) -> Iterator[dict[str, torch.Tensor]]:
+        while len(self._ids) >= self.block_size:
+            ids = torch.tensor(self._ids[: self.block_size], dtype=torch.long)
+            scores = torch.tensor(self._scores[: self.block_size], dtype=torch.float32)
+            del self._ids[: self.block_size], self._scores[: self.block_size]
+            yield {"input_ids": ids, "labels": ids.clone(), "token_scores": scores}
+
+    def state_dict(self) -> dict:
+        return {"ids": torch.tensor(self._ids, dtype=torch.long), "scores": torch.tensor(self._scores)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._ids, self._scores = state["ids"].tolist(), state["scores"].tolist()
+
+
+class ShuffleBuffer:
+    """Reservoir-style shuffle: hold ``size`` blocks, emit a random one for each block pushed."""
+
+    def __init__(self, size: int, rng: random.Random):
+        self.size, self.rng = size, rng
+        self.items: list[dict[str, torch.Tensor]] = []
+
+    def push(self, item: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+        if self.size <= 1:
+            return item
+        if len(self.items) < self.size:
+            self.items.append(item)
+            return None
+        i = self.rng.randrange(self.size)
+        out, self.items[i] = self.items[i], item
+        return out
+
+    def drain(self) -> Iterator[dict[str, torch.Tensor]]:
+        self.rng.shuffle(self.items)
+        while self.items:
+            yield self.items.pop()
+
+    def state_dict(self) -> dict:
+        keys = ("input_ids", "labels", "token_scores")
+        return {k: torch.stack([it[k] for it in self.items]) if self.items else torch.empty(0) for k in keys}
+
+    def load_state_dict(self, state: dict) -> None:
+        n = state["input_ids"].shape[0] if state["input_ids"].dim() > 1 else 0
+        self.items = [{k: state[k][i].clone() for k in ("input_ids", "labels", "token_scores")} for i in range(n)]

@@ -1,0 +1,125 @@
+"""The objective contract shared by every PHF method.
+
+An objective owns everything about its method (Korbak et al. 2023, §2 of the paper notes):
+
+* ``transform(doc, rng)``: a document-level data transform applied after scoring and before packing
+  (filtering drops documents, conditional training prefixes control tokens);
+* ``needs_value_head`` and ``special_tokens``: what the model and tokenizer must provide;
+* ``generation_prefix`` / ``banned_tokens``: what sampling needs at inference;
+* ``loss(logits, labels, token_scores, values)``: the training loss on one micro-batch.
+
+Shift convention (shared by all losses): position t predicts ``labels[:, t+1]``; the score of that
+target token is ``token_scores[:, t+1]``; the value used is ``values[:, t]``. Positions whose target
+label is ``IGNORE_INDEX`` are excluded from every mean.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from phf.data.document import Document
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class LossOutput:
+    """A scalar loss plus detached scalar metrics for logging."""
+
+    loss: torch.Tensor
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class Targets:
+    """Per-position quantities after the causal shift; every tensor is (B, T-1)."""
+
+    ce: torch.Tensor  # -log p(target); 0 where masked
+    mask: torch.Tensor  # float, 1 at predicted positions whose target is not ignored
+    scores: torch.Tensor  # misalignment score of the target token
+    values: torch.Tensor | None  # value-head output at the context's last position
+
+    @property
+    def rewards(self) -> torch.Tensor:
+        """r_t = -s_t: the paper's reward is the negated misalignment score."""
+        return -self.scores
+
+    def mean(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean of ``x`` over the predicted positions N."""
+        return (x * self.mask).sum() / self.mask.sum().clamp(min=1.0)
+
+
+def shift_targets(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    token_scores: torch.Tensor,
+    values: torch.Tensor | None = None,
+) -> Targets:
+    """Apply the causal shift and compute per-position cross-entropy in one pass.
+
+    logits (B, T, V), labels (B, T), token_scores (B, T), values (B, T) or None.
+    """
+    target = labels[:, 1:]  # (B, T-1)
+    mask = target.ne(IGNORE_INDEX)
+    flat = logits[:, :-1].reshape(-1, logits.size(-1))  # (B*(T-1), V), a view: no copy of the logits
+    ce = F.cross_entropy(flat.float(), target.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none")
+    return Targets(
+        ce=ce.view_as(target),
+        mask=mask.to(ce.dtype),
+        scores=token_scores[:, 1:].to(ce.dtype),
+        values=None if values is None else values[:, :-1].to(ce.dtype),
+    )
+
+
+class Objective:
+    """Base class: MLE-like defaults for everything but the loss."""
+
+    #: whether the model must carry the value head (AWR)
+    needs_value_head: bool = False
+    #: whether ``prepare`` must see a scored sample before ``transform`` (percentile filtering)
+    requires_prepare: bool = False
+
+    @property
+    def special_tokens(self) -> list[str]:
+        """Tokens the tokenizer must know (resized into the model's embeddings)."""
+        return []
+
+    @property
+    def generation_prefix(self) -> list[str]:
+        """Tokens placed after EOS at the start of every sampling prompt."""
+        return []
+
+    @property
+    def banned_tokens(self) -> list[str]:
+        """Tokens the model may never produce while sampling."""
+        return []
+
+    def prepare(self, sample: list[Document]) -> dict[str, float]:
+        """Fit data-dependent settings (e.g. a percentile threshold) on a scored sample.
+
+        Returns the derived quantities to log. The default needs nothing.
+        """
+        return {}
+
+    def transform(self, doc: Document, rng: random.Random) -> Document | None:
+        """Transform one scored document before packing; ``None`` drops it."""
+        return doc
+
+    def loss(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        token_scores: torch.Tensor,
+        values: torch.Tensor | None = None,
+    ) -> LossOutput:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({args})"

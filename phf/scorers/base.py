@@ -1,0 +1,38 @@
+"""The scorer contract: texts in, one misalignment score per text out (higher = worse)."""
+
+from __future__ import annotations
+
+import json
+
+
+class Scorer:
+    """Base class of every scorer plugin.
+
+    Subclasses set ``name`` and ``version`` (together with ``settings()`` they identify the scoring
+    function and form the score-cache key) and implement ``score``. Heavy libraries are imported
+    lazily, on first use, so that ``import phf`` stays light.
+
+    ``contextual`` scorers (PEP8) need a segment's document to score it: the pipeline then calls
+    ``score_document(segments)`` once per document instead of batching segments across documents.
+    """
+
+    name: str = "scorer"
+    version: str = "0"
+    contextual: bool = False
+
+    def settings(self) -> dict:
+        """Every constructor argument that changes scores (not batch size or device)."""
+        return {}
+
+    @property
+    def key(self) -> str:
+        """Stable identity of the scoring function, used as the cache namespace."""
+        return f"{self.name}@{self.version}:{json.dumps(self.settings(), sort_keys=True)}"
+
+    def score(self, texts: list[str]) -> list[float]:
+        """One misalignment score per text, scored independently of each other."""
+        raise NotImplementedError
+
+    def score_document(self, segments: list[str]) -> list[float]:
+        """One score per segment of one document; context-free scorers score segments alone."""
+        return self.score(segments)

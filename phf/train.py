@@ -1,0 +1,444 @@
+"""phf-train: one GPT-2 pretraining loop for every PHF objective.
+
+    phf-train model=gpt2_tiny data=local_pep8 objective=conditional trainer.max_steps=30
+    phf-train -m objective=mle,filtering,conditional,unlikelihood,rwr,awr      # a Hydra sweep
+    torchrun --nproc_per_node 8 -m phf.train model=gpt2_small ...              # DDP, one process per GPU
+
+``train(cfg) -> metrics`` is the whole job and is what tests call; ``main`` only composes the config,
+records failures and returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import time
+import traceback
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("phf.train")
+
+
+# -- set-up ---------------------------------------------------------------------------------------
+class Dist:
+    """Rank/world of this process; DDP is on when launched by torchrun with WORLD_SIZE > 1."""
+
+    def __init__(self):
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.enabled = self.world_size > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def init(self, device: torch.device) -> None:
+        if self.enabled and not torch.distributed.is_initialized():
+            backend = "nccl" if device.type == "cuda" else "gloo"
+            torch.distributed.init_process_group(backend=backend)
+
+    def barrier(self) -> None:
+        if self.enabled:
+            torch.distributed.barrier()
+
+    def close(self) -> None:
+        if self.enabled and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def resolve_device(name: str, dist: Dist) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("trainer.device=cuda but no CUDA device is available (use trainer.device=auto or cpu)")
+        torch.cuda.set_device(dist.local_rank)
+        return torch.device("cuda", dist.local_rank)
+    if name != "cpu":
+        raise ValueError(f"trainer.device must be auto, cpu or cuda, got {name!r}")
+    return torch.device("cpu")
+
+
+def plan_steps(tr: DictConfig, block_size: int, world_size: int) -> dict:
+    """Validate the batch settings and derive accumulation, tokens per step and the step count."""
+    for key in ("batch_size", "effective_batch_size"):
+        if not isinstance(tr[key], int) or tr[key] <= 0:
+            raise ValueError(f"trainer.{key} must be a positive integer, got {tr[key]!r}")
+    if not tr.lr > 0:
+        raise ValueError(f"trainer.lr must be positive, got {tr.lr}")
+    per_step = tr.batch_size * world_size
+    if tr.effective_batch_size % per_step:
+        raise ValueError(
+            f"trainer.effective_batch_size ({tr.effective_batch_size}) must be a multiple of "
+            f"trainer.batch_size × world size ({tr.batch_size} × {world_size})"
+        )
+    tokens_per_step = tr.effective_batch_size * block_size
+    if tr.num_tokens is not None:
+        remaining = int(float(tr.num_tokens)) - int(tr.start_tokens)
+        max_steps = remaining // tokens_per_step
+        if max_steps <= 0:
+            raise ValueError(f"trainer.num_tokens={tr.num_tokens} leaves no optimizer step of {tokens_per_step} tokens")
+    elif tr.max_steps is not None and tr.max_steps > 0:
+        max_steps = int(tr.max_steps)
+    else:
+        raise ValueError("set trainer.num_tokens (token budget) or trainer.max_steps > 0")
+    warmup = math.ceil(tr.warmup_fraction * max_steps)
+    return {"accum": tr.effective_batch_size // per_step, "tokens_per_step": tokens_per_step,
+            "max_steps": max_steps, "warmup_steps": warmup}
+
+
+def make_optimizer(model, tr: DictConfig, device: torch.device):
+    """AdamW; no weight decay on biases and LayerNorm weights (every 1-D parameter)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": tr.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    fused = device.type == "cuda"
+    return torch.optim.AdamW(groups, lr=tr.lr, betas=tuple(tr.betas), eps=tr.eps, fused=fused)
+
+
+def linear_schedule(warmup: int, total: int):
+    """Linear warmup to the peak LR over ``warmup`` steps, then linear decay towards 0.
+
+    Unlike HF's schedule, the first update uses peak/warmup rather than 0, so no step is wasted.
+    """
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return f
+
+
+# -- the job --------------------------------------------------------------------------------------
+def build_stream(cfg, source, scorer, tokenizer, objective, split: str, dist: Dist, epochs=None):
+    from phf.data.pipeline import BlockStream
+    from hydra.utils import instantiate
+
+    d = cfg.data
+    return BlockStream(
+        source=source,
+        segmenter=instantiate(cfg.task.segmenter),
+        scorer=scorer,
+        tokenizer=tokenizer,
+        block_size=cfg.model.block_size,
+        objective=objective if split == "train" else None,
+        split=split,
+        val_fraction=d.val_fraction,
+        shuffle_buffer=d.shuffle_buffer if split == "train" else 0,
+        score_batch_docs=d.score_batch_docs,
+        on_error=d.on_error,
+        epochs=epochs,
+        seed=cfg.seed,
+        rank=dist.rank if split == "train" else 0,
+        world_size=dist.world_size if split == "train" else 1,
+    )
+
+
+def build_scorer(cfg):
+    from hydra.utils import instantiate
+
+    scorer = instantiate(cfg.scorer)
+    if cfg.get("cache_dir"):
+        try:
+            from phf.scorers.cache import build_scorer as cached
+        except ImportError:
+            return scorer
+        return cached(scorer, cfg.cache_dir)
+    return scorer
+
+
+def stack(blocks: list[dict], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: torch.stack([b[k] for b in blocks]).to(device, non_blocking=True) for k in blocks[0]}
+
+
+@torch.no_grad()
+def validation_loss(model, blocks: list[dict], batch_size: int, device, autocast) -> float:
+    """Mean next-token cross-entropy over held-out blocks (raw text, no objective transform)."""
+    from phf.objectives import MLE
+
+    was_training = model.training
+    model.eval()
+    total, n = 0.0, 0
+    mle = MLE()
+    for i in range(0, len(blocks), batch_size):
+        b = stack(blocks[i : i + batch_size], device)
+        with autocast():
+            logits, _ = model(b["input_ids"])
+        out = mle.loss(logits, b["labels"], b["token_scores"])
+        k = b["input_ids"].shape[0]
+        total += out.loss.item() * k
+        n += k
+    model.train(was_training)
+    return total / max(n, 1)
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train one model as ``cfg`` says; return the final metrics."""
+    from hydra.utils import instantiate
+
+    from phf import checkpoint as ckpt
+    from phf.model import PHFModel
+    from phf.tokenizer import add_special_tokens, load_tokenizer
+
+    dist = Dist()
+    tr = cfg.trainer
+    device = resolve_device(tr.device, dist)
+    dist.init(device)
+    run_dir = Path(cfg.run_dir)
+    ckpt_root = run_dir / "checkpoints"
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+
+    # -- components (each validated as it is built) ----------------------------------------------
+    tokenizer = load_tokenizer(cfg.tokenizer)
+    objective = instantiate(cfg.objective)
+    control_ids = add_special_tokens(tokenizer, objective.special_tokens)
+    model = instantiate(cfg.model, tokenizer=tokenizer, objective=objective, seed=cfg.seed).to(device)
+    plan = plan_steps(tr, cfg.model.block_size, dist.world_size)
+    if cfg.model.block_size > model.config.n_positions:
+        raise ValueError(f"model.block_size {cfg.model.block_size} exceeds the model's context {model.config.n_positions}")
+    scorer = build_scorer(cfg)
+    source = instantiate(cfg.data.source)
+    stream = build_stream(cfg, source, scorer, tokenizer, objective, "train", dist)
+    prepared = {}
+    if getattr(objective, "requires_prepare", False):
+        prepared = objective.prepare(stream.scored_sample(cfg.data.prepare_docs))
+
+    optimizer = make_optimizer(model, tr, device)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(plan["warmup_steps"], plan["max_steps"]))
+    precision = tr.precision if tr.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    if precision not in ("bf16", "fp32"):
+        raise ValueError(f"trainer.precision must be auto, bf16 or fp32, got {tr.precision!r}")
+
+    def autocast():
+        if precision == "bf16":
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # -- resume ----------------------------------------------------------------------------------
+    step, tokens_seen = 0, int(tr.start_tokens)
+    resume_from = None
+    if tr.resume == "auto":
+        resume_from = ckpt.latest_checkpoint(ckpt_root)
+    elif tr.resume not in (None, "never", False):
+        resume_from = Path(tr.resume)
+    if resume_from is not None:
+        loaded = PHFModel.from_pretrained(resume_from, value_head=model.value_head is not None)
+        model.load_state_dict(loaded.state_dict())
+        del loaded
+        state = ckpt.load_state(resume_from, "trainer_state.pt")
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, tokens_seen = state["step"], state["tokens_seen"]
+        stream.load_state_dict(ckpt.load_state(resume_from, f"data_state_rank{dist.rank}.pt"))
+        ckpt.set_rng_state(state["rng"][dist.rank] if isinstance(state["rng"], list) else state["rng"])
+        if dist.main:
+            _truncate_metrics(run_dir / "metrics.jsonl", step)
+
+    # -- tracking --------------------------------------------------------------------------------
+    tracker = None
+    try:
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        if dist.main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
+        name = cfg.get("run_name") or f"{cfg.task.name}-{type(objective).__name__.lower()}"
+        # partial: the resolved config holds `_target_` nodes that instantiate must not build
+        tracker = instantiate(cfg.logger, _partial_=True)(run_dir=run_dir, run_config=resolved, name=name,
+                                                          enabled=dist.main)
+        n_params = model.num_parameters()
+        if dist.main:
+            log.info("run dir: %s", run_dir)
+            log.info("objective: %r", objective)
+            log.info("model: %.2fM parameters (%s), value head: %s, device %s, precision %s",
+                     n_params / 1e6, "resumed" if resume_from else "new", model.value_head is not None, device, precision)
+            if objective.special_tokens:
+                log.info("special tokens: %s", dict(zip(objective.special_tokens, control_ids)))
+            log.info("tokens per optimizer step: %d (%d seqs × %d tokens; micro-batch %d × %d ranks × %d accumulation)",
+                     plan["tokens_per_step"], tr.effective_batch_size, cfg.model.block_size,
+                     tr.batch_size, dist.world_size, plan["accum"])
+            log.info("optimizer steps: %d (%d warmup), starting at step %d, %.3g tokens seen",
+                     plan["max_steps"], plan["warmup_steps"], step, tokens_seen)
+            for k, v in prepared.items():
+                log.info("prepared %s = %s", k, v)
+            tracker.log({"tokens_seen": tokens_seen, "params": n_params, **prepared, **plan}, step=step)
+        return _loop(cfg, dist, device, model, objective, tokenizer, stream, source, scorer, optimizer, scheduler,
+                     plan, autocast, tracker, step, tokens_seen, ckpt_root)
+    finally:
+        if tracker is not None:
+            tracker.finish()
+        dist.close()
+
+
+def _loop(cfg, dist, device, model, objective, tokenizer, stream, source, scorer, optimizer, scheduler, plan,
+          autocast, tracker, step, tokens_seen, ckpt_root) -> dict:
+    from tqdm.auto import tqdm
+
+    from phf import checkpoint as ckpt
+
+    tr = cfg.trainer
+    run_dir = Path(cfg.run_dir)
+    core = model
+    if dist.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    forward = torch.compile(model) if tr.compile else model
+    model.train()
+
+    val_blocks: list[dict] | None = None
+
+    def val_loss() -> float:
+        nonlocal val_blocks
+        if val_blocks is None:
+            vstream = build_stream(cfg, source, scorer, tokenizer, objective, "validation", Dist(), epochs=1)
+            val_blocks = [b for _, b in zip(range(tr.val_blocks), vstream)]
+            if not val_blocks:
+                raise ValueError("the validation split produced no block; raise data.val_fraction or use more data")
+        return validation_loss(core, val_blocks, tr.batch_size, device, autocast)
+
+    blocks = iter(stream)
+
+    def next_batch():
+        return stack([next(blocks) for _ in range(tr.batch_size)], device)
+
+    sums: dict[str, torch.Tensor] = {}
+    n_logged, bad_steps, last = 0, 0, {}
+    t_last, tokens_last = time.perf_counter(), tokens_seen
+    bar = tqdm(total=plan["max_steps"], initial=step, disable=not (dist.main and tr.progress), desc="train",
+               unit="step", dynamic_ncols=True)
+    while step < plan["max_steps"]:
+        step_loss = torch.zeros((), device=device)
+        for micro in range(plan["accum"]):
+            batch = next_batch()
+            sync = not dist.enabled or micro == plan["accum"] - 1
+            with (contextlib.nullcontext() if sync else model.no_sync()), autocast():
+                logits, values = forward(batch["input_ids"])
+                out = objective.loss(logits, batch["labels"], batch["token_scores"], values)
+            (out.loss / plan["accum"]).backward()
+            step_loss += out.loss.detach() / plan["accum"]
+            for k, v in out.metrics.items():
+                sums[k] = sums.get(k, 0.0) + v.detach().float() / plan["accum"]
+            sums["token_score_mean"] = sums.get("token_score_mean", 0.0) + batch["token_scores"].mean() / plan["accum"]
+        grad_norm = torch.nn.utils.clip_grad_norm_(core.parameters(), tr.grad_clip)
+        # one host sync per optimizer step: a non-finite loss must stop the run before the update
+        if not (torch.isfinite(step_loss) and torch.isfinite(grad_norm)):
+            bad_steps += 1
+            optimizer.zero_grad(set_to_none=True)
+            msg = f"non-finite loss/gradient at step {step + 1} with objective {objective!r}"
+            if bad_steps > tr.max_bad_steps:
+                good = ckpt.latest_checkpoint(ckpt_root) if dist.main else None
+                raise FloatingPointError(f"{msg}; last good checkpoint: {good or 'none'} "
+                                         f"(trainer.max_bad_steps={tr.max_bad_steps} allows skipping such steps)")
+            log.warning("%s: skipping the update (%d/%d allowed)", msg, bad_steps, tr.max_bad_steps)
+            sums.clear()
+            continue
+        lr = scheduler.get_last_lr()[0]  # the LR this update uses
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        tokens_seen += plan["tokens_per_step"]
+        sums["loss"] = sums.get("loss", 0.0) + step_loss
+        sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm.float()
+        n_logged += 1
+        bar.update(1)
+
+        if step % tr.log_every == 0 or step == plan["max_steps"]:
+            now = time.perf_counter()
+            tps = (tokens_seen - tokens_last) / (now - t_last)
+            row = {k: (v / n_logged).item() for k, v in sums.items()}
+            row.update(tokens_seen=tokens_seen, lr=lr, tokens_per_s=tps)
+            stats = getattr(scorer, "stats", None)
+            if callable(stats):
+                row.update({f"scorer/{k}": v for k, v in stats().items()})
+            row.update({f"data/{k}": v for k, v in stream.stats.items()})
+            tracker.log(row, step=step)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{tps:,.0f}")
+            last = row
+            sums.clear()
+            n_logged, t_last, tokens_last = 0, now, tokens_seen
+        if tr.eval_every and step % tr.eval_every == 0 and step < plan["max_steps"] and dist.main:
+            tracker.log({"tokens_seen": tokens_seen, "val/loss": val_loss()}, step=step)
+        if tr.checkpoint_every and step % tr.checkpoint_every == 0 and step < plan["max_steps"]:
+            _save(ckpt_root, step, core, tokenizer, optimizer, scheduler, stream, tokens_seen, dist, tr)
+    bar.close()
+
+    final = {"step": step, "tokens_seen": tokens_seen, "train/loss": last.get("loss", float("nan")),
+             "tokens_per_s": last.get("tokens_per_s", float("nan"))}
+    if dist.main:
+        final["val/loss"] = val_loss()
+        final["val/perplexity"] = math.exp(min(final["val/loss"], 50.0))
+        tracker.log({"tokens_seen": tokens_seen, "val/loss": final["val/loss"]}, step=step)
+        core.save_pretrained(run_dir / "final", tokenizer)
+        (run_dir / "final" / "phf_summary.json").write_text(json.dumps(final, indent=2))
+        tracker.log_summary(final)
+        log.info("final: train loss %.4f, validation loss %.4f, %.0f tokens/s; model in %s",
+                 final["train/loss"], final["val/loss"], final["tokens_per_s"], run_dir / "final")
+    dist.barrier()
+    return final
+
+
+def _save(ckpt_root, step, model, tokenizer, optimizer, scheduler, stream, tokens_seen, dist, tr) -> None:
+    from phf import checkpoint as ckpt
+
+    ckpt.save_data_state(ckpt_root, step, dist.rank, stream.state_dict())
+    rng = ckpt.rng_state()
+    if dist.enabled:
+        gathered = [None] * dist.world_size
+        torch.distributed.all_gather_object(gathered, rng)
+        rng = gathered
+    dist.barrier()
+    if dist.main:
+        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng,
+                 "step": step, "tokens_seen": tokens_seen}
+        ckpt.save_checkpoint(ckpt_root, step, model, tokenizer, state, tr.keep_checkpoints)
+    dist.barrier()
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop rows a killed run logged after the checkpoint it resumes from."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(line + "\n" for line in keep))
+    os.replace(tmp, path)
+
+
+def main() -> None:
+    import hydra
+
+    conf_dir = os.environ.get("PHF_CONF_DIR", str(Path(__file__).resolve().parent.parent / "conf"))
+
+    @hydra.main(version_base="1.3", config_path=conf_dir, config_name="config")
+    def _main(cfg: DictConfig):
+        from hydra.core.hydra_config import HydraConfig
+
+        try:
+            return train(cfg).get("val/loss")
+        except Exception as e:
+            run_dir = Path(cfg.run_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "error.txt").write_text(traceback.format_exc())
+            if HydraConfig.get().mode.name != "MULTIRUN":
+                raise
+            # a failed job must not end the sweep: record it and let the launcher go on
+            log.error("job %s failed: %s: %s (traceback in %s)", run_dir, type(e).__name__, e, run_dir / "error.txt")
+            with open(Path(HydraConfig.get().sweep.dir) / "failures.jsonl", "a") as f:
+                f.write(json.dumps({"run_dir": str(run_dir), "error": f"{type(e).__name__}: {e}",
+                                    "overrides": list(HydraConfig.get().overrides.task)}) + "\n")
+            return None
+
+    _main()
+
+
+if __name__ == "__main__":
+    main()
