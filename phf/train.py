@@ -181,6 +181,18 @@ def validation_loss(model, blocks: list[dict], batch_size: int, device, autocast
     return total / max(n, 1)
 
 
+def dry_run(cfg: DictConfig, dist: Dist) -> dict:
+    """Print and return the run's derived quantities without building anything."""
+    plan = plan_steps(cfg.trainer, cfg.model.block_size, dist.world_size)
+    info = {"task": cfg.task.name, "objective": cfg.objective._target_.rsplit(".", 1)[-1],
+            "lr": cfg.trainer.lr, "effective_batch_size": cfg.trainer.effective_batch_size,
+            "block_size": cfg.model.block_size, "start_tokens": int(cfg.trainer.start_tokens),
+            "num_tokens": None if cfg.trainer.num_tokens is None else int(float(cfg.trainer.num_tokens)),
+            "tokens_trained": plan["max_steps"] * plan["tokens_per_step"], **plan}
+    print(json.dumps(info, indent=2))
+    return info
+
+
 def train(cfg: DictConfig) -> dict:
     """Train one model as ``cfg`` says; return the final metrics."""
     from hydra.utils import instantiate
@@ -191,6 +203,8 @@ def train(cfg: DictConfig) -> dict:
 
     dist = Dist()
     tr = cfg.trainer
+    if tr.dry_run:
+        return dry_run(cfg, dist)
     device = resolve_device(tr.device, dist)
     dist.init(device)
     run_dir = Path(cfg.run_dir)
@@ -243,6 +257,10 @@ def train(cfg: DictConfig) -> dict:
         ckpt.set_rng_state(state["rng"][dist.rank] if isinstance(state["rng"], list) else state["rng"])
         if dist.main:
             _truncate_metrics(run_dir / "metrics.jsonl", step)
+    elif tr.data_state_from:
+        # finetuning: continue exactly where the pretraining run's data stream stopped, without
+        # re-reading or re-tokenizing the documents it consumed
+        stream.load_state_dict(ckpt.load_state(Path(tr.data_state_from), f"data_state_rank{dist.rank}.pt"))
 
     # -- tracking --------------------------------------------------------------------------------
     tracker = None
@@ -304,6 +322,22 @@ def _loop(cfg, dist, device, model, objective, tokenizer, stream, source, scorer
                 raise ValueError("the validation split produced no block; raise data.val_fraction or use more data")
         return validation_loss(core, val_blocks, tr.batch_size, device, autocast)
 
+    eval_scorer = None
+
+    def evaluate_samples() -> dict:
+        """Sample, score and measure (phf.eval); rank 0 only. Leaves train mode and RNG untouched."""
+        nonlocal eval_scorer
+        from phf.eval.evaluate import build_eval_scorer, run_evaluation
+
+        if eval_scorer is None:
+            eval_scorer = build_eval_scorer(cfg)
+        val_loss()  # builds the held-out blocks once
+        metrics = run_evaluation(core.lm, tokenizer, objective, eval_scorer, cfg, out_dir=run_dir, step=step,
+                                 blocks=val_blocks, tracker=tracker)
+        tracker.log({"tokens_seen": tokens_seen, **metrics}, step=step)
+        return metrics
+
+    sample_every = int(OmegaConf.select(cfg, "task.eval.every_steps", default=0) or 0)
     blocks = iter(stream)
 
     def next_batch():
@@ -367,6 +401,8 @@ def _loop(cfg, dist, device, model, objective, tokenizer, stream, source, scorer
             n_logged, t_last, tokens_last = 0, now, tokens_seen
         if tr.eval_every and step % tr.eval_every == 0 and step < plan["max_steps"] and dist.main:
             tracker.log({"tokens_seen": tokens_seen, "val/loss": val_loss()}, step=step)
+        if sample_every and step % sample_every == 0 and step < plan["max_steps"] and dist.main:
+            evaluate_samples()
         if tr.checkpoint_every and step % tr.checkpoint_every == 0 and step < plan["max_steps"]:
             _save(ckpt_root, step, core, tokenizer, optimizer, scheduler, stream, tokens_seen, dist, tr)
     bar.close()
@@ -378,6 +414,8 @@ def _loop(cfg, dist, device, model, objective, tokenizer, stream, source, scorer
         final["val/perplexity"] = math.exp(min(final["val/loss"], 50.0))
         tracker.log({"tokens_seen": tokens_seen, "val/loss": final["val/loss"]}, step=step)
         core.save_pretrained(run_dir / "final", tokenizer)
+        if tr.final_eval:  # the original skipped the end-of-training evaluation; we always run it
+            final.update(evaluate_samples())
         (run_dir / "final" / "phf_summary.json").write_text(json.dumps(final, indent=2))
         tracker.log_summary(final)
         log.info("final: train loss %.4f, validation loss %.4f, %.0f tokens/s; model in %s",

@@ -1,6 +1,23 @@
 """Objective registry: one method per module; Hydra's ``conf/objective/*.yaml`` selects them."""
 
+from phf.objectives.awr import AWR
 from phf.objectives.base import IGNORE_INDEX, LossOutput, Objective, Targets, shift_targets
+from phf.objectives.conditional import Conditional
+from phf.objectives.filtering import Filtering
 from phf.objectives.mle import MLE
+from phf.objectives.rwr import RWR
+from phf.objectives.unlikelihood import Unlikelihood
 
-__all__ = ["IGNORE_INDEX", "LossOutput", "MLE", "Objective", "Targets", "shift_targets"]
+__all__ = [
+    "AWR",
+    "IGNORE_INDEX",
+    "MLE",
+    "RWR",
+    "Conditional",
+    "Filtering",
+    "LossOutput",
+    "Objective",
+    "Targets",
+    "Unlikelihood",
+    "shift_targets",
+]

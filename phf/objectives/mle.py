@@ -5,8 +5,6 @@ L = mean_{t in N} CE_t,  CE_t = -log p_theta(x_t | x_<t)   (Korbak et al. 2023, 
 
 from __future__ import annotations
 
-import torch
-
 from phf.objectives.base import LossOutput, Objective, shift_targets
 
 
