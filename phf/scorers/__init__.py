@@ -6,6 +6,13 @@ from phf.scorers.base import Scorer
 
 _LAZY = {
     "PEP8Scorer": "phf.scorers.pep8",
+    "ProfanityScorer": "phf.scorers.profanity",
+    "PIIScorer": "phf.scorers.pii",
+    "DetoxifyScorer": "phf.scorers.detoxify",
+    "ScorerError": "phf.scorers.errors",
+    "CachedScorer": "phf.scorers.cache",
+    "ScoreCache": "phf.scorers.cache",
+    "build_scorer": "phf.scorers.cache",
 }
 
 __all__ = ["Scorer", *_LAZY]

@@ -73,7 +73,7 @@ class PEP8Scorer(Scorer):
             line = min(max(line_number, 1), len(line_starts)) - 1
             char = min(line_starts[line] + max(offset, 0), len(text) - 1)
             counts[_segment_of(seg_ends, char)] += 1
-        return [c / len(s) if s else 0.0 for c, s in zip(counts, segments)]
+        return [c / len(s) if s else 0.0 for c, s in zip(counts, segments, strict=True)]
 
 
 def _segment_of(seg_ends: list[int], char: int) -> int:
