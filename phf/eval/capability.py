@@ -1,0 +1,94 @@
+"""Held-out language-modelling loss and perplexity: the in-domain capability axis.
+
+Over held-out blocks (``input_ids``, ``labels``, ``token_scores``, each of length block_size, as the
+pipeline packs them) the loss is the token-weighted mean cross-entropy of every predicted position
+t -> t+1 whose label is not ignored (-100):
+
+    loss         = sum_t CE_t / #positions               ppl = exp(loss)
+    aligned_loss = same over positions whose *target* token score s_{t+1} <= aligned_threshold
+
+"Aligned" text is what a PHF objective should keep modelling well; the gap between the two shows
+whether a model gave up on misaligned text only. Targets listed in ``exclude_token_ids`` (the
+objective's control tokens) are left out of both: predicting ``<|aligned|>`` is not language
+modelling, and leaving them in would make a conditional model's loss incomparable to MLE's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from phf.eval.sampling import eval_mode, unwrap
+
+IGNORE_INDEX = -100
+
+
+@torch.no_grad()
+def heldout_loss(
+    model,
+    blocks: Iterable[dict[str, torch.Tensor]],
+    aligned_threshold: float = 0.0,
+    exclude_token_ids: Sequence[int] = (),
+    batch_size: int = 8,
+) -> dict[str, float]:
+    """Loss/perplexity over all and over aligned target tokens; NaN where no token qualifies.
+
+    Returns ``loss``, ``ppl``, ``aligned_loss``, ``aligned_ppl``, ``num_tokens`` and
+    ``aligned_fraction`` (share of counted target tokens that are aligned).
+    """
+    hf = unwrap(model)
+    device = next(hf.parameters()).device
+    exclude = torch.tensor(sorted(set(exclude_token_ids)), dtype=torch.long, device=device)
+    ce_sum = aligned_sum = 0.0
+    n = n_aligned = 0
+    with eval_mode(hf):
+        for batch in _batches(blocks, batch_size):
+            ids = batch["input_ids"].to(device)
+            labels = batch.get("labels", batch["input_ids"]).to(device)
+            scores = batch["token_scores"].to(device)
+            mask = batch.get("attention_mask")
+            logits = hf(input_ids=ids, attention_mask=None if mask is None else mask.to(device)).logits  # (B,T,V)
+            target = labels[:, 1:]  # (B, T-1)
+            ce = F.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.size(-1)).float(),
+                target.reshape(-1),
+                ignore_index=IGNORE_INDEX,
+                reduction="none",
+            ).view_as(target)
+            keep = target.ne(IGNORE_INDEX)
+            if exclude.numel():
+                keep &= ~torch.isin(target, exclude)
+            aligned = keep & (scores[:, 1:] <= aligned_threshold)
+            ce_sum += ce[keep].sum().item()
+            aligned_sum += ce[aligned].sum().item()
+            n += int(keep.sum())
+            n_aligned += int(aligned.sum())
+    loss = ce_sum / n if n else float("nan")
+    aligned_loss = aligned_sum / n_aligned if n_aligned else float("nan")
+    return {
+        "loss": loss,
+        "ppl": math.exp(loss) if n else float("nan"),
+        "aligned_loss": aligned_loss,
+        "aligned_ppl": math.exp(aligned_loss) if n_aligned else float("nan"),
+        "num_tokens": float(n),
+        "aligned_fraction": n_aligned / n if n else float("nan"),
+    }
+
+
+def _batches(blocks: Iterable[dict[str, torch.Tensor]], batch_size: int):
+    buf: list[dict[str, torch.Tensor]] = []
+    for b in blocks:
+        buf.append(b)
+        if len(buf) == batch_size:
+            yield _stack(buf)
+            buf = []
+    if buf:
+        yield _stack(buf)
+
+
+def _stack(blocks: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    keys = [k for k in ("input_ids", "labels", "token_scores", "attention_mask") if k in blocks[0]]
+    return {k: torch.stack([torch.as_tensor(b[k]) for b in blocks]) for k in keys}

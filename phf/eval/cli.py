@@ -1,0 +1,282 @@
+"""``phf-eval``: evaluate a saved phf model and write ``eval.json`` and the samples.
+
+    phf-eval run_dir=DIR                                 # DIR/final with DIR/config.yaml
+    phf-eval run_dir=DIR task.eval.kl.reference=OTHER/final task.eval.scenarios.unconditional.num_samples=512
+    phf-eval checkpoint=DIR/checkpoints/step_0000200     # the run's config is found above the checkpoint
+    phf-eval checkpoint=PATH task=pep8 objective=conditional out=EVAL_DIR   # any HF dir, config from conf/
+
+Arguments are Hydra-style ``key=value`` overrides of the run's saved ``config.yaml`` (values parsed as
+YAML; ``+key=value`` adds a key). Config-group overrides (``task=``, ``objective=``, ``scorer=``,
+``logger=``) replace that whole group with ``conf/<group>/<name>.yaml`` (``task=`` brings its scorer).
+Without a run config, the config is composed from ``conf/`` with the same overrides. Own keys:
+
+    run_dir=DIR        the run to evaluate (model: DIR/final unless checkpoint= is given)
+    checkpoint=PATH    an HF model directory to evaluate instead
+    out=DIR            where eval.json and samples/ go (default: the run dir, else the checkpoint dir)
+    device=auto|cpu|cuda
+    skip=heldout,kl,red_team   parts to leave out (comma-separated)
+
+Writes ``OUT/eval.json`` ({"scenarios": {name: metrics}, "heldout": ..., "kl": ..., "red_team": ...}),
+``OUT/samples/<scenario>.jsonl`` and, when the red-team loop runs, ``OUT/red_team.json``; logs the flat
+``eval/...`` metrics and sample tables to the configured tracker (wandb files under ``OUT/eval_tracking``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("phf.eval")
+
+OWN_KEYS = {"run_dir", "checkpoint", "out", "device", "skip"}
+GROUPS = {"task", "objective", "scorer", "logger", "model", "data", "trainer"}
+SKIPPABLE = {"heldout", "kl", "red_team"}
+
+
+def conf_dir() -> Path:
+    return Path(os.environ.get("PHF_CONF_DIR", Path(__file__).resolve().parents[2] / "conf"))
+
+
+def parse_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    """(own options, config overrides) from ``key=value`` arguments."""
+    own, overrides = {}, []
+    for arg in argv:
+        if arg in ("-h", "--help"):
+            print(__doc__)
+            sys.exit(0)
+        key, sep, value = arg.partition("=")
+        if not sep:
+            raise SystemExit(f"phf-eval: expected key=value, got {arg!r} (see phf-eval --help)")
+        if key in OWN_KEYS:
+            own[key] = value
+        else:
+            overrides.append(arg)
+    if "run_dir" not in own and "checkpoint" not in own:
+        raise SystemExit("phf-eval: give run_dir=DIR or checkpoint=PATH (see phf-eval --help)")
+    bad = set(filter(None, own.get("skip", "").split(","))) - SKIPPABLE
+    if bad:
+        raise SystemExit(f"phf-eval: skip= accepts {sorted(SKIPPABLE)}, got {sorted(bad)}")
+    return own, overrides
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+def _is_group(override: str) -> bool:
+    key = override.partition("=")[0]
+    return key in GROUPS
+
+
+def find_run_config(checkpoint: Path) -> Path | None:
+    """``config.yaml`` of the run a checkpoint belongs to (the checkpoint dir or up to two levels up)."""
+    for d in [checkpoint, *list(checkpoint.resolve().parents)[:2]]:
+        if (d / "config.yaml").is_file():
+            return d / "config.yaml"
+    return None
+
+
+def load_config(config_path: Path | None, overrides: list[str]) -> DictConfig:
+    """The run's saved config with ``overrides`` applied, or a config composed from ``conf/``."""
+    if config_path is None:
+        return _compose(overrides)
+    cfg = OmegaConf.load(config_path)
+    groups = [o for o in overrides if _is_group(o)]
+    if groups:
+        fresh = _compose(groups)
+        for o in groups:
+            key = o.partition("=")[0]
+            cfg[key] = fresh[key]
+            if key == "task":  # a task selects its scorer
+                cfg.scorer = fresh.scorer
+    if OmegaConf.select(cfg, "task.eval") is None:  # a run from before evaluation existed: use its task's defaults
+        log.warning("%s has no task.eval block; using conf/task/%s.yaml's", config_path, cfg.task.name)
+        cfg.task.eval = _compose([f"task={cfg.task.name}"]).task.eval
+    dotted = [o.lstrip("+") for o in overrides if not _is_group(o)]
+    if dotted:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotted))
+    return cfg
+
+
+def model_info(model_dir: Path) -> dict:
+    """step / tokens_seen of a saved model, from the trainer's summary or the checkpoint's name."""
+    info: dict = {}
+    summary = model_dir / "phf_summary.json"
+    if summary.is_file():
+        data = json.loads(summary.read_text())
+        info.update({k: data[k] for k in ("step", "tokens_seen") if k in data})
+    m = re.search(r"step_0*(\d+)$", model_dir.name)
+    if m and "step" not in info:
+        info["step"] = int(m.group(1))
+    return info
+
+
+def heldout_blocks(cfg, tokenizer, objective, max_blocks: int):
+    """Held-out blocks from the data pipeline (``phf.data.pipeline.validation_blocks``)."""
+    from phf.data.pipeline import validation_blocks
+
+    return list(validation_blocks(cfg, tokenizer, objective, max_blocks))
+
+
+def resolve_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def evaluate_saved(own: dict[str, str], overrides: list[str]) -> tuple[dict, Path]:
+    """Run everything; returns (eval.json content, output dir)."""
+    from hydra.utils import instantiate
+    from transformers import AutoModelForCausalLM
+
+    from phf.eval.evaluate import build_eval_scorer, eval_config, evaluate, flatten
+    from phf.tokenizer import load_tokenizer
+
+    run_dir = Path(own["run_dir"]) if "run_dir" in own else None
+    model_dir = Path(own["checkpoint"]) if "checkpoint" in own else run_dir / "final"
+    if not (model_dir / "config.json").is_file():
+        raise SystemExit(f"phf-eval: {model_dir} is not a saved HF model (no config.json); did the run finish?")
+    config_path = run_dir / "config.yaml" if run_dir is not None else find_run_config(model_dir)
+    if config_path is not None and not config_path.is_file():
+        raise SystemExit(f"phf-eval: {config_path} not found")
+    cfg = load_config(config_path, overrides)
+    ev = eval_config(cfg)
+    out = Path(own.get("out") or run_dir or model_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    skip = set(filter(None, own.get("skip", "").split(",")))
+
+    device = resolve_device(own.get("device", "auto"))
+    log.info("evaluating %s (config %s) on %s", model_dir, config_path or "composed from conf/", device)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).to(device)
+    tokenizer = load_tokenizer(str(model_dir))
+    objective = instantiate(cfg.objective)
+    scorer = build_eval_scorer(cfg)
+
+    blocks, heldout_note = None, None
+    if "heldout" not in skip:
+        try:
+            blocks = heldout_blocks(cfg, tokenizer, objective, int(ev.capability.max_blocks))
+        except ImportError:
+            heldout_note = "skipped: phf.data.pipeline.validation_blocks is not available"
+        except Exception as e:  # the data may be unavailable offline; the rest of the evaluation still runs
+            heldout_note = f"skipped: {type(e).__name__}: {e}"
+        if heldout_note:
+            log.warning("held-out loss %s", heldout_note)
+
+    tracker = make_tracker(cfg, out)
+    try:
+        info = model_info(model_dir)
+        results = evaluate(model, tokenizer, objective, scorer, cfg, out_dir=out, blocks=blocks,
+                           kl="kl" not in skip, tracker=tracker)
+        results["step"] = info.get("step")
+        if heldout_note:
+            results["heldout"] = {"note": heldout_note}
+        if "red_team" not in skip and OmegaConf.select(ev, "red_team.red_lm"):
+            results["red_team"] = run_red_team(cfg, model, tokenizer, objective, scorer, out, device)
+        doc = {
+            "model": str(model_dir),
+            "config": str(config_path) if config_path else None,
+            "task": cfg.task.name,
+            "objective": objective_name(cfg, run_dir),
+            "scorer": OmegaConf.select(ev, "scorer._target_") or OmegaConf.select(cfg, "scorer._target_"),
+            "tokens_seen": info.get("tokens_seen"),
+            **results,
+        }
+        if tracker is not None:
+            tracker.log(flatten(results), step=info.get("step") or 0)
+    finally:
+        if tracker is not None:
+            tracker.finish()
+    (out / "eval.json").write_text(json.dumps(_finite(doc), indent=2) + "\n")
+    return doc, out
+
+
+def run_red_team(cfg, model, tokenizer, objective, scorer, out: Path, device) -> dict:
+    from phf.eval.kl import load_causal_lm
+    from phf.eval.red_team import RedTeamSettings, load_prompts, red_team, summary
+
+    rt = cfg.task.eval.red_team
+    fields = set(RedTeamSettings.__dataclass_fields__)
+    settings = RedTeamSettings(**{k: v for k, v in OmegaConf.to_container(rt, resolve=True).items() if k in fields})
+    red_model, red_tok = load_causal_lm(str(rt.red_lm), device)
+    result = red_team(cfg.task.name, model, tokenizer, objective, scorer, red_model, red_tok,
+                      load_prompts(rt.prompts), settings)
+    result["red_lm"] = str(rt.red_lm)
+    (out / "red_team.json").write_text(json.dumps(_finite(result), indent=2) + "\n")
+    for r in result["rounds"]:
+        log.info("red team round %d: mean %.4g, best %.4g, pool top-10 mean %.4g", r["round"], r["round_mean"],
+                 r["round_best"], r["pool_top10_mean"])
+    return {**summary(result), "rounds": float(len(result["rounds"]))}
+
+
+def objective_name(cfg, run_dir: Path | None) -> str:
+    """The objective's short name: the sweep subdir ``<num>-<name>``, else its class name."""
+    if run_dir is not None:
+        m = re.fullmatch(r"\d+-(.+)", run_dir.name)
+        if m:
+            return m.group(1)
+    target = OmegaConf.select(cfg, "objective._target_") or "unknown"
+    return target.rsplit(".", 1)[-1].lower()
+
+
+def make_tracker(cfg, out: Path):
+    """The configured tracker for wandb logging (None for ``logger=none``: the files are the record)."""
+    from hydra.utils import instantiate
+
+    if OmegaConf.select(cfg, "logger.backend", default="none") == "none":
+        return None
+    name = f"{OmegaConf.select(cfg, 'task.name')}-{objective_name(cfg, None)}-eval"
+    return instantiate(cfg.logger, _partial_=True)(run_dir=out / "eval_tracking", name=name,
+                                                   run_config=OmegaConf.to_container(cfg.task.eval, resolve=True))
+
+
+def _finite(x):
+    """JSON has no NaN/inf: write them as null."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    return x
+
+
+def _f(x, spec: str = ".4g") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def print_summary(doc: dict, out: Path) -> None:
+    print(f"phf-eval: {doc['task']} / {doc['objective']} ({doc['model']})")
+    for name, m in doc["scenarios"].items():
+        print(f"  {name:<18} score {_f(m['score'])}  expected max@25 {_f(m['expected_max'])}  "
+              f"hit rate {_f(m['hit_rate'], '.3g')}  distinct-2 {_f(m['distinct_2'], '.3g')}  "
+              f"self-BLEU {_f(m['self_bleu'], '.3g')}")
+    h = doc.get("heldout") or {}
+    if "loss" in h:
+        print(f"  held-out loss {_f(h['loss'])} (ppl {_f(h['ppl'], '.1f')}), aligned tokens {_f(h['aligned_loss'])}")
+    if "kl" in doc:
+        print(f"  KL(ref || model) {_f(doc['kl']['kl'], '.3f')} ± {_f(doc['kl']['kl_stderr'], '.3f')} nats/sample")
+    print(f"  wrote {out / 'eval.json'} and {out / 'samples'}/")
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    own, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    doc, out = evaluate_saved(own, overrides)
+    print_summary(_finite(doc), out)
+
+
+if __name__ == "__main__":
+    main()

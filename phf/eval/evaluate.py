@@ -1,0 +1,184 @@
+"""One evaluation of a model: the scenarios of ``task.eval``, optionally capability and KL.
+
+``run_evaluation`` is what the trainer calls every ``task.eval.every_steps`` optimizer steps and once
+at the end (the original skipped the final evaluation), and what ``phf-eval`` calls on a saved model.
+It returns flat metrics, logged as they are:
+
+    eval/<scenario>/score          mean misalignment of the samples (the paper's headline metric)
+    eval/<scenario>/expected_max   expected max score over k=25 samples (unbiased, all k-subsets)
+    eval/<scenario>/hit_rate       fraction of samples with score > task.eval.hit_threshold
+    eval/<scenario>/score_max, length (chars), num_tokens, distinct_1, distinct_2, self_bleu,
+                    num_samples, samples_per_s
+    eval/kl, eval/kl_stderr        KL(p_ref || p_model), nats per sample (when a reference is set)
+    eval/heldout/{loss,ppl,aligned_loss,aligned_ppl,aligned_fraction}   when blocks are given
+
+and writes every sample with its score to ``out_dir/samples/<scenario>.jsonl`` (in training:
+``out_dir/samples/step_<step>/<scenario>.jsonl``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from phf.eval.capability import heldout_loss
+from phf.eval.kl import KLSettings, kl_from_reference
+from phf.eval.metrics import sample_metrics
+from phf.eval.red_team import load_prompts
+from phf.eval.sampling import SamplingSettings, sample_with_objective, token_ids
+from phf.objectives.base import Objective
+
+log = logging.getLogger(__name__)
+
+RESERVED = {"kl", "heldout", "red_team"}  # metric groups that are not scenarios
+
+
+def eval_config(cfg) -> DictConfig:
+    """``cfg.task.eval`` with a clear error when the task has none."""
+    cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+    ev = OmegaConf.select(cfg, "task.eval")
+    if ev is None:
+        raise KeyError("the config has no task.eval block; add one to conf/task/<task>.yaml (see conf/task/pep8.yaml)")
+    bad = RESERVED.intersection(ev.get("scenarios") or {})
+    if bad:
+        raise ValueError(f"task.eval.scenarios may not be named {sorted(bad)} (reserved metric groups)")
+    return ev
+
+
+def build_eval_scorer(cfg):
+    """``task.eval.scorer`` when set (e.g. Detoxify 'unbiased' for toxicity), else the training scorer."""
+    from hydra.utils import instantiate
+
+    conf = OmegaConf.select(cfg, "task.eval.scorer") or cfg.scorer
+    return instantiate(conf)
+
+
+def evaluate(
+    model,
+    tokenizer,
+    objective,
+    scorer,
+    cfg,
+    out_dir: str | Path | None = None,
+    step: int | None = None,
+    *,
+    blocks: Iterable[dict] | None = None,
+    kl: bool = True,
+    tracker=None,
+) -> dict:
+    """The nested results ``{"scenarios": {name: metrics}, "kl": ..., "heldout": ...}``."""
+    ev = eval_config(cfg)
+    objective = objective if objective is not None else Objective()
+    results: dict = {"step": step, "scenarios": {}}
+    for i, (name, sc) in enumerate((ev.scenarios or {}).items()):
+        results["scenarios"][name] = _scenario(
+            name, sc, ev, model, tokenizer, objective, scorer, i, out_dir, step, tracker
+        )
+    ref = OmegaConf.select(ev, "kl.reference")
+    if kl and ref:
+        k = ev.kl
+        settings = KLSettings(num_samples=k.num_samples, max_new_tokens=k.max_new_tokens,
+                              batch_size=k.get("batch_size", 16), seed=k.get("seed", 0))
+        cache_dir = k.get("cache_dir") or Path(OmegaConf.select(cfg, "cache_dir") or "~/.cache/phf").expanduser() / "kl"
+        results["kl"] = {"reference": str(ref), **kl_from_reference(
+            model, tokenizer, objective, str(ref), settings, cache_dir, k.get("prefix_every_line"))}
+    if blocks is not None:
+        cap = ev.get("capability") or {}
+        results["heldout"] = heldout_loss(
+            model,
+            blocks,
+            aligned_threshold=cap.get("aligned_threshold", 0.0),
+            exclude_token_ids=token_ids(tokenizer, objective.special_tokens),
+            batch_size=cap.get("batch_size", 8),
+        )
+    return results
+
+
+def _scenario(name, sc, ev, model, tokenizer, objective, scorer, index, out_dir, step, tracker) -> dict:
+    prompts = load_prompts(sc.prompts) if sc.get("prompts") else None
+    settings = SamplingSettings(
+        max_new_tokens=sc.max_new_tokens,
+        min_new_tokens=sc.get("min_new_tokens", 0),
+        temperature=ev.get("temperature", 0.7),
+        top_p=ev.get("top_p", 0.9),
+        top_k=ev.get("top_k", 0),
+        batch_size=ev.get("batch_size", 32),
+        seed=ev.get("seed", 0) + index,
+    )
+    t0 = time.perf_counter()
+    samples = sample_with_objective(model, tokenizer, objective, prompts, sc.num_samples, settings)
+    rate = len(samples) / max(time.perf_counter() - t0, 1e-9)
+    scored = [s.prompt + s.text if sc.get("score_prompt", False) else s.text for s in samples]
+    scores = [float(x) for x in scorer.score(scored)] if scored else []
+    metrics = sample_metrics(
+        [s.text for s in samples],
+        scores,
+        hit_threshold=ev.hit_threshold,
+        k=ev.get("expected_max_k", 25),
+        bleu_n=ev.get("self_bleu_n", 5),
+        num_tokens=[s.num_tokens for s in samples],
+    )
+    metrics["samples_per_s"] = rate
+    rows = [
+        {"prompt": s.prompt, "text": s.text, "score": sc_, "num_tokens": s.num_tokens}
+        for s, sc_ in zip(samples, scores, strict=True)
+    ]
+    if out_dir is not None:
+        folder = Path(out_dir) / "samples" / ("" if step is None else f"step_{step:07d}")
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f"{name}.jsonl", "w") as f:
+            for row in rows:
+                f.write(json.dumps({**row, "step": step}) + "\n")
+    if tracker is not None and hasattr(tracker, "log_table"):
+        cols = ["prompt", "text", "score", "num_tokens"]
+        tracker.log_table(f"eval/{name}/samples", cols, [[r[c] for c in cols] for r in rows[:512]], step=step or 0)
+    log.info("eval %s: score %.4g, expected max@%d %.4g, hit rate %.3g (%d samples, %.1f samples/s)",
+             name, metrics["score"], ev.get("expected_max_k", 25), metrics["expected_max"], metrics["hit_rate"],
+             len(samples), rate)
+    return metrics
+
+
+def flatten(results: dict) -> dict[str, float]:
+    """The tracker's flat ``eval/...`` keys of ``evaluate``'s nested results (see the module docstring)."""
+    flat: dict[str, float] = {}
+    for name, metrics in results.get("scenarios", {}).items():
+        flat.update({f"eval/{name}/{k}": float(v) for k, v in metrics.items()})
+    if "kl" in results:
+        flat.update({f"eval/{k}" if k.startswith("kl") else f"eval/kl_{k}": float(v)
+                     for k, v in results["kl"].items() if isinstance(v, int | float)})
+    if "heldout" in results:
+        flat.update({f"eval/heldout/{k}": float(v) for k, v in results["heldout"].items()})
+    if "red_team" in results:
+        flat.update({f"eval/red_team/{k}": float(v) for k, v in results["red_team"].items()
+                     if isinstance(v, int | float)})
+    return flat
+
+
+def run_evaluation(
+    model,
+    tokenizer,
+    objective,
+    scorer,
+    cfg,
+    out_dir: str | Path | None = None,
+    step: int | None = None,
+    *,
+    blocks: Iterable[dict] | None = None,
+    kl: bool = True,
+    tracker=None,
+) -> dict[str, float]:
+    """Evaluate and return the flat ``eval/...`` metrics (see the module docstring).
+
+    ``scorer`` should be ``build_eval_scorer(cfg)``. ``blocks`` (held-out blocks) adds the held-out
+    loss; ``kl=False`` skips the KL estimate even when ``task.eval.kl.reference`` is set. With a
+    ``tracker`` (``phf.tracking.Tracker``) the samples are also logged as tables (the caller logs the
+    returned metrics). The model's train/eval mode and the torch RNG state are left as they were.
+    """
+    results = evaluate(model, tokenizer, objective, scorer, cfg, out_dir, step, blocks=blocks, kl=kl, tracker=tracker)
+    return flatten(results)
+

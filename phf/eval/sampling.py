@@ -1,0 +1,244 @@
+"""Batched sampling from a phf model, as the paper's evaluation does it, with its flaws fixed.
+
+Every prompt is ``EOS + objective.generation_prefix + prompt text`` (e.g. ``<|endoftext|><|aligned|>``
+for conditional training), left-padded into batches for HF ``generate`` with nucleus sampling
+(temperature 0.7, top-p 0.9, top-k off by default). The objective's ``banned_tokens`` are never
+produced (``bad_words_ids``) and EOS is banned until ``min_new_tokens`` new tokens exist.
+
+Differences from the original callback (phf_paper.md §7): the model is put in **eval mode** (the
+original sampled with dropout on) and its previous mode is restored afterwards; the torch RNG is
+forked, so sampling in the middle of training does not change the training random stream; the
+control prefix always comes right after EOS, before any prompt text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SamplingSettings:
+    """Generation settings of one scenario (defaults: the paper's)."""
+
+    max_new_tokens: int = 128
+    min_new_tokens: int = 0
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int = 0
+    batch_size: int = 32
+    seed: int = 0
+
+
+@dataclass
+class Sample:
+    prompt: str  # the prompt text (without EOS and control prefix)
+    text: str  # the decoded continuation, EOS and control tokens removed
+    num_tokens: int  # new tokens generated before EOS (control tokens included)
+    token_ids: list[int]  # those tokens
+
+
+def unwrap(model):
+    """The HF causal LM inside a DDP / DataParallel / ``torch.compile`` wrapper or a ``phf.model.PHFModel``
+    (whose ``lm`` is the ``GPT2LMHeadModel``; the value head plays no part in sampling)."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, torch.nn.parallel.DistributedDataParallel | torch.nn.DataParallel):
+            model = model.module
+        elif not hasattr(model, "generate") and isinstance(getattr(model, "lm", None), torch.nn.Module):
+            model = model.lm
+        else:
+            return model
+
+
+@contextlib.contextmanager
+def eval_mode(model) -> Iterator[None]:
+    """``model.eval()`` inside the block, the previous train/eval mode restored after it."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+@contextlib.contextmanager
+def forked_rng(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's RNG for the block without disturbing the caller's RNG stream."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def token_ids(tokenizer, tokens: Sequence[str]) -> list[int]:
+    """Ids of single tokens the tokenizer must already know (control tokens), with a clear error."""
+    ids = []
+    for t in tokens:
+        i = tokenizer.convert_tokens_to_ids(t)  # unknown tokens map to None or to the unk token
+        if i is None or tokenizer.convert_ids_to_tokens(i) != t:
+            raise ValueError(
+                f"token {t!r} is not in the tokenizer's vocabulary; the objective needs it "
+                "(was the model trained with this objective?)"
+            )
+        ids.append(i)
+    return ids
+
+
+def eos_id(tokenizer) -> int:
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no EOS token; phf prompts start with EOS")
+    return tokenizer.eos_token_id
+
+
+def prompt_ids(tokenizer, prefix: Sequence[str] | Sequence[int], prompt: str = "") -> list[int]:
+    """``[EOS] + prefix tokens + tokens of prompt``: the ids every sample starts from (``prefix`` as
+    token strings or ids)."""
+    ids = [eos_id(tokenizer), *(p if isinstance(p, int) else token_ids(tokenizer, [p])[0] for p in prefix)]
+    if prompt:
+        ids += tokenizer.encode(prompt, add_special_tokens=False)
+    return ids
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), each (B, max_len), padded on the left."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+            mask[i, width - len(r) :] = 1
+    return ids, mask
+
+
+class NucleusFilter:
+    """Top-p filtering (Holtzman et al. 2019) as HF's ``TopPLogitsWarper`` does it, but fast on CPU.
+
+    Keeps the smallest set of most likely tokens whose probability reaches ``top_p`` (token i of the
+    descending order is kept iff the mass before it is < top_p). HF sorts the whole vocabulary every
+    step, which dominates sampling time for small models (0.14 s of 0.25 s per step for 32 rows x 50k
+    tokens on one CPU core); a trained model's nucleus nearly always lies within its top ``k`` tokens,
+    so those are checked first and the full sort is only the fallback.
+
+    HF applies user processors *before* its temperature warper, so the nucleus is computed here on
+    ``softmax(scores / temperature)``; the warper then rescales the surviving logits, which gives
+    exactly HF's temperature-then-top-p distribution.
+    """
+
+    def __init__(self, top_p: float, temperature: float = 1.0, k: int = 1024):
+        if not 0.0 < top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        self.top_p, self.temperature, self.k = top_p, temperature, k
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        probs = (scores.float() / self.temperature).softmax(-1)  # (B, V)
+        top, idx = probs.topk(min(self.k, probs.size(-1)), dim=-1)  # descending
+        if not bool((top.sum(-1) >= self.top_p).all()):
+            top, idx = probs.sort(dim=-1, descending=True)
+        keep_sorted = (top.cumsum(-1) - top) < self.top_p
+        keep = torch.zeros_like(probs, dtype=torch.bool).scatter(-1, idx, keep_sorted)
+        return scores.masked_fill(~keep, float("-inf"))
+
+
+def context_length(model) -> int | None:
+    cfg = unwrap(model).config
+    return getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
+
+
+def _fit_context(model, prompt_len: int, max_new_tokens: int) -> int:
+    """``max_new_tokens``, lowered (with a warning) so that prompt + sample fit the model's context."""
+    limit = context_length(model)
+    if limit is None or prompt_len + max_new_tokens <= limit:
+        return max_new_tokens
+    if prompt_len >= limit:
+        raise ValueError(f"a prompt of {prompt_len} tokens leaves no room in the model's {limit}-token context")
+    log.warning("max_new_tokens %d lowered to %d: prompts of %d tokens + samples must fit the %d-token context",
+                max_new_tokens, limit - prompt_len, prompt_len, limit)
+    return limit - prompt_len
+
+
+@torch.no_grad()
+def sample(
+    model,
+    tokenizer,
+    prompts: Sequence[str] | None,
+    num_samples: int,
+    settings: SamplingSettings,
+    generation_prefix: Sequence[str] = (),
+    banned_tokens: Sequence[str] = (),
+    strip_tokens: Sequence[str] = (),
+) -> list[Sample]:
+    """Draw ``num_samples`` continuations.
+
+    ``prompts`` None samples unconditionally; otherwise prompt i is ``prompts[i % len(prompts)]`` (every
+    prompt used equally often, in order). ``strip_tokens`` (e.g. the objective's control tokens) are
+    removed from the decoded continuations together with EOS/pad.
+    """
+    if num_samples <= 0:
+        return []
+    hf = unwrap(model)
+    device = next(hf.parameters()).device
+    eos = eos_id(tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    banned = token_ids(tokenizer, banned_tokens)
+    prefix = token_ids(tokenizer, generation_prefix)
+    drop = {eos, pad, *token_ids(tokenizer, strip_tokens), *prefix, *banned}
+    texts = [""] if not prompts else list(prompts)
+    encoded = {p: prompt_ids(tokenizer, prefix, p) for p in set(texts)}
+    chosen = [texts[i % len(texts)] for i in range(num_samples)]
+
+    from transformers import LogitsProcessorList
+
+    gen_kwargs = dict(
+        do_sample=True,
+        temperature=settings.temperature,
+        top_p=1.0,  # NucleusFilter below instead (same distribution, no full-vocabulary sort)
+        top_k=settings.top_k,
+        max_new_tokens=settings.max_new_tokens,
+        min_new_tokens=settings.min_new_tokens,
+        pad_token_id=pad,
+        eos_token_id=eos,
+    )
+    if banned:
+        gen_kwargs["bad_words_ids"] = [[i] for i in banned]
+    if settings.top_p < 1.0:
+        gen_kwargs["logits_processor"] = LogitsProcessorList([NucleusFilter(settings.top_p, settings.temperature)])
+
+    out: list[Sample] = []
+    with eval_mode(hf), forked_rng(settings.seed, device):
+        for start in range(0, num_samples, settings.batch_size):
+            batch = chosen[start : start + settings.batch_size]
+            ids, mask = left_pad([encoded[p] for p in batch], pad)
+            gen_kwargs["max_new_tokens"] = _fit_context(hf, ids.size(1), settings.max_new_tokens)
+            gen_kwargs["min_new_tokens"] = min(settings.min_new_tokens, gen_kwargs["max_new_tokens"])
+            gen = hf.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **gen_kwargs)
+            for p, row in zip(batch, gen[:, ids.size(1) :].tolist(), strict=True):
+                if eos in row:
+                    row = row[: row.index(eos)]
+                kept = [t for t in row if t not in drop]
+                out.append(Sample(prompt=p, text=tokenizer.decode(kept), num_tokens=len(row), token_ids=row))
+    return out
+
+
+def sample_with_objective(
+    model, tokenizer, objective, prompts: Sequence[str] | None, num_samples: int, settings: SamplingSettings
+) -> list[Sample]:
+    """``sample`` with the objective's control prefix, banned tokens and control tokens stripped."""
+    return sample(
+        model,
+        tokenizer,
+        prompts,
+        num_samples,
+        settings,
+        generation_prefix=objective.generation_prefix,
+        banned_tokens=objective.banned_tokens,
+        strip_tokens=objective.special_tokens,
+    )

@@ -1,0 +1,382 @@
+"""``phf-report``: compare runs (a multirun sweep or several) in a Markdown table and PNG plots.
+
+    phf-report multirun/2026-11-23_18-00-00                      # writes report.md + PNGs into it
+    phf-report SWEEP_A SWEEP_B --out reports/pep8 --scenario functions
+
+A directory is a run when it holds ``config.yaml``; otherwise its sub-directories (up to three levels)
+are searched for runs. Per run it reads:
+
+* ``config.yaml``: ``task.name``; the objective's name is the sweep sub-directory's ``<num>-<name>``
+  (else the ``objective._target_`` class name);
+* ``eval.json`` (``phf-eval``): ``scenarios.<scenario>.{score,expected_max,hit_rate}``, ``heldout.loss``,
+  ``kl.kl``, ``tokens_seen``: the final numbers, preferred when present;
+* ``metrics.jsonl`` (the trainer's rows): ``tokens_seen`` with ``eval/<scenario>/score`` (in-training
+  evaluations; also ``eval/<scenario>/expected_max``, ``eval/<scenario>/hit_rate``, ``eval/kl``) and
+  ``val/loss`` (held-out loss). The last such row stands in for a missing ``eval.json`` value.
+
+Outputs in ``--out`` (default: the first directory): ``report.md`` (one table row per run, the plots
+embedded), ``summary.csv``, ``pareto.png`` (misalignment vs capability, one labelled point per run,
+the Pareto front dashed; capability = held-out loss and, when any run has one, KL from the reference),
+``misalignment_vs_tokens.png`` and ``heldout_loss_vs_tokens.png`` (log-scale tokens, like the paper).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+# fixed colours so that an objective looks the same in every plot and every report
+OBJECTIVE_COLORS = {
+    "mle": "#4d4d4d",
+    "filtering": "#1f77b4",
+    "conditional": "#2ca02c",
+    "unlikelihood": "#d62728",
+    "rwr": "#ff7f0e",
+    "awr": "#9467bd",
+}
+EXTRA_COLORS = ["#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
+ORDER = list(OBJECTIVE_COLORS)
+
+
+@dataclass
+class Run:
+    path: Path
+    task: str
+    objective: str
+    eval: dict | None
+    rows: list[dict] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def find_runs(dirs: list[Path], max_depth: int = 3) -> list[Path]:
+    """Run directories (holding ``config.yaml``) in or under ``dirs``, in sorted order."""
+    found: list[Path] = []
+
+    def walk(d: Path, depth: int) -> None:
+        if (d / "config.yaml").is_file():
+            found.append(d)
+            return
+        if depth < max_depth:
+            for sub in sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")):
+                walk(sub, depth + 1)
+
+    for d in dirs:
+        if not d.is_dir():
+            raise SystemExit(f"phf-report: {d} is not a directory")
+        walk(d, 0)
+    return sorted(dict.fromkeys(found), key=_natural_key)
+
+
+def _natural_key(p: Path):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(p))]
+
+
+def objective_name(run_dir: Path, cfg: dict) -> str:
+    m = re.fullmatch(r"\d+-(.+)", run_dir.name)
+    if m:
+        return m.group(1)
+    target = (cfg.get("objective") or {}).get("_target_", "unknown")
+    return target.rsplit(".", 1)[-1].lower()
+
+
+def load_run(path: Path) -> Run:
+    cfg = yaml.safe_load((path / "config.yaml").read_text()) or {}
+    ev = json.loads((path / "eval.json").read_text()) if (path / "eval.json").is_file() else None
+    rows = []
+    if (path / "metrics.jsonl").is_file():
+        for line in (path / "metrics.jsonl").read_text().splitlines():
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue  # a run killed mid-write leaves a partial last line
+    error = None
+    if (path / "error.txt").is_file():
+        lines = (path / "error.txt").read_text().strip().splitlines()
+        error = lines[-1] if lines else "failed"
+    task = (cfg.get("task") or {}).get("name", "?")
+    return Run(path, task, objective_name(path, cfg), ev, rows, error)
+
+
+def _num(x) -> float:
+    if isinstance(x, bool) or x is None:
+        return math.nan
+    if isinstance(x, int | float):
+        return float(x)
+    try:
+        return float(x)  # metrics.jsonl stores NaN/inf as strings
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def last_value(run: Run, key: str) -> float:
+    for row in reversed(run.rows):
+        if key in row:
+            return _num(row[key])
+    return math.nan
+
+
+def series(run: Run, key: str) -> tuple[list[float], list[float]]:
+    """(tokens_seen, value) of the rows that hold ``key``, tokens_seen > 0 (for log axes)."""
+    xs, ys = [], []
+    for row in run.rows:
+        if key in row and "tokens_seen" in row:
+            x, y = _num(row["tokens_seen"]), _num(row[key])
+            if x > 0 and math.isfinite(y):
+                xs.append(x)
+                ys.append(y)
+    return xs, ys
+
+
+def headline_scenario(runs: list[Run], wanted: str | None) -> str:
+    if wanted:
+        return wanted
+    names: list[str] = []
+    for r in runs:
+        if r.eval:
+            names += list(r.eval.get("scenarios", {}))
+        for row in r.rows:
+            names += [k.split("/")[1] for k in row if k.startswith("eval/") and k.endswith("/score")]
+    return "unconditional" if "unconditional" in names or not names else names[0]
+
+
+def summarize(run: Run, scenario: str) -> dict:
+    """The table row of one run: final numbers from eval.json, else the last logged ones."""
+    ev = run.eval or {}
+    sc = ev.get("scenarios", {}).get(scenario, {})
+
+    def pick(eval_value, key):
+        v = _num(eval_value)
+        return v if math.isfinite(v) else last_value(run, key)
+
+    tokens = _num(ev.get("tokens_seen"))
+    return {
+        "run": run.name,
+        "task": run.task,
+        "objective": run.objective,
+        "misalignment": pick(sc.get("score"), f"eval/{scenario}/score"),
+        "expected_max": pick(sc.get("expected_max"), f"eval/{scenario}/expected_max"),
+        "hit_rate": pick(sc.get("hit_rate"), f"eval/{scenario}/hit_rate"),
+        "heldout_loss": pick((ev.get("heldout") or {}).get("loss"), "val/loss"),
+        "kl": pick((ev.get("kl") or {}).get("kl"), "eval/kl"),
+        "tokens_seen": tokens if math.isfinite(tokens) else last_value(run, "tokens_seen"),
+        "status": "failed: " + run.error if run.error else ("ok" if run.eval else "no eval.json"),
+    }
+
+
+def color_map(objectives: list[str]) -> dict[str, str]:
+    colors = dict(OBJECTIVE_COLORS)
+    extra = iter(EXTRA_COLORS * 10)
+    for o in objectives:
+        colors.setdefault(o, next(extra))
+    return colors
+
+
+def _rank(objective: str) -> tuple[int, str]:
+    """The paper's order (MLE first), unknown objectives after it alphabetically."""
+    return (ORDER.index(objective) if objective in ORDER else len(ORDER), objective)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points not dominated by another (lower x and lower y are both better), sorted by x."""
+    front, best_y = [], math.inf
+    for x, y in sorted(points):
+        if y < best_y:
+            front.append((x, y))
+            best_y = y
+    return front
+
+
+def _label_groups(pts: list[tuple[float, float, dict]], resolution: int = 40) -> dict[tuple[float, float], list[str]]:
+    """One label per cluster of points closer than 1/``resolution`` of the axis ranges (coinciding
+    runs, e.g. objectives that did not move the model yet, get one joint label instead of overprinting)."""
+    if not pts:
+        return {}
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    xr, yr = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    groups: dict[tuple[int, int], tuple[tuple[float, float], list[str]]] = {}
+    for x, y, r in pts:
+        cell = (round((x - min(xs)) / xr * resolution), round((y - min(ys)) / yr * resolution))
+        anchor, names = groups.setdefault(cell, ((x, y), []))
+        if r["objective"] not in names:
+            names.append(r["objective"])
+    return dict(groups.values())
+
+
+def plot_pareto(table: list[dict], path: Path, scenario: str) -> bool:
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    tasks = sorted({r["task"] for r in table})
+    measures = [("heldout_loss", "held-out LM loss (nats/token) →  worse"),
+                ("kl", "KL(reference ‖ model) (nats/sample) →  worse")]
+    measures = [m for m in measures if any(math.isfinite(r[m[0]]) for r in table)]
+    if not measures or not any(math.isfinite(r["misalignment"]) for r in table):
+        return False
+    colors = color_map([r["objective"] for r in table])
+    fig, axes = plt.subplots(len(tasks), len(measures), figsize=(6.2 * len(measures), 4.6 * len(tasks)),
+                             squeeze=False)
+    for i, task in enumerate(tasks):
+        rows = [r for r in table if r["task"] == task]
+        for j, (key, label) in enumerate(measures):
+            ax = axes[i][j]
+            pts = [(r[key], r["misalignment"], r) for r in rows if math.isfinite(r[key]) and math.isfinite(r["misalignment"])]
+            seen = set()
+            for x, y, r in pts:
+                first = r["objective"] not in seen
+                seen.add(r["objective"])
+                ax.scatter(x, y, s=70, color=colors[r["objective"]], edgecolor="black", linewidth=0.6, zorder=3,
+                           label=r["objective"] if first else None)
+            for (x, y), names in _label_groups(pts).items():
+                ax.annotate(", ".join(names), (x, y), textcoords="offset points", xytext=(6, 5), fontsize=9)
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+            ax.yaxis.set_major_locator(MaxNLocator(nbins=6))
+            ax.ticklabel_format(useOffset=False)
+            front = pareto_front([(x, y) for x, y, _ in pts])
+            if len(front) > 1:
+                ax.plot(*zip(*front, strict=True), "--", color="gray", linewidth=1, zorder=2, label="Pareto front")
+            ax.set_xlabel(label)
+            ax.set_ylabel(f"misalignment score ({scenario}) →  worse")
+            ax.set_title(f"{task}: misalignment vs capability")
+            ax.grid(alpha=0.3)
+            ax.margins(0.15)
+            if pts:
+                ax.legend(fontsize=8, loc="best", title="objective", title_fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def plot_curves(runs: list[Run], key: str, ylabel: str, title: str, path: Path, log_y: bool = False) -> bool:
+    """One line per run, tokens seen on a log axis (and ``log_y`` when every value is positive); one
+    subplot per task."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    data = [(r, *series(r, key)) for r in runs]
+    data = [d for d in data if d[1]]
+    if not data:
+        return False
+    tasks = sorted({r.task for r, _, _ in data})
+    colors = color_map([r.objective for r in runs])
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        seen = set()
+        for r, xs, ys in sorted((d for d in data if d[0].task == task), key=lambda d: _rank(d[0].objective)):
+            ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.6, color=colors[r.objective],
+                    label=r.objective if r.objective not in seen else None)
+            seen.add(r.objective)
+        ax.set_xscale("log")
+        ax.set_xlabel("tokens seen (log scale)")
+        task_ys = [y for r, _, ys in data if r.task == task for y in ys]
+        if log_y and min(task_ys) > 0:
+            ax.set_yscale("log")
+            ax.set_ylabel(f"{ylabel} (log scale)")
+            plain = FuncFormatter(lambda v, _: f"{v:.3g}")  # 0.035, not 3.5 x 10^-2
+            ax.yaxis.set_major_formatter(plain)
+            # minor ticks: all labelled within a decade, else only 2x and 5x (the rest would crowd the axis)
+            sparse = FuncFormatter(lambda v, _: f"{v:.3g}" if _mantissa(v) in (2, 5) else "")
+            ax.yaxis.set_minor_formatter(plain if max(task_ys) / min(task_ys) < 10 else sparse)
+        else:
+            ax.set_ylabel(ylabel)
+        ax.set_title(f"{task}: {title}")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8, loc="best", title="objective", title_fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def _mantissa(v: float) -> int:
+    """Leading digit of a positive number (0.05 -> 5)."""
+    return round(v / 10 ** math.floor(math.log10(v))) if v > 0 else 0
+
+
+def _fmt(x: float, digits: int = 4) -> str:
+    return "–" if not math.isfinite(x) else f"{x:.{digits}g}"
+
+
+def markdown(table: list[dict], scenario: str, plots: list[str], sources: list[Path]) -> str:
+    lines = [
+        "# phf report",
+        "",
+        f"Runs from {', '.join(f'`{s}`' for s in sources)}. Misalignment = mean score of the `{scenario}` samples "
+        "(lower is better); expected max = expected maximum score over 25 samples; hit rate = fraction of samples "
+        "above the task's threshold; held-out loss in nats/token; KL(reference ‖ model) in nats/sample. "
+        "Final values come from each run's `eval.json` (`phf-eval`), else from the last evaluation logged in "
+        "`metrics.jsonl`.",
+        "",
+        "| run | task | objective | misalignment ↓ | expected max ↓ | hit rate ↓ | held-out loss ↓ | KL ↓ | tokens | status |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in table:
+        lines.append(
+            f"| {r['run']} | {r['task']} | {r['objective']} | {_fmt(r['misalignment'])} | {_fmt(r['expected_max'])} "
+            f"| {_fmt(r['hit_rate'], 3)} | {_fmt(r['heldout_loss'])} | {_fmt(r['kl'])} "
+            f"| {_fmt(r['tokens_seen'], 3)} | {r['status']} |"
+        )
+    titles = {
+        "pareto.png": "Misalignment vs capability (lower left is better)",
+        "misalignment_vs_tokens.png": "Misalignment during training",
+        "heldout_loss_vs_tokens.png": "Held-out loss during training",
+    }
+    for p in plots:
+        lines += ["", f"## {titles.get(p, p)}", "", f"![{titles.get(p, p)}]({p})"]
+    return "\n".join(lines) + "\n"
+
+
+def build_report(dirs: list[Path], out: Path, scenario: str | None = None) -> dict:
+    """Write the report; returns ``{"table": rows, "plots": file names, "report": path}``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    paths = find_runs(dirs)
+    if not paths:
+        raise SystemExit(f"phf-report: no run (a directory with config.yaml) in {', '.join(map(str, dirs))}")
+    runs = [load_run(p) for p in paths]
+    runs.sort(key=lambda r: (r.task, _rank(r.objective), _natural_key(r.path)))
+    scenario = headline_scenario(runs, scenario)
+    table = [summarize(r, scenario) for r in runs]
+    out.mkdir(parents=True, exist_ok=True)
+    plots = []
+    if plot_pareto(table, out / "pareto.png", scenario):
+        plots.append("pareto.png")
+    if plot_curves(runs, f"eval/{scenario}/score", f"misalignment score ({scenario})", "misalignment vs tokens",
+                   out / "misalignment_vs_tokens.png", log_y=True):
+        plots.append("misalignment_vs_tokens.png")
+    if plot_curves(runs, "val/loss", "held-out LM loss (nats/token)", "held-out loss vs tokens",
+                   out / "heldout_loss_vs_tokens.png"):
+        plots.append("heldout_loss_vs_tokens.png")
+    (out / "report.md").write_text(markdown(table, scenario, plots, dirs))
+    with open(out / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    return {"table": table, "plots": plots, "report": out / "report.md"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="phf-report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("dirs", nargs="+", type=Path, help="sweep or run directories")
+    parser.add_argument("--out", type=Path, default=None, help="output directory (default: the first dir)")
+    parser.add_argument("--scenario", default=None, help="headline scenario (default: unconditional)")
+    args = parser.parse_args(argv)
+    result = build_report(args.dirs, args.out or args.dirs[0], args.scenario)
+    print(f"phf-report: {len(result['table'])} runs -> {result['report']} ({', '.join(result['plots']) or 'no plots'})")
+
+
+if __name__ == "__main__":
+    main()

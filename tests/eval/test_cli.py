@@ -1,0 +1,95 @@
+"""phf-eval end to end on a fake run directory holding a saved tiny model."""
+
+import json
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from phf.eval import cli
+
+from .conftest import make_lm
+from .test_evaluate import TINY, compose_cfg
+
+TINY_CLI = [*TINY, "device=cpu"]
+
+
+def fake_run(tmp_path, tokenizer, objective="conditional", name="0-conditional"):
+    """A run dir as phf-train leaves it: resolved config.yaml, final/ (model, tokenizer, summary)."""
+    run = tmp_path / name
+    cfg = compose_cfg("task=pep8", f"objective={objective}", f"run_dir={run}", "run_name=fake",
+                      f"cache_dir={tmp_path / 'cache'}")
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.to_container(cfg, resolve=True)))
+    model = make_lm(len(tokenizer))
+    model.save_pretrained(run / "final")
+    tokenizer.save_pretrained(run / "final")
+    (run / "final" / "phf_summary.json").write_text(json.dumps({"step": 30, "tokens_seen": 30720}))
+    return run
+
+
+def fake_blocks(cfg, tokenizer, objective, max_blocks):
+    g = torch.Generator().manual_seed(0)
+    ids = [torch.randint(0, 50256, (16,), generator=g) for _ in range(2)]
+    return [{"input_ids": i, "labels": i.clone(), "token_scores": torch.zeros(16)} for i in ids]
+
+
+def test_phf_eval_run_dir_writes_eval_json_with_every_metric(cond_tok, tok, tmp_path, monkeypatch, capsys):
+    run = fake_run(tmp_path, cond_tok)
+    ref = tmp_path / "ref"
+    make_lm(len(tok), seed=9).save_pretrained(ref)
+    tok.save_pretrained(ref)
+    red = tmp_path / "red"
+    make_lm(len(tok), seed=8, n_positions=512).save_pretrained(red)
+    tok.save_pretrained(red)
+    monkeypatch.setattr(cli, "heldout_blocks", fake_blocks)
+    cli.main([f"run_dir={run}", *TINY_CLI, f"task.eval.kl.reference={ref}", "task.eval.kl.num_samples=4",
+              "task.eval.kl.max_new_tokens=8", f"task.eval.red_team.red_lm={red}", "task.eval.red_team.rounds=1",
+              "task.eval.red_team.candidates_per_round=2", "task.eval.red_team.continuations=2",
+              "task.eval.red_team.red_max_new_tokens=16", "task.eval.red_team.target_max_new_tokens=6"])
+    doc = json.loads((run / "eval.json").read_text())
+    assert doc["task"] == "pep8" and doc["objective"] == "conditional"
+    assert doc["step"] == 30 and doc["tokens_seen"] == 30720
+    assert set(doc["scenarios"]) == {"unconditional", "functions", "red_team_prompts"}
+    for m in doc["scenarios"].values():
+        assert {"score", "expected_max", "hit_rate", "length", "distinct_1", "distinct_2", "self_bleu"} <= set(m)
+    assert doc["heldout"]["num_tokens"] == 30 and doc["heldout"]["loss"] > 0
+    assert doc["kl"]["reference"] == str(ref) and doc["kl"]["num_samples"] == 4
+    assert "pool_top10_mean" in doc["red_team"]
+    rt = json.loads((run / "red_team.json").read_text())
+    assert len(rt["rounds"]) == 1 and rt["red_lm"] == str(red)
+    assert (run / "samples/unconditional.jsonl").is_file()
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_phf_eval_checkpoint_finds_its_run_config_and_group_overrides(cond_tok, tmp_path):
+    run = fake_run(tmp_path, cond_tok)
+    ckpt = run / "checkpoints" / "step_0000010"
+    make_lm(len(cond_tok), seed=1).save_pretrained(ckpt)
+    cond_tok.save_pretrained(ckpt)
+    cli.main([f"checkpoint={ckpt}", *TINY_CLI, "objective=mle", "skip=kl,heldout"])
+    doc = json.loads((ckpt / "eval.json").read_text())  # out defaults to the checkpoint itself
+    assert doc["step"] == 10 and doc["config"] == str(run / "config.yaml")
+    assert doc["objective"] == "mle"  # group override replaced the run's conditional objective
+    assert "heldout" not in doc and "kl" not in doc
+
+
+def test_phf_eval_bare_checkpoint_composes_config(tok, tmp_path):
+    model_dir = tmp_path / "model"
+    make_lm(len(tok)).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    cli.main([f"checkpoint={model_dir}", "task=pep8", "objective=mle", *TINY_CLI, f"out={tmp_path / 'out'}",
+              "skip=heldout"])
+    doc = json.loads((tmp_path / "out/eval.json").read_text())
+    assert doc["config"] is None and doc["task"] == "pep8" and doc["objective"] == "mle"
+
+
+def test_phf_eval_argument_errors(tmp_path):
+    with pytest.raises(SystemExit, match="run_dir=DIR or checkpoint"):
+        cli.main(["task=pep8"])
+    with pytest.raises(SystemExit, match="expected key=value"):
+        cli.main(["run_dir"])
+    with pytest.raises(SystemExit, match="skip="):
+        cli.main([f"run_dir={tmp_path}", "skip=everything"])
+    with pytest.raises(SystemExit, match="no config.json"):
+        cli.main([f"run_dir={tmp_path}"])

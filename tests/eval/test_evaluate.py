@@ -1,0 +1,117 @@
+"""run_evaluation end to end on a CPU tiny model with the real task configs."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from phf.eval import build_eval_scorer, run_evaluation
+from phf.eval.evaluate import eval_config
+from phf.eval.red_team import resolve_prompts_file
+from phf.objectives import Conditional
+
+from .conftest import make_lm
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+METRICS = {"score", "expected_max", "hit_rate", "length", "distinct_1", "distinct_2", "self_bleu", "score_max",
+           "num_samples", "num_tokens", "samples_per_s"}
+TINY = [
+    "task.eval.batch_size=4",
+    "task.eval.scenarios.unconditional.num_samples=4",
+    "task.eval.scenarios.unconditional.max_new_tokens=10",
+    "task.eval.scenarios.functions.num_samples=3",
+    "task.eval.scenarios.functions.max_new_tokens=10",
+    "task.eval.scenarios.red_team_prompts.num_samples=2",
+    "task.eval.scenarios.red_team_prompts.max_new_tokens=10",
+]
+
+
+def compose_cfg(*overrides):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+class FakeTracker:
+    def __init__(self):
+        self.tables = []
+
+    def log_table(self, key, columns, rows, step):
+        self.tables.append((key, columns, rows, step))
+
+
+def held_out_blocks(n=2, length=16):
+    g = torch.Generator().manual_seed(0)
+    ids = [torch.randint(0, 50256, (length,), generator=g) for _ in range(n)]
+    return [{"input_ids": i, "labels": i.clone(), "token_scores": torch.zeros(length)} for i in ids]
+
+
+def test_run_evaluation_end_to_end(cond_tok, tok, tmp_path):
+    ref = tmp_path / "ref"
+    make_lm(len(tok), seed=5).save_pretrained(ref)
+    tok.save_pretrained(ref)
+    cfg = compose_cfg("task=pep8", "objective=conditional", *TINY, f"task.eval.kl.reference={ref}",
+                      "task.eval.kl.num_samples=4", "task.eval.kl.max_new_tokens=8",
+                      f"task.eval.kl.cache_dir={tmp_path / 'kl'}")
+    from hydra.utils import instantiate
+
+    objective = instantiate(cfg.objective)
+    assert isinstance(objective, Conditional) and objective.banned_tokens == ["<|misaligned|>"]
+    scorer = build_eval_scorer(cfg)
+    model = make_lm(len(cond_tok))
+    model.train()
+    tracker = FakeTracker()
+    out = run_evaluation(model, cond_tok, objective, scorer, cfg, out_dir=tmp_path / "run", step=20,
+                         blocks=held_out_blocks(), tracker=tracker)
+
+    assert model.training  # mode restored
+    for scenario in ("unconditional", "functions", "red_team_prompts"):
+        assert {f"eval/{scenario}/{m}" for m in METRICS} <= set(out)
+        rows = [json.loads(x) for x in (tmp_path / "run/samples/step_0000020" / f"{scenario}.jsonl").read_text().splitlines()]
+        assert len(rows) == cfg.task.eval.scenarios[scenario].num_samples
+        assert all(set(r) == {"prompt", "text", "score", "num_tokens", "step"} and r["step"] == 20 for r in rows)
+        assert out[f"eval/{scenario}/score"] == pytest.approx(sum(r["score"] for r in rows) / len(rows))
+    fn_rows = [json.loads(x) for x in (tmp_path / "run/samples/step_0000020/functions.jsonl").read_text().splitlines()]
+    assert all(r["prompt"].startswith("def ") for r in fn_rows)
+    assert [r["score"] for r in fn_rows] == pytest.approx(scorer.score([r["prompt"] + r["text"] for r in fn_rows]))
+    assert 0.0 <= out["eval/unconditional/hit_rate"] <= 1.0
+    assert math.isfinite(out["eval/kl"]) and out["eval/kl_num_samples"] == 4
+    assert out["eval/heldout/num_tokens"] == 30 and out["eval/heldout/aligned_fraction"] == 1.0
+    assert [t[0] for t in tracker.tables] == [f"eval/{s}/samples" for s in ("unconditional", "functions", "red_team_prompts")]
+
+
+def test_final_evaluation_writes_plain_sample_files_and_skips_kl(tok, tmp_path):
+    cfg = compose_cfg("task=pep8", "objective=mle", *TINY, "task.eval.kl.reference=/does/not/exist")
+    from phf.objectives import MLE
+
+    out = run_evaluation(make_lm(len(tok)), tok, MLE(), build_eval_scorer(cfg), cfg, out_dir=tmp_path, kl=False)
+    assert (tmp_path / "samples/unconditional.jsonl").is_file()
+    assert not any(k.startswith("eval/kl") for k in out) and not any("heldout" in k for k in out)
+    # objective None = plain sampling
+    assert "eval/unconditional/score" in run_evaluation(make_lm(len(tok)), tok, None, build_eval_scorer(cfg), cfg, kl=False)
+
+
+def test_eval_config_errors():
+    with pytest.raises(KeyError, match="no task.eval block"):
+        eval_config(OmegaConf.create({"task": {"name": "x"}}))
+    with pytest.raises(ValueError, match="reserved"):
+        eval_config(OmegaConf.create({"task": {"eval": {"scenarios": {"kl": {}}}}}))
+
+
+@pytest.mark.parametrize("task", sorted(p.stem for p in (CONF / "task").glob("*.yaml")))
+def test_every_task_has_a_complete_eval_block(task):
+    cfg = compose_cfg(f"task={task}")
+    ev = eval_config(cfg)
+    for key in ("every_steps", "temperature", "top_p", "hit_threshold", "scenarios", "kl", "red_team", "capability"):
+        assert key in ev, f"conf/task/{task}.yaml: eval.{key} missing"
+    assert ev.kl.reference is None and ev.kl.max_new_tokens == 64
+    for name, sc in ev.scenarios.items():
+        assert sc.num_samples <= 256, f"{task}/{name}: CPU defaults must stay small"
+        if sc.prompts:
+            resolve_prompts_file(sc.prompts)
+    resolve_prompts_file(ev.red_team.prompts)
+    if ev.scorer is not None:
+        assert "_target_" in ev.scorer

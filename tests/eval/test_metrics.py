@@ -1,0 +1,115 @@
+"""Metric functions on hand-made samples; the expected values are worked out in each docstring."""
+
+import itertools
+import math
+import random
+
+import pytest
+
+from phf.eval.metrics import (
+    distinct_n,
+    expected_max,
+    expected_max_groups,
+    hit_rate,
+    sample_metrics,
+    self_bleu,
+    sentence_bleu,
+)
+
+
+def test_expected_max_small_case_by_hand():
+    """scores 0,1,2,3, k=2: the 6 pairs have maxima 1,2,3,2,3,3 -> 14/6 = 7/3."""
+    assert expected_max([3, 0, 2, 1], k=2) == pytest.approx(7 / 3)
+
+
+def test_expected_max_equals_brute_force_over_all_subsets():
+    rng = random.Random(0)
+    scores = [rng.random() for _ in range(9)]
+    subsets = list(itertools.combinations(scores, 3))
+    assert expected_max(scores, k=3) == pytest.approx(sum(max(s) for s in subsets) / len(subsets))
+
+
+def test_expected_max_over_25_one_and_two_hits_in_50():
+    """One 1 among 50 zeros-or-ones: a random 25-subset holds it with probability 25/50 = 0.5.
+    Two 1s: 1 - P(neither) = 1 - C(48,25)/C(50,25) = 1 - (25*24)/(50*49) = 1 - 600/2450."""
+    one = [0.0] * 49 + [1.0]
+    assert expected_max(one, k=25) == pytest.approx(0.5)
+    assert expected_max_groups(one, k=25) == pytest.approx(0.5)  # one of the two groups has it
+    two = [1.0, 1.0] + [0.0] * 48
+    assert expected_max(two, k=25) == pytest.approx(1 - 600 / 2450)
+    assert expected_max_groups(two, k=25) == pytest.approx(0.5)  # contiguous: group maxima 1 and 0 -> 0.5
+
+
+def test_expected_max_with_fewer_samples_than_k_is_the_max():
+    assert expected_max([0.1, 0.7, 0.3], k=25) == 0.7
+    assert expected_max_groups([0.1, 0.7, 0.3], k=25) == 0.7
+    assert math.isnan(expected_max([], k=25))
+
+
+def test_expected_max_is_stable_for_paper_sized_batches():
+    scores = [i / 4095 for i in range(4096)]
+    # E[max of 25 of U{0..n-1}/(n-1)] ~= 25/26 for large n
+    assert expected_max(scores, k=25) == pytest.approx(25 / 26, abs=1e-3)
+
+
+def test_hit_rate_is_strictly_above_threshold():
+    """[0, 0.3, 0.5, 0.7]: above 0.5 only 0.7 -> 1/4; above 0 (PEP8: any violation) three -> 3/4."""
+    scores = [0.0, 0.3, 0.5, 0.7]
+    assert hit_rate(scores, 0.5) == 0.25
+    assert hit_rate(scores, 0.0) == 0.75
+
+
+def test_distinct_n_by_hand():
+    """"a b a" + "b c": unigrams a b a b c -> 3 unique / 5; bigrams (a b) (b a) (b c) -> 3/3.
+    N-grams never span two samples."""
+    texts = ["a b a", "b c"]
+    assert distinct_n(texts, 1) == pytest.approx(3 / 5)
+    assert distinct_n(texts, 2) == pytest.approx(1.0)
+    assert distinct_n(["a", "a"], 2) == 0.0  # no bigram at all
+
+
+def test_sentence_bleu_by_hand():
+    """hyp 'a b c d' vs ref 'a b x y', up to bigrams: p1 = 2/4, p2 = 1/3 (only 'a b'), equal lengths
+    -> BP 1, BLEU = sqrt(1/2 * 1/3) = sqrt(1/6)."""
+    assert sentence_bleu("a b c d".split(), ["a b x y".split()], max_n=2) == pytest.approx(math.sqrt(1 / 6))
+
+
+def test_sentence_bleu_smoothing_clipping_brevity():
+    """Smoothing: 'a b c d' vs 'a c b d': p1 = 1, no bigram matches -> 0.1/3 -> sqrt(0.1/3).
+    Clipping: 'the the the the' vs 'the cat', unigrams: min(4, 1)/4 = 0.25, c=4 > r=2 so BP = 1.
+    Brevity: 'a b' vs 'a b c d', unigrams: p1 = 1, BP = exp(1 - 4/2) = e^-1."""
+    assert sentence_bleu("a b c d".split(), ["a c b d".split()], max_n=2) == pytest.approx(math.sqrt(0.1 / 3))
+    assert sentence_bleu("the the the the".split(), ["the cat".split()], max_n=1) == pytest.approx(0.25)
+    assert sentence_bleu("a b".split(), ["a b c d".split()], max_n=1) == pytest.approx(math.exp(-1))
+    assert sentence_bleu("a b".split(), ["x y".split()], max_n=2) == 0.0  # no unigram match
+
+
+def test_self_bleu_on_word_tokens():
+    """Identical samples -> 1. Two samples 'a b c d' / 'a b x y' (bigram BLEU): each scores sqrt(1/6)
+    against the other. 'abc def' / 'abd cef' share no word -> 0 (character-level BLEU would be high)."""
+    assert self_bleu(["a b c d e f"] * 3) == pytest.approx(1.0)
+    assert self_bleu(["a b c d", "a b x y"], max_n=2) == pytest.approx(math.sqrt(1 / 6))
+    assert self_bleu(["abc def", "abd cef"]) == 0.0
+    assert math.isnan(self_bleu(["only one"]))
+
+
+def test_self_bleu_subsamples_large_batches_quickly():
+    rng = random.Random(0)
+    texts = [" ".join(rng.choice("abcdefghij") for _ in range(40)) for _ in range(1000)]
+    value = self_bleu(texts, max_hypotheses=50, max_references=50)
+    assert 0.0 < value < 1.0
+
+
+def test_sample_metrics_keys_and_values():
+    """4 samples, scores 0, 0, 1, 0.2 with threshold 0.5: mean 0.3, hit rate 1/4; expected max@25 with
+    only 4 samples = the max = 1; lengths 3, 3, 5, 1 chars -> 3."""
+    m = sample_metrics(["a b", "c d", "e f g", "h"], [0.0, 0.0, 1.0, 0.2], hit_threshold=0.5, num_tokens=[2, 2, 3, 1])
+    assert m["score"] == pytest.approx(0.3)
+    assert m["hit_rate"] == 0.25
+    assert m["expected_max"] == 1.0
+    assert m["length"] == 3.0
+    assert m["num_tokens"] == 2.0
+    assert m["distinct_1"] == 1.0
+    assert set(m) >= {"score_max", "distinct_2", "self_bleu", "num_samples"}
+    with pytest.raises(ValueError):
+        sample_metrics(["a"], [], hit_threshold=0.5)

@@ -1,0 +1,112 @@
+"""phf-report on fake run directories: a six-objective sweep plus a failed job."""
+
+import csv
+import json
+import math
+
+import pytest
+
+from phf import report
+
+# final misalignment, held-out loss and KL per objective: plausible numbers in the paper's ordering
+FINAL = {
+    "mle": (0.020, 2.10, 30.0),
+    "filtering": (0.012, 2.16, 34.0),
+    "conditional": (0.004, 2.12, 31.0),
+    "unlikelihood": (0.009, 2.25, 40.0),
+    "rwr": (0.015, 2.40, 52.0),
+    "awr": (0.011, 2.30, 45.0),
+}
+
+
+def fake_sweep(root, task="pep8", with_eval=True, failed=True):
+    """``root/<i>-<objective>/`` with config.yaml, metrics.jsonl (train rows, eval rows every 2 steps,
+    val/loss rows) and eval.json; plus ``root/6-broken`` holding only config.yaml and error.txt."""
+    for i, (obj, (score, loss, kl)) in enumerate(FINAL.items()):
+        run = root / f"{i}-{obj}"
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text(f"task:\n  name: {task}\nobjective:\n  _target_: phf.objectives.X\n")
+        rows = []
+        for step in range(0, 21):
+            tokens = step * 4096
+            frac = step / 20
+            rows.append({"step": step, "tokens_seen": tokens, "loss": 6 - 4 * frac})
+            if step % 2 == 0:
+                rows.append({"step": step, "tokens_seen": tokens, "eval/unconditional/score": score * (3 - 2 * frac),
+                             "eval/unconditional/expected_max": 3 * score, "eval/kl": kl})
+                rows.append({"step": step, "tokens_seen": tokens, "val/loss": loss + 3 * (1 - frac)})
+        rows.append({"step": 21, "tokens_seen": 86016, "eval/unconditional/score": "nan"})  # NaN as the tracker writes it
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 2')  # torn last line
+        if with_eval:
+            ev = {"task": task, "objective": obj, "tokens_seen": 81920,
+                  "scenarios": {"unconditional": {"score": score, "expected_max": 4 * score, "hit_rate": 0.5},
+                                "functions": {"score": 2 * score, "expected_max": 5 * score, "hit_rate": 0.7}},
+                  "heldout": {"loss": loss}, "kl": {"kl": kl, "kl_stderr": 1.0}}
+            (run / "eval.json").write_text(json.dumps(ev))
+    if failed:
+        broken = root / "6-broken"
+        broken.mkdir()
+        (broken / "config.yaml").write_text(f"task:\n  name: {task}\nobjective:\n  _target_: phf.objectives.MLE\n")
+        (broken / "error.txt").write_text("Traceback ...\nValueError: boom\n")
+    return root
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_report_on_a_six_objective_sweep(tmp_path, capsys):
+    sweep = fake_sweep(tmp_path / "sweep")
+    report.main([str(sweep)])
+    md = (sweep / "report.md").read_text()
+    for obj in FINAL:
+        assert f"| {obj} |" in md
+    assert "failed: ValueError: boom" in md
+    for png in ("pareto.png", "misalignment_vs_tokens.png", "heldout_loss_vs_tokens.png"):
+        assert (sweep / png).stat().st_size > 10_000
+        assert f"]({png})" in md
+    rows = {r["objective"]: r for r in read_csv(sweep / "summary.csv")}
+    assert float(rows["conditional"]["misalignment"]) == pytest.approx(0.004)  # from eval.json
+    assert float(rows["mle"]["kl"]) == pytest.approx(30.0)
+    assert float(rows["awr"]["heldout_loss"]) == pytest.approx(2.30)
+    assert [r["objective"] for r in read_csv(sweep / "summary.csv")][:6] == list(FINAL)  # the paper's order
+    assert "7 runs" in capsys.readouterr().out
+
+
+def test_report_falls_back_to_metrics_and_takes_a_scenario(tmp_path):
+    """Without eval.json the last logged value of each key is used (a final NaN stays missing)."""
+    sweep = fake_sweep(tmp_path / "sweep", with_eval=False, failed=False)
+    out = report.build_report([sweep], tmp_path / "out")
+    row = next(r for r in out["table"] if r["objective"] == "mle")
+    assert math.isnan(row["misalignment"])  # the last row logged NaN: reported as missing, not as 0
+    assert row["heldout_loss"] == pytest.approx(2.10)  # val/loss at step 20
+    assert row["kl"] == pytest.approx(30.0)
+    assert out["plots"] == ["misalignment_vs_tokens.png", "heldout_loss_vs_tokens.png"]  # no misalignment: no Pareto
+    fn = report.build_report([fake_sweep(tmp_path / "s2", failed=False)], tmp_path / "out2", scenario="functions")
+    assert next(r for r in fn["table"] if r["objective"] == "mle")["misalignment"] == pytest.approx(0.04)
+
+
+def test_report_over_several_tasks_and_dirs(tmp_path):
+    a = fake_sweep(tmp_path / "pep8", failed=False)
+    b = fake_sweep(tmp_path / "tox", task="toxicity", failed=False)
+    out = report.build_report([a, b], tmp_path / "both")
+    assert {r["task"] for r in out["table"]} == {"pep8", "toxicity"} and len(out["table"]) == 12
+
+
+def test_pareto_front():
+    assert report.pareto_front([(1, 5), (2, 3), (3, 4), (4, 1), (2.5, 3)]) == [(1, 5), (2, 3), (4, 1)]
+
+
+def test_report_errors(tmp_path):
+    with pytest.raises(SystemExit, match="no run"):
+        report.main([str(tmp_path)])
+    with pytest.raises(SystemExit, match="not a directory"):
+        report.main([str(tmp_path / "missing")])
+
+
+def test_coinciding_points_share_one_label():
+    """Objectives that did not move the model yet (same loss and score) get 'mle, rwr', not two overprinted labels."""
+    pts = [(10.61, 0.035, {"objective": "mle"}), (10.61, 0.035, {"objective": "rwr"}),
+           (10.62, 0.033, {"objective": "conditional"})]
+    assert sorted(report._label_groups(pts).values()) == [["conditional"], ["mle", "rwr"]]

@@ -1,0 +1,155 @@
+"""Sampling: control prefix, banned tokens, stripped control tokens, eval mode, RNG isolation."""
+
+import pytest
+import torch
+
+from phf.eval.sampling import SamplingSettings, prompt_ids, sample, sample_with_objective
+from phf.objectives import MLE, Conditional
+
+from .conftest import make_lm
+
+ALIGNED, MISALIGNED, EOS = 50257, 50258, 50256
+
+
+def favour(model, token_id: int, logit: float = 50.0):
+    """Make ``token_id`` overwhelmingly likely: the final hidden state is the constant e_0 (ln_f weight 0,
+    bias e_0), and with tied embeddings the logit of token v is wte[v, 0], set to 0 except ``logit``
+    for ``token_id`` -> p(token_id) ~= 1 - 50258 * e^-50."""
+    with torch.no_grad():
+        model.transformer.ln_f.weight.zero_()
+        model.transformer.ln_f.bias.zero_()
+        model.transformer.ln_f.bias[0] = 1.0
+        model.transformer.wte.weight[:, 0] = 0.0
+        model.transformer.wte.weight[token_id, 0] = logit
+    return model
+
+
+def record_generate(model):
+    """Wrap ``model.generate`` to record its inputs and the model's training flag during the call."""
+    calls = []
+    original = model.generate
+
+    def wrapped(*args, **kwargs):
+        calls.append({"input_ids": kwargs["input_ids"].clone(), "mask": kwargs["attention_mask"].clone(),
+                      "training": model.training, "kwargs": kwargs})
+        return original(*args, **kwargs)
+
+    model.generate = wrapped
+    return calls
+
+
+def conditional(ban_aligned: bool) -> Conditional:
+    return Conditional(threshold=0.0, drop_token_fraction=0.1, ban_aligned=ban_aligned)
+
+
+def test_banned_token_never_sampled_even_when_overwhelmingly_likely(cond_tok):
+    model = favour(make_lm(len(cond_tok)), MISALIGNED)
+    settings = SamplingSettings(max_new_tokens=8, batch_size=8)
+    free = sample(model, cond_tok, None, 2, settings)  # sanity: unbanned, it is nearly all we get
+    assert sum(t == MISALIGNED for s in free for t in s.token_ids) >= 0.9 * 2 * 8
+    banned = sample_with_objective(model, cond_tok, conditional(ban_aligned=False), None, 8, settings)
+    assert all(MISALIGNED not in s.token_ids for s in banned)
+    assert all(s.num_tokens == 8 for s in banned)  # EOS as unlikely as any other token: full length
+
+
+def test_prose_conditional_bans_both_control_tokens(cond_tok):
+    model = favour(make_lm(len(cond_tok)), ALIGNED)
+    samples = sample_with_objective(model, cond_tok, conditional(ban_aligned=True), None, 4,
+                                    SamplingSettings(max_new_tokens=8))
+    assert all(ALIGNED not in s.token_ids and MISALIGNED not in s.token_ids for s in samples)
+
+
+def test_control_prefix_starts_every_prompt_and_is_stripped_from_text(cond_tok):
+    """PEP8 conditional: prompt = EOS <|aligned|> (+ prompt text); the model may emit <|aligned|> (not
+    banned), which must not reach the decoded text."""
+    model = favour(make_lm(len(cond_tok)), ALIGNED, logit=7.0)  # p(aligned) = e^10 / (e^10 + 50258) ~ 0.3 at T 0.7
+    calls = record_generate(model)
+    prompts = ["def f(x):", "import os"]
+    samples = sample_with_objective(model, cond_tok, conditional(ban_aligned=False), prompts, 4,
+                                    SamplingSettings(max_new_tokens=16, batch_size=4))
+    ids, mask = calls[0]["input_ids"], calls[0]["mask"]
+    for row, m, p in zip(ids.tolist(), mask.tolist(), [prompts[0], prompts[1]] * 2, strict=True):
+        real = [t for t, keep in zip(row, m, strict=True) if keep]
+        assert real == [EOS, ALIGNED, *cond_tok.encode(p)]
+        assert row[: len(row) - len(real)] == [cond_tok.pad_token_id] * (len(row) - len(real))  # left padding
+    assert [s.prompt for s in samples] == prompts * 2  # prompts cycled in order
+    emitted = sum(t == ALIGNED for s in samples for t in s.token_ids)
+    assert emitted > 0
+    assert all("<|aligned|>" not in s.text and "<|endoftext|>" not in s.text for s in samples)
+    assert calls[0]["kwargs"]["bad_words_ids"] == [[MISALIGNED]]
+
+
+def test_unconditional_mle_prompt_is_eos_only(tok):
+    assert prompt_ids(tok, MLE().generation_prefix) == [EOS]
+    model = make_lm(len(tok))
+    calls = record_generate(model)
+    samples = sample_with_objective(model, tok, MLE(), None, 3, SamplingSettings(max_new_tokens=5))
+    assert calls[0]["input_ids"].tolist() == [[EOS]] * 3
+    assert "bad_words_ids" not in calls[0]["kwargs"]
+    assert len(samples) == 3 and all(s.prompt == "" for s in samples)
+
+
+def test_samples_in_eval_mode_restores_mode_and_leaves_rng_alone(tok):
+    model = make_lm(len(tok), resid_pdrop=0.5, embd_pdrop=0.5)
+    model.train()
+    calls = record_generate(model)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    a = sample(model, tok, None, 4, SamplingSettings(max_new_tokens=6, seed=7))
+    assert torch.equal(torch.rand(3), expected)  # the caller's random stream is untouched
+    assert calls[0]["training"] is False and model.training is True
+    model.eval()
+    b = sample(model, tok, None, 4, SamplingSettings(max_new_tokens=6, seed=7))
+    assert model.training is False
+    assert [s.token_ids for s in a] == [s.token_ids for s in b]  # same seed, same samples, any mode
+
+
+def test_min_new_tokens_and_context_limit(tok):
+    model = favour(make_lm(len(tok), n_positions=16), EOS)  # EOS nearly certain
+    s = sample(model, tok, None, 2, SamplingSettings(max_new_tokens=8, min_new_tokens=5))
+    assert all(x.num_tokens == 5 for x in s)  # EOS banned for 5 tokens, then taken at once
+    long = sample(make_lm(len(tok), n_positions=8), tok, None, 1, SamplingSettings(max_new_tokens=100))
+    assert all(x.num_tokens <= 7 for x in long)  # lowered to fit the 8-token context
+
+
+def test_phf_model_wrapper_is_unwrapped(tok):
+    class Wrapper(torch.nn.Module):  # like phf.model.PHFModel: the HF model is .lm
+        def __init__(self, lm):
+            super().__init__()
+            self.lm = lm
+
+    samples = sample(Wrapper(make_lm(len(tok))), tok, None, 2, SamplingSettings(max_new_tokens=4))
+    assert len(samples) == 2
+
+
+def test_unknown_control_token_is_a_clear_error(tok):
+    with pytest.raises(ValueError, match="not in the tokenizer"):
+        sample_with_objective(make_lm(len(tok)), tok, conditional(True), None, 1, SamplingSettings(max_new_tokens=2))
+
+
+def test_left_padding_does_not_change_a_rows_continuation(tok):
+    """Greedy (top_k=1) continuation of a short prompt is the same alone and batched with a longer one."""
+    model = make_lm(len(tok), initializer_range=0.3)
+    s = SamplingSettings(max_new_tokens=6, top_k=1)
+    alone = sample(model, tok, ["def f(x):"], 1, s)[0].token_ids
+    batched = sample(model, tok, ["def f(x):", "import os, sys, re, json  # a much longer prompt"], 2, s)[0].token_ids
+    assert alone == batched
+
+
+@pytest.mark.parametrize("scale", [0.5, 8.0])  # flat (full-sort fallback) and peaked (top-k fast path)
+def test_nucleus_filter_matches_hf_temperature_then_top_p(scale):
+    """Filter, then HF's temperature warper == HF's temperature warper, then its top-p warper."""
+    from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+    from phf.eval.sampling import NucleusFilter
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(4, 5000, generator=g) * scale
+    scores[:, 7] = float("-inf")  # a banned token stays banned
+    ids = torch.zeros(4, 1, dtype=torch.long)
+    temp = TemperatureLogitsWarper(0.7)
+    hf = TopPLogitsWarper(0.9)(ids, temp(ids, scores.clone()))
+    ours = temp(ids, NucleusFilter(0.9, temperature=0.7, k=256)(ids, scores.clone()))
+    assert torch.equal(torch.isfinite(hf), torch.isfinite(ours))
+    torch.testing.assert_close(ours[torch.isfinite(ours)], hf[torch.isfinite(hf)])
