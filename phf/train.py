@@ -119,43 +119,6 @@ def linear_schedule(warmup: int, total: int):
 
 
 # -- the job --------------------------------------------------------------------------------------
-def build_stream(cfg, source, scorer, tokenizer, objective, split: str, dist: Dist, epochs=None):
-    from phf.data.pipeline import BlockStream
-    from hydra.utils import instantiate
-
-    d = cfg.data
-    return BlockStream(
-        source=source,
-        segmenter=instantiate(cfg.task.segmenter),
-        scorer=scorer,
-        tokenizer=tokenizer,
-        block_size=cfg.model.block_size,
-        objective=objective if split == "train" else None,
-        split=split,
-        val_fraction=d.val_fraction,
-        shuffle_buffer=d.shuffle_buffer if split == "train" else 0,
-        score_batch_docs=d.score_batch_docs,
-        on_error=d.on_error,
-        epochs=epochs,
-        seed=cfg.seed,
-        rank=dist.rank if split == "train" else 0,
-        world_size=dist.world_size if split == "train" else 1,
-    )
-
-
-def build_scorer(cfg):
-    from hydra.utils import instantiate
-
-    scorer = instantiate(cfg.scorer)
-    if cfg.get("cache_dir"):
-        try:
-            from phf.scorers.cache import build_scorer as cached
-        except ImportError:
-            return scorer
-        return cached(scorer, cfg.cache_dir)
-    return scorer
-
-
 def stack(blocks: list[dict], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: torch.stack([b[k] for b in blocks]).to(device, non_blocking=True) for k in blocks[0]}
 
@@ -198,6 +161,7 @@ def train(cfg: DictConfig) -> dict:
     from hydra.utils import instantiate
 
     from phf import checkpoint as ckpt
+    from phf.data.pipeline import scorer_from_config, stream_from_config
     from phf.model import PHFModel
     from phf.tokenizer import add_special_tokens, load_tokenizer
 
@@ -220,9 +184,10 @@ def train(cfg: DictConfig) -> dict:
     plan = plan_steps(tr, cfg.model.block_size, dist.world_size)
     if cfg.model.block_size > model.config.n_positions:
         raise ValueError(f"model.block_size {cfg.model.block_size} exceeds the model's context {model.config.n_positions}")
-    scorer = build_scorer(cfg)
+    scorer = scorer_from_config(cfg)
     source = instantiate(cfg.data.source)
-    stream = build_stream(cfg, source, scorer, tokenizer, objective, "train", dist)
+    stream = stream_from_config(cfg, tokenizer, "train", objective, source=source, scorer=scorer,
+                                rank=dist.rank, world_size=dist.world_size)
     prepared = {}
     if getattr(objective, "requires_prepare", False):
         prepared = objective.prepare(stream.scored_sample(cfg.data.prepare_docs))
@@ -280,7 +245,7 @@ def train(cfg: DictConfig) -> dict:
             log.info("model: %.2fM parameters (%s), value head: %s, device %s, precision %s",
                      n_params / 1e6, "resumed" if resume_from else "new", model.value_head is not None, device, precision)
             if objective.special_tokens:
-                log.info("special tokens: %s", dict(zip(objective.special_tokens, control_ids)))
+                log.info("special tokens: %s", dict(zip(objective.special_tokens, control_ids, strict=True)))
             log.info("tokens per optimizer step: %d (%d seqs × %d tokens; micro-batch %d × %d ranks × %d accumulation)",
                      plan["tokens_per_step"], tr.effective_batch_size, cfg.model.block_size,
                      tr.batch_size, dist.world_size, plan["accum"])
@@ -302,6 +267,7 @@ def _loop(cfg, dist, device, model, objective, tokenizer, stream, source, scorer
     from tqdm.auto import tqdm
 
     from phf import checkpoint as ckpt
+    from phf.data.pipeline import validation_blocks
 
     tr = cfg.trainer
     run_dir = Path(cfg.run_dir)
@@ -316,10 +282,7 @@ def _loop(cfg, dist, device, model, objective, tokenizer, stream, source, scorer
     def val_loss() -> float:
         nonlocal val_blocks
         if val_blocks is None:
-            vstream = build_stream(cfg, source, scorer, tokenizer, objective, "validation", Dist(), epochs=1)
-            val_blocks = [b for _, b in zip(range(tr.val_blocks), vstream)]
-            if not val_blocks:
-                raise ValueError("the validation split produced no block; raise data.val_fraction or use more data")
+            val_blocks = validation_blocks(cfg, tokenizer, max_blocks=tr.val_blocks, source=source, scorer=scorer)
         return validation_loss(core, val_blocks, tr.batch_size, device, autocast)
 
     eval_scorer = None
@@ -390,9 +353,7 @@ def _loop(cfg, dist, device, model, objective, tokenizer, stream, source, scorer
             tps = (tokens_seen - tokens_last) / (now - t_last)
             row = {k: (v / n_logged).item() for k, v in sums.items()}
             row.update(tokens_seen=tokens_seen, lr=lr, tokens_per_s=tps)
-            stats = getattr(scorer, "stats", None)
-            if callable(stats):
-                row.update({f"scorer/{k}": v for k, v in stats().items()})
+            row.update({f"scorer/{k}": v for k, v in stream.scorer_stats.items()})
             row.update({f"data/{k}": v for k, v in stream.stats.items()})
             tracker.log(row, step=step)
             bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{tps:,.0f}")

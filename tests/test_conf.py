@@ -1,7 +1,6 @@
 """Every config file composes into the root config and its `_target_` instantiates."""
 
 import json
-from pathlib import Path
 
 import pytest
 from hydra.utils import instantiate

@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 import phf.train
-from phf.train import train
 from phf.tracking import read_metrics
+from phf.train import train
 
 
 def losses(run_dir):
@@ -110,3 +110,23 @@ def test_ddp_two_cpu_processes_gloo(tmp_path):
     r1 = torch.load(ckpt / "data_state_rank1.pt", weights_only=True)
     assert not torch.equal(r0["packer"]["ids"], r1["packer"]["ids"])
     assert json.loads((run / "checkpoints" / "latest.json").read_text())["step"] == 2
+
+
+def test_sample_evaluation_during_and_after_training(tiny_cfg, tmp_path):
+    """task.eval runs every N steps and at the end; its metrics land in metrics.jsonl and samples/."""
+    train(tiny_cfg("trainer.max_steps=4", "trainer.final_eval=true", "task.eval.every_steps=2",
+                   "task.eval.scenarios.unconditional.num_samples=4",
+                   "task.eval.scenarios.unconditional.max_new_tokens=8",
+                   "~task.eval.scenarios.functions", "~task.eval.scenarios.red_team_prompts"))
+    rows = [r for r in read_metrics(tmp_path / "run") if "eval/unconditional/score" in r]
+    assert [r["step"] for r in rows] == [2, 4]
+    assert all(r["eval/unconditional/score"] >= 0 for r in rows)
+    assert (tmp_path / "run" / "samples").is_dir()
+
+
+def test_dry_run_prints_budget_without_training(tiny_cfg, tmp_path, capsys):
+    out = train(tiny_cfg("trainer.dry_run=true", "trainer.num_tokens=3.3e9", "trainer.effective_batch_size=64",
+                         "model.block_size=1024"))
+    assert out["max_steps"] == 50354 and out["warmup_steps"] == 504 and out["tokens_per_step"] == 65536
+    assert '"max_steps": 50354' in capsys.readouterr().out
+    assert not (tmp_path / "run").exists()

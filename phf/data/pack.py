@@ -22,9 +22,11 @@ class Packer:
         self.block_size, self.eos = block_size, eos_token_id
         self._ids: list[int] = []
         self._scores: list[float] = []
+        self._start = 0  # tokens before this offset were already emitted (compacted lazily: O(n) packing)
 
     def add(self, segment_ids: list[list[int]], scores: list[float]) -> None:
         """Append one document: EOS, then each segment's tokens tagged with that segment's score."""
+        self._compact()
         self._ids.append(self.eos)
         self._scores.append(scores[0])
         for ids, score in zip(segment_ids, scores, strict=True):
@@ -32,17 +34,26 @@ class Packer:
             self._scores.extend([score] * len(ids))
 
     def pop_blocks(self) -> Iterator[dict[str, torch.Tensor]]:
-        while len(self._ids) >= self.block_size:
-            ids = torch.tensor(self._ids[: self.block_size], dtype=torch.long)
-            scores = torch.tensor(self._scores[: self.block_size], dtype=torch.float32)
-            del self._ids[: self.block_size], self._scores[: self.block_size]
+        bs = self.block_size
+        while len(self._ids) - self._start >= bs:
+            i = self._start
+            ids = torch.tensor(self._ids[i : i + bs], dtype=torch.long)
+            scores = torch.tensor(self._scores[i : i + bs], dtype=torch.float32)
+            self._start += bs  # before the yield: a state_dict() taken while suspended is exact
             yield {"input_ids": ids, "labels": ids.clone(), "token_scores": scores}
+        self._compact()
+
+    def _compact(self) -> None:
+        if self._start:
+            del self._ids[: self._start], self._scores[: self._start]
+            self._start = 0
 
     def state_dict(self) -> dict:
-        return {"ids": torch.tensor(self._ids, dtype=torch.long), "scores": torch.tensor(self._scores)}
+        return {"ids": torch.tensor(self._ids[self._start :], dtype=torch.long),
+                "scores": torch.tensor(self._scores[self._start :])}
 
     def load_state_dict(self, state: dict) -> None:
-        self._ids, self._scores = state["ids"].tolist(), state["scores"].tolist()
+        self._ids, self._scores, self._start = state["ids"].tolist(), state["scores"].tolist(), 0
 
 
 class ShuffleBuffer:

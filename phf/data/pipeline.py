@@ -10,9 +10,13 @@ nor skips data and never re-tokenizes what it already consumed.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import multiprocessing
+import os
 import random
 import time
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -49,6 +53,7 @@ class BlockStream:
         score_batch_docs: int = 32,
         on_error: str = "raise",
         epochs: int | None = None,
+        num_workers: int = 0,
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
@@ -62,6 +67,9 @@ class BlockStream:
         self.source, self.segmenter, self.scorer, self.tokenizer = source, segmenter, scorer, tokenizer
         self.objective, self.split, self.val_fraction = objective, split, val_fraction
         self.score_batch_docs, self.on_error, self.epochs = score_batch_docs, on_error, epochs
+        if num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
+        self.num_workers = num_workers
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.packer = Packer(block_size, tokenizer.eos_token_id)
         self.rng = random.Random(f"{seed}:{split}:{rank}:shuffle")
@@ -145,8 +153,12 @@ class BlockStream:
 
     @staticmethod
     def _call(name: str, fn, doc: Document | None):
+        from phf.scorers.errors import ScorerError
+
         try:
             return fn()
+        except ScorerError as e:  # already names the scorer and the offending text: add the document
+            raise RuntimeError(f"{e}" + (f" (in document {doc.id!r})" if doc is not None else "")) from e
         except Exception as e:
             where = f" on document {doc.id!r} (first segment {doc.texts[0][:80]!r})" if doc is not None else ""
             raise RuntimeError(f"scorer {name!r} failed{where}: {type(e).__name__}: {e}") from e
@@ -160,11 +172,7 @@ class BlockStream:
             self.stats["dropped_by_objective"] += 1
         return out
 
-    def _pack(self, docs: list[Document]) -> None:
-        flat = [s for d in docs for s in d.texts]
-        if not flat:
-            return
-        ids = self.tokenizer(flat, add_special_tokens=False)["input_ids"]
+    def _pack(self, docs: list[Document], ids: list[list[int]]) -> None:
         i = 0
         for d in docs:
             seg_ids = ids[i : i + len(d.texts)]
@@ -173,19 +181,30 @@ class BlockStream:
             self.stats["tokens"] += 1 + sum(len(x) for x in seg_ids)
             self.stats["documents"] += 1
 
-    def _read_batch(self, it: Iterator[Document]) -> tuple[list[tuple[int, Document]], bool]:
-        batch, exhausted = [], False
+    def _read_batch(self, it: Iterator[Document], position: int) -> tuple[list[tuple[int, Document]], int, bool]:
+        """Read up to ``score_batch_docs`` of this split's documents; return them, the next position, done."""
+        batch = []
         while len(batch) < self.score_batch_docs:
             try:
                 doc = next(it)
             except StopIteration:
-                exhausted = True
-                break
-            position = self.position
-            self.position += 1
+                return batch, position, True
             if self._mine(doc, position):
                 batch.append((position, doc))
-        return batch, exhausted
+            position += 1
+        return batch, position, False
+
+    def _work(self, batch: list[tuple[int, Document]]):
+        """Segment, score, transform and tokenize one batch; runs inline or in a worker process."""
+        before = {k: self.stats[k] for k in ("dropped_by_objective", "skipped_bad")}
+        t0 = time.perf_counter()
+        docs = self.process(batch)
+        flat = [s for d in docs for s in d.texts]
+        ids = self.tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
+        counts = {k: self.stats[k] - v for k, v in before.items()}
+        counts["pipeline_seconds"] = time.perf_counter() - t0
+        pop = getattr(self.scorer, "pop_stats", None)
+        return docs, ids, counts, (pop() if callable(pop) else {})
 
     def process(self, batch: list[tuple[int, Document]]) -> list[Document]:
         """Segment, score and transform one batch of (position, raw document)."""
@@ -215,23 +234,54 @@ class BlockStream:
         return self._score(docs)
 
     # -- iteration -------------------------------------------------------------------------------
+    def _absorb(self, result, end_position: int, inline: bool) -> None:
+        docs, ids, counts, scorer_stats = result
+        if not inline:  # a worker counted into its own copy of the stats
+            for k in ("dropped_by_objective", "skipped_bad"):
+                self.stats[k] += counts[k]
+        self.stats["pipeline_seconds"] = self.stats.get("pipeline_seconds", 0.0) + counts["pipeline_seconds"]
+        for k, v in scorer_stats.items():
+            self.scorer_stats[k] = self.scorer_stats.get(k, 0) + v
+        self._pack(docs, ids)
+        self.position = end_position
+
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        self.scorer_stats: dict[str, float] = {}
+        pool = None
+        if self.num_workers:
+            # fork: workers inherit the scorer, segmenter, objective and tokenizer without pickling;
+            # they run pure-Python scoring and tokenization only (no torch ops)
+            os.environ["TOKENIZERS_PARALLELISM"] = "false"
+            pool = multiprocessing.get_context("fork").Pool(self.num_workers, _init_worker, (self,))
+        try:
+            yield from self._blocks(pool)
+        finally:
+            if pool is not None:
+                pool.terminate()
+
+    def _blocks(self, pool) -> Iterator[dict[str, torch.Tensor]]:
+        lookahead = 2 * self.num_workers
         while True:
             it = self.source.iter_from(self.position)
-            exhausted = False
+            read_position, exhausted = self.position, False
+            pending: deque = deque()  # (end_position, AsyncResult), in source order
             while True:
                 # drain what is already packed first: after load_state_dict this continues exactly
                 for block in self.packer.pop_blocks():
                     out = self.shuffle.push(block)
                     if out is not None:
                         yield out
-                if exhausted:
+                while pool is not None and not exhausted and len(pending) < lookahead:
+                    batch, read_position, exhausted = self._read_batch(it, read_position)
+                    pending.append((read_position, pool.apply_async(_worker_run, (batch,))))
+                if pending:
+                    end, result = pending.popleft()
+                    self._absorb(result.get(), end, inline=False)
+                elif exhausted:
                     break
-                batch, exhausted = self._read_batch(it)
-                t0 = time.perf_counter()
-                docs = self.process(batch)
-                self.stats["pipeline_seconds"] = self.stats.get("pipeline_seconds", 0.0) + time.perf_counter() - t0
-                self._pack(docs)
+                else:
+                    batch, read_position, exhausted = self._read_batch(it, read_position)
+                    self._absorb(self._work(batch), read_position, inline=True)
             if self.epoch == 0 and self.stats["documents"] == 0:
                 raise ValueError(
                     f"the {self.split} split of the data source is empty for rank {self.rank}/{self.world_size} "
@@ -244,3 +294,63 @@ class BlockStream:
                 yield from self.shuffle.drain()
                 return
             log.info("%s data exhausted: starting epoch %d", self.split, self.epoch)
+
+
+def scorer_from_config(cfg):
+    """The task's scorer (``cfg.scorer``), wrapped in the persistent score cache when ``cfg.cache_dir`` is set."""
+    from hydra.utils import instantiate
+
+    from phf.scorers.cache import build_scorer
+
+    return build_scorer(instantiate(cfg.scorer), cfg.get("cache_dir"))
+
+
+def stream_from_config(cfg, tokenizer, split: str = "train", objective=None, *, source=None, scorer=None,
+                       rank: int = 0, world_size: int = 1, epochs: int | None = None) -> BlockStream:
+    """A :class:`BlockStream` as ``cfg.data``/``cfg.task``/``cfg.model`` describe it.
+
+    The validation split is never transformed by the objective, shuffled or sharded: every objective's
+    held-out loss is measured on the same raw text.
+    """
+    from hydra.utils import instantiate
+
+    d, train = cfg.data, split == "train"
+    return BlockStream(
+        source=source if source is not None else instantiate(d.source),
+        segmenter=instantiate(cfg.task.segmenter),
+        scorer=scorer if scorer is not None else scorer_from_config(cfg),
+        tokenizer=tokenizer,
+        block_size=cfg.model.block_size,
+        objective=objective if train else None,
+        split=split,
+        val_fraction=d.val_fraction,
+        shuffle_buffer=d.shuffle_buffer if train else 0,
+        score_batch_docs=d.score_batch_docs,
+        on_error=d.on_error,
+        epochs=epochs,
+        num_workers=d.num_workers if train else 0,
+        seed=cfg.seed,
+        rank=rank if train else 0,
+        world_size=world_size if train else 1,
+    )
+
+
+def validation_blocks(cfg, tokenizer, objective=None, max_blocks: int = 16, *, source=None, scorer=None) -> list[dict]:
+    """The first ``max_blocks`` held-out blocks (raw text: ``objective`` is accepted but not applied)."""
+    stream = stream_from_config(cfg, tokenizer, "validation", source=source, scorer=scorer, epochs=1)
+    blocks = list(itertools.islice(iter(stream), max_blocks))
+    if not blocks:
+        raise ValueError("the validation split produced no block; raise data.val_fraction or use more data")
+    return blocks
+
+
+_STREAM: BlockStream | None = None
+
+
+def _init_worker(stream: BlockStream) -> None:
+    global _STREAM
+    _STREAM = stream
+
+
+def _worker_run(batch):
+    return _STREAM._work(batch)

@@ -129,3 +129,16 @@ def test_objective_transform_sees_scored_documents(tmp_path, tok):
     s = stream(LocalPythonSource(max_files=30), tok, objective=DropHigh(), epochs=1, val_fraction=0.0)
     take(s, 10_000)
     assert s.stats["dropped_by_objective"] > 0 and s.stats["documents"] > 0
+
+
+def test_worker_processes_give_the_same_blocks_and_resume_exactly(source, tok):
+    inline = take(stream(source, tok), 50)
+    s = stream(source, tok, num_workers=2)
+    it = iter(s)
+    head = [next(it)["input_ids"].tolist() for _ in range(17)]
+    state = s.state_dict()
+    it.close()  # stops the worker pool
+    assert head == inline[:17]
+    r = stream(source, tok, num_workers=2)
+    r.load_state_dict(state)
+    assert head + take(r, 33) == inline
