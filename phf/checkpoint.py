@@ -7,9 +7,17 @@ Layout under ``RUN_DIR/checkpoints/``::
         data_state_rank0.pt   the data stream's position, token buffer and shuffle buffer (per rank)
     latest.json               manifest, written last: {"step": 100, "path": "step_00000100"}
 
-A checkpoint is written into ``step_X.tmp`` and renamed into place; the manifest is replaced
-atomically afterwards, so a kill at any moment leaves the previous checkpoint usable. Everything
-but the model weights is loaded with ``torch.load(weights_only=True)``.
+A checkpoint is written into ``step_X.tmp``, its files are fsync'ed and the directory is renamed into
+place; the manifest is replaced atomically afterwards. So a ``kill -9`` (or a power cut) at any
+moment leaves the manifest naming a complete checkpoint, and ``trainer.resume=auto`` continues from
+it. Leftovers of a killed write (``step_X.tmp``, ``pending_X``) are removed by the next save.
+
+Pruning keeps the newest ``keep`` checkpoints *older than or equal to* the one just written and never
+the one the manifest names while it is being replaced; checkpoints newer than the step just written
+belong to a timeline that was abandoned by resuming from an earlier checkpoint and are removed.
+
+Everything but the model weights (safetensors) is loaded with ``torch.load(weights_only=True)``: no
+pickle in a checkpoint can run code.
 """
 
 from __future__ import annotations
@@ -17,12 +25,37 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
+import zipfile
 from pathlib import Path
 
 import torch
 
 MANIFEST = "latest.json"
+_STEP_DIR = re.compile(r"step_(\d{8,})")
+_REQUIRED = ("config.json", "trainer_state.pt", "data_state_rank0.pt")
+
+
+def _fsync_path(path: Path) -> None:
+    """Flush a file or directory to stable storage (best effort where the OS refuses directories)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            _fsync_path(Path(dirpath) / name)
+        _fsync_path(Path(dirpath))
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -32,6 +65,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    _fsync_path(path.parent)
 
 
 def rng_state() -> dict:
@@ -48,11 +82,43 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _step_dirs(ckpt_root: Path) -> dict[int, Path]:
+    """Complete-looking checkpoint directories by step (``step_X.tmp`` and other names excluded)."""
+    out = {}
+    if ckpt_root.is_dir():
+        for p in ckpt_root.iterdir():
+            m = _STEP_DIR.fullmatch(p.name)
+            if m and p.is_dir():
+                out[int(m.group(1))] = p
+    return out
+
+
+def _manifest_name(ckpt_root: Path) -> str | None:
+    try:
+        return json.loads((ckpt_root / MANIFEST).read_text()).get("path")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _remove_stale(ckpt_root: Path, step: int) -> None:
+    """Leftovers of writes a kill interrupted: any ``step_*.tmp`` / ``pending_*`` but this step's."""
+    live = {f"step_{step:08d}.tmp", f"pending_{step:08d}"}
+    for p in ckpt_root.iterdir():
+        if p.name in live:
+            continue
+        if (p.name.startswith("step_") and p.name.endswith(".tmp")) or p.name.startswith("pending_"):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+
+
 def save_checkpoint(ckpt_root: Path, step: int, model, tokenizer, trainer_state: dict, keep: int) -> Path:
     """Write checkpoint ``step`` atomically (rank 0 only) and prune all but the newest ``keep``."""
     ckpt_root.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:08d}"
     final, tmp = ckpt_root / name, ckpt_root / f"{name}.tmp"
+    _remove_stale(ckpt_root, step)
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, tokenizer)
     torch.save(trainer_state, tmp / "trainer_state.pt")
@@ -62,14 +128,26 @@ def save_checkpoint(ckpt_root: Path, step: int, model, tokenizer, trainer_state:
         for f in pending.iterdir():
             shutil.move(str(f), tmp / f.name)
         pending.rmdir()
+    _fsync_tree(tmp)
     if final.exists():
+        # a checkpoint of this step from an abandoned timeline; if the manifest names it, point the
+        # manifest at an older complete one first, so no moment exists where it names a missing dir
+        if _manifest_name(ckpt_root) == name:
+            older = sorted(s for s in _step_dirs(ckpt_root) if s < step)
+            if older:
+                _atomic_write_text(ckpt_root / MANIFEST, json.dumps({"step": older[-1], "path": f"step_{older[-1]:08d}"}))
+            else:
+                (ckpt_root / MANIFEST).unlink(missing_ok=True)
         shutil.rmtree(final)
     os.replace(tmp, final)
+    _fsync_path(ckpt_root)
     _atomic_write_text(ckpt_root / MANIFEST, json.dumps({"step": step, "path": name}))
     if keep > 0:
-        done = sorted(p for p in ckpt_root.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp"))
-        for old in done[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+        steps = _step_dirs(ckpt_root)
+        older = sorted(s for s in steps if s < step)
+        doomed = older[: max(0, len(older) - (keep - 1))] + [s for s in steps if s > step]
+        for s in doomed:
+            shutil.rmtree(steps[s], ignore_errors=True)
     return final
 
 
@@ -81,19 +159,58 @@ def save_data_state(ckpt_root: Path, step: int, rank: int, state: dict) -> None:
     os.replace(tmp, pending / f"data_state_rank{rank}.pt")
 
 
+def _available(ckpt_root: Path) -> str:
+    steps = _step_dirs(ckpt_root)
+    return ", ".join(str(steps[s]) for s in sorted(steps)) or "none"
+
+
+def check_checkpoint(path: str | os.PathLike) -> Path:
+    """Return ``path`` if it is a complete, readable checkpoint directory; else raise an error that
+    names the file and what is wrong with it (missing, truncated, not a safetensors/torch file).
+
+    Cheap: reads the safetensors headers and the zip directories of the ``.pt`` files, no tensors.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint {path} is not a directory (trainer.resume must name a step_* directory)")
+    missing = [f for f in _REQUIRED if not (path / f).is_file()]
+    if not (path / "model.safetensors").is_file() and not (path / "model.safetensors.index.json").is_file():
+        missing.append("model.safetensors")
+    if missing:
+        raise ValueError(f"checkpoint {path} is incomplete: missing {', '.join(missing)}")
+    for f in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(str(f), framework="pt") as g:
+                g.keys()
+        except Exception as e:  # safetensors raises its own SafetensorError
+            raise ValueError(f"corrupt or truncated checkpoint file {f}: {e}") from None
+    for f in sorted(path.glob("*.pt")):
+        if not zipfile.is_zipfile(f):
+            raise ValueError(f"corrupt or truncated checkpoint file {f}: not a complete torch.save archive")
+    return path
+
+
 def latest_checkpoint(ckpt_root: Path) -> Path | None:
-    """The checkpoint named by the manifest, or None if there is none yet."""
+    """The checkpoint named by the manifest (checked complete), or None if there is none yet."""
     manifest = ckpt_root / MANIFEST
     if not manifest.is_file():
         return None
+    remedy = (f"checkpoints present: {_available(ckpt_root)}; resume from one with trainer.resume=PATH, "
+              f"or start over with trainer.resume=never")
     try:
         info = json.loads(manifest.read_text())
-        path = ckpt_root / info["path"]
-    except (json.JSONDecodeError, KeyError) as e:
-        raise ValueError(f"corrupt checkpoint manifest {manifest}: {e}") from e
-    if not (path / "trainer_state.pt").is_file():
-        raise ValueError(f"checkpoint manifest {manifest} names {path}, which is missing or incomplete")
-    return path
+        name = info["path"]
+        if not isinstance(name, str) or not _STEP_DIR.fullmatch(name):
+            raise ValueError(f"'path' must be a step_XXXXXXXX directory name, got {name!r}")
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"corrupt checkpoint manifest {manifest}: {type(e).__name__}: {e}; {remedy}") from None
+    path = ckpt_root / name
+    try:
+        return check_checkpoint(path)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"checkpoint manifest {manifest} names an unusable checkpoint: {e}; {remedy}") from None
 
 
 def load_state(path: Path, name: str) -> dict:

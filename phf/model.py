@@ -74,7 +74,8 @@ class PHFModel(nn.Module):
         path = Path(path)
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path} is not an HF checkpoint directory (no config.json)")
-        lm = GPT2LMHeadModel.from_pretrained(path, **lm_kwargs)
+        # weights only from safetensors: a pytorch_model.bin is a pickle and is never loaded
+        lm = GPT2LMHeadModel.from_pretrained(path, use_safetensors=True, **lm_kwargs)
         has_head = (path / VALUE_HEAD_FILE).is_file()
         model = cls(lm, value_head=has_head if value_head is None else value_head)
         if model.value_head is not None and has_head:

@@ -67,13 +67,51 @@ def resolve_device(name: str, dist: Dist) -> torch.device:
     return torch.device("cpu")
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def validate_trainer(tr: DictConfig) -> None:
+    """Reject wrong types and out-of-range values early, naming the key and what was expected."""
+    checks = {
+        "batch_size": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+        "effective_batch_size": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+        "max_steps": (lambda v: v is None or _is_int(v), "an integer or null"),
+        "num_tokens": (lambda v: v is None or _is_num(_as_float(v)), "a number or null"),
+        "start_tokens": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+        "lr": (lambda v: _is_num(v) and v > 0, "a positive number"),
+        "weight_decay": (lambda v: _is_num(v) and v >= 0, "a number >= 0"),
+        "warmup_fraction": (lambda v: _is_num(v) and 0 <= v <= 1, "a number in [0, 1]"),
+        "grad_clip": (lambda v: _is_num(v) and v > 0, "a positive number"),
+        "log_every": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+        "eval_every": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+        "checkpoint_every": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+        "keep_checkpoints": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+        "val_blocks": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+        "max_bad_steps": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    }
+    for key, (ok, expected) in checks.items():
+        if not ok(tr[key]):
+            raise ValueError(f"trainer.{key} must be {expected}, got {tr[key]!r}")
+
+
+def _as_float(v):
+    """``3.3e9`` may arrive as a string from YAML 1.1 / the command line."""
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return v
+    return v
+
+
 def plan_steps(tr: DictConfig, block_size: int, world_size: int) -> dict:
-    """Validate the batch settings and derive accumulation, tokens per step and the step count."""
-    for key in ("batch_size", "effective_batch_size"):
-        if not isinstance(tr[key], int) or tr[key] <= 0:
-            raise ValueError(f"trainer.{key} must be a positive integer, got {tr[key]!r}")
-    if not tr.lr > 0:
-        raise ValueError(f"trainer.lr must be positive, got {tr.lr}")
+    """Validate the trainer settings and derive accumulation, tokens per step and the step count."""
+    validate_trainer(tr)
     per_step = tr.batch_size * world_size
     if tr.effective_batch_size % per_step:
         raise ValueError(
@@ -209,7 +247,7 @@ def train(cfg: DictConfig) -> dict:
     if tr.resume == "auto":
         resume_from = ckpt.latest_checkpoint(ckpt_root)
     elif tr.resume not in (None, "never", False):
-        resume_from = Path(tr.resume)
+        resume_from = ckpt.check_checkpoint(tr.resume)
     if resume_from is not None:
         loaded = PHFModel.from_pretrained(resume_from, value_head=model.value_head is not None)
         model.load_state_dict(loaded.state_dict())
@@ -222,7 +260,10 @@ def train(cfg: DictConfig) -> dict:
         ckpt.set_rng_state(state["rng"][dist.rank] if isinstance(state["rng"], list) else state["rng"])
         if dist.main:
             _truncate_metrics(run_dir / "metrics.jsonl", step)
-    elif tr.data_state_from:
+    else:
+        if dist.main:  # a fresh start replaces rows a run killed before its first checkpoint left
+            _truncate_metrics(run_dir / "metrics.jsonl", -1)
+    if resume_from is None and tr.data_state_from:
         # finetuning: continue exactly where the pretraining run's data stream stopped, without
         # re-reading or re-tokenizing the documents it consumed
         stream.load_state_dict(ckpt.load_state(Path(tr.data_state_from), f"data_state_rank{dist.rank}.pt"))
@@ -406,7 +447,14 @@ def _truncate_metrics(path: Path, step: int) -> None:
     """Drop rows a killed run logged after the checkpoint it resumes from."""
     if not path.is_file():
         return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a row torn by a kill mid-write
+            continue
+        if row["step"] <= step:
+            keep.append(line)
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(line + "\n" for line in keep))
     os.replace(tmp, path)

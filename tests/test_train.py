@@ -80,7 +80,7 @@ def test_resume_after_crash_equals_uninterrupted_run(tiny_cfg, tmp_path, monkeyp
 
 
 @pytest.mark.parametrize("override, message", [
-    ("trainer.lr=-1", "trainer.lr must be positive"),
+    ("trainer.lr=-1", "trainer.lr must be a positive number, got -1"),
     ("trainer.batch_size=-2", "trainer.batch_size must be a positive integer"),
     ("trainer.effective_batch_size=3", "must be a multiple of trainer.batch_size"),
     ("trainer.device=tpu", "trainer.device must be auto, cpu or cuda"),

@@ -7,6 +7,13 @@ import math
 from dataclasses import dataclass, field
 
 
+def _finite(x: int | float) -> bool:
+    try:
+        return math.isfinite(x)
+    except OverflowError:  # an int too large for a float (JSON allows 1e999-digit integers)
+        return False
+
+
 @dataclass
 class Document:
     """A document in the paper's record format (``texts``, ``scores``, ``avg_score``).
@@ -42,13 +49,16 @@ class Document:
             raise ValueError(f"{self.id}: 'texts' must be a list of strings")
         if self.scores is None:
             return
+        if not isinstance(self.scores, list):
+            raise ValueError(f"{self.id}: 'scores' must be a list of numbers, got {type(self.scores).__name__}")
         if len(self.scores) != len(self.texts):
             raise ValueError(
                 f"{self.id}: 'texts' has {len(self.texts)} segments but 'scores' has {len(self.scores)}"
             )
         for i, s in enumerate(self.scores):
-            if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s):
-                raise ValueError(f"{self.id}: scores[{i}] = {s!r} is not a finite number")
+            if isinstance(s, bool) or not isinstance(s, (int, float)) or not _finite(s):
+                shown = repr(s) if len(repr(s)) <= 40 else f"{repr(s)[:37]}..."
+                raise ValueError(f"{self.id}: scores[{i}] = {shown} is not a finite number")
 
     def to_record(self) -> dict:
         """The paper's JSONL record."""

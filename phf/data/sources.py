@@ -5,6 +5,13 @@ A source is an iterable of :class:`~phf.data.document.Document` in a fixed order
 (used to resume and to skip data a previous run consumed). Raw documents come as
 ``Document(texts=[text], scores=None)`` and are segmented and scored by the pipeline; pre-scored
 records (the paper's ``texts``/``scores``/``avg_score`` format) pass through as they are.
+
+Bad input never turns into a silent default. Every source has an explicit policy:
+``on_error="raise"`` (the default) stops with an error naming ``file:line`` (or ``dataset[index]``),
+the key and what was expected; ``on_error="skip"`` yields an empty placeholder instead (so positions
+stay countable for resuming), logs a warning and records the reason in ``source.skipped``
+(``{where: why}``). Documents outside ``min_chars``/``max_chars`` are filtered the same way and
+recorded in ``source.filtered``.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import itertools
 import json
 import logging
 import os
+import stat
 import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +28,8 @@ from pathlib import Path
 from phf.data.document import Document
 
 log = logging.getLogger(__name__)
+
+ON_ERROR = ("raise", "skip")
 
 
 def record_to_document(record, where: str, text_key: str = "text") -> Document:
@@ -29,16 +39,20 @@ def record_to_document(record, where: str, text_key: str = "text") -> Document:
     # datasets unifies schemas across rows, so an absent key can arrive as None
     if record.get("texts") is not None:
         texts, scores = record["texts"], record.get("scores")
-        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-            raise ValueError(f"{where}: 'texts' must be a list of strings")
+        if not isinstance(texts, list):
+            raise ValueError(f"{where}: 'texts' must be a list of strings, got {type(texts).__name__}")
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise ValueError(f"{where}: 'texts' must be a list of strings; texts[{i}] is {type(t).__name__}")
         if scores is None:
-            raise ValueError(f"{where}: a record with 'texts' needs 'scores' (one per segment)")
+            raise ValueError(f"{where}: a record with 'texts' needs 'scores' (one number per segment)")
         if not isinstance(scores, list):
             raise ValueError(f"{where}: 'scores' must be a list of numbers, got {type(scores).__name__}")
         doc = Document(list(texts), list(scores), id=where)
         doc.validate()
-        if not texts:
-            raise ValueError(f"{where}: empty document ('texts' is an empty list)")
+        if not any(texts):
+            what = "an empty list" if not texts else "a list of empty strings"
+            raise ValueError(f"{where}: empty document ('texts' is {what})")
         return doc
     if record.get(text_key) is not None:
         text = record[text_key]
@@ -50,8 +64,21 @@ def record_to_document(record, where: str, text_key: str = "text") -> Document:
     raise ValueError(f"{where}: record has neither 'texts' (+ 'scores') nor '{text_key}'; keys: {sorted(record)}")
 
 
+def _check_policy(on_error: str, min_chars, max_chars) -> None:
+    if on_error not in ON_ERROR:
+        raise ValueError(f"data.source.on_error must be one of {ON_ERROR}, got {on_error!r}")
+    if isinstance(min_chars, bool) or not isinstance(min_chars, int) or min_chars < 0:
+        raise ValueError(f"data.source.min_chars must be an integer >= 0, got {min_chars!r}")
+    if max_chars is not None and (isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 1):
+        raise ValueError(f"data.source.max_chars must be a positive integer or null, got {max_chars!r}")
+
+
 class Source:
-    """Base class: subclasses implement ``iter_from``."""
+    """Base class: subclasses implement ``iter_from``; ``_skip``/``_size_ok`` apply the policies."""
+
+    on_error: str = "raise"
+    min_chars: int = 0
+    max_chars: int | None = None
 
     def iter_from(self, start: int) -> Iterator[Document]:
         raise NotImplementedError
@@ -59,18 +86,67 @@ class Source:
     def __iter__(self) -> Iterator[Document]:
         return self.iter_from(0)
 
+    def _skip(self, where: str, why: str) -> Document:
+        """Apply ``on_error`` to a bad record: raise, or record it and return a placeholder."""
+        if self.on_error == "raise":
+            prefix = "" if why.startswith(where) else f"{where}: "
+            raise ValueError(f"{prefix}{why} (data.source.on_error=skip skips and counts such records)")
+        skipped = self.__dict__.setdefault("skipped", {})
+        skipped[where] = why
+        log.warning("skipping %s (%d skipped so far): %s", where, len(skipped), why)
+        return Document([], [], id=where)
+
+    def _size_ok(self, where: str, n_chars: int) -> bool:
+        """``min_chars <= n_chars <= max_chars``; a document outside is recorded in ``filtered``."""
+        if n_chars >= self.min_chars and (self.max_chars is None or n_chars <= self.max_chars):
+            return True
+        bound = f"< min_chars={self.min_chars}" if n_chars < self.min_chars else f"> max_chars={self.max_chars}"
+        self.__dict__.setdefault("filtered", {})[where] = f"{n_chars} characters {bound}"
+        log.debug("filtering %s: %d characters %s", where, n_chars, bound)
+        return False
+
 
 class JsonlSource(Source):
-    """Local JSONL files, one document per line, in either record format."""
+    """Local JSONL files, one document per line, in either record format.
 
-    def __init__(self, path: str | list[str], text_key: str = "text"):
+    Lines end at ``\\n`` only: a ``\\r\\n`` line end is fine and ``\\u2028`` inside a string stays text;
+    a UTF-8 BOM is accepted at the start of any line (concatenated files); blank lines are ignored.
+    A raw NUL byte is refused as binary data (a ``\\u0000`` escape is valid JSON and kept as text).
+    Lines are parsed one at a time, so a 10 MB line costs about 10 MB plus its parse.
+    """
+
+    def __init__(self, path: str | list[str], text_key: str = "text", on_error: str = "raise",
+                 min_chars: int = 0, max_chars: int | None = None):
         self.paths = [path] if isinstance(path, str) else list(path)
         if not self.paths:
             raise ValueError("JsonlSource needs at least one path (data.source.path=FILE)")
         for p in self.paths:
             if not Path(p).is_file():
-                raise FileNotFoundError(f"JSONL data file not found: {p}")
-        self.text_key = text_key
+                raise FileNotFoundError(f"JSONL data file not found (or not a regular file): {p}")
+        _check_policy(on_error, min_chars, max_chars)
+        self.text_key, self.on_error, self.min_chars, self.max_chars = text_key, on_error, min_chars, max_chars
+        self.skipped: dict[str, str] = {}
+        self.filtered: dict[str, str] = {}
+
+    def _parse(self, raw: bytes, where: str) -> Document:
+        nul = raw.find(b"\x00")
+        if nul >= 0:
+            return self._skip(where, f"NUL byte at byte {nul} of the line (binary data, not JSONL?)")
+        try:
+            line = raw.decode("utf-8-sig").rstrip("\r\n")  # columns in errors count within the line
+        except UnicodeDecodeError as e:
+            return self._skip(where, f"invalid UTF-8 ({e.reason} at byte {e.start} of the line)")
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            return self._skip(where, f"malformed JSON ({e.msg} at column {e.colno})")
+        except RecursionError:
+            return self._skip(where, "malformed JSON (nested too deeply)")
+        try:
+            doc = record_to_document(record, where, self.text_key)
+        except ValueError as e:
+            return self._skip(where, str(e))
+        return doc if self._size_ok(where, len(doc.text)) else Document([], [], id=where)
 
     def iter_from(self, start: int) -> Iterator[Document]:
         n = 0
@@ -82,28 +158,30 @@ class JsonlSource(Source):
                     n += 1
                     if n <= start:
                         continue
-                    where = f"{path}:{lineno}"
-                    try:
-                        line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-                    except UnicodeDecodeError as e:
-                        raise ValueError(f"{where}: invalid UTF-8 ({e.reason} at byte {e.start})") from None
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise ValueError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
-                    yield record_to_document(record, where, self.text_key)
+                    yield self._parse(raw, f"{path}:{lineno}")
+        if n == 0:
+            raise ValueError(f"empty corpus: no JSONL records in {', '.join(map(str, self.paths))} "
+                             "(the files are empty or hold only blank lines)")
 
 
 class HFSource(Source):
     """Hugging Face ``datasets``, streamed, for the paper's pre-scored datasets (online users).
 
     ``names`` are dataset names read in order (the paper's 39 shards) or a loader such as ``json``
-    with ``data_files`` (how the tests exercise this path offline).
+    with ``data_files`` (how the tests exercise this path offline). A name that cannot be loaded
+    fails at the first read with an error naming it (and saying so when offline mode is on).
     """
 
-    def __init__(self, names: str | list[str], split: str = "train", data_files=None, text_key: str = "text"):
+    def __init__(self, names: str | list[str], split: str = "train", data_files=None, text_key: str = "text",
+                 on_error: str = "raise", min_chars: int = 0, max_chars: int | None = None):
         self.names = [names] if isinstance(names, str) else list(names)
+        if not self.names or not all(isinstance(n, str) and n for n in self.names):
+            raise ValueError(f"data.names must be one or more dataset names, got {names!r}")
+        _check_policy(on_error, min_chars, max_chars)
         self.split, self.data_files, self.text_key = split, data_files, text_key
+        self.on_error, self.min_chars, self.max_chars = on_error, min_chars, max_chars
+        self.skipped: dict[str, str] = {}
+        self.filtered: dict[str, str] = {}
 
     def _load(self, name: str):
         import datasets
@@ -115,7 +193,8 @@ class HFSource(Source):
             return datasets.load_dataset(name, **kwargs)
         except Exception as e:  # datasets raises many types for "not reachable"; re-raise with context
             offline = os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
-            hint = " (offline mode is on: only local files and cached datasets work)" if offline else ""
+            hint = (" (offline mode is on: only local files and cached datasets work)" if offline else
+                    " (no network? HF_DATASETS_OFFLINE=1 makes this fail at once instead of after retries)")
             raise RuntimeError(f"cannot load Hugging Face dataset {name!r} split {self.split!r}{hint}: {e}") from e
 
     def iter_from(self, start: int) -> Iterator[Document]:
@@ -126,15 +205,23 @@ class HFSource(Source):
                 seen += 1
                 if seen <= start:  # streaming .skip() would re-read the same rows anyway
                     continue
-                yield record_to_document(dict(record), f"{name}[{i}]", self.text_key)
+                where = f"{name}[{i}]"
+                try:
+                    doc = record_to_document(dict(record), where, self.text_key)
+                except ValueError as e:
+                    yield self._skip(where, str(e))
+                    continue
+                yield doc if self._size_ok(where, len(doc.text)) else Document([], [], id=where)
 
 
 class LocalPythonSource(Source):
     """The Python standard library of the running interpreter: a real code corpus on every machine.
 
     Files are read in sorted path order; ``site-packages`` and caches are excluded. A file that is not
-    valid UTF-8, contains NUL bytes or cannot be read is skipped and counted (``skipped``), since a
-    standard library may hold such test fixtures; ``on_bad_file: raise`` turns that into an error.
+    valid UTF-8, contains NUL bytes, is not a regular file (reading a FIFO would block) or cannot be
+    read is skipped with a warning and recorded in ``skipped``, since a standard library holds such
+    test fixtures; ``on_bad_file: raise`` turns that into an error. Files outside
+    ``min_chars``/``max_chars`` (empty ``__init__.py``, huge generated tables) are recorded in ``filtered``.
     """
 
     def __init__(
@@ -146,13 +233,15 @@ class LocalPythonSource(Source):
         on_bad_file: str = "skip",
     ):
         if on_bad_file not in ("skip", "raise"):
-            raise ValueError(f"on_bad_file must be 'skip' or 'raise', got {on_bad_file!r}")
+            raise ValueError(f"data.source.on_bad_file must be 'skip' or 'raise', got {on_bad_file!r}")
+        _check_policy("raise", min_chars, max_chars)
         self.root = Path(root or sysconfig.get_paths()["stdlib"])
         if not self.root.is_dir():
             raise FileNotFoundError(f"LocalPythonSource root is not a directory: {self.root}")
         self.max_files, self.min_chars, self.max_chars = max_files, min_chars, max_chars
-        self.on_bad_file = on_bad_file
+        self.on_bad_file = self.on_error = on_bad_file
         self.skipped: dict[str, str] = {}
+        self.filtered: dict[str, str] = {}
         self._files = self._list_files()
 
     def _list_files(self) -> list[Path]:
@@ -167,20 +256,19 @@ class LocalPythonSource(Source):
 
     def _read(self, path: Path) -> str | None:
         try:
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                raise ValueError("not a regular file")
             data = path.read_bytes()
             if b"\x00" in data:
                 raise ValueError("contains NUL bytes (binary file?)")
             text = data.decode("utf-8")
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError
             if self.on_bad_file == "raise":
-                raise ValueError(f"{path}: unreadable Python source: {e}") from e
-            self.skipped[str(path)] = str(e)
-            log.debug("skipping %s: %s", path, e)
+                raise ValueError(f"{path}: unreadable Python source: {e} (data.source.on_bad_file=skip skips such files)") from e
+            self._skip(str(path), f"unreadable Python source: {e}")
             return None
         text = text.removeprefix("\ufeff")
-        if len(text) < self.min_chars or (self.max_chars and len(text) > self.max_chars):
-            return None
-        return text
+        return text if self._size_ok(str(path), len(text)) else None
 
     def iter_from(self, start: int) -> Iterator[Document]:
         # the index counts files, so a resumed run skips exactly the files already consumed
@@ -194,4 +282,5 @@ def is_placeholder(doc: Document) -> bool:
     return not doc.texts
 
 
-__all__ = ["HFSource", "JsonlSource", "LocalPythonSource", "Source", "is_placeholder", "record_to_document"]
+__all__ = ["HFSource", "JsonlSource", "LocalPythonSource", "ON_ERROR", "Source", "is_placeholder",
+           "record_to_document"]

@@ -159,7 +159,7 @@ def evaluate_saved(own: dict[str, str], overrides: list[str]) -> tuple[dict, Pat
 
     device = resolve_device(own.get("device", "auto"))
     log.info("evaluating %s (config %s) on %s", model_dir, config_path or "composed from conf/", device)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).to(device)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True).to(device)
     tokenizer = load_tokenizer(str(model_dir))
     objective = instantiate(cfg.objective)
     scorer = build_eval_scorer(cfg)

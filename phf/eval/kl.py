@@ -81,7 +81,7 @@ def load_causal_lm(name_or_path: str, device: torch.device | str = "cpu"):
     from phf.tokenizer import load_tokenizer
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(name_or_path)
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, use_safetensors=True)
     except OSError as e:
         raise OSError(
             f"cannot load the model {name_or_path!r}: not a local checkpoint directory and not reachable on "
