@@ -473,8 +473,11 @@ def main() -> None:
             return train(cfg).get("val/loss")
         except Exception as e:
             run_dir = Path(cfg.run_dir)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "error.txt").write_text(traceback.format_exc())
+            try:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                (run_dir / "error.txt").write_text(traceback.format_exc())
+            except OSError as write_error:  # e.g. an unwritable run_dir: report both, keep the original error
+                log.error("could not write %s: %s", run_dir / "error.txt", write_error)
             if HydraConfig.get().mode.name != "MULTIRUN":
                 raise
             # a failed job must not end the sweep: record it and let the launcher go on

@@ -27,12 +27,6 @@ from phf.data.sources import JsonlSource, LocalPythonSource
 from phf.train import plan_steps, train
 from tests.conftest import CONF, TINY, compose
 
-# Marks a case that fails until the change its reason names is applied to a file outside this
-# suite's ownership; strict, so applying the change turns the case into an XPASS failure: then
-# delete the mark.
-NEEDS_TRAIN_PY = pytest.mark.xfail(strict=True, reason="needs the phf/train.py change (check an explicit "
-                                                      "trainer.resume path like the manifest's)")
-
 
 def raises_clear(cls, match):
     """Like ``pytest.raises(cls)``, also accepting Hydra's InstantiationException around a ``cls``

@@ -31,9 +31,6 @@ from tests.reliability.harness import (
     run_until,
 )
 
-NEEDS_TRAIN_PY = pytest.mark.xfail(
-    strict=True, reason="needs the phf/train.py change: _truncate_metrics must drop a row torn by a kill")
-
 
 def _straight(tmp_path, *overrides):
     run = tmp_path / "straight"
