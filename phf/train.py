@@ -217,6 +217,14 @@ def train(cfg: DictConfig) -> dict:
     # -- components (each validated as it is built) ----------------------------------------------
     tokenizer = load_tokenizer(cfg.tokenizer)
     objective = instantiate(cfg.objective)
+    if getattr(objective, "is_preference", False):
+        raise ValueError(f"objective {type(objective).__name__} trains on preference pairs, not packed blocks: "
+                         "run it with phf-spa (e.g. `phf-spa +experiment=spa_pep8`), not phf-train")
+    if cfg.get("reward") is not None:
+        from phf.guidance import with_token_rewards
+
+        # reward=segment keeps the packed segment scores; reward=guidance wraps the objective with learned ones
+        objective = with_token_rewards(objective, instantiate(cfg.reward, tokenizer=tokenizer))
     control_ids = add_special_tokens(tokenizer, objective.special_tokens)
     model = instantiate(cfg.model, tokenizer=tokenizer, objective=objective, seed=cfg.seed).to(device)
     plan = plan_steps(tr, cfg.model.block_size, dist.world_size)

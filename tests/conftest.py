@@ -49,3 +49,15 @@ def tiny_cfg(tmp_path):
         return compose(TINY + [f"run_dir={run_dir or tmp_path / 'run'}", *overrides])
 
     return make
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op torch thread: tiny models are dominated by thread hand-off, and on an oversubscribed
+    2-core CPU two threads make them many times slower. The previous setting is restored."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -7,7 +7,7 @@ from hydra.utils import instantiate
 
 from tests.conftest import CONF, compose
 
-GROUPS = ["model", "data", "logger", "scorer", "task", "trainer", "objective"]
+GROUPS = ["model", "data", "logger", "scorer", "task", "trainer", "objective", "reward"]
 FILES = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
 
 
@@ -50,6 +50,9 @@ def test_config_composes_and_instantiates(group, name, tmp_path):
         assert len(scores) == 1 and scores[0] >= 0
     elif group == "objective":
         assert hasattr(instantiate(node), "loss")
+    elif group == "reward":
+        reward = instantiate(node, tokenizer=gpt2_tokenizer())
+        assert callable(reward.token_scores) and callable(reward.maybe_refit)
 
 
 def test_unknown_group_option_lists_valid_ones(tmp_path):

@@ -3,18 +3,22 @@
 from phf.objectives.awr import AWR
 from phf.objectives.base import IGNORE_INDEX, LossOutput, Objective, Targets, shift_targets
 from phf.objectives.conditional import Conditional
+from phf.objectives.dpo import DPO
 from phf.objectives.filtering import Filtering
+from phf.objectives.guided_mle import GuidedMLE
 from phf.objectives.mle import MLE
 from phf.objectives.rwr import RWR
 from phf.objectives.unlikelihood import Unlikelihood
 
 __all__ = [
     "AWR",
+    "DPO",
     "IGNORE_INDEX",
     "MLE",
     "RWR",
     "Conditional",
     "Filtering",
+    "GuidedMLE",
     "LossOutput",
     "Objective",
     "Targets",
