@@ -10,11 +10,20 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TLDEXTR
 # temp dirs for the HF and wandb caches, so tests never touch a user's caches
 TMPENV = tmp=$$(mktemp -d) && export HF_HOME=$$tmp/hf WANDB_DIR=$$tmp/wandb PHF_CACHE_DIR=$$tmp/phf-cache
 DEMO_DIR ?= outputs/demo
+SWEEP_DIR ?= outputs/demo_sweep
+PAPER_DIR ?= runs/paper
+OBJECTIVES := mle,filtering,conditional,unlikelihood,rwr,awr
+# where a sweep's jobs go: LAUNCHER="hydra/launcher=slurm_gpu hydra.launcher.partition=gpu"; any override: HYDRA_ARGS="..."
+LAUNCHER ?=
+HYDRA_ARGS ?=
+# two single-threaded jobs at a time beat one two-threaded job on 2 cores (README, Launchers)
+CPU_PAIR := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
-.PHONY: help install test test-slow test-all demo lint clean
+.PHONY: help install test test-slow test-all demo demo-sweep repro-toxicity repro-pii repro-pep8 \
+	finetune-toxicity finetune-pii finetune-pep8 report bench lint clean
 
 help: ## show this help
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_%-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
 install: $(VENV)/.installed ## create .venv with phf (editable), its dependencies and dev tools
 
@@ -33,11 +42,32 @@ test-slow: install ## slow tests only (kill-and-resume at random steps, sweeps)
 test-all: install ## every CPU test
 	$(TMPENV) && $(OFFLINE) $(PY) -m pytest -q -m "not gpu"
 
-demo: install ## train gpt2_tiny with MLE on local_pep8 (the stdlib) on CPU in a few minutes
-	$(OFFLINE) $(VENV)/bin/phf-train task=pep8 data=local_pep8 model=gpt2_tiny objective=mle \
-		trainer.max_steps=150 trainer.lr=2e-3 trainer.eval_every=50 trainer.log_every=10 \
-		hydra.run.dir=$(DEMO_DIR)/mle
-	@echo "model: $(DEMO_DIR)/mle/final (load with AutoModelForCausalLM.from_pretrained)"
+demo: install ## offline CPU, minutes: gpt2_tiny on local_pep8 with MLE and conditional training, then a comparison
+	$(OFFLINE) $(CPU_PAIR) $(VENV)/bin/phf-train -m +experiment=demo objective=mle,conditional \
+		hydra/launcher=joblib hydra.launcher.n_jobs=2 hydra.sweep.dir=$(DEMO_DIR) $(HYDRA_ARGS)
+	$(PY) -m phf.report $(DEMO_DIR) && cat $(DEMO_DIR)/report.md
+	@echo "models: $(DEMO_DIR)/{mle,conditional}/final (load with AutoModelForCausalLM.from_pretrained)"
+
+demo-sweep: install ## offline CPU, < 1 h on 2 cores: all six objectives on local_pep8, then phf-report
+	$(OFFLINE) $(CPU_PAIR) $(VENV)/bin/phf-train -m +experiment=demo_sweep objective=$(OBJECTIVES) \
+		hydra/launcher=joblib hydra.launcher.n_jobs=2 hydra.sweep.dir=$(SWEEP_DIR) $(HYDRA_ARGS)
+	$(PY) -m phf.report $(SWEEP_DIR) && cat $(SWEEP_DIR)/report.md
+
+repro-%: install ## repro-{toxicity,pii,pep8}: the paper's pretraining sweep (GPU, network; see README)
+	$(VENV)/bin/phf-train -m +experiment=$*_pretrain objective=$(OBJECTIVES) \
+		hydra.sweep.dir=$(PAPER_DIR)/$*_pretrain $(LAUNCHER) $(HYDRA_ARGS)
+
+finetune-%: install ## finetune-{toxicity,pii,pep8}: the paper's finetuning from repro-<task>'s MLE halfway checkpoint
+	@ckpt=$$(ls -d $(PAPER_DIR)/$*_pretrain/*mle/checkpoints/step_* 2>/dev/null | head -n 1); \
+	if [ -z "$$ckpt" ]; then echo "no MLE checkpoint under $(PAPER_DIR)/$*_pretrain/*mle/checkpoints: run make repro-$* first" >&2; exit 1; fi; \
+	$(VENV)/bin/phf-train -m +experiment=$*_finetune objective=$(OBJECTIVES) paper.finetune_from=$$ckpt \
+		hydra.sweep.dir=$(PAPER_DIR)/$*_finetune $(LAUNCHER) $(HYDRA_ARGS)
+
+report: install ## phf-report over every sweep under runs/paper/
+	$(PY) -m phf.report $(PAPER_DIR)/*_pretrain $(PAPER_DIR)/*_finetune --out $(PAPER_DIR)
+
+bench: install ## CPU benchmarks (< 15 min): phf vs the original's HF Trainer engine, scaling, levers
+	$(OFFLINE) $(PY) experiments/benchmarks/run_all.py $(BENCH_ARGS)
 
 lint: install ## ruff
 	$(VENV)/bin/ruff check phf tests

@@ -1,0 +1,139 @@
+"""conf/experiment/: every file composes, and the paper's runs dry-run to the paper's tables."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from phf.train import train
+from tests.experiments.conftest import DEMOS, EXPERIMENTS, OBJECTIVES, PAPER, compose_run
+
+# phf_paper.md §3.3: learning rate / effective batch size (sequences of 1024 tokens) per run.
+PAPER_LR_EBS = {
+    ("toxicity", "pretrain"): {"mle": (5e-4, 64), "filtering": (5e-4, 64), "conditional": (5e-4, 64),
+                               "unlikelihood": (5e-4, 64), "rwr": (5e-4, 1024), "awr": (1e-3, 1024)},
+    ("toxicity", "finetune"): {"mle": (5e-4, 64), "filtering": (5e-4, 64), "conditional": (5e-4, 64),
+                               "unlikelihood": (5e-4, 64), "rwr": (5e-4, 512), "awr": (1e-3, 512)},
+    ("pii", "pretrain"): {o: (5e-4, 64) for o in OBJECTIVES},
+    ("pii", "finetune"): {"mle": (1e-4, 128), "filtering": (1e-4, 128), "conditional": (1e-4, 128),
+                          "unlikelihood": (1e-4, 128), "rwr": (1e-4, 512), "awr": (1e-4, 512)},
+    ("pep8", "pretrain"): {"mle": (8e-4, 64), "filtering": (8e-4, 64), "conditional": (8e-4, 64),
+                           "unlikelihood": (8e-4, 64), "rwr": (1e-3, 64), "awr": (1e-3, 256)},
+    # the original has a single PEP8 finetuning config (5e-4 / 64); phf uses it for every objective
+    ("pep8", "finetune"): {o: (5e-4, 64) for o in OBJECTIVES},
+}
+# Tokens already seen at the finetuning start point (the MLE run's halfway checkpoint), §3.3.
+START_TOKENS = {"toxicity": 1_661_599_744, "pii": 1_649_999_872, "pep8": 1_649_999_872}
+# Steps the paper derives from the budget: (phase, start tokens, EBS) -> optimizer steps, §3.3.
+PAPER_STEPS = {
+    ("pretrain", 64): 50_354, ("pretrain", 256): 12_588, ("pretrain", 1024): 3_147,
+    ("finetune-toxicity", 64): 25_000, ("finetune-toxicity", 512): 3_125,
+    ("finetune-pii", 128): 12_588, ("finetune-pii", 512): 3_147,
+    ("finetune-pep8", 64): 25_177,
+}
+CASES = [(t, p, o) for (t, p) in PAPER_LR_EBS for o in OBJECTIVES]
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_composes(name, tmp_path):
+    """`phf-train +experiment=NAME --cfg job` for every file in conf/experiment/ (whoever wrote it)."""
+    cfg = compose_run([f"+experiment={name}", f"run_dir={tmp_path}", f"cache_dir={tmp_path / 'cache'}"])
+    assert OmegaConf.to_yaml(cfg)  # what --cfg job prints (unresolved)
+
+
+@pytest.mark.parametrize("name", PAPER + DEMOS)
+def test_experiment_resolves(name, tmp_path):
+    """The paper's and the demo experiments resolve completely and their parts instantiate."""
+    cfg = compose_run([f"+experiment={name}", "objective=mle", f"run_dir={tmp_path}",
+                       f"cache_dir={tmp_path / 'cache'}"])
+    if "finetune" in name:  # the MLE checkpoint is the one mandatory value; the dry run needs none
+        cfg.paper.finetune_from = str(tmp_path / "ckpt")
+    resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    assert resolved["objective"]["_target_"] == "phf.objectives.MLE"
+    assert hasattr(instantiate(cfg.data.source), "iter_from")
+    assert instantiate(cfg.task.segmenter)("a\nb")
+    ev = cfg.task.eval
+    assert ev.scenarios and all(s.num_samples > 0 and s.max_new_tokens > 0 for s in ev.scenarios.values())
+
+
+@pytest.mark.parametrize("task, phase, objective", CASES, ids=[f"{t}-{p}-{o}" for t, p, o in CASES])
+def test_paper_dry_run_matches_the_tables(task, phase, objective, tmp_path, capsys):
+    cfg = compose_run([f"+experiment={task}_{phase}", f"objective={objective}", "trainer.dry_run=true",
+                       f"run_dir={tmp_path / 'run'}"])
+    out = train(cfg)
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == out
+    lr, ebs = PAPER_LR_EBS[task, phase][objective]
+    start = START_TOKENS[task] if phase == "finetune" else 0
+    key = ("pretrain" if phase == "pretrain" else f"finetune-{task}", ebs)
+    assert (out["lr"], out["effective_batch_size"], out["block_size"]) == (lr, ebs, 1024)
+    assert out["num_tokens"] == 3_300_000_000 and out["start_tokens"] == start
+    assert out["tokens_per_step"] == ebs * 1024
+    assert out["max_steps"] == PAPER_STEPS[key] == (3_300_000_000 - start) // (ebs * 1024)
+    assert out["warmup_steps"] == -(-out["max_steps"] // 100)  # ceil(1%), as HF's warmup_ratio
+    assert out["accum"] == ebs // cfg.trainer.batch_size
+    assert out["objective"].lower() == {"unlikelihood": "unlikelihood"}.get(objective, objective)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("task", ["toxicity", "pii", "pep8"])
+def test_paper_runs_share_the_setup(task, tmp_path):
+    """GPT-2 small, 3.3B tokens, the paper's data and micro-batch; finetunes start from the MLE checkpoint."""
+    pre = compose_run([f"+experiment={task}_pretrain", "objective=conditional", f"run_dir={tmp_path}"])
+    ft = compose_run([f"+experiment={task}_finetune", "objective=conditional", f"run_dir={tmp_path}",
+                      "paper.finetune_from=/ckpt/step_00025354"])
+    for cfg in (pre, ft):
+        assert cfg.task.name == task
+        assert (cfg.model.n_layer, cfg.model.n_head, cfg.model.n_embd, cfg.model.block_size) == (12, 12, 768, 1024)
+        assert cfg.data.source._target_ == "phf.data.sources.HFSource"
+        assert cfg.trainer.batch_size == (16 if task == "pep8" else 8)
+        assert cfg.data.shuffle_buffer == 20000
+    names = list(pre.data.names)
+    if task == "pep8":
+        assert names == ["kejian/codeparrot-train-more-filter-3.3b-cleaned"]
+        assert pre.tokenizer == "codeparrot/codeparrot-small" and pre.model.scale_attn_by_inverse_layer_idx
+    else:
+        prefix = {"toxicity": "detoxify", "pii": "pii"}[task]
+        assert len(names) == 39 == len(set(names))
+        assert names[0] == f"tomekkorbak/{prefix}-pile-chunk3-0-50000"
+        assert names[-1] == f"tomekkorbak/{prefix}-pile-chunk3-1900000-1950000"
+    assert pre.model.init_from is None and pre.trainer.data_state_from is None and pre.trainer.start_tokens == 0
+    assert ft.model.init_from == ft.trainer.data_state_from == "/ckpt/step_00025354"
+    # the MLE run checkpoints exactly at the finetuning start point
+    mle = compose_run([f"+experiment={task}_pretrain", "objective=mle", f"run_dir={tmp_path}"])
+    assert mle.trainer.checkpoint_every * mle.trainer.effective_batch_size * 1024 == START_TOKENS[task]
+    assert mle.trainer.keep_checkpoints == 0
+
+
+def test_finetune_needs_the_checkpoint(tmp_path):
+    from omegaconf.errors import InterpolationToMissingValueError
+
+    cfg = compose_run(["+experiment=pii_finetune", "objective=rwr", f"run_dir={tmp_path}"])
+    with pytest.raises(InterpolationToMissingValueError, match="paper.finetune_from"):
+        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+
+
+def test_command_line_beats_the_table(tmp_path):
+    cfg = compose_run(["+experiment=toxicity_pretrain", "objective=awr", "trainer.lr=3e-4",
+                       "trainer.effective_batch_size=256", f"run_dir={tmp_path}"])
+    assert (cfg.trainer.lr, cfg.trainer.effective_batch_size, cfg.task.eval.every_steps) == (3e-4, 256, 16)
+
+
+def test_objective_without_a_row_fails_clearly(tmp_path):
+    from omegaconf.errors import InterpolationKeyError
+
+    cfg = compose_run(["+experiment=pep8_pretrain", "objective=mle", f"run_dir={tmp_path}"])
+    cfg.paper.objective = "my_plugin"
+    with pytest.raises(InterpolationKeyError, match="per_objective.my_plugin"):
+        _ = cfg.trainer.lr
+
+
+@pytest.mark.parametrize("name", DEMOS)
+def test_demo_experiments_are_offline_cpu_runs(name, tmp_path):
+    cfg = compose_run([f"+experiment={name}", f"run_dir={tmp_path}"])
+    assert cfg.data.source._target_ == "phf.data.sources.LocalPythonSource"
+    assert cfg.tokenizer == "gpt2-offline" and cfg.trainer.device == "cpu"
+    assert cfg.model.n_layer <= 4 and cfg.model.block_size <= 256
