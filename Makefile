@@ -19,7 +19,7 @@ HYDRA_ARGS ?=
 # two single-threaded jobs at a time beat one two-threaded job on 2 cores (README, Launchers)
 CPU_PAIR := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
-.PHONY: help install test test-slow test-all demo demo-sweep repro-toxicity repro-pii repro-pep8 \
+.PHONY: help install test test-slow test-gpu test-all demo demo-sweep repro-toxicity repro-pii repro-pep8 \
 	finetune-toxicity finetune-pii finetune-pep8 report bench lint clean
 
 help: ## show this help
@@ -38,6 +38,9 @@ test: install ## fast test suite, offline (slow and GPU tests excluded)
 
 test-slow: install ## slow tests only (kill-and-resume at random steps, sweeps)
 	$(TMPENV) && $(OFFLINE) $(PY) -m pytest -q -m slow
+
+test-gpu: install ## CUDA-only tests (bf16 loop, torch.compile); skipped without a GPU
+	$(TMPENV) && $(OFFLINE) $(PY) -m pytest -q -m gpu
 
 test-all: install ## every CPU test
 	$(TMPENV) && $(OFFLINE) $(PY) -m pytest -q -m "not gpu"

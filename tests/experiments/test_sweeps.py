@@ -84,3 +84,22 @@ def test_sweep_of_dry_runs_prints_each_objectives_plan(tmp_path):
 def test_demo_sweep_composes_with_its_launcher(tmp_path):
     cfg = compose_run(["+experiment=demo_sweep", "objective=conditional", f"run_dir={tmp_path}"])
     assert cfg.task.name == "pep8" and cfg.data.source._target_.endswith("LocalPythonSource")
+
+
+def test_score_cache_is_shared_by_the_jobs_of_a_sweep(tmp_path):
+    """Three objectives read the same documents: jobs 2 and 3 find ≥ 95% of their segments in the cache
+    job 1 filled (hit rate = cache_hits / segments over the whole run, logged as scorer/*)."""
+    from phf.tracking import read_metrics
+
+    sweep = tmp_path / "sweep"
+    res = run_phf_train(["-m", "objective=mle,conditional,unlikelihood", *TINY, "trainer.max_steps=4",
+                         f"cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={sweep}"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    rates = []
+    for job in ("0-mle", "1-conditional", "2-unlikelihood"):
+        last = [r for r in read_metrics(sweep / job) if "scorer/segments" in r][-1]
+        assert last["scorer/segments"] > 0
+        rates.append(last["scorer/cache_hits"] / last["scorer/segments"])
+    print("cache hit rates per job:", rates)
+    assert rates[1] >= 0.95 and rates[2] >= 0.95, rates
+    assert rates[0] < rates[1]  # job 1 really scored: the cache started empty
