@@ -368,6 +368,7 @@ def _loop(cfg, dist, device, model, objective, tokenizer, stream, source, scorer
             with (contextlib.nullcontext() if sync else model.no_sync()), autocast():
                 logits, values = forward(batch["input_ids"])
                 out = objective.loss(logits, batch["labels"], batch["token_scores"], values)
+            del logits, values  # the graph keeps what backward needs; the (B, T, V) logits can go now
             (out.loss / plan["accum"]).backward()
             step_loss += out.loss.detach() / plan["accum"]
             for k, v in out.metrics.items():

@@ -67,10 +67,14 @@ def shift_targets(
     """
     target = labels[:, 1:]  # (B, T-1)
     mask = target.ne(IGNORE_INDEX)
-    flat = logits[:, :-1].reshape(-1, logits.size(-1))  # (B*(T-1), V), a view: no copy of the logits
-    ce = F.cross_entropy(flat.float(), target.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none")
+    # Shift the labels, not the logits: logits[:, :-1] is not contiguous across rows, so flattening it
+    # copies the (B, T-1, V) logits and its backward fills another such buffer. Padding the targets with
+    # IGNORE_INDEX keeps CE on the contiguous (B*T, V) view; the padded last position costs 1/T extra.
+    padded = F.pad(target, (0, 1), value=IGNORE_INDEX)  # (B, T): position t predicts labels[:, t+1]
+    ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), padded.reshape(-1), ignore_index=IGNORE_INDEX,
+                         reduction="none").view_as(padded)[:, :-1]  # (B, T-1)
     return Targets(
-        ce=ce.view_as(target),
+        ce=ce,
         mask=mask.to(ce.dtype),
         scores=token_scores[:, 1:].to(ce.dtype),
         values=None if values is None else values[:, :-1].to(ce.dtype),
