@@ -306,15 +306,15 @@ def fmt(x: float, digits: int = 0) -> str:
     return f"{x:,.{digits}f}"
 
 
-def table(headers: list[str], rows: list[list], out=sys.stdout) -> str:
-    """A GitHub-markdown table; printed and returned."""
+def table(headers: list[str], rows: list[list], out=None) -> str:
+    """A GitHub-markdown table; printed (to ``out``, default: the current ``sys.stdout``) and returned."""
     cells = [[str(c) for c in r] for r in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
     lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |",
              "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in cells]
     text = "\n".join(lines)
-    print(text, file=out, flush=True)
+    print(text, file=out or sys.stdout, flush=True)
     return text
 
 
