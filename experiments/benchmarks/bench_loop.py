@@ -148,9 +148,9 @@ def run_chunk(engine: str, shape: str, objective: str, steps: int) -> dict:
 def worker(engine: str, threads: int) -> None:
     """Serve chunk requests (one JSON line each on stdin) until stdin closes."""
     if ENGINES[engine].get("malloc"):
-        import variants
+        from phf.train import keep_freed_memory
 
-        variants.keep_freed_memory()
+        keep_freed_memory()
     C.set_threads(threads)
     import baseline_hf  # noqa: F401  (imports before "ready": no worker imports while another is timed)
     import transformers.trainer  # noqa: F401

@@ -126,10 +126,3 @@ def fused_adamw():
         yield
     finally:
         T.make_optimizer = original
-
-
-def keep_freed_memory() -> bool:
-    """phf's CPU allocator setting (``phf.train.keep_freed_memory``), for the baseline's worker."""
-    from phf.train import keep_freed_memory as keep
-
-    return keep()

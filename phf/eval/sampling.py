@@ -42,6 +42,7 @@ class Sample:
     text: str  # the decoded continuation, EOS and control tokens removed
     num_tokens: int  # new tokens generated before EOS (control tokens included)
     token_ids: list[int]  # those tokens
+    ended: bool = False  # the model produced EOS (not cut by max_new_tokens)
 
 
 def unwrap(model):
@@ -221,10 +222,12 @@ def sample(
             gen_kwargs["min_new_tokens"] = min(settings.min_new_tokens, gen_kwargs["max_new_tokens"])
             gen = hf.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **gen_kwargs)
             for p, row in zip(batch, gen[:, ids.size(1) :].tolist(), strict=True):
-                if eos in row:
+                ended = eos in row
+                if ended:
                     row = row[: row.index(eos)]
                 kept = [t for t in row if t not in drop]
-                out.append(Sample(prompt=p, text=tokenizer.decode(kept), num_tokens=len(row), token_ids=row))
+                out.append(Sample(prompt=p, text=tokenizer.decode(kept), num_tokens=len(row), token_ids=row,
+                                  ended=ended))
     return out
 
 

@@ -42,7 +42,7 @@ class Targets:
 
     ce: torch.Tensor  # -log p(target); 0 where masked
     mask: torch.Tensor  # float, 1 at predicted positions whose target is not ignored
-    scores: torch.Tensor  # misalignment score of the target token
+    scores: torch.Tensor | None  # misalignment score of the target token (None: no scores given)
     values: torch.Tensor | None  # value-head output at the context's last position
 
     @property
@@ -58,12 +58,13 @@ class Targets:
 def shift_targets(
     logits: torch.Tensor,
     labels: torch.Tensor,
-    token_scores: torch.Tensor,
+    token_scores: torch.Tensor | None,
     values: torch.Tensor | None = None,
 ) -> Targets:
     """Apply the causal shift and compute per-position cross-entropy in one pass.
 
-    logits (B, T, V), labels (B, T), token_scores (B, T), values (B, T) or None.
+    logits (B, T, V), labels (B, T), token_scores (B, T) or None (log-probabilities only, e.g. DPO),
+    values (B, T) or None.
     """
     target = labels[:, 1:]  # (B, T-1)
     mask = target.ne(IGNORE_INDEX)
@@ -76,7 +77,7 @@ def shift_targets(
     return Targets(
         ce=ce,
         mask=mask.to(ce.dtype),
-        scores=token_scores[:, 1:].to(ce.dtype),
+        scores=None if token_scores is None else token_scores[:, 1:].to(ce.dtype),
         values=None if values is None else values[:, :-1].to(ce.dtype),
     )
 

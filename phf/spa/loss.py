@@ -38,10 +38,12 @@ def sequence_logps(logits: torch.Tensor, input_ids: torch.Tensor, response_mask:
     (the *targets* that are scored). Position t predicts token t+1, so ``response_mask[:, 0]`` must be 0.
     Returns (B,) in float32.
     """
-    target = input_ids[:, 1:]  # (B, T-1)
-    ce = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)).float(), target.reshape(-1),
-                         reduction="none").view_as(target)  # -log p(target), (B, T-1)
-    return -(ce * response_mask[:, 1:].to(ce.dtype)).sum(-1)
+    # imported here: phf.objectives (its package imports dpo.py, which imports this module) would be circular
+    from phf.objectives.base import IGNORE_INDEX, shift_targets
+
+    labels = input_ids.masked_fill(response_mask == 0, IGNORE_INDEX)  # only response tokens are targets
+    t = shift_targets(logits, labels, None)  # the objectives' shift: CE 0 at ignored targets, (B, T-1)
+    return -(t.ce * t.mask).sum(-1)
 
 
 def extrapolated_logps(policy_logits: torch.Tensor, ref_logits: torch.Tensor, lam: float,

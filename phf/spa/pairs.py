@@ -27,9 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
-from phf.eval.sampling import SamplingSettings, eval_mode, forked_rng, left_pad, prompt_ids, token_ids, unwrap
+from phf.eval.sampling import SamplingSettings, prompt_ids, sample, token_ids
 from phf.spa.batch import response_logps
 
 log = logging.getLogger(__name__)
@@ -147,40 +145,20 @@ class GenerationSettings(SamplingSettings):
     min_new_tokens: int = 4
 
 
-@torch.no_grad()
 def generate(model, tokenizer, prompts: Sequence[str], settings: GenerationSettings,
              generation_prefix: Sequence[str] = (), banned_tokens: Sequence[str] = ()) -> list[Candidate]:
-    """``settings.num_responses`` samples per prompt (prompt = EOS + prefix + prompt text)."""
-    hf = unwrap(model)
-    device = next(hf.parameters()).device
-    eos = tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    prefix = token_ids(tokenizer, generation_prefix)
-    banned = token_ids(tokenizer, banned_tokens)
-    drop = {eos, pad, *prefix, *banned}
-    limit = getattr(hf.config, "n_positions", None)
+    """``settings.num_responses`` samples per prompt (prompt = EOS + prefix + prompt text), drawn by the
+    evaluation's sampler; a response keeps the EOS the model chose, so DPO scores ending it."""
     k = settings.num_responses
-    cands = [Candidate(p, prompt_ids(tokenizer, prefix, p), [], []) for p in prompts]
-    rows = [c for c in cands for _ in range(k)]  # each prompt k times, consecutively
-    kwargs = dict(do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k,
-                  pad_token_id=pad, eos_token_id=eos)
-    if banned:
-        kwargs["bad_words_ids"] = [[i] for i in banned]
-    with eval_mode(hf), forked_rng(settings.seed, device):
-        for start in range(0, len(rows), settings.batch_size):
-            batch = rows[start : start + settings.batch_size]
-            ids, mask = left_pad([c.prompt_ids for c in batch], pad)
-            max_new = settings.max_new_tokens if limit is None else min(settings.max_new_tokens, limit - ids.size(1))
-            if max_new < 1:
-                raise ValueError(f"prompts of {ids.size(1)} tokens leave no room in the {limit}-token context; "
-                                 "lower spa.prompts.max_prompt_chars")
-            gen = hf.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new,
-                              min_new_tokens=min(settings.min_new_tokens, max_new), **kwargs)
-            for c, row in zip(batch, gen[:, ids.size(1) :].tolist(), strict=True):
-                if eos in row:
-                    row = row[: row.index(eos) + 1]  # keep the EOS the model chose
-                c.responses.append(row)
-                c.texts.append(tokenizer.decode([t for t in row if t not in drop]))
+    rows = [p for p in prompts for _ in range(k)]  # each prompt k times, consecutively
+    samples = sample(model, tokenizer, rows, len(rows), settings, generation_prefix, banned_tokens)
+    prefix = token_ids(tokenizer, generation_prefix)
+    eos = tokenizer.eos_token_id
+    cands = []
+    for n, p in enumerate(prompts):
+        mine = samples[n * k : (n + 1) * k]
+        responses = [s.token_ids + ([eos] if s.ended else []) for s in mine]
+        cands.append(Candidate(p, prompt_ids(tokenizer, prefix, p), responses, [s.text for s in mine]))
     return cands
 
 
