@@ -226,7 +226,7 @@ def train(cfg: DictConfig) -> dict:
     from phf import checkpoint as ckpt
     from phf.data.pipeline import scorer_from_config, stream_from_config
     from phf.model import PHFModel
-    from phf.tokenizer import add_special_tokens, load_tokenizer
+    from phf.tokenizer import add_special_tokens
 
     dist = Dist()
     tr = cfg.trainer
@@ -242,7 +242,7 @@ def train(cfg: DictConfig) -> dict:
     torch.manual_seed(cfg.seed)
 
     # -- components (each validated as it is built) ----------------------------------------------
-    tokenizer = load_tokenizer(cfg.tokenizer)
+    tokenizer = instantiate(cfg.tokenizer)  # fit_bpe fits (once per corpus) or loads from its cache
     objective = instantiate(cfg.objective)
     if getattr(objective, "is_preference", False):
         raise ValueError(f"objective {type(objective).__name__} trains on preference pairs, not packed blocks: "

@@ -23,7 +23,7 @@ TINY = [
     "trainer.batch_size=2", "trainer.effective_batch_size=2", "trainer.max_steps=3", "trainer.progress=false",
     "trainer.val_blocks=4", "data=local_pep8", "data.source.max_files=40", "data.val_fraction=0.2",
     "data.shuffle_buffer=8", "data.score_batch_docs=8", "cache_dir=null",
-    "trainer.final_eval=false", "task.eval.every_steps=0",
+    "trainer.final_eval=false", "task.eval.every_steps=0", "tokenizer=gpt2",
 ]
 
 

@@ -7,7 +7,7 @@ from hydra.utils import instantiate
 
 from tests.conftest import CONF, compose
 
-GROUPS = ["model", "data", "logger", "scorer", "task", "trainer", "objective", "reward"]
+GROUPS = ["model", "data", "logger", "scorer", "task", "trainer", "objective", "reward", "tokenizer"]
 FILES = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
 
 
@@ -53,6 +53,14 @@ def test_config_composes_and_instantiates(group, name, tmp_path):
     elif group == "reward":
         reward = instantiate(node, tokenizer=gpt2_tokenizer())
         assert callable(reward.token_scores) and callable(reward.maybe_refit)
+    elif group == "tokenizer":
+        if name == "pretrained":  # name_or_path is mandatory: a local directory works offline
+            gpt2_tokenizer().save_pretrained(tmp_path / "tok")
+            node.name_or_path = str(tmp_path / "tok")
+        if name == "bpe":  # fitted on 30 stdlib files, to keep the test fast
+            node.source.max_files, node.vocab_size = 30, 600
+        tok = instantiate(node)
+        assert tok.eos_token_id is not None and tok.decode(tok.encode("def f():\n    pass\n")) == "def f():\n    pass\n"
 
 
 def test_unknown_group_option_lists_valid_ones(tmp_path):
