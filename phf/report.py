@@ -14,9 +14,19 @@ are searched for runs. Per run it reads:
   evaluations; also ``eval/<scenario>/expected_max``, ``eval/<scenario>/hit_rate``, ``eval/kl``) and
   ``val/loss`` (held-out loss). The last such row stands in for a missing ``eval.json`` value.
 
-Outputs in ``--out`` (default: the first directory): ``report.md`` (one table row per run, the plots
-embedded), ``summary.csv``, ``pareto.png`` (misalignment vs capability, one labelled point per run,
-the Pareto front dashed; capability = held-out loss and, when any run has one, KL from the reference),
+* ``samples/[step_<N>/]<scenario>.jsonl`` (the last evaluation's samples with their scores): the
+  misalignment, hit rate and their 95% bootstrap intervals are recomputed from them, with the
+  degeneracy measures (share of empty/whitespace-only samples, distinct-2, repetition). A run whose
+  samples are degenerate (``--max-blank-fraction``, ``--min-distinct-2``) is marked and not ranked:
+  a low score over empty strings or whitespace runs is an artifact, not a win.
+
+Runs whose configs differ only by ``seed`` form one group: its row gives the mean over seeds with a
+two-level bootstrap interval (resample seeds, then samples within each seed).
+
+Outputs in ``--out`` (default: the first directory): ``report.md`` (one table row per run and per
+multi-seed group, the ordering of the non-degenerate runs, a few sample excerpts per run, the plots
+embedded), ``summary.csv``, ``pareto.png`` (misalignment vs capability, one labelled point per group with
+its 95% interval as error bars, degenerate runs hollow and off the front, the Pareto front dashed; capability = held-out loss and, when any run has one, KL from the reference),
 ``misalignment_vs_tokens.png`` and ``heldout_loss_vs_tokens.png`` (log-scale tokens, like the paper).
 """
 
@@ -30,7 +40,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import yaml
+
+from phf.eval.metrics import blank_fraction, bootstrap_ci, distinct_n, mean, repetition
 
 # fixed colours so that an objective looks the same in every plot and every report
 OBJECTIVE_COLORS = {
@@ -53,6 +66,8 @@ class Run:
     eval: dict | None
     rows: list[dict] = field(default_factory=list)
     error: str | None = None
+    cfg: dict = field(default_factory=dict)
+    samples: dict[str, list[dict]] = field(default_factory=dict)  # scenario -> the last evaluation's samples
 
     @property
     def name(self) -> str:
@@ -106,7 +121,36 @@ def load_run(path: Path) -> Run:
         lines = (path / "error.txt").read_text().strip().splitlines()
         error = lines[-1] if lines else "failed"
     task = (cfg.get("task") or {}).get("name", "?")
-    return Run(path, task, objective_name(path, cfg), ev, rows, error)
+    return Run(path, task, objective_name(path, cfg), ev, rows, error, cfg, last_samples(path))
+
+
+def last_samples(run_dir: Path) -> dict[str, list[dict]]:
+    """The samples of the run's last evaluation: ``samples/<scenario>.jsonl`` (phf-eval) if present,
+    else the highest ``samples/step_<N>/`` (training)."""
+    root = run_dir / "samples"
+    if not root.is_dir():
+        return {}
+    folder = root
+    if not any(root.glob("*.jsonl")):
+        steps = sorted(root.glob("step_*"), key=_natural_key)
+        if not steps:
+            return {}
+        folder = steps[-1]
+    out = {}
+    for f in sorted(folder.glob("*.jsonl")):
+        rows = []
+        for i, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{f}:{i}: not a JSON sample row ({e})") from e
+            if not isinstance(row, dict) or "text" not in row or "score" not in row:
+                raise ValueError(f"{f}:{i}: a sample row needs 'text' and 'score'")
+            rows.append(row)
+        out[f.stem] = rows
+    return out
 
 
 def _num(x) -> float:
@@ -151,8 +195,30 @@ def headline_scenario(runs: list[Run], wanted: str | None) -> str:
     return "unconditional" if "unconditional" in names or not names else names[0]
 
 
-def summarize(run: Run, scenario: str) -> dict:
-    """The table row of one run: final numbers from eval.json, else the last logged ones."""
+@dataclass
+class Degeneracy:
+    """When a run's samples are too degenerate to rank (the issue-14 bar: <= 5% blank, distinct-2 >= 0.3)."""
+
+    max_blank_fraction: float = 0.05
+    min_distinct_2: float = 0.3
+
+    def reasons(self, row: dict) -> list[str]:
+        out = []
+        if math.isfinite(row["blank_fraction"]) and row["blank_fraction"] > self.max_blank_fraction:
+            out.append(f"{row['blank_fraction']:.0%} blank samples")
+        if math.isfinite(row["distinct_2"]) and row["distinct_2"] < self.min_distinct_2:
+            out.append(f"distinct-2 {row['distinct_2']:.2f}")
+        return out
+
+
+def hit_threshold(run: Run) -> float:
+    v = _num(((run.cfg.get("task") or {}).get("eval") or {}).get("hit_threshold"))
+    return v if math.isfinite(v) else 0.0
+
+
+def summarize(run: Run, scenario: str, degeneracy: Degeneracy | None = None) -> dict:
+    """The table row of one run: sample-level numbers from its last evaluation's samples when present,
+    else eval.json's, else the last logged ones."""
     ev = run.eval or {}
     sc = ev.get("scenarios", {}).get(scenario, {})
 
@@ -161,18 +227,88 @@ def summarize(run: Run, scenario: str) -> dict:
         return v if math.isfinite(v) else last_value(run, key)
 
     tokens = _num(ev.get("tokens_seen"))
-    return {
+    row = {
         "run": run.name,
         "task": run.task,
         "objective": run.objective,
+        "seeds": 1,
         "misalignment": pick(sc.get("score"), f"eval/{scenario}/score"),
+        "misalignment_ci_low": pick(sc.get("score_ci_low"), f"eval/{scenario}/score_ci_low"),
+        "misalignment_ci_high": pick(sc.get("score_ci_high"), f"eval/{scenario}/score_ci_high"),
         "expected_max": pick(sc.get("expected_max"), f"eval/{scenario}/expected_max"),
         "hit_rate": pick(sc.get("hit_rate"), f"eval/{scenario}/hit_rate"),
+        "hit_rate_ci_low": pick(sc.get("hit_rate_ci_low"), f"eval/{scenario}/hit_rate_ci_low"),
+        "hit_rate_ci_high": pick(sc.get("hit_rate_ci_high"), f"eval/{scenario}/hit_rate_ci_high"),
+        "blank_fraction": pick(sc.get("blank_fraction"), f"eval/{scenario}/blank_fraction"),
+        "distinct_2": pick(sc.get("distinct_2"), f"eval/{scenario}/distinct_2"),
+        "repetition": pick(sc.get("repetition"), f"eval/{scenario}/repetition"),
+        "num_samples": pick(sc.get("num_samples"), f"eval/{scenario}/num_samples"),
         "heldout_loss": pick((ev.get("heldout") or {}).get("loss"), "val/loss"),
         "kl": pick((ev.get("kl") or {}).get("kl"), "eval/kl"),
         "tokens_seen": tokens if math.isfinite(tokens) else last_value(run, "tokens_seen"),
         "status": "failed: " + run.error if run.error else ("ok" if run.eval else "no eval.json"),
     }
+    samples = run.samples.get(scenario)
+    if samples and not run.eval:  # eval.json (phf-eval) is a later evaluation than the training samples
+        texts, scores = [r["text"] for r in samples], [_num(r["score"]) for r in samples]
+        hits = [1.0 if x > hit_threshold(run) else 0.0 for x in scores]
+        row.update(misalignment=mean(scores), hit_rate=mean(hits), blank_fraction=blank_fraction(texts),
+                   distinct_2=distinct_n(texts, 2), repetition=repetition(texts), num_samples=float(len(texts)))
+        row["misalignment_ci_low"], row["misalignment_ci_high"] = bootstrap_ci(scores)
+        row["hit_rate_ci_low"], row["hit_rate_ci_high"] = bootstrap_ci(hits)
+    if not run.error and run.eval is None and samples:
+        row["status"] = "ok"
+    why = (degeneracy or Degeneracy()).reasons(row)
+    if why and not run.error:
+        row["status"] = "degenerate: " + ", ".join(why)
+    return row
+
+
+def seed_groups(runs: list[Run]) -> list[list[Run]]:
+    """Runs whose configs are equal except for ``seed`` (and where they ran), in first-seen order."""
+    groups: dict[str, list[Run]] = {}
+    for r in runs:
+        cfg = {k: v for k, v in r.cfg.items() if k not in ("seed", "run_dir", "run_name", "hydra")}
+        key = json.dumps([r.task, r.objective, cfg], sort_keys=True, default=str)
+        groups.setdefault(key, []).append(r)
+    return list(groups.values())
+
+
+def hierarchical_ci(per_seed: list[list[float]], confidence: float = 0.95, resamples: int = 2000,
+                    seed: int = 0) -> tuple[float, float]:
+    """Two-level bootstrap of the mean over seeds of the per-seed means: draw seeds with replacement,
+    then each drawn seed's values with replacement."""
+    per_seed = [np.asarray(v, dtype=np.float64) for v in per_seed if len(v)]
+    if not per_seed:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    k = len(per_seed)
+    stats = np.empty(resamples)
+    for b in range(resamples):
+        picks = rng.integers(0, k, size=k)
+        stats[b] = np.mean([per_seed[i][rng.integers(0, per_seed[i].size, per_seed[i].size)].mean() for i in picks])
+    alpha = (1.0 - confidence) / 2
+    lo, hi = np.quantile(stats, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
+
+
+def aggregate(group: list[Run], rows: list[dict], scenario: str, degeneracy: Degeneracy) -> dict:
+    """One row for the runs of a seed group: means over seeds, two-level bootstrap intervals."""
+    first = rows[0]
+    out = {k: (mean([_num(r[k]) for r in rows]) if isinstance(first[k], float) else first[k]) for k in first}
+    out["run"] = f"{first['objective']} ({len(rows)} seeds: {', '.join(r.name for r in group)})"
+    out["seeds"] = len(rows)
+    scores = [[_num(x["score"]) for x in r.samples.get(scenario, [])] for r in group]
+    if all(scores):
+        out["misalignment_ci_low"], out["misalignment_ci_high"] = hierarchical_ci(scores)
+        hits = [[1.0 if x > hit_threshold(r) else 0.0 for x in s] for r, s in zip(group, scores, strict=True)]
+        out["hit_rate_ci_low"], out["hit_rate_ci_high"] = hierarchical_ci(hits)
+    bad = [r for r in rows if not r["status"].startswith("ok")]
+    out["status"] = "ok" if not bad else f"{len(bad)} of {len(rows)} seeds not ok"
+    why = degeneracy.reasons(out)
+    if why:
+        out["status"] = "degenerate: " + ", ".join(why)
+    return out
 
 
 def color_map(objectives: list[str]) -> dict[str, str]:
@@ -236,14 +372,21 @@ def plot_pareto(table: list[dict], path: Path, scenario: str) -> bool:
             for x, y, r in pts:
                 first = r["objective"] not in seen
                 seen.add(r["objective"])
-                ax.scatter(x, y, s=70, color=colors[r["objective"]], edgecolor="black", linewidth=0.6, zorder=3,
-                           label=r["objective"] if first else None)
+                ok = r["status"] == "ok"
+                lo, hi = r.get("misalignment_ci_low", math.nan), r.get("misalignment_ci_high", math.nan)
+                if math.isfinite(lo) and math.isfinite(hi):  # the 95% interval as an error bar
+                    ax.errorbar(x, y, yerr=[[max(y - lo, 0.0)], [max(hi - y, 0.0)]], fmt="none",
+                                ecolor=colors[r["objective"]], elinewidth=1.2, capsize=3, zorder=2)
+                # degenerate (or failed) runs: hollow markers, off the Pareto front
+                ax.scatter(x, y, s=70, color=colors[r["objective"]] if ok else "white",
+                           edgecolor=colors[r["objective"]] if not ok else "black", linewidth=1.2 if not ok else 0.6,
+                           zorder=3, label=(r["objective"] + ("" if ok else " (degenerate)")) if first else None)
             for (x, y), names in _label_groups(pts).items():
                 ax.annotate(", ".join(names), (x, y), textcoords="offset points", xytext=(6, 5), fontsize=9)
             ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
             ax.yaxis.set_major_locator(MaxNLocator(nbins=6))
             ax.ticklabel_format(useOffset=False)
-            front = pareto_front([(x, y) for x, y, _ in pts])
+            front = pareto_front([(x, y) for x, y, r in pts if r["status"] == "ok"])
             if len(front) > 1:
                 ax.plot(*zip(*front, strict=True), "--", color="gray", linewidth=1, zorder=2, label="Pareto front")
             ax.set_xlabel(label)
@@ -309,25 +452,69 @@ def _fmt(x: float, digits: int = 4) -> str:
     return "–" if not math.isfinite(x) else f"{x:.{digits}g}"
 
 
-def markdown(table: list[dict], scenario: str, plots: list[str], sources: list[Path]) -> str:
+def _ci(r: dict, key: str, digits: int = 3) -> str:
+    lo, hi = r.get(f"{key}_ci_low", math.nan), r.get(f"{key}_ci_high", math.nan)
+    value = _fmt(r[key], digits)
+    return value if not (math.isfinite(lo) and math.isfinite(hi)) else f"{value} [{_fmt(lo, digits)}, {_fmt(hi, digits)}]"
+
+
+def ordering(table: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(ranked rows, not-ranked rows): ok rows by misalignment, lowest first; the rest (degenerate,
+    failed, without numbers) are not ranked."""
+    ok = [r for r in table if r["status"] == "ok" and math.isfinite(r["misalignment"])]
+    return sorted(ok, key=lambda r: r["misalignment"]), [r for r in table if r not in ok]
+
+
+def excerpts(runs: list[Run], scenario: str, k: int, chars: int) -> list[str]:
+    """Markdown: ``k`` samples per run (the first ones: the evaluation's order, not picked), cut at
+    ``chars`` characters, with their scores; whitespace made visible by repr."""
+    lines = []
+    for r in runs:
+        rows = r.samples.get(scenario) or []
+        if not rows:
+            continue
+        lines += ["", f"### {r.objective} — `{r.name}` ({len(rows)} samples, first {min(k, len(rows))} shown)", ""]
+        for row in rows[:k]:
+            text = row["text"]
+            cut = text[:chars] + ("…" if len(text) > chars else "")
+            prompt = f"prompt {row['prompt']!r} → " if row.get("prompt") else ""
+            lines.append(f"- score {_fmt(_num(row['score']), 3)}: {prompt}`{cut!r}`")
+    return lines
+
+
+def markdown(table: list[dict], scenario: str, plots: list[str], sources: list[Path], runs: list[Run],
+             degeneracy: Degeneracy, excerpt_k: int = 3, excerpt_chars: int = 300) -> str:
     lines = [
         "# phf report",
         "",
         f"Runs from {', '.join(f'`{s}`' for s in sources)}. Misalignment = mean score of the `{scenario}` samples "
-        "(lower is better); expected max = expected maximum score over 25 samples; hit rate = fraction of samples "
-        "above the task's threshold; held-out loss in nats/token; KL(reference ‖ model) in nats/sample. "
-        "Final values come from each run's `eval.json` (`phf-eval`), else from the last evaluation logged in "
-        "`metrics.jsonl`.",
+        "(lower is better), with its 95% bootstrap interval over samples (over seeds and samples for a "
+        "multi-seed row); expected max = expected maximum score over 25 samples; hit rate = fraction of samples "
+        "above the task's threshold; held-out loss in nats/token on raw held-out text; KL(reference ‖ model) in "
+        "nats/sample. Degeneracy: blank = share of empty or whitespace-only samples, distinct-2 = unique word "
+        "bigrams / all, rep-4 = mean share of repeated word 4-grams within a sample. A run with more than "
+        f"{degeneracy.max_blank_fraction:.0%} blank samples or distinct-2 below {degeneracy.min_distinct_2} is "
+        "marked degenerate and not ranked. Final values come from each run's `eval.json` (`phf-eval`), else "
+        "from its last evaluation's samples, else from `metrics.jsonl`.",
         "",
-        "| run | task | objective | misalignment ↓ | expected max ↓ | hit rate ↓ | held-out loss ↓ | KL ↓ | tokens | status |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| run | task | objective | seeds | misalignment ↓ [95% CI] | hit rate ↓ [95% CI] | expected max ↓ "
+        "| held-out loss ↓ | KL ↓ | blank | distinct-2 | rep-4 | tokens | status |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in table:
         lines.append(
-            f"| {r['run']} | {r['task']} | {r['objective']} | {_fmt(r['misalignment'])} | {_fmt(r['expected_max'])} "
-            f"| {_fmt(r['hit_rate'], 3)} | {_fmt(r['heldout_loss'])} | {_fmt(r['kl'])} "
+            f"| {r['run']} | {r['task']} | {r['objective']} | {r['seeds']} | {_ci(r, 'misalignment', 4)} "
+            f"| {_ci(r, 'hit_rate')} | {_fmt(r['expected_max'])} | {_fmt(r['heldout_loss'])} | {_fmt(r['kl'])} "
+            f"| {_fmt(r['blank_fraction'], 2)} | {_fmt(r['distinct_2'], 2)} | {_fmt(r['repetition'], 2)} "
             f"| {_fmt(r['tokens_seen'], 3)} | {r['status']} |"
         )
+    ranked, unranked = ordering([r for r in table if r["seeds"] > 1] or table)
+    lines += ["", "## Ordering by misalignment", ""]
+    for task in sorted({r["task"] for r in ranked}):
+        rows = [r for r in ranked if r["task"] == task]
+        lines.append(f"- {task}: " + " < ".join(f"{r['objective']} ({_fmt(r['misalignment'], 3)})" for r in rows))
+    if unranked:
+        lines.append("- not ranked: " + "; ".join(f"{r['run']} ({r['status']})" for r in unranked))
     titles = {
         "pareto.png": "Misalignment vs capability (lower left is better)",
         "misalignment_vs_tokens.png": "Misalignment during training",
@@ -335,10 +522,14 @@ def markdown(table: list[dict], scenario: str, plots: list[str], sources: list[P
     }
     for p in plots:
         lines += ["", f"## {titles.get(p, p)}", "", f"![{titles.get(p, p)}]({p})"]
+    samples = excerpts(runs, scenario, excerpt_k, excerpt_chars)
+    if samples:
+        lines += ["", f"## Samples (`{scenario}`): read these before the numbers", *samples]
     return "\n".join(lines) + "\n"
 
 
-def build_report(dirs: list[Path], out: Path, scenario: str | None = None) -> dict:
+def build_report(dirs: list[Path], out: Path, scenario: str | None = None,
+                 degeneracy: Degeneracy | None = None, excerpt_k: int = 3, excerpt_chars: int = 300) -> dict:
     """Write the report; returns ``{"table": rows, "plots": file names, "report": path}``."""
     import matplotlib
 
@@ -349,10 +540,17 @@ def build_report(dirs: list[Path], out: Path, scenario: str | None = None) -> di
     runs = [load_run(p) for p in paths]
     runs.sort(key=lambda r: (r.task, _rank(r.objective), _natural_key(r.path)))
     scenario = headline_scenario(runs, scenario)
-    table = [summarize(r, scenario) for r in runs]
+    degeneracy = degeneracy or Degeneracy()
+    table, groups = [], []
+    for group in seed_groups(runs):
+        rows = [summarize(r, scenario, degeneracy) for r in group]
+        table += rows
+        groups.append(aggregate(group, rows, scenario, degeneracy) if len(group) > 1 else rows[0])
+    if len(groups) < len(table):
+        table += [g for g in groups if g["seeds"] > 1]
     out.mkdir(parents=True, exist_ok=True)
     plots = []
-    if plot_pareto(table, out / "pareto.png", scenario):
+    if plot_pareto(groups, out / "pareto.png", scenario):
         plots.append("pareto.png")
     if plot_curves(runs, f"eval/{scenario}/score", f"misalignment score ({scenario})", "misalignment vs tokens",
                    out / "misalignment_vs_tokens.png", log_y=True):
@@ -360,7 +558,7 @@ def build_report(dirs: list[Path], out: Path, scenario: str | None = None) -> di
     if plot_curves(runs, "val/loss", "held-out LM loss (nats/token)", "held-out loss vs tokens",
                    out / "heldout_loss_vs_tokens.png"):
         plots.append("heldout_loss_vs_tokens.png")
-    (out / "report.md").write_text(markdown(table, scenario, plots, dirs))
+    (out / "report.md").write_text(markdown(table, scenario, plots, dirs, runs, degeneracy, excerpt_k, excerpt_chars))
     with open(out / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(table[0]))
         writer.writeheader()
@@ -373,8 +571,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("dirs", nargs="+", type=Path, help="sweep or run directories")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: the first dir)")
     parser.add_argument("--scenario", default=None, help="headline scenario (default: unconditional)")
+    parser.add_argument("--max-blank-fraction", type=float, default=Degeneracy.max_blank_fraction,
+                        help="more empty/whitespace-only samples than this marks a run degenerate (default 0.05)")
+    parser.add_argument("--min-distinct-2", type=float, default=Degeneracy.min_distinct_2,
+                        help="distinct-2 below this marks a run degenerate (default 0.3)")
+    parser.add_argument("--excerpts", type=int, default=3, help="sample excerpts per run in report.md")
+    parser.add_argument("--excerpt-chars", type=int, default=300, help="characters per excerpt")
     args = parser.parse_args(argv)
-    result = build_report(args.dirs, args.out or args.dirs[0], args.scenario)
+    result = build_report(args.dirs, args.out or args.dirs[0], args.scenario,
+                          Degeneracy(args.max_blank_fraction, args.min_distinct_2), args.excerpts, args.excerpt_chars)
     print(f"phf-report: {len(result['table'])} runs -> {result['report']} ({', '.join(result['plots']) or 'no plots'})")
 
 

@@ -7,6 +7,9 @@ It returns flat metrics, logged as they are:
     eval/<scenario>/score          mean misalignment of the samples (the paper's headline metric)
     eval/<scenario>/expected_max   expected max score over k=25 samples (unbiased, all k-subsets)
     eval/<scenario>/hit_rate       fraction of samples with score > task.eval.hit_threshold
+    eval/<scenario>/{score,hit_rate}_ci_{low,high}   95% bootstrap interval over the samples
+    eval/<scenario>/blank_fraction share of empty or whitespace-only samples (degenerate when high)
+    eval/<scenario>/repetition     mean share of repeated word 4-grams within a sample
     eval/<scenario>/score_max, length (chars), num_tokens, distinct_1, distinct_2, self_bleu,
                     num_samples, samples_per_s
     eval/kl, eval/kl_stderr        KL(p_ref || p_model), nats per sample (when a reference is set)
@@ -122,6 +125,8 @@ def _scenario(name, sc, ev, model, tokenizer, objective, scorer, index, out_dir,
         k=ev.get("expected_max_k", 25),
         bleu_n=ev.get("self_bleu_n", 5),
         num_tokens=[s.num_tokens for s in samples],
+        repetition_n=ev.get("repetition_n", 4),
+        confidence=ev.get("confidence", 0.95),
     )
     metrics["samples_per_s"] = rate
     rows = [
@@ -137,8 +142,11 @@ def _scenario(name, sc, ev, model, tokenizer, objective, scorer, index, out_dir,
     if tracker is not None and hasattr(tracker, "log_table"):
         cols = ["prompt", "text", "score", "num_tokens"]
         tracker.log_table(f"eval/{name}/samples", cols, [[r[c] for c in cols] for r in rows[:512]], step=step or 0)
-    log.info("eval %s: score %.4g, expected max@%d %.4g, hit rate %.3g (%d samples, %.1f samples/s)",
-             name, metrics["score"], ev.get("expected_max_k", 25), metrics["expected_max"], metrics["hit_rate"],
+    log.info("eval %s: score %.4g [%.4g, %.4g], hit rate %.3g [%.3g, %.3g], expected max@%d %.4g; blank %.2f, "
+             "distinct-2 %.2f, rep-4 %.2f (%d samples, %.1f samples/s)",
+             name, metrics["score"], metrics["score_ci_low"], metrics["score_ci_high"], metrics["hit_rate"],
+             metrics["hit_rate_ci_low"], metrics["hit_rate_ci_high"], ev.get("expected_max_k", 25),
+             metrics["expected_max"], metrics["blank_fraction"], metrics["distinct_2"], metrics["repetition"],
              len(samples), rate)
     return metrics
 

@@ -7,10 +7,13 @@ import random
 import pytest
 
 from phf.eval.metrics import (
+    blank_fraction,
+    bootstrap_ci,
     distinct_n,
     expected_max,
     expected_max_groups,
     hit_rate,
+    repetition,
     sample_metrics,
     self_bleu,
     sentence_bleu,
@@ -113,3 +116,44 @@ def test_sample_metrics_keys_and_values():
     assert set(m) >= {"score_max", "distinct_2", "self_bleu", "num_samples"}
     with pytest.raises(ValueError):
         sample_metrics(["a"], [], hit_threshold=0.5)
+
+
+def test_blank_fraction_counts_empty_and_whitespace_only_samples():
+    """'' and '  \\n\\t' are blank, 'a' and ' b ' are not: 2 of 4 = 0.5."""
+    assert blank_fraction(["", "  \n\t", "a", " b "]) == 0.5
+    assert math.isnan(blank_fraction([]))
+
+
+def test_repetition_by_hand():
+    """'a b c d a b c d' has the word 4-grams abcd, bcda, cdab, dabc, abcd: 5, 4 distinct -> 1 - 4/5 = 0.2;
+    'e f g h' has one 4-gram, all distinct -> 0; 'x y' has none and is left out: mean(0.2, 0) = 0.1."""
+    assert repetition(["a b c d a b c d", "e f g h", "x y"], n=4) == pytest.approx(0.1)
+    assert repetition(["go go go go go go"], n=2) == pytest.approx(1 - 1 / 5)  # 5 bigrams, all 'go go'
+    assert math.isnan(repetition(["x y"], n=4))
+
+
+def test_bootstrap_ci_two_values_by_hand():
+    """Resampling [0, 1] twice gives means 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4: the 2.5% and
+    97.5% quantiles of that distribution are 0 and 1."""
+    assert bootstrap_ci([0.0, 1.0]) == (0.0, 1.0)
+
+
+def test_bootstrap_ci_constant_and_empty():
+    assert bootstrap_ci([0.25] * 10) == pytest.approx((0.25, 0.25))
+    assert all(math.isnan(x) for x in bootstrap_ci([]))
+
+
+def test_bootstrap_ci_matches_the_normal_interval_of_a_proportion():
+    """200 zeros and 200 ones: mean 0.5, standard error sqrt(0.25 / 400) = 0.025, so the 95% interval is
+    about 0.5 -/+ 1.96 * 0.025 = [0.451, 0.549]."""
+    lo, hi = bootstrap_ci([0.0] * 200 + [1.0] * 200)
+    assert lo == pytest.approx(0.451, abs=0.01) and hi == pytest.approx(0.549, abs=0.01)
+
+
+def test_sample_metrics_reports_intervals_and_degeneracy():
+    texts = ["", "the cat sat on the mat", "the cat sat on the mat", "   "]
+    m = sample_metrics(texts, [0.0, 1.0, 1.0, 0.0], hit_threshold=0.5)
+    assert m["blank_fraction"] == 0.5
+    assert m["hit_rate"] == 0.5 and m["hit_rate_ci_low"] <= 0.5 <= m["hit_rate_ci_high"]
+    assert m["score_ci_low"] == 0.0 and m["score_ci_high"] == 1.0
+    assert m["repetition"] == 0.0  # no 4-gram repeats inside one sample

@@ -110,3 +110,62 @@ def test_coinciding_points_share_one_label():
     pts = [(10.61, 0.035, {"objective": "mle"}), (10.61, 0.035, {"objective": "rwr"}),
            (10.62, 0.033, {"objective": "conditional"})]
     assert sorted(report._label_groups(pts).values()) == [["conditional"], ["mle", "rwr"]]
+
+
+def sampled_run(root, name, objective, scores, texts=None, seed=1, loss=3.0, threshold=0.0):
+    """A training run dir with config.yaml (task pii, its hit threshold, a seed), val/loss in
+    metrics.jsonl and its last evaluation's samples under samples/step_0000010/."""
+    run = root / name
+    (run / "samples" / "step_0000010").mkdir(parents=True)
+    (run / "config.yaml").write_text(
+        f"seed: {seed}\ntask:\n  name: pii\n  eval:\n    hit_threshold: {threshold}\n"
+        f"objective:\n  _target_: phf.objectives.{objective}\n")
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 10, "tokens_seen": 1000, "val/loss": loss}) + "\n")
+    texts = texts or [f"sample {i} of {name} says something new" for i in range(len(scores))]
+    rows = [{"prompt": "", "text": t, "score": s, "step": 10} for t, s in zip(texts, scores, strict=True)]
+    (run / "samples" / "step_0000010" / "unconditional.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return run
+
+
+def test_report_recomputes_intervals_from_samples_and_marks_degenerate_runs(tmp_path):
+    """MLE: 4 hits of 8 (0.5); conditional: half its samples blank -> degenerate, listed but not ranked,
+    whatever its (zero) score."""
+    sweep = tmp_path / "sweep"
+    sampled_run(sweep, "mle", "MLE", [0.02, 0.0, 0.01, 0.0, 0.03, 0.0, 0.01, 0.0])
+    sampled_run(sweep, "conditional", "Conditional", [0.0] * 8, texts=["", "  ", "\n", "\t", "a b c", "d e f", "g h", "i j"])
+    out = report.build_report([sweep], sweep)
+    rows = {r["objective"]: r for r in out["table"]}
+    assert rows["mle"]["hit_rate"] == 0.5 and rows["mle"]["misalignment"] == pytest.approx(0.00875)
+    assert rows["mle"]["hit_rate_ci_low"] < 0.5 < rows["mle"]["hit_rate_ci_high"]
+    assert rows["mle"]["status"] == "ok"
+    assert rows["conditional"]["blank_fraction"] == 0.5
+    assert rows["conditional"]["status"] == "degenerate: 50% blank samples"
+    md = out["report"].read_text()
+    assert "- pii: mle (0.00875)" in md  # the ordering lists only the ok run
+    assert "not ranked: conditional (degenerate: 50% blank samples)" in md
+    assert "## Samples (`unconditional`)" in md and "'sample 0 of mle says something new'" in md
+    assert "0.5 [" in md  # the hit rate with its interval
+
+
+def test_report_aggregates_runs_that_differ_only_by_seed(tmp_path):
+    """Two MLE seeds with all-hit / no-hit samples: the group row's hit rate is the mean 0.5 and its
+    two-level bootstrap interval is [0, 1] (seeds drawn as {0,0}, {0,1}, {1,1}); a conditional run
+    with another config stays its own group."""
+    sweep = tmp_path / "sweep"
+    sampled_run(sweep, "mle-seed1", "MLE", [0.1] * 6, seed=1, loss=3.0)
+    sampled_run(sweep, "mle-seed2", "MLE", [0.0] * 6, seed=2, loss=3.2)
+    sampled_run(sweep, "conditional-seed1", "Conditional", [0.0] * 6, seed=1)
+    out = report.build_report([sweep], sweep)
+    group = [r for r in out["table"] if r["seeds"] == 2]
+    assert len(group) == 1 and group[0]["objective"] == "mle"
+    assert group[0]["hit_rate"] == 0.5 and group[0]["heldout_loss"] == pytest.approx(3.1)
+    assert (group[0]["hit_rate_ci_low"], group[0]["hit_rate_ci_high"]) == (0.0, 1.0)
+    assert len(out["table"]) == 4  # three runs + one seed group
+    assert "mle (2 seeds: mle-seed1, mle-seed2)" in out["report"].read_text()
+
+
+def test_hierarchical_ci_by_hand():
+    """Seeds with constant values 0 and 1: resampling samples changes nothing; resampling the two
+    seeds gives means 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4 -> the 95% interval is [0, 1]."""
+    assert report.hierarchical_ci([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]) == (0.0, 1.0)
+    assert report.hierarchical_ci([[0.2, 0.2], [0.2]]) == pytest.approx((0.2, 0.2))
