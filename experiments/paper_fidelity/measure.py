@@ -10,7 +10,9 @@
 3. unlikelihood weights on PEP8 token scores of the standard library: mean a_t of the thresholded form
    (threshold 0) vs the original's soft form a_t = 1 - s_t;
 4. reorder_and_upcast_attn: logits of a randomly initialised GPT-2 small under eager+reorder, eager and
-   sdpa attention, fp32 and bf16 autocast.
+   sdpa attention, fp32 and bf16 autocast;
+5. restored data state (trainer.data_state_buffers=restored): how many of the MLE run's 20,000 buffered
+   blocks a finetune's first blocks contain (phf's ShuffleBuffer, simulated).
 """
 
 from __future__ import annotations
@@ -115,13 +117,31 @@ def attention(seq: int) -> list[str]:
     return out
 
 
+def restored_buffer(size: int = 20_000, ebs: int = 64) -> list[str]:
+    from phf.data.pack import ShuffleBuffer
+
+    buf = ShuffleBuffer(size, random.Random(0))
+    buf.items = [{"mle": 1}] * size  # the MLE run's buffered blocks
+    out = [buf.push({"mle": 0})["mle"] for _ in range(6 * size)]
+    rows = []
+    for n in (size // ebs * ebs, 2 * size, 3 * size, 6 * size):
+        rows.append(f"| first {n:,} blocks ({n // ebs:,} steps at EBS {ebs}) | {sum(out[:n]):,} MLE blocks "
+                    f"({sum(out[:n]) / n:.1%}) |")
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--csnet", help="the original's resources/functions_csnet.jsonl, if you have it")
     ap.add_argument("--files", type=int, default=400)
     ap.add_argument("--blocks", type=int, default=300)
     ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--only", choices=["restored"], help="run one section")
     args = ap.parse_args()
+    if args.only == "restored":
+        print("\n## restored data state: MLE blocks among a finetune's first blocks (shuffle buffer 20,000)\n")
+        print("\n".join(restored_buffer()))
+        return
     torch.set_num_threads(1)
     tok = gpt2_tokenizer()
     t0 = time.time()
