@@ -127,6 +127,21 @@ def restored_buffer(size: int = 20_000, ebs: int = 64) -> list[str]:
     for n in (size // ebs * ebs, 2 * size, 3 * size, 6 * size):
         rows.append(f"| first {n:,} blocks ({n // ebs:,} steps at EBS {ebs}) | {sum(out[:n]):,} MLE blocks "
                     f"({sum(out[:n]) / n:.1%}) |")
+    # The original's skip_tokens restarts the unshuffled block stream at block K = the blocks MLE trained
+    # on (toxicity: 25,354 steps x 64); MLE had read K + size blocks, `size` of them still buffered.
+    k = 25_354 * ebs
+    mle = ShuffleBuffer(size, random.Random(0))
+    trained, read = set(), 0
+    while len(trained) < k:
+        o = mle.push(read)
+        read += 1
+        if o is not None:
+            trained.add(o)
+    again = sum(j in trained for j in range(k, k + size))
+    assert again == size - sum(j >= k for j in mle.items)  # MLE's buffer: the untrained ones of both ranges
+    rows.append(f"| original skip_tokens (toxicity, K = {k:,} blocks) | of the blocks K … K+{size:,} it reads first, "
+                f"{again:,} ({again / size:.1%}) had been trained on by MLE (seen twice); as many blocks before K "
+                f"(still in MLE's buffer) were never trained on |")
     return rows
 
 
