@@ -9,7 +9,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from phf.train import train
-from tests.experiments.conftest import DEMOS, EXPERIMENTS, OBJECTIVES, PAPER, compose_run
+from tests.experiments.conftest import DEMOS, EXPERIMENTS, OBJECTIVES, PAPER, compose_run, run_phf_train
 
 # phf_paper.md §3.3: learning rate / effective batch size (sequences of 1024 tokens) per run.
 PAPER_LR_EBS = {
@@ -198,3 +198,20 @@ def test_gpt2_small_builds_with_reorder_and_upcast_attn(tmp_path):
                        "model.n_head=2", "model.n_embd=32", "model.block_size=32"])
     model = instantiate(cfg.model, tokenizer=gpt2_tokenizer(), objective=None, seed=0)
     assert model.config.reorder_and_upcast_attn is True
+
+
+@pytest.mark.parametrize("name", ["pep8_finetune", "toxicity_pretrain"])
+def test_cfg_job_prints_the_originals_settings(name):
+    """`phf-train +experiment=NAME objective=unlikelihood --cfg job --resolve`, read back as YAML."""
+    ckpt = ["paper.finetune_from=/ckpt"] if "finetune" in name else []
+    res = run_phf_train([f"+experiment={name}", "objective=unlikelihood", *ckpt, "--cfg", "job", "--resolve"],
+                        timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    cfg = OmegaConf.create(res.stdout)
+    pep8 = name.startswith("pep8")
+    assert cfg.objective.soft is pep8 and cfg.model.reorder_and_upcast_attn is True
+    assert cfg.task.eval.clean_up_tokenization_spaces is True
+    assert cfg.task.eval.scenarios.unconditional.max_length == (640 if pep8 else 128)
+    if pep8:
+        assert cfg.trainer.data_state_buffers == "fresh" and cfg.trainer.data_state_from == "/ckpt"
+        assert cfg.task.eval.scenarios.functions.max_length == 272
