@@ -151,8 +151,12 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=400)
     ap.add_argument("--blocks", type=int, default=300)
     ap.add_argument("--seq", type=int, default=256)
-    ap.add_argument("--only", choices=["restored"], help="run one section")
+    ap.add_argument("--only", choices=["restored", "decode"], help="run one section")
+    ap.add_argument("--chunk", type=int, default=256, help="tokens per stdlib chunk (decode cleanup)")
     args = ap.parse_args()
+    if args.only == "decode":
+        print(decode_cleanup(gpt2_tokenizer(), args.files, args.chunk))
+        return
     if args.only == "restored":
         print("\n## restored data state: MLE blocks among a finetune's first blocks (shuffle buffer 20,000)\n")
         print("\n".join(restored_buffer()))
@@ -161,7 +165,7 @@ def main() -> None:
     tok = gpt2_tokenizer()
     t0 = time.time()
     print("## decode cleanup (PEP8 scores of stdlib chunks)\n")
-    print(decode_cleanup(tok, args.files, 256))
+    print(decode_cleanup(tok, args.files, args.chunk))
     print("\n## sampling-length rule (PEP8 functions, GPT-2 BPE)\n")
     print(length_rule(tok, "phf pep8_functions_original_format.jsonl",
                       load_prompts("pep8_functions_original_format.jsonl")))
