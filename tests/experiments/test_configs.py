@@ -149,7 +149,7 @@ def test_paper_configs_resolve_to_the_originals_settings(name, tmp_path):
     cfg = compose_run([f"+experiment={name}", "objective=unlikelihood", f"run_dir={tmp_path}", *ckpt])
     # decode: transformers 4.17's batch_decode cleanup; attention: reorder_and_upcast_attn in every config
     assert cfg.task.eval.clean_up_tokenization_spaces is True
-    assert cfg.model.reorder_and_upcast_attn is True
+    assert cfg.model.reorder_and_upcast_attn is True and cfg.model.attn_implementation == "eager"
     # unlikelihood: the original's soft weight where its threshold was 0 (pii, pep8)
     objective = instantiate(cfg.objective)
     assert objective.soft is (task in ("pii", "pep8"))
@@ -184,20 +184,30 @@ def test_paper_options_switch_back_to_phfs_choices(tmp_path):
                        "paper.finetune_from=/ckpt", "task.objectives.unlikelihood.soft=false",
                        "task.eval.clean_up_tokenization_spaces=false", "trainer.data_state_buffers=restored",
                        "task.eval.scenarios.functions.max_length=null", "task.eval.scenarios.functions.min_length=null",
-                       "task.eval.scenarios.functions.prompts=/data/functions_csnet.jsonl"])
-    assert instantiate(cfg.objective).soft is False
+                       "task.eval.scenarios.functions.prompts=/data/functions_csnet.jsonl",
+                       "model.attn_implementation=sdpa"])
+    assert instantiate(cfg.objective).soft is False and cfg.model.attn_implementation == "sdpa"
     assert cfg.trainer.data_state_buffers == "restored"
     f = cfg.task.eval.scenarios.functions
     assert (f.max_length, f.min_length, f.max_new_tokens, f.prompts) == (None, None, 256, "/data/functions_csnet.jsonl")
 
 
 def test_gpt2_small_builds_with_reorder_and_upcast_attn(tmp_path):
+    import torch
+
     from phf.tokenizer import gpt2_tokenizer
 
     cfg = compose_run(["+experiment=toxicity_pretrain", "objective=mle", f"run_dir={tmp_path}", "model.n_layer=1",
                        "model.n_head=2", "model.n_embd=32", "model.block_size=32"])
     model = instantiate(cfg.model, tokenizer=gpt2_tokenizer(), objective=None, seed=0)
     assert model.config.reorder_and_upcast_attn is True
+    assert model.config._attn_implementation == "eager"  # the only implementation that honours it
+    calls = []
+    attn = model.lm.transformer.h[0].attn
+    real = attn._upcast_and_reordered_attn
+    attn._upcast_and_reordered_attn = lambda *a, **k: (calls.append(1), real(*a, **k))[1]
+    model(torch.tensor([[1, 2, 3]]))
+    assert calls == [1]
 
 
 @pytest.mark.parametrize("name", ["pep8_finetune", "toxicity_pretrain"])
@@ -210,6 +220,7 @@ def test_cfg_job_prints_the_originals_settings(name):
     cfg = OmegaConf.create(res.stdout)
     pep8 = name.startswith("pep8")
     assert cfg.objective.soft is pep8 and cfg.model.reorder_and_upcast_attn is True
+    assert cfg.model.attn_implementation == "eager"
     assert cfg.task.eval.clean_up_tokenization_spaces is True
     assert cfg.task.eval.scenarios.unconditional.max_length == (640 if pep8 else 128)
     if pep8:
