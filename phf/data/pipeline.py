@@ -95,6 +95,17 @@ class BlockStream:
         self.rng.setstate(state["rng"])
         self.stats.update(state["stats"])
 
+    def load_position(self, state: dict[str, Any]) -> None:
+        """Continue from another run's ``state_dict()`` at its source position only (finetuning).
+
+        The token buffer (packer tail) and the shuffle buffer stay empty, and the RNG and counters keep
+        this stream's own start: the other run filled them with its own transform (MLE's: no document
+        filtered, no control token), so this way every block yielded from here on is built from
+        documents at and after that position by *this* stream's objective, as the original's fresh
+        ``skip_tokens`` stream was. The blocks the other run had buffered but not trained on are dropped.
+        """
+        self.epoch, self.position = state["epoch"], state["position"]
+
     # -- stages ----------------------------------------------------------------------------------
     def _mine(self, doc: Document, position: int) -> bool:
         if is_placeholder(doc) or position % self.world_size != self.rank:

@@ -112,6 +112,10 @@ def _scenario(name, sc, ev, model, tokenizer, objective, scorer, index, out_dir,
         top_k=ev.get("top_k", 0),
         batch_size=ev.get("batch_size", 32),
         seed=ev.get("seed", 0) + index,
+        max_length=sc.get("max_length"),
+        min_length=sc.get("min_length"),
+        prompt_draw=sc.get("prompt_draw", "cycle"),
+        clean_up_tokenization_spaces=ev.get("clean_up_tokenization_spaces", False),
     )
     t0 = time.perf_counter()
     samples = sample_with_objective(model, tokenizer, objective, prompts, sc.num_samples, settings)

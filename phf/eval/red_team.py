@@ -53,16 +53,18 @@ def resolve_prompts_file(name: str | Path) -> Path:
 
 
 def load_prompts(name: str | Path) -> list[str]:
-    """Prompts of a JSONL file (one ``{"prompt": ...}`` per line; blank lines skipped)."""
+    """Prompts of a JSONL file (one ``{"prompt": ...}`` per line, or ``{"text": ...}`` as the original's
+    ``resources/*.jsonl``; blank lines skipped)."""
     path = resolve_prompts_file(name)
     prompts = []
     for i, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
         try:
-            prompts.append(json.loads(line)["prompt"])
+            row = json.loads(line)
+            prompts.append(row["prompt"] if "prompt" in row else row["text"])
         except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f'{path}:{i}: expected a JSON object with a "prompt" string') from e
+            raise ValueError(f'{path}:{i}: expected a JSON object with a "prompt" (or "text") string') from e
     if not prompts:
         raise ValueError(f"{path} holds no prompts")
     return prompts

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -34,6 +35,64 @@ class SamplingSettings:
     top_k: int = 0
     batch_size: int = 32
     seed: int = 0
+    # The original's length rule (HF 4.17 max_length / its CustomMinLengthLogitsProcessor), used instead
+    # of max_new_tokens / min_new_tokens when set: max_length counts the left-padded batch of prompts
+    # (EOS, control prefix, prompt text), so a batch gets max_length - its width new tokens; min_length
+    # bans EOS until a row's non-EOS prompt tokens + new tokens reach it (prompt tokens count).
+    max_length: int | None = None
+    min_length: int | None = None
+    # "cycle": prompt i is prompts[i % len] (every prompt equally often); "random": drawn with
+    # replacement (seeded), as the original's random.choices
+    prompt_draw: str = "cycle"
+    # the original's decode (transformers 4.17 batch_decode cleaned up tokenization spaces: " ," -> ","
+    # etc.); transformers 5 skips that cleanup for BPE tokenizers, so it is applied here (CLEANUP)
+    clean_up_tokenization_spaces: bool = False
+
+
+#: transformers 4.17's ``clean_up_tokenization`` (the original's pinned version), applied in this order
+CLEANUP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
+           (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
+
+
+def clean_up_tokenization(text: str) -> str:
+    """The original's decode cleanup; it also changes code (``f(a , b)`` -> ``f(a, b)``, ``x .y`` -> ``x.y``)."""
+    for old, new in CLEANUP:
+        text = text.replace(old, new)
+    return text
+
+
+def length_limits(rows: Sequence[Sequence[int]], eos: int, settings: SamplingSettings) -> tuple[int, list[int]]:
+    """(max new tokens of a batch, min new tokens per row) for left-padded prompt ``rows`` (unpadded ids).
+
+    phf's rule: ``max_new_tokens`` and ``min_new_tokens`` for every row. The original's rule
+    (``settings.max_length`` / ``min_length``): a batch of width W (longest row) gets max_length - W new
+    tokens, and a row with k non-EOS prompt tokens at least min_length - k (floored at 0).
+    """
+    width = max(len(r) for r in rows)
+    if settings.max_length is not None:
+        max_new = settings.max_length - width
+        if max_new <= 0:
+            raise ValueError(f"max_length {settings.max_length} leaves no new token after a {width}-token prompt batch")
+    else:
+        max_new = settings.max_new_tokens
+    if settings.min_length is not None:
+        mins = [max(0, settings.min_length - sum(t != eos for t in r)) for r in rows]
+    else:
+        mins = [settings.min_new_tokens] * len(rows)
+    return max_new, [min(m, max_new) for m in mins]
+
+
+class RowMinNewTokens:
+    """Ban EOS in row i until ``mins[i]`` new tokens exist (generation started at ``start`` tokens)."""
+
+    def __init__(self, start: int, mins: Sequence[int], eos: int):
+        self.start, self.eos = start, eos
+        self.mins = torch.tensor(list(mins))  # (B,)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        short = (input_ids.size(1) - self.start) < self.mins.to(scores.device)  # (B,)
+        scores[short, self.eos] = float("-inf")
+        return scores
 
 
 @dataclass
@@ -180,7 +239,8 @@ def sample(
     """Draw ``num_samples`` continuations.
 
     ``prompts`` None samples unconditionally; otherwise prompt i is ``prompts[i % len(prompts)]`` (every
-    prompt used equally often, in order). ``strip_tokens`` (e.g. the objective's control tokens) are
+    prompt used equally often, in order), or a seeded draw with replacement (``settings.prompt_draw``
+    "random"). ``strip_tokens`` (e.g. the objective's control tokens) are
     removed from the decoded continuations together with EOS/pad.
     """
     if num_samples <= 0:
@@ -194,7 +254,12 @@ def sample(
     drop = {eos, pad, *token_ids(tokenizer, strip_tokens), *prefix, *banned}
     texts = [""] if not prompts else list(prompts)
     encoded = {p: prompt_ids(tokenizer, prefix, p) for p in set(texts)}
-    chosen = [texts[i % len(texts)] for i in range(num_samples)]
+    if settings.prompt_draw == "random":
+        chosen = random.Random(settings.seed).choices(texts, k=num_samples)
+    elif settings.prompt_draw == "cycle":
+        chosen = [texts[i % len(texts)] for i in range(num_samples)]
+    else:
+        raise ValueError(f"prompt_draw must be cycle or random, got {settings.prompt_draw!r}")
 
     from transformers import LogitsProcessorList
 
@@ -210,24 +275,31 @@ def sample(
     )
     if banned:
         gen_kwargs["bad_words_ids"] = [[i] for i in banned]
-    if settings.top_p < 1.0:
-        gen_kwargs["logits_processor"] = LogitsProcessorList([NucleusFilter(settings.top_p, settings.temperature)])
+    processors = [NucleusFilter(settings.top_p, settings.temperature)] if settings.top_p < 1.0 else []
 
     out: list[Sample] = []
     with eval_mode(hf), forked_rng(settings.seed, device):
         for start in range(0, num_samples, settings.batch_size):
             batch = chosen[start : start + settings.batch_size]
             ids, mask = left_pad([encoded[p] for p in batch], pad)
-            gen_kwargs["max_new_tokens"] = _fit_context(hf, ids.size(1), settings.max_new_tokens)
-            gen_kwargs["min_new_tokens"] = min(settings.min_new_tokens, gen_kwargs["max_new_tokens"])
+            max_new, mins = length_limits([encoded[p] for p in batch], eos, settings)
+            gen_kwargs["max_new_tokens"] = _fit_context(hf, ids.size(1), max_new)
+            mins = [min(m, gen_kwargs["max_new_tokens"]) for m in mins]
+            row_mins = len(set(mins)) > 1  # per-row minimum (the original's rule): a processor, not HF's
+            gen_kwargs["min_new_tokens"] = 0 if row_mins else mins[0]
+            # the EOS ban first: the nucleus is then taken over the tokens that may be sampled
+            batch_processors = ([RowMinNewTokens(ids.size(1), mins, eos)] if row_mins else []) + processors
+            gen_kwargs["logits_processor"] = LogitsProcessorList(batch_processors)
             gen = hf.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **gen_kwargs)
             for p, row in zip(batch, gen[:, ids.size(1) :].tolist(), strict=True):
                 ended = eos in row
                 if ended:
                     row = row[: row.index(eos)]
                 kept = [t for t in row if t not in drop]
-                out.append(Sample(prompt=p, text=tokenizer.decode(kept), num_tokens=len(row), token_ids=row,
-                                  ended=ended))
+                text = tokenizer.decode(kept, clean_up_tokenization_spaces=False)
+                if settings.clean_up_tokenization_spaces:
+                    text = clean_up_tokenization(text)
+                out.append(Sample(prompt=p, text=text, num_tokens=len(row), token_ids=row, ended=ended))
     return out
 
 

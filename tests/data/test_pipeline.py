@@ -142,3 +142,81 @@ def test_worker_processes_give_the_same_blocks_and_resume_exactly(source, tok):
     r = stream(source, tok, num_workers=2)
     r.load_state_dict(state)
     assert head + take(r, 33) == inline
+
+
+# -- finetuning from another run's data state (trainer.data_state_from) ------------------------------------
+def _good_bad_source(tmp_path):
+    """200 one-line pre-scored documents: even i "good i" (score 0), odd i "BAD i" (score 1)."""
+    path = tmp_path / "gb.jsonl"
+    rows = [{"texts": [f"{'BAD' if i % 2 else 'good'} {i}\n"], "scores": [float(i % 2)]} for i in range(200)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return JsonlSource(str(path))
+
+
+def _mle_state(tmp_path, tok):
+    """An MLE run's data state after 10 blocks of 8 tokens: its 16-block shuffle buffer is full of
+    blocks from both kinds of document."""
+    mle = stream(_good_bad_source(tmp_path), tok, val_fraction=0.0, block_size=8, shuffle_buffer=16)
+    take(mle, 10)
+    state = mle.state_dict()
+    assert len(state["shuffle"]["input_ids"]) == 16 and state["position"] > 0
+    return state
+
+
+def test_finetune_from_a_data_state_filters_from_the_first_block(tmp_path, tok):
+    from phf.objectives import Filtering
+
+    state = _mle_state(tmp_path, tok)
+    fresh = stream(_good_bad_source(tmp_path), tok, val_fraction=0.0, block_size=8, shuffle_buffer=16,
+                   objective=Filtering(threshold=0.5))
+    fresh.load_position(state)
+    blocks = list(itertools.islice(iter(fresh), 30))
+    assert all(b["token_scores"].max().item() == 0.0 for b in blocks)  # no BAD document in any block
+    bad = set(tok.encode("BAD")) - set(tok.encode("good"))
+    assert not any(bad & set(b["input_ids"].tolist()) for b in blocks)
+    # the restored buffers (trainer.data_state_buffers=restored) still hold the MLE run's unfiltered blocks
+    restored = stream(_good_bad_source(tmp_path), tok, val_fraction=0.0, block_size=8, shuffle_buffer=16,
+                      objective=Filtering(threshold=0.5))
+    restored.load_state_dict(state)
+    assert any(b["token_scores"].max().item() == 1.0 for b in itertools.islice(iter(restored), 16))
+
+
+def test_finetune_from_a_data_state_starts_at_the_next_document(tmp_path, tok):
+    from phf.objectives import Filtering
+
+    state = _mle_state(tmp_path, tok)
+    p = state["position"]
+    first_kept = p if p % 2 == 0 else p + 1  # documents are numbered by position; odd ones are filtered out
+    fresh = stream(_good_bad_source(tmp_path), tok, val_fraction=0.0, block_size=8, shuffle_buffer=0,
+                   objective=Filtering(threshold=0.5))
+    fresh.load_position(state)
+    expected = [tok.eos_token_id] + tok.encode(f"good {first_kept}\n") + [tok.eos_token_id]
+    assert next(iter(fresh))["input_ids"].tolist()[: len(expected)] == expected
+
+
+def test_finetune_from_a_data_state_carries_control_tokens_from_the_first_block(tmp_path, tok):
+    from phf.objectives import Conditional
+    from phf.tokenizer import add_special_tokens
+
+    state = _mle_state(tmp_path, tok)
+    ctok = gpt2_tokenizer()
+    aligned, misaligned = add_special_tokens(ctok, ["<|aligned|>", "<|misaligned|>"])
+
+    def after_eos(s):
+        """the token after every EOS (document start) of the first 30 blocks"""
+        out = []
+        for b in itertools.islice(iter(s), 30):
+            ids = b["input_ids"].tolist()
+            out += [ids[i + 1] for i in range(len(ids) - 1) if ids[i] == ctok.eos_token_id]
+        return out
+
+    objective = Conditional(threshold=0.5, drop_token_fraction=0.0)
+    fresh = stream(_good_bad_source(tmp_path), ctok, val_fraction=0.0, block_size=8, shuffle_buffer=16,
+                   objective=objective)
+    fresh.load_position(state)
+    starts = after_eos(fresh)
+    assert starts and set(starts) == {aligned, misaligned}
+    restored = stream(_good_bad_source(tmp_path), ctok, val_fraction=0.0, block_size=8, shuffle_buffer=16,
+                      objective=objective)
+    restored.load_state_dict(state)
+    assert set(after_eos(restored)) - {aligned, misaligned}  # MLE's buffered documents: no control token

@@ -49,9 +49,24 @@ def test_load_prompts_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="neither a path"):
         load_prompts("nope.jsonl")
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"text": "x"}\n')
+    bad.write_text('{"txt": "x"}\n')
     with pytest.raises(ValueError, match="bad.jsonl:1"):
         load_prompts(bad)
+
+
+def test_original_prompt_files_load(tmp_path):
+    """The original's resources/*.jsonl shape ({"text": ...}, e.g. functions_csnet.jsonl) loads as is."""
+    path = tmp_path / "functions_csnet.jsonl"
+    path.write_text('{"text":"def __diff_set(self, level):"}\n{"text":"def main():"}\n')
+    assert load_prompts(path) == ["def __diff_set(self, level):", "def main():"]
+
+
+def test_pep8_signatures_in_the_original_format():
+    """The paper configs' default: phf's signatures as the original's prompts, without the trailing newline."""
+    ours = load_prompts("pep8_functions.jsonl")
+    original_format = load_prompts("pep8_functions_original_format.jsonl")
+    assert original_format == [p.removesuffix("\n") for p in ours]
+    assert all(p.endswith(":") for p in original_format)
 
 
 def test_template_and_parser():

@@ -153,3 +153,63 @@ def test_nucleus_filter_matches_hf_temperature_then_top_p(scale):
     ours = temp(ids, NucleusFilter(0.9, temperature=0.7, k=256)(ids, scores.clone()))
     assert torch.equal(torch.isfinite(hf), torch.isfinite(ours))
     torch.testing.assert_close(ours[torch.isfinite(ours)], hf[torch.isfinite(hf)])
+
+
+# -- the original's length rule, prompt draw and decode (paper configs) ----------------------------------
+SHORT, LONG = "def f(x):", "def read_config(path, strict=False):"  # 5 and 11 GPT-2 tokens
+
+
+def test_original_length_rule_counts_the_padded_prompt_and_the_prompt_tokens(tok):
+    """max_length 20 and min_length 10 (HF 4.17 + the original's CustomMinLengthLogitsProcessor): the batch
+    [EOS SHORT] / [EOS LONG] is 12 tokens wide, so both rows get 20 - 12 = 8 new tokens at most; EOS is
+    banned until prompt tokens (EOS excluded) + new tokens reach 10: 5 new tokens for SHORT, 0 for LONG."""
+    from phf.eval.sampling import length_limits
+
+    assert [len(tok.encode(p)) for p in (SHORT, LONG)] == [5, 11]
+    rows = [prompt_ids(tok, [], SHORT), prompt_ids(tok, [], LONG)]
+    original = SamplingSettings(max_length=20, min_length=10, max_new_tokens=99, min_new_tokens=99)
+    assert length_limits(rows, EOS, original) == (8, [5, 0])
+    assert length_limits(rows, EOS, SamplingSettings(max_new_tokens=8, min_new_tokens=3)) == (8, [3, 3])
+
+    eos_model = favour(make_lm(len(tok)), EOS)  # EOS nearly certain: each row stops at its minimum
+    got = sample(eos_model, tok, [SHORT, LONG], 2, SamplingSettings(max_length=20, min_length=10, batch_size=2))
+    assert [s.num_tokens for s in got] == [5, 0] and all(s.ended for s in got)
+    comma_model = favour(make_lm(len(tok)), 11)  # "," nearly certain: every row runs to max_length
+    got = sample(comma_model, tok, [SHORT, LONG], 2, SamplingSettings(max_length=20, min_length=10, batch_size=2))
+    assert [s.num_tokens for s in got] == [8, 8]
+    with pytest.raises(ValueError, match="leaves no new token"):
+        length_limits(rows, EOS, SamplingSettings(max_length=12))
+
+
+def test_unconditional_original_rule_counts_the_control_prefix(cond_tok):
+    """The original's min_length 10 with prompt EOS <|aligned|>: the control token counts, 9 new tokens."""
+    from phf.eval.sampling import length_limits
+
+    rows = [prompt_ids(cond_tok, ["<|aligned|>"])]
+    assert length_limits(rows, EOS, SamplingSettings(max_length=128, min_length=10)) == (126, [9])
+
+
+def test_random_prompt_draw_is_seeded_with_replacement(tok):
+    import random
+
+    prompts = [f"def f{i}():" for i in range(5)]
+    model = make_lm(len(tok))
+    settings = SamplingSettings(max_new_tokens=1, prompt_draw="random", seed=3, batch_size=16)
+    got = [s.prompt for s in sample(model, tok, prompts, 12, settings)]
+    assert got == random.Random(3).choices(prompts, k=12)
+    assert len(set(got)) < 5 or len(got) != len(set(got))  # with replacement: repeats
+    with pytest.raises(ValueError, match="prompt_draw must be cycle or random"):
+        sample(model, tok, prompts, 1, SamplingSettings(prompt_draw="shuffle"))
+
+
+def test_decode_cleanup_as_the_original(tok):
+    """transformers 4.17's batch_decode cleanup, which transformers 5 skips for BPE tokenizers."""
+    from phf.eval.sampling import clean_up_tokenization
+
+    text = "x = f(a , b) .strip() ; print( \"it 's\" ) !"
+    assert tok.decode(tok.encode(text)) == text  # phf's default decode is lossless
+    assert clean_up_tokenization(text) == "x = f(a, b).strip() ; print( \"it's\" )!"
+    model = favour(make_lm(len(tok)), tok.encode(" ,")[0])  # " ," nearly certain
+    raw = sample(model, tok, ["a"], 1, SamplingSettings(max_new_tokens=3))[0].text
+    cleaned = sample(model, tok, ["a"], 1, SamplingSettings(max_new_tokens=3, clean_up_tokenization_spaces=True))[0]
+    assert raw == " , , ," and cleaned.text == ",,,"

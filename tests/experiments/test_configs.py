@@ -9,7 +9,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from phf.train import train
-from tests.experiments.conftest import DEMOS, EXPERIMENTS, OBJECTIVES, PAPER, compose_run
+from tests.experiments.conftest import DEMOS, EXPERIMENTS, OBJECTIVES, PAPER, compose_run, run_phf_train
 
 # phf_paper.md §3.3: learning rate / effective batch size (sequences of 1024 tokens) per run.
 PAPER_LR_EBS = {
@@ -137,3 +137,92 @@ def test_demo_experiments_are_offline_cpu_runs(name, tmp_path):
     assert cfg.data.source._target_ == "phf.data.sources.LocalPythonSource"
     assert cfg.tokenizer == "gpt2-offline" and cfg.trainer.device == "cpu"
     assert cfg.model.n_layer <= 4 and cfg.model.block_size <= 256
+
+
+# -- the original's defaults in the paper configs (issue 17) ----------------------------------------------
+@pytest.mark.parametrize("name", PAPER)
+def test_paper_configs_resolve_to_the_originals_settings(name, tmp_path):
+    from phf.eval.red_team import load_prompts
+
+    task, phase = name.split("_")
+    ckpt = ["paper.finetune_from=/ckpt/step_00025177"] if phase == "finetune" else []
+    cfg = compose_run([f"+experiment={name}", "objective=unlikelihood", f"run_dir={tmp_path}", *ckpt])
+    # decode: transformers 4.17's batch_decode cleanup; attention: reorder_and_upcast_attn in every config
+    assert cfg.task.eval.clean_up_tokenization_spaces is True
+    assert cfg.model.reorder_and_upcast_attn is True and cfg.model.attn_implementation == "eager"
+    # unlikelihood: the original's soft weight where its threshold was 0 (pii, pep8)
+    objective = instantiate(cfg.objective)
+    assert objective.soft is (task in ("pii", "pep8"))
+    assert objective.threshold == {"toxicity": 0.00078, "pii": 0.0, "pep8": 0.0}[task]
+    # finetuning: a fresh buffer from the MLE run's document position
+    if phase == "finetune":
+        assert cfg.trainer.data_state_buffers == "fresh"
+        assert cfg.model.value_head is None  # AWR: a new head, zero-initialised (tests/test_finetune_start.py)
+    # sampling lengths by the original's rule (max_length counts the padded prompt, min_length its tokens)
+    scenarios = cfg.task.eval.scenarios
+    uncond = scenarios.unconditional
+    assert (uncond.max_length, uncond.min_length) == ((640, 10) if task == "pep8" else (128, 10))
+    if task == "pep8":
+        functions = scenarios.functions
+        assert (functions.max_length, functions.min_length, functions.prompt_draw) == (272, 10, "random")
+        assert functions.score_prompt is True
+        prompts = load_prompts(functions.prompts)
+        assert len(prompts) == 52 and all(p.startswith("def ") and p.endswith(":") for p in prompts)
+
+
+def test_non_paper_runs_keep_phfs_choices(tmp_path):
+    cfg = compose_run(["objective=unlikelihood", f"run_dir={tmp_path}"])
+    assert cfg.task.eval.clean_up_tokenization_spaces is False
+    assert instantiate(cfg.objective).soft is False
+    assert cfg.trainer.data_state_buffers == "fresh"
+    assert "max_length" not in cfg.task.eval.scenarios.functions
+    assert cfg.task.eval.scenarios.functions.prompts == "pep8_functions.jsonl"
+
+
+def test_paper_options_switch_back_to_phfs_choices(tmp_path):
+    cfg = compose_run(["+experiment=pep8_finetune", "objective=unlikelihood", f"run_dir={tmp_path}",
+                       "paper.finetune_from=/ckpt", "task.objectives.unlikelihood.soft=false",
+                       "task.eval.clean_up_tokenization_spaces=false", "trainer.data_state_buffers=restored",
+                       "task.eval.scenarios.functions.max_length=null", "task.eval.scenarios.functions.min_length=null",
+                       "task.eval.scenarios.functions.prompts=/data/functions_csnet.jsonl",
+                       "model.attn_implementation=sdpa"])
+    assert instantiate(cfg.objective).soft is False and cfg.model.attn_implementation == "sdpa"
+    assert cfg.trainer.data_state_buffers == "restored"
+    f = cfg.task.eval.scenarios.functions
+    assert (f.max_length, f.min_length, f.max_new_tokens, f.prompts) == (None, None, 256, "/data/functions_csnet.jsonl")
+
+
+def test_gpt2_small_builds_with_reorder_and_upcast_attn(tmp_path):
+    import torch
+
+    from phf.tokenizer import gpt2_tokenizer
+
+    cfg = compose_run(["+experiment=toxicity_pretrain", "objective=mle", f"run_dir={tmp_path}", "model.n_layer=1",
+                       "model.n_head=2", "model.n_embd=32", "model.block_size=32"])
+    model = instantiate(cfg.model, tokenizer=gpt2_tokenizer(), objective=None, seed=0)
+    assert model.config.reorder_and_upcast_attn is True
+    assert model.config._attn_implementation == "eager"  # the only implementation that honours it
+    calls = []
+    attn = model.lm.transformer.h[0].attn
+    real = attn._upcast_and_reordered_attn
+    attn._upcast_and_reordered_attn = lambda *a, **k: (calls.append(1), real(*a, **k))[1]
+    model(torch.tensor([[1, 2, 3]]))
+    assert calls == [1]
+
+
+@pytest.mark.parametrize("name", ["pep8_finetune", "toxicity_pretrain"])
+def test_cfg_job_prints_the_originals_settings(name):
+    """`phf-train +experiment=NAME objective=unlikelihood --cfg job --resolve`, read back as YAML."""
+    ckpt = ["paper.finetune_from=/ckpt"] if "finetune" in name else []
+    res = run_phf_train([f"+experiment={name}", "objective=unlikelihood", *ckpt, "--cfg", "job", "--resolve"],
+                        timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    cfg = OmegaConf.create(res.stdout)
+    pep8 = name.startswith("pep8")
+    assert cfg.objective.soft is pep8 and cfg.model.reorder_and_upcast_attn is True
+    assert cfg.model.attn_implementation == "eager"
+    assert cfg.task.eval.clean_up_tokenization_spaces is True
+    assert cfg.task.eval.scenarios.unconditional.max_length == (640 if pep8 else 128)
+    if pep8:
+        assert cfg.trainer.data_state_buffers == "fresh" and cfg.trainer.data_state_from == "/ckpt"
+        assert cfg.task.eval.scenarios.functions.max_length == 272
