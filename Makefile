@@ -13,6 +13,7 @@ DEMO_DIR ?= outputs/demo
 SWEEP_DIR ?= outputs/demo_sweep
 PAPER_DIR ?= runs/paper
 OBJECTIVES := mle,filtering,conditional,unlikelihood,rwr,awr
+SEEDS ?= 1,2
 # where a sweep's jobs go: LAUNCHER="hydra/launcher=slurm_gpu hydra.launcher.partition=gpu"; any override: HYDRA_ARGS="..."
 LAUNCHER ?=
 HYDRA_ARGS ?=
@@ -45,14 +46,14 @@ test-gpu: install ## CUDA-only tests (bf16 loop, torch.compile); skipped without
 test-all: install ## every CPU test
 	$(TMPENV) && $(OFFLINE) $(PY) -m pytest -q -m "not gpu"
 
-demo: install ## offline CPU, minutes: gpt2_tiny on local_pep8 with MLE and conditional training, then a comparison
+demo: install ## offline CPU, < 10 min: PII on local_pii, fitted BPE, MLE vs conditional training, then the report
 	$(OFFLINE) $(CPU_PAIR) $(VENV)/bin/phf-train -m +experiment=demo objective=mle,conditional \
 		hydra/launcher=joblib hydra.launcher.n_jobs=2 hydra.sweep.dir=$(DEMO_DIR) $(HYDRA_ARGS)
 	$(PY) -m phf.report $(DEMO_DIR) && cat $(DEMO_DIR)/report.md
 	@echo "models: $(DEMO_DIR)/{mle,conditional}/final (load with AutoModelForCausalLM.from_pretrained)"
 
-demo-sweep: install ## offline CPU, < 1 h on 2 cores: all six objectives on local_pep8, then phf-report
-	$(OFFLINE) $(CPU_PAIR) $(VENV)/bin/phf-train -m +experiment=demo_sweep objective=$(OBJECTIVES) \
+demo-sweep: install ## offline CPU, < 1 h on 2 cores: six objectives x 2 seeds on the demo's task, then phf-report
+	$(OFFLINE) $(CPU_PAIR) $(VENV)/bin/phf-train -m +experiment=demo_sweep objective=$(OBJECTIVES) seed=$(SEEDS) \
 		hydra/launcher=joblib hydra.launcher.n_jobs=2 hydra.sweep.dir=$(SWEEP_DIR) $(HYDRA_ARGS)
 	$(PY) -m phf.report $(SWEEP_DIR) && cat $(SWEEP_DIR)/report.md
 

@@ -44,10 +44,8 @@ def test_awr_finetune_value_head_starts_at_zero(mle_checkpoint):
     ``_fast_init`` re-initialises missing modules. phf does the same: V = -sigmoid(0) = -0.5 everywhere."""
     from hydra.utils import instantiate
 
-    from phf.tokenizer import load_tokenizer
-
     cfg = compose(TINY + [f"model.init_from={mle_checkpoint}", "objective=awr"])
-    tok = load_tokenizer(cfg.tokenizer)
+    tok = instantiate(cfg.tokenizer)
     model = instantiate(cfg.model, tokenizer=tok, objective=instantiate(cfg.objective), seed=cfg.seed)
     assert model.value_head is not None
     assert torch.count_nonzero(model.value_head.proj.weight).item() == 0

@@ -104,10 +104,9 @@ def main(argv=None):
 
     from hydra.utils import instantiate
 
-    from phf.tokenizer import load_tokenizer
 
     cfg = C.compose(C.bench_overrides(a.model, a.objective, 1, a.block, 1, "/tmp/unused"))
-    model = instantiate(cfg.model, tokenizer=load_tokenizer(cfg.tokenizer), objective=instantiate(cfg.objective))
+    model = instantiate(cfg.model, tokenizer=instantiate(cfg.tokenizer), objective=instantiate(cfg.objective))
     fpt = flops_per_token(model, a.block)
     del model
     batches = [a.batch]

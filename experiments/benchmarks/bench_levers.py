@@ -48,12 +48,12 @@ CACHE = C.ROOT / ".bench_cache"
 def build(shape: str, objective: str, attn: str = "sdpa"):
     from hydra.utils import instantiate
 
-    from phf.tokenizer import add_special_tokens, load_tokenizer
+    from phf.tokenizer import add_special_tokens
 
     s = C.SHAPES[shape]
     cfg = C.compose(C.bench_overrides(s["model"], objective, s["batch"], s["block"], 1, "/tmp/unused",
                                       [f"model.attn_implementation={attn}"]))
-    tok = load_tokenizer(cfg.tokenizer)
+    tok = instantiate(cfg.tokenizer)
     obj = instantiate(cfg.objective)
     add_special_tokens(tok, obj.special_tokens)
     model = instantiate(cfg.model, tokenizer=tok, objective=obj, seed=cfg.seed)
@@ -292,11 +292,11 @@ def lever_pipeline(n_blocks: int, block: int = 128) -> list[list]:
     ``data.score_batch_docs``, so ``n_blocks`` must span several batches). An inline pipeline
     (data.num_workers=0) adds train tokens/s ÷ pipeline tokens/s to every step's time, on average.
     """
-    from phf.tokenizer import load_tokenizer
+    from hydra.utils import instantiate
 
     cfg = C.compose(["task=pep8", "data=local_pep8", "objective=mle", "cache_dir=null", f"model.block_size={block}",
                      "data.shuffle_buffer=0", "data.num_workers=0", "run_dir=/tmp/unused"])
-    stream = C.train_stream(cfg, load_tokenizer(cfg.tokenizer))
+    stream = C.train_stream(cfg, instantiate(cfg.tokenizer))
     w0, c0 = time.perf_counter(), time.process_time()
     it = iter(stream)
     next(it)
@@ -419,13 +419,12 @@ def lever_attention_long(objective, iters):
     """gpt2_tiny at context 1024 (one sequence): where attention's T² term shows."""
     from hydra.utils import instantiate
 
-    from phf.tokenizer import load_tokenizer
 
     models = {}
     for attn in ("sdpa", "eager"):
         cfg = C.compose(C.bench_overrides("gpt2_tiny", objective, 1, 1024, 1, "/tmp/unused",
                                           [f"model.attn_implementation={attn}"]))
-        tok = load_tokenizer(cfg.tokenizer)
+        tok = instantiate(cfg.tokenizer)
         obj = instantiate(cfg.objective)
         models[attn] = instantiate(cfg.model, tokenizer=tok, objective=obj, seed=cfg.seed).train()
     blocks = C.make_blocks(2, 1024, CACHE)

@@ -88,11 +88,11 @@ def build_like_phf(cfg):
     import torch
     from hydra.utils import instantiate
 
-    from phf.tokenizer import add_special_tokens, load_tokenizer
+    from phf.tokenizer import add_special_tokens
 
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    tok = load_tokenizer(cfg.tokenizer)
+    tok = instantiate(cfg.tokenizer)
     objective = instantiate(cfg.objective)
     add_special_tokens(tok, objective.special_tokens)
     model = instantiate(cfg.model, tokenizer=tok, objective=objective, seed=cfg.seed)

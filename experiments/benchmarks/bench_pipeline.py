@@ -65,10 +65,9 @@ def export_prescored(task: str, n_docs: int, cache_dir: Path, path: Path) -> int
     from hydra.utils import instantiate
 
     from phf.data.pipeline import scorer_from_config, stream_from_config
-    from phf.tokenizer import load_tokenizer
 
     cfg = C.compose(overrides(task, 1, path.parent / "unused", cache_dir))
-    objective, tokenizer, scorer = instantiate(cfg.objective), load_tokenizer(cfg.tokenizer), scorer_from_config(cfg)
+    objective, tokenizer, scorer = instantiate(cfg.objective), instantiate(cfg.tokenizer), scorer_from_config(cfg)
     docs = []  # both splits: the split is a hash of the content, so a file of training documents has no validation
     for split, n in (("train", n_docs), ("validation", max(1, n_docs // 50))):
         stream = stream_from_config(cfg, tokenizer, split, objective, scorer=scorer)

@@ -94,8 +94,9 @@ def test_paper_runs_share_the_setup(task, tmp_path):
     names = list(pre.data.names)
     if task == "pep8":
         assert names == ["kejian/codeparrot-train-more-filter-3.3b-cleaned"]
-        assert pre.tokenizer == "codeparrot/codeparrot-small" and pre.model.scale_attn_by_inverse_layer_idx
+        assert pre.tokenizer.name_or_path == "codeparrot/codeparrot-small" and pre.model.scale_attn_by_inverse_layer_idx
     else:
+        assert pre.tokenizer.name_or_path == "gpt2-offline"  # the paper's tokenizer for prose
         prefix = {"toxicity": "detoxify", "pii": "pii"}[task]
         assert len(names) == 39 == len(set(names))
         assert names[0] == f"tomekkorbak/{prefix}-pile-chunk3-0-50000"
@@ -134,9 +135,11 @@ def test_objective_without_a_row_fails_clearly(tmp_path):
 @pytest.mark.parametrize("name", DEMOS)
 def test_demo_experiments_are_offline_cpu_runs(name, tmp_path):
     cfg = compose_run([f"+experiment={name}", f"run_dir={tmp_path}"])
-    assert cfg.data.source._target_ == "phf.data.sources.LocalPythonSource"
-    assert cfg.tokenizer == "gpt2-offline" and cfg.trainer.device == "cpu"
+    assert cfg.task.name == "pii" and cfg.data.source._target_ == "phf.data.corpora.LocalPIISource"
+    assert cfg.tokenizer._target_ == "phf.tokenizer.fit_bpe" and cfg.trainer.device == "cpu"
     assert cfg.model.n_layer <= 4 and cfg.model.block_size <= 256
+    assert not cfg.task.objectives.conditional.ban_aligned  # sentence-level conditioning (demo README)
+    assert cfg.task.eval.scenarios.unconditional.num_samples >= 128  # enough samples for the intervals
 
 
 # -- the original's defaults in the paper configs (issue 17) ----------------------------------------------

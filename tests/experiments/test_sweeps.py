@@ -7,7 +7,7 @@ import json
 import re
 from datetime import datetime
 
-from tests.conftest import TINY
+from tests.conftest import CONF, TINY
 from tests.experiments.conftest import OBJECTIVES, compose_run, run_phf_train
 
 
@@ -54,7 +54,6 @@ def test_joblib_launcher_runs_two_jobs_in_parallel(tmp_path):
 def test_slurm_launcher_configs_compose(tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from tests.conftest import CONF
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         plain = compose(config_name="config", return_hydra_config=True,
@@ -82,8 +81,16 @@ def test_sweep_of_dry_runs_prints_each_objectives_plan(tmp_path):
 
 
 def test_demo_sweep_composes_with_its_launcher(tmp_path):
-    cfg = compose_run(["+experiment=demo_sweep", "objective=conditional", f"run_dir={tmp_path}"])
-    assert cfg.task.name == "pep8" and cfg.data.source._target_.endswith("LocalPythonSource")
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    cfg = compose_run(["+experiment=demo_sweep", "objective=conditional", "seed=2", f"run_dir={tmp_path}"])
+    assert cfg.task.name == "pii" and cfg.data.source._target_.endswith("LocalPIISource")
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        full = compose(config_name="config", overrides=["+experiment=demo_sweep", "objective=conditional", "seed=2"],
+                       return_hydra_config=True)
+    HydraConfig.instance().set_config(full)
+    assert full.hydra.sweep.subdir == "conditional-seed2"  # each seed of an objective gets its own run dir
 
 
 def test_score_cache_is_shared_by_the_jobs_of_a_sweep(tmp_path):
