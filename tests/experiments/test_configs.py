@@ -229,3 +229,13 @@ def test_cfg_job_prints_the_originals_settings(name):
     if pep8:
         assert cfg.trainer.data_state_buffers == "fresh" and cfg.trainer.data_state_from == "/ckpt"
         assert cfg.task.eval.scenarios.functions.max_length == 272
+
+
+@pytest.mark.parametrize("task, data", [("pep8", "local_pep8"), ("pii", "local_pii"), ("toxicity_profanity", "local_toxicity")])
+def test_laptop_experiment_composes_for_every_task(task, data, tmp_path):
+    """The shared CPU settings work on every task's local corpus, with the fitted tokenizer."""
+    cfg = compose_run(["+experiment=laptop", f"task={task}", f"data={data}", f"run_dir={tmp_path}",
+                       f"cache_dir={tmp_path / 'cache'}"])
+    assert cfg.tokenizer._target_ == "phf.tokenizer.fit_bpe" and cfg.tokenizer.source == cfg.data.source
+    assert cfg.trainer.device == "cpu" and cfg.task.eval.scenarios.unconditional.num_samples == 128
+    assert hasattr(instantiate(cfg.data.source), "iter_from")
