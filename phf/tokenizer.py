@@ -8,10 +8,16 @@ standard names and use ``from_pretrained`` on the directory, which works on tran
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import shutil
 import tempfile
 from functools import lru_cache
 from pathlib import Path
+
+from phf.data.corpora.prose import default_cache_dir
+from phf.data.sources import is_placeholder
 
 GPT2_EOS = "<|endoftext|>"
 
@@ -85,8 +91,7 @@ def add_special_tokens(tokenizer, tokens: list[str]) -> list[int]:
 def _doc_texts(source, val_fraction: float, max_docs: int | None):
     """The training split's document texts, in the source's order (the tokenizer never sees held-out
     documents; the split is the pipeline's content-hash split)."""
-    from phf.data.pipeline import in_validation
-    from phf.data.sources import is_placeholder
+    from phf.data.pipeline import in_validation  # the pipeline encodes text with this module: import late
 
     n = 0
     for doc in source:
@@ -120,10 +125,6 @@ def fit_bpe(
     ``<cache_dir>/tokenizers/bpe-<key>`` where the key hashes every training document's text and the
     settings; a second run with the same corpus loads it. Fitting is deterministic (tested).
     """
-    import hashlib
-    import json
-    import os
-
     if not (isinstance(vocab_size, int) and vocab_size > 257):
         raise ValueError(f"tokenizer.vocab_size must be an integer > 257 (256 bytes + EOS), got {vocab_size!r}")
     if not (isinstance(min_frequency, int) and min_frequency >= 1):
@@ -139,8 +140,6 @@ def fit_bpe(
     for t in texts:
         h.update(len(t).to_bytes(8, "little"))
         h.update(t.encode("utf-8", "surrogatepass"))
-    from phf.data.corpora.prose import default_cache_dir
-
     root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     target = root / "tokenizers" / f"bpe-{h.hexdigest()}"
     if not (target / "tokenizer.json").is_file():
@@ -151,9 +150,12 @@ def fit_bpe(
         (tmp / "phf_tokenizer.json").write_text(json.dumps(
             {**settings, "documents": len(texts), "characters": sum(map(len, texts))}, indent=2))
         try:
-            os.replace(tmp, target)  # atomic: a concurrent job that won the race already wrote the same files
+            os.replace(tmp, target)  # atomic
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
+            if not (target / "tokenizer.json").is_file():
+                raise
+            # else a concurrent job of the same sweep won the race and wrote the same files
     return load_tokenizer(str(target), padding_side=padding_side)
 
 

@@ -224,6 +224,7 @@ def train(cfg: DictConfig) -> dict:
     from hydra.utils import instantiate
 
     from phf import checkpoint as ckpt
+    from phf.card import generation_config
     from phf.data.pipeline import scorer_from_config, stream_from_config
     from phf.model import PHFModel
     from phf.tokenizer import add_special_tokens
@@ -254,6 +255,8 @@ def train(cfg: DictConfig) -> dict:
         objective = with_token_rewards(objective, instantiate(cfg.reward, tokenizer=tokenizer))
     control_ids = add_special_tokens(tokenizer, objective.special_tokens)
     model = instantiate(cfg.model, tokenizer=tokenizer, objective=objective, seed=cfg.seed).to(device)
+    ev = cfg.task.eval  # saved models sample as phf evaluates them (generation_config.json)
+    generation_config(model.lm, tokenizer, objective, ev.temperature, ev.top_p, ev.top_k)
     plan = plan_steps(tr, cfg.model.block_size, dist.world_size)
     if cfg.model.block_size > model.config.n_positions:
         raise ValueError(f"model.block_size {cfg.model.block_size} exceeds the model's context {model.config.n_positions}")
@@ -352,6 +355,7 @@ def _loop(cfg, dist, device, model, objective, tokenizer, stream, source, scorer
     from tqdm.auto import tqdm
 
     from phf import checkpoint as ckpt
+    from phf.card import write_model_card
     from phf.data.pipeline import validation_blocks
 
     tr = cfg.trainer
@@ -463,6 +467,7 @@ def _loop(cfg, dist, device, model, objective, tokenizer, stream, source, scorer
         core.save_pretrained(run_dir / "final", tokenizer)
         if tr.final_eval:  # the original skipped the end-of-training evaluation; we always run it
             final.update(evaluate_samples())
+        write_model_card(run_dir / "final", cfg, objective, tokenizer, final)
         (run_dir / "final" / "phf_summary.json").write_text(json.dumps(final, indent=2))
         tracker.log_summary(final)
         log.info("final: train loss %.4f, validation loss %.4f, %.0f tokens/s; model in %s",

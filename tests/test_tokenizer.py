@@ -119,3 +119,7 @@ def test_fitted_tokenizer_is_saved_in_final_and_loads_with_autotokenizer(tiny_cf
     assert tok.convert_tokens_to_ids(["<|aligned|>", "<|misaligned|>"]) == [512, 513]
     code = "def f(x):\n        return x  \n"
     assert tok.decode(tok.encode(code, add_special_tokens=False)) == code
+    # the model describes how to sample it: PEP8 conditional bans only <|misaligned|>
+    assert model.generation_config.bad_words_ids == [[513]] and model.generation_config.do_sample
+    card = (final / "README.md").read_text()
+    assert "Start every sample with `<|endoftext|><|aligned|>`" in card and "Conditional" in card

@@ -51,10 +51,10 @@ def sample(model_dir: str, n: int, seed: int, max_new_tokens: int, batch: int) -
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     vocab = tok.get_vocab()
-    controls = [t for t in ("<|aligned|>", "<|misaligned|>") if t in vocab]
-    # a conditional model is prompted with EOS <|aligned|>; the prose tasks ban both control tokens
-    prompt = [tok.eos_token_id] + ([vocab["<|aligned|>"]] if controls else [])
-    banned = [[vocab[t]] for t in controls] or None
+    # a conditional model is prompted with EOS <|aligned|> (its model card says so); the tokens it must not
+    # write are in its generation_config.json (bad_words_ids), as transformers' generate reads them
+    prompt = [tok.eos_token_id] + ([vocab["<|aligned|>"]] if "<|aligned|>" in vocab else [])
+    banned = model.generation_config.bad_words_ids
     torch.manual_seed(seed)
     texts = []
     for start in range(0, n, batch):
