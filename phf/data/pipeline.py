@@ -22,9 +22,10 @@ from typing import Any
 
 import torch
 
-from phf.data.document import Document
+from phf.data.document import Document, unicode_problem
 from phf.data.pack import Packer, ShuffleBuffer
 from phf.data.sources import Source, is_placeholder
+from phf.tokenizer import encode_text
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,11 @@ SPLITS = ("train", "validation")
 def in_validation(doc: Document, val_fraction: float) -> bool:
     """Deterministic split by content hash: the same document lands in the same split on every run."""
     return int(doc.content_hash[:8], 16) / 0x100000000 < val_fraction
+
+
+def _check_int(key: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{key} must be an integer >= {minimum}, got {value!r}")
 
 
 class BlockStream:
@@ -54,6 +60,7 @@ class BlockStream:
         on_error: str = "raise",
         epochs: int | None = None,
         num_workers: int = 0,
+        worker_check_seconds: float = 1.0,
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
@@ -67,15 +74,20 @@ class BlockStream:
         self.source, self.segmenter, self.scorer, self.tokenizer = source, segmenter, scorer, tokenizer
         self.objective, self.split, self.val_fraction = objective, split, val_fraction
         self.score_batch_docs, self.on_error, self.epochs = score_batch_docs, on_error, epochs
-        if num_workers < 0:
-            raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
-        self.num_workers = num_workers
+        _check_int("data.num_workers", num_workers, 0)
+        _check_int("data.score_batch_docs", score_batch_docs, 1)  # 0 would read nothing, forever
+        _check_int("data.shuffle_buffer", shuffle_buffer, 0)
+        if isinstance(worker_check_seconds, bool) or not isinstance(worker_check_seconds, int | float) \
+                or not worker_check_seconds > 0:
+            raise ValueError(f"data.worker_check_seconds must be a positive number, got {worker_check_seconds!r}")
+        self.num_workers, self.worker_check_seconds = num_workers, worker_check_seconds
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.packer = Packer(block_size, tokenizer.eos_token_id)
         self.rng = random.Random(f"{seed}:{split}:{rank}:shuffle")
         self.shuffle = ShuffleBuffer(shuffle_buffer, self.rng)
         self.epoch, self.position = 0, 0
         self.stats = {"documents": 0, "dropped_by_objective": 0, "skipped_bad": 0, "tokens": 0}
+        self._control_ids: dict[str, int] = {}
 
     # -- state -----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -102,6 +114,9 @@ class BlockStream:
         return in_validation(doc, self.val_fraction) == (self.split == "validation")
 
     def _segment(self, doc: Document) -> Document | None:
+        # any source, not only the JSONL/HF readers: text a tokenizer cannot take is a bad document here
+        if (why := unicode_problem(doc.texts)) is not None:
+            return self._bad(doc, why)
         if doc.scores is not None:
             return doc
         segments = self.segmenter(doc.texts[0])
@@ -199,8 +214,7 @@ class BlockStream:
         before = {k: self.stats[k] for k in ("dropped_by_objective", "skipped_bad")}
         t0 = time.perf_counter()
         docs = self.process(batch)
-        flat = [s for d in docs for s in d.texts]
-        ids = self.tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
+        ids = segment_ids(self.tokenizer, docs, self._control_ids)
         counts = {k: self.stats[k] - v for k, v in before.items()}
         counts["pipeline_seconds"] = time.perf_counter() - t0
         pop = getattr(self.scorer, "pop_stats", None)
@@ -253,11 +267,39 @@ class BlockStream:
             # they run pure-Python scoring and tokenization only (no torch ops)
             os.environ["TOKENIZERS_PARALLELISM"] = "false"
             pool = multiprocessing.get_context("fork").Pool(self.num_workers, _init_worker, (self,))
+            self._workers = list(pool._pool)
         try:
             yield from self._blocks(pool)
         finally:
             if pool is not None:
                 pool.terminate()
+
+    def _result(self, pool, result):
+        """The worker's result; raises when a worker process died meanwhile.
+
+        ``multiprocessing.Pool`` replaces a killed worker silently and the task it held is lost, so
+        ``result.get()`` alone would block forever. We wait in slices of ``worker_check_seconds`` and
+        check the exit code of every worker process the pool has had (``pool._pool``: the pool has no
+        public handle on its processes; a pool worker only exits when terminated).
+        """
+        while True:
+            for p in pool._pool:
+                if all(p is not q for q in self._workers):
+                    self._workers.append(p)
+            dead = [p for p in self._workers if p.exitcode is not None]
+            if dead:
+                p = dead[0]
+                how = f"signal {-p.exitcode}" if p.exitcode < 0 else f"exit code {p.exitcode}"
+                raise RuntimeError(
+                    f"data worker {p.name} (pid {p.pid}) died with {how} while preparing the {self.split} data "
+                    f"(data.num_workers={self.num_workers}); the batch it held is lost, so the stream cannot go on. "
+                    "Out of memory (check dmesg)? Resume with trainer.resume=auto (the data position is "
+                    "checkpointed) or use data.num_workers=0"
+                )
+            try:
+                return result.get(timeout=self.worker_check_seconds)
+            except multiprocessing.TimeoutError:
+                continue
 
     def _blocks(self, pool) -> Iterator[dict[str, torch.Tensor]]:
         lookahead = 2 * self.num_workers
@@ -276,7 +318,7 @@ class BlockStream:
                     pending.append((read_position, pool.apply_async(_worker_run, (batch,))))
                 if pending:
                     end, result = pending.popleft()
-                    self._absorb(result.get(), end, inline=False)
+                    self._absorb(self._result(pool, result), end, inline=False)
                 elif exhausted:
                     break
                 else:
@@ -294,6 +336,26 @@ class BlockStream:
                 yield from self.shuffle.drain()
                 return
             log.info("%s data exhausted: starting epoch %d", self.split, self.epoch)
+
+
+def segment_ids(tokenizer, docs: list[Document], control_ids: dict[str, int] | None = None) -> list[list[int]]:
+    """Token ids of every segment of ``docs`` (flat, in order): the segment's control token by id
+    (``Document.controls``), then its text with special-token parsing off (``encode_text``).
+    ``control_ids`` caches token string → id across calls."""
+    ids = encode_text(tokenizer, [s for d in docs for s in d.texts])
+    cache = {} if control_ids is None else control_ids
+    i = 0
+    for d in docs:
+        for c in d.controls or [None] * len(d.texts):
+            if c is not None:
+                if c not in cache:
+                    if c not in tokenizer.get_vocab():
+                        raise ValueError(f"control token {c!r} of document {d.id!r} is not in the tokenizer's "
+                                         "vocabulary (add the objective's special_tokens first)")
+                    cache[c] = tokenizer.convert_tokens_to_ids(c)
+                ids[i] = [cache[c], *ids[i]]
+            i += 1
+    return ids
 
 
 def scorer_from_config(cfg):
@@ -329,6 +391,7 @@ def stream_from_config(cfg, tokenizer, split: str = "train", objective=None, *, 
         on_error=d.on_error,
         epochs=epochs,
         num_workers=d.num_workers if train else 0,
+        worker_check_seconds=d.get("worker_check_seconds", 1.0),
         seed=cfg.seed,
         rank=rank if train else 0,
         world_size=world_size if train else 1,
