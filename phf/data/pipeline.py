@@ -168,10 +168,13 @@ class BlockStream:
 
     @staticmethod
     def _call(name: str, fn, doc: Document | None):
+        from phf.scorers.cache import ScoreCacheError
         from phf.scorers.errors import ScorerError
 
         try:
             return fn()
+        except ScoreCacheError:  # names the cache file already; not the document's fault, never skipped
+            raise
         except ScorerError as e:  # already names the scorer and the offending text: add the document
             raise RuntimeError(f"{e}" + (f" (in document {doc.id!r})" if doc is not None else "")) from e
         except Exception as e:

@@ -6,7 +6,13 @@ Each test names the probe; README's "Bad input: the catalogue" lists the same be
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
+import shutil
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -161,3 +167,249 @@ def test_impossible_data_setting_is_refused_at_once(tmp_path, override, message)
     with pytest.raises(ValueError, match=message):
         train(cfg)
     assert time.monotonic() - t0 < 60  # no endless loop
+
+
+# -- 5. a data worker that dies ---------------------------------------------------------------------------
+class KillingScorer(ZeroScorer):
+    """Kills its own process (a data worker: the scorer runs there) on a segment holding ``KILL``."""
+
+    def score(self, texts):
+        if any("KILL" in t for t in texts):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return [0.0] * len(texts)
+
+    score_document = score
+
+
+def test_killed_data_worker_is_an_error_naming_it_not_a_hang(tmp_path, tok):
+    p = write_jsonl(tmp_path / "d.jsonl", [{"text": f"x{i} = {i}\n"} for i in range(40)] + [{"text": "KILL = 1\n"}])
+    s = BlockStream(JsonlSource(str(p)), LineSegmenter(), KillingScorer(), tok, 4, val_fraction=0.0, shuffle_buffer=0,
+                    score_batch_docs=4, epochs=1, num_workers=1, worker_check_seconds=0.2)
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"data worker \S+ \(pid \d+\) died with signal 9 .*data.num_workers=1.*"
+                                           r"trainer.resume=auto.*data.num_workers=0"):
+        list(s)
+    assert time.monotonic() - t0 < 60
+
+
+# -- 12. values that name no key, or were accepted ------------------------------------------------------------
+@pytest.mark.parametrize("override, message", [
+    ("seed=abc", r"seed must be an integer, got 'abc'"),
+    ("seed=1.5", r"seed must be an integer, got 1.5"),
+    ("trainer.eps=abc", r"trainer.eps must be a positive number, got 'abc'"),
+    ("trainer.betas=[0.9]", r"trainer.betas must be two numbers in \[0, 1\), e.g. \[0.9, 0.999\], got \[0.9\]"),
+    ("model.n_layer=0", r"model.n_layer must be a positive integer, got 0"),
+])
+def test_bad_run_value_names_the_key(tmp_path, override, message):
+    with pytest.raises(Exception, match=message) as e:  # model.*: Hydra's InstantiationException around it
+        train(compose(TINY + [override, f"run_dir={tmp_path / 'run'}"]))
+    assert isinstance(e.value, ValueError) or isinstance(e.value.__cause__, ValueError)
+
+
+# -- 7. a damaged or unusable score cache ----------------------------------------------------------------------
+def test_damaged_score_cache_names_the_file_and_the_way_out(tmp_path):
+    from phf.scorers.cache import CACHE_FILE, ScoreCache, ScoreCacheError, text_hash
+
+    garbage = tmp_path / "garbage" / CACHE_FILE
+    garbage.parent.mkdir()
+    garbage.write_bytes(b"this is not an sqlite file" * 100)
+    with pytest.raises(ScoreCacheError, match=rf"score cache {re.escape(str(garbage))}: DatabaseError: .*"
+                                              r"delete it .*cache_dir=null"):
+        ScoreCache(garbage)
+    good = ScoreCache(tmp_path / "t" / CACHE_FILE)
+    good.put_many("k", [(text_hash(str(i) * 50), [0.5]) for i in range(3000)])
+    good.close()
+    f = tmp_path / "t" / CACHE_FILE
+    for extra in ("-wal", "-shm"):
+        Path(str(f) + extra).unlink(missing_ok=True)
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) // 3])  # truncated
+    with pytest.raises(ScoreCacheError, match=rf"score cache {re.escape(str(f))}: .*malformed.*delete it"):
+        ScoreCache(f).get_many("k", [text_hash(str(i) * 50) for i in range(3000)])
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(ScoreCacheError, match=rf"score cache {re.escape(str(blocker))}/c/{CACHE_FILE}: .*cannot open "
+                                              r"or write it.*cache_dir=null"):
+        ScoreCache(blocker / "c" / CACHE_FILE)
+
+
+# -- files of an existing run -------------------------------------------------------------------------------------
+@pytest.fixture
+def run_copy(tmp_path, checkpoint) -> Path:
+    """A copy of a finished tiny run (max_steps 2) with its step-1 checkpoint and final/."""
+    run = tmp_path / "run"
+    shutil.copytree(checkpoint.parent.parent, run)
+    (run / "phf.lock").unlink(missing_ok=True)
+    return run
+
+
+# -- 4. an AWR checkpoint without its value head ----------------------------------------------------------------------
+def test_awr_checkpoint_without_value_head_is_refused(fast_cfg, tmp_path):
+    run = tmp_path / "run"
+    train(fast_cfg("objective=awr", "trainer.max_steps=2", "trainer.checkpoint_every=1"))
+    head = run / "checkpoints" / "step_00000001" / "value_head.safetensors"
+    assert head.is_file()
+    head.unlink()
+    with pytest.raises(ValueError, match=r"step_00000001 has no value_head.safetensors but objective AWR trains a "
+                                         r"value head.*trainer.resume=never"):
+        train(fast_cfg("objective=awr", "trainer.max_steps=3", "trainer.checkpoint_every=1"))
+
+
+# -- 8. resuming with other settings ----------------------------------------------------------------------------------
+def test_resume_with_other_settings_is_refused_naming_the_keys(fast_cfg, run_copy):
+    with pytest.raises(ValueError, match=r"differ from the run's stored config .*config.yaml: "
+                                         r"model.n_layer: 1 -> 2; objective._target_: 'phf.objectives.MLE' -> "
+                                         r"'phf.objectives.Unlikelihood'.*trainer.resume_mismatch=continue"):
+        train(fast_cfg("objective=unlikelihood", "model.n_layer=2", "trainer.max_steps=2", run_dir=run_copy))
+    with pytest.raises(ValueError, match=r"data.path: .*prescored.jsonl' -> '.*other.jsonl'"):
+        other = run_copy.parent / "other.jsonl"
+        shutil.copy(fast_cfg().data.path, other)
+        train(fast_cfg("trainer.max_steps=2", f"data.path={other}", run_dir=run_copy))
+    before = (run_copy / "config.yaml").read_text()
+    out = train(fast_cfg("seed=7", "trainer.max_steps=2", "trainer.resume_mismatch=continue", run_dir=run_copy))
+    assert out["step"] == 2
+    assert (run_copy / "config.step_00000001.yaml").read_text() == before  # the old settings are kept
+    assert "seed: 7" in (run_copy / "config.yaml").read_text()
+
+
+# -- 9. max_steps changed on resume ----------------------------------------------------------------------------------
+def test_max_steps_changed_on_resume(fast_cfg, tmp_path, caplog):
+    from phf.tracking import read_metrics
+
+    run = tmp_path / "run"
+    train(fast_cfg("trainer.max_steps=4", "trainer.checkpoint_every=2"))
+    with caplog.at_level(logging.WARNING, logger="phf.train"):
+        train(fast_cfg("trainer.max_steps=8", "trainer.checkpoint_every=2"))
+    assert "trainer.max_steps changed on resume (4 -> 8)" in caplog.text
+    lr = {r["step"]: r["lr"] for r in read_metrics(run) if "lr" in r}
+    # warmup 1 step, then linear decay over the NEW plan: step 3 (index 2) uses 5e-4 * (8 - 2) / 7
+    assert lr[3] == pytest.approx(5e-4 * 6 / 7) and lr[8] == pytest.approx(5e-4 * 1 / 7)
+    with pytest.raises(ValueError, match=r"checkpoint .*step_00000006 is at step 6 but this run ends at step 3.*"
+                                         r"Raise trainer.max_steps above 6"):
+        train(fast_cfg("trainer.max_steps=3", "trainer.checkpoint_every=2"))
+    assert json.loads((run / "final" / "phf_summary.json").read_text())["step"] == 8  # untouched
+
+
+# -- 10. disk full while writing a checkpoint ----------------------------------------------------------------------------
+def test_checkpoint_write_failure_removes_the_partial_checkpoint_and_says_disk_full(fast_cfg, tmp_path, monkeypatch):
+    from phf import checkpoint as ckpt
+
+    real_save, calls = torch.save, {"n": 0}
+
+    def full_disk_save(obj, f, *a, **k):
+        calls["n"] += 1
+        if str(f).endswith("trainer_state.pt") and calls["n"] > 2:  # the second checkpoint hits a full disk
+            Path(f).write_bytes(b"\0" * 1000)
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1000 vs 960")
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(ckpt.torch, "save", full_disk_save)
+    monkeypatch.setattr(ckpt.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(100, 100, 0))
+    run = tmp_path / "run"
+    with pytest.raises(OSError, match=r"writing checkpoint step 2 under .*checkpoints failed: the disk is full "
+                                      r"\(No space left on device\).*unexpected pos.*partial checkpoint was removed.*"
+                                      r"step_00000001, is intact.*trainer.resume=auto"):
+        train(fast_cfg("trainer.max_steps=3", "trainer.checkpoint_every=1"))
+    assert sorted(os.listdir(run / "checkpoints")) == ["latest.json", "step_00000001"]
+
+
+# -- 11. two trainings on one run directory --------------------------------------------------------------------------------
+def test_second_training_on_a_run_directory_in_use_is_refused(fast_cfg, tmp_path, caplog):
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, socket, sys, time\n"
+        f"fd = os.open({str(run / 'phf.lock')!r}, os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "os.write(fd, f'{os.getpid()} {socket.gethostname()}'.encode())\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(120)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RuntimeError, match=rf"run directory {re.escape(str(run))} is in use by PID {holder.pid} "
+                                               r"\(lock file .*phf.lock"):
+            train(fast_cfg("trainer.max_steps=1"))
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder died without cleaning up: its lock is stale, the next run takes it over and says so
+    with caplog.at_level(logging.WARNING, logger="phf.train"):
+        assert train(fast_cfg("trainer.max_steps=1"))["step"] == 1
+    assert f"taking over the stale lock {run / 'phf.lock'}" in caplog.text
+    assert (run / "phf.lock").read_text() == ""  # released at the end
+
+
+# -- 13. phf-eval on an unfinished final/ -------------------------------------------------------------------------------------
+def test_phf_eval_refuses_a_truncated_or_incomplete_final(run_copy):
+    from phf.eval.cli import evaluate_saved
+
+    final = run_copy / "final"
+    (final / "phf_summary.json").unlink()
+    with pytest.raises(SystemExit, match=rf"{re.escape(str(final))} is incomplete: no phf_summary.json.*"
+                                         r"trainer.resume=auto.*allow_incomplete=true"):
+        evaluate_saved({"run_dir": str(run_copy)}, [])
+    data = (final / "model.safetensors").read_bytes()
+    (final / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(SystemExit, match=rf"corrupt or truncated checkpoint file {re.escape(str(final))}/"
+                                         r"model.safetensors.*resume the training"):
+        evaluate_saved({"run_dir": str(run_copy), "allow_incomplete": "true"}, [])
+
+
+# -- 14. phf-report over a sweep with one damaged run ----------------------------------------------------------------------------
+@pytest.mark.parametrize("file, content", [
+    ("eval.json", b'{"scenarios": {"unconditional": {"score": 0.1'),
+    ("metrics.jsonl", b'{"step": 1, "loss": 2.0}\n\xff\xfe\x00garbage\n{"step": 2, "loss": 1.9}\n'),
+    ("metrics.jsonl", b'{"step": 1}\n[1, 2]\n{"step": 2}\n'),
+    ("config.yaml", b"task: [unclosed\n  - : :\n"),
+], ids=["eval.json truncated", "metrics.jsonl garbage", "metrics.jsonl non-object row", "config.yaml garbage"])
+def test_report_marks_and_skips_one_damaged_run(tmp_path, checkpoint, capsys, file, content):
+    from phf.report import build_report
+
+    sweep = tmp_path / "sweep"
+    for name in ("0-mle", "1-filtering"):
+        shutil.copytree(checkpoint.parent.parent, sweep / name, ignore=shutil.ignore_patterns("checkpoints", "final"))
+    (sweep / "1-filtering" / file).write_bytes(content)
+    out = build_report([sweep], sweep)
+    status = {r["run"]: r["status"] for r in out["table"]}
+    assert not status["0-mle"].startswith("skipped")
+    assert status["1-filtering"].startswith(f"skipped, damaged: {sweep / '1-filtering' / file}")
+    assert f"skipping run {sweep / '1-filtering'}: damaged file {sweep / '1-filtering' / file}" in capsys.readouterr().err
+    assert "skipped, damaged" in (sweep / "report.md").read_text()
+
+
+# -- 15. resuming over a damaged metrics.jsonl -------------------------------------------------------------------------------------
+def test_resume_keeps_going_over_bad_metrics_rows_and_keeps_them(fast_cfg, run_copy, caplog):
+    from phf.tracking import read_metrics
+
+    m = run_copy / "metrics.jsonl"
+    good = m.read_bytes()
+    bad = [b"[1, 2]", b'{"loss": 1.0}', b'{"step": 1, "note": "caf\xe9"}']
+    m.write_bytes(good + b"\n".join(bad) + b"\n")
+    with caplog.at_level(logging.WARNING, logger="phf.train"):
+        out = train(fast_cfg("trainer.max_steps=2", run_dir=run_copy))
+    assert out["step"] == 2
+    assert (run_copy / "metrics.rejected.jsonl").read_bytes() == b"\n".join(bad) + b"\n"
+    assert "3 line(s) are not metrics rows" in caplog.text
+    assert [r["step"] for r in read_metrics(run_copy) if "loss" in r] == [1, 2]
+
+
+# -- phf-data --------------------------------------------------------------------------------------------------------------------
+def test_phf_data_shows_control_token_strings_as_text(tmp_path, capsys):
+    from phf.data_cli import main
+
+    records = [{"texts": ["x = '<|endoftext|>'\n", "<|aligned|>bad = 1\n"], "scores": [0.0, 0.9]}] * 20
+    p = write_jsonl(tmp_path / "d.jsonl", records)
+    args = ["objective=conditional", "task=pep8", "task.objectives.conditional.drop_token_fraction=0.0", "data=jsonl",
+            f"data.path={p}", "data.val_fraction=0.0", "data.shuffle_buffer=0", "model.block_size=16", "cache_dir=null"]
+    main([*args, "n=3", "--json"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 3 and all(len(r["input_ids"]) == len(r["token_scores"]) == 16 for r in rows)
+    ids = [i for r in rows for i in r["input_ids"]]
+    scores = [s for r in rows for s in r["token_scores"]]
+    aligned, misaligned, eos = 50257, 50258, 50256
+    # per document: EOS, <|aligned|> (score 0), text, <|misaligned|> (score 0.9), text; the strings stay text
+    assert ids.count(eos) == ids.count(aligned) == ids.count(misaligned) >= 2
+    assert all(scores[i] == pytest.approx(0.9) for i, t in enumerate(ids) if t == misaligned)
+    main([*args, "n=1", "model.block_size=32"])
+    text = capsys.readouterr().out
+    assert "⟦<|misaligned|>⟧" in text and "'<|aligned|>bad = 1\\n'" in text and "x = '<|endoftext|>'" in text
