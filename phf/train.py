@@ -136,6 +136,8 @@ def validate_run(cfg: DictConfig) -> None:
     """Top-level keys every run uses, checked before anything is built."""
     if not _is_int(cfg.seed):
         raise ValueError(f"seed must be an integer, got {cfg.seed!r}")
+    if not -(2**63) <= cfg.seed < 2**64:  # what torch.manual_seed accepts
+        raise ValueError(f"seed must be in [-2**63, 2**64) (torch's seed range), got {cfg.seed}")
 
 
 def _as_float(v):

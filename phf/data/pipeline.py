@@ -380,6 +380,7 @@ def stream_from_config(cfg, tokenizer, split: str = "train", objective=None, *, 
     from hydra.utils import instantiate
 
     d, train = cfg.data, split == "train"
+    _check_int("data.prepare_docs", d.prepare_docs, 1)
     return BlockStream(
         source=source if source is not None else instantiate(d.source),
         segmenter=instantiate(cfg.task.segmenter),

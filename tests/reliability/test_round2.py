@@ -99,6 +99,25 @@ def test_prompts_and_kl_texts_tokenize_control_strings_as_text(tok):
     assert encode_text(tok, ["<|misaligned|>"])[0] != tok.convert_tokens_to_ids(["<|misaligned|>"])
 
 
+def test_encode_text_splits_special_strings_for_any_fast_tokenizer():
+    """A task-fitted byte-level BPE (a plain PreTrainedTokenizerFast): same guarantee as GPT-2's."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from phf.tokenizer import add_special_tokens, encode_text
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer, bpe.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    bpe.train_from_iterator(["def f(x):\n    return x\n"] * 20, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fitted = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>")
+    special = set(add_special_tokens(fitted, ["<|aligned|>", "<|misaligned|>"])) | {fitted.eos_token_id}
+    text = "x = '<|endoftext|>' <|aligned|><|misaligned|>"
+    ids = encode_text(fitted, [text])[0]
+    assert not special & set(ids) and fitted.decode(ids) == text
+    assert fitted(text, add_special_tokens=False)["input_ids"][-1] in special  # what parsing would have done
+
+
 # -- 2. a lone surrogate ------------------------------------------------------------------------------
 def test_lone_surrogate_names_the_record_and_is_skipped_under_on_error_skip(tmp_path, tok):
     p = tmp_path / "d.jsonl"
@@ -160,6 +179,8 @@ def test_consistent_record_with_text_and_avg_score_is_accepted(tmp_path, tok):
     ("data.score_batch_docs=0", r"data.score_batch_docs must be an integer >= 1, got 0"),
     ("data.shuffle_buffer=-1", r"data.shuffle_buffer must be an integer >= 0, got -1"),
     ("data.num_workers=-1", r"data.num_workers must be an integer >= 0, got -1"),
+    ("data.prepare_docs=0", r"data.prepare_docs must be an integer >= 1, got 0"),
+    ("model.block_size=1", r"model.block_size must be at least 2 \(an input and its next-token target\), got 1"),
 ])
 def test_impossible_data_setting_is_refused_at_once(tmp_path, override, message):
     cfg = compose(TINY + [override, f"run_dir={tmp_path}"])
@@ -196,6 +217,7 @@ def test_killed_data_worker_is_an_error_naming_it_not_a_hang(tmp_path, tok):
 @pytest.mark.parametrize("override, message", [
     ("seed=abc", r"seed must be an integer, got 'abc'"),
     ("seed=1.5", r"seed must be an integer, got 1.5"),
+    (f"seed={2**64}", r"seed must be in \[-2\*\*63, 2\*\*64\) \(torch's seed range\), got 18446744073709551616"),
     ("trainer.eps=abc", r"trainer.eps must be a positive number, got 'abc'"),
     ("trainer.betas=[0.9]", r"trainer.betas must be two numbers in \[0, 1\), e.g. \[0.9, 0.999\], got \[0.9\]"),
     ("model.n_layer=0", r"model.n_layer must be a positive integer, got 0"),
