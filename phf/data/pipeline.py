@@ -14,6 +14,8 @@ import itertools
 import logging
 import multiprocessing
 import os
+import pickle
+import queue
 import random
 import time
 from collections import deque
@@ -264,64 +266,31 @@ class BlockStream:
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         self.scorer_stats: dict[str, float] = {}
-        pool = None
-        if self.num_workers:
-            # fork: workers inherit the scorer, segmenter, objective and tokenizer without pickling;
-            # they run pure-Python scoring and tokenization only (no torch ops)
-            os.environ["TOKENIZERS_PARALLELISM"] = "false"
-            pool = multiprocessing.get_context("fork").Pool(self.num_workers, _init_worker, (self,))
-            self._workers = list(pool._pool)
+        workers = _Workers(self) if self.num_workers else None
         try:
-            yield from self._blocks(pool)
+            yield from self._blocks(workers)
         finally:
-            if pool is not None:
-                pool.terminate()
+            if workers is not None:
+                workers.close()
 
-    def _result(self, pool, result):
-        """The worker's result; raises when a worker process died meanwhile.
-
-        ``multiprocessing.Pool`` replaces a killed worker silently and the task it held is lost, so
-        ``result.get()`` alone would block forever. We wait in slices of ``worker_check_seconds`` and
-        check the exit code of every worker process the pool has had (``pool._pool``: the pool has no
-        public handle on its processes; a pool worker only exits when terminated).
-        """
-        while True:
-            for p in pool._pool:
-                if all(p is not q for q in self._workers):
-                    self._workers.append(p)
-            dead = [p for p in self._workers if p.exitcode is not None]
-            if dead:
-                p = dead[0]
-                how = f"signal {-p.exitcode}" if p.exitcode < 0 else f"exit code {p.exitcode}"
-                raise RuntimeError(
-                    f"data worker {p.name} (pid {p.pid}) died with {how} while preparing the {self.split} data "
-                    f"(data.num_workers={self.num_workers}); the batch it held is lost, so the stream cannot go on. "
-                    "Out of memory (check dmesg)? Resume with trainer.resume=auto (the data position is "
-                    "checkpointed) or use data.num_workers=0"
-                )
-            try:
-                return result.get(timeout=self.worker_check_seconds)
-            except multiprocessing.TimeoutError:
-                continue
-
-    def _blocks(self, pool) -> Iterator[dict[str, torch.Tensor]]:
+    def _blocks(self, workers: _Workers | None) -> Iterator[dict[str, torch.Tensor]]:
         lookahead = 2 * self.num_workers
         while True:
             it = self.source.iter_from(self.position)
             read_position, exhausted = self.position, False
-            pending: deque = deque()  # (end_position, AsyncResult), in source order
+            pending: deque = deque()  # (end_position, worker index), in source order
             while True:
                 # drain what is already packed first: after load_state_dict this continues exactly
                 for block in self.packer.pop_blocks():
                     out = self.shuffle.push(block)
                     if out is not None:
                         yield out
-                while pool is not None and not exhausted and len(pending) < lookahead:
+                while workers is not None and not exhausted and len(pending) < lookahead:
                     batch, read_position, exhausted = self._read_batch(it, read_position)
-                    pending.append((read_position, pool.apply_async(_worker_run, (batch,))))
+                    pending.append((read_position, workers.submit(batch)))
                 if pending:
-                    end, result = pending.popleft()
-                    self._absorb(self._result(pool, result), end, inline=False)
+                    end, worker = pending.popleft()
+                    self._absorb(workers.result(worker), end, inline=False)
                 elif exhausted:
                     break
                 else:
@@ -411,13 +380,77 @@ def validation_blocks(cfg, tokenizer, objective=None, max_blocks: int = 16, *, s
     return blocks
 
 
-_STREAM: BlockStream | None = None
+class _Workers:
+    """``data.num_workers`` forked processes that run ``BlockStream._work`` on batches, in order.
+
+    Each worker has its own task and result queue and batches go round-robin, so the results of one
+    worker arrive in the order its batches were sent and the stream stays deterministic. Not a
+    ``multiprocessing.Pool``: a pool silently replaces a killed worker and loses the task it held (the
+    trainer then waits forever), and a worker killed while holding the pool's shared queue lock makes
+    even ``terminate()`` hang. Here a wait for a result checks every ``worker_check_seconds`` that no
+    worker has died, and shutdown kills the processes without touching any lock they may hold.
+    """
+
+    def __init__(self, stream: BlockStream):
+        # fork: workers inherit the scorer, segmenter, objective and tokenizer without pickling; they
+        # run pure-Python scoring and tokenization only (no torch ops)
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+        ctx = multiprocessing.get_context("fork")
+        self.stream, self.next = stream, 0
+        self.tasks = [ctx.Queue() for _ in range(stream.num_workers)]
+        self.results = [ctx.Queue() for _ in range(stream.num_workers)]
+        self.procs = [ctx.Process(target=_worker_loop, args=(stream, t, r), name=f"phf-data-worker-{i}", daemon=True)
+                      for i, (t, r) in enumerate(zip(self.tasks, self.results, strict=True))]
+        for p in self.procs:
+            p.start()
+
+    def submit(self, batch) -> int:
+        i, self.next = self.next, (self.next + 1) % len(self.procs)
+        self.tasks[i].put(batch)
+        return i
+
+    def result(self, i: int):
+        """Worker ``i``'s next result; raises when any worker process has died meanwhile."""
+        while True:
+            try:
+                ok, value = pickle.loads(self.results[i].get(timeout=self.stream.worker_check_seconds))
+            except queue.Empty:
+                self._check_alive()
+                continue
+            if not ok:
+                raise value
+            return value
+
+    def _check_alive(self) -> None:
+        for p in self.procs:
+            if p.exitcode is not None:
+                s = self.stream
+                how = f"signal {-p.exitcode}" if p.exitcode < 0 else f"exit code {p.exitcode}"
+                raise RuntimeError(
+                    f"data worker {p.name} (pid {p.pid}) died with {how} while preparing the {s.split} data "
+                    f"(data.num_workers={s.num_workers}); the batches it held are lost, so the stream cannot go on. "
+                    "Out of memory (check dmesg)? Resume with trainer.resume=auto (the data position is "
+                    "checkpointed) or use data.num_workers=0")
+
+    def close(self) -> None:
+        for p in self.procs:
+            if p.is_alive():
+                p.kill()  # not a sentinel: a worker may be mid-batch, and nothing it holds is needed
+        for p in self.procs:
+            p.join()
+        for q in self.tasks + self.results:
+            q.cancel_join_thread()  # unsent batches go nowhere: do not wait for a dead reader at exit
+            q.close()
 
 
-def _init_worker(stream: BlockStream) -> None:
-    global _STREAM
-    _STREAM = stream
-
-
-def _worker_run(batch):
-    return _STREAM._work(batch)
+def _worker_loop(stream: BlockStream, tasks, results) -> None:
+    while True:
+        batch = tasks.get()
+        try:
+            out = pickle.dumps((True, stream._work(batch)))
+        except Exception as e:  # re-raised in the trainer; pickled here so the failure itself arrives
+            try:
+                out = pickle.dumps((False, e))
+            except Exception:
+                out = pickle.dumps((False, RuntimeError(f"{type(e).__name__}: {e}")))
+        results.put(out)

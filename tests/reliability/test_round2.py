@@ -213,6 +213,25 @@ def test_killed_data_worker_is_an_error_naming_it_not_a_hang(tmp_path, tok):
     assert time.monotonic() - t0 < 60
 
 
+def test_data_worker_killed_from_outside_while_idle(tmp_path, tok):
+    """kill -9 of a worker waiting for its next batch (as the OOM killer or a user would): an error
+    naming it, and shutting the stream down does not hang on anything the dead worker held."""
+    import multiprocessing
+
+    p = write_jsonl(tmp_path / "d.jsonl", [{"text": f"x{i} = {i}\n"} for i in range(400)])
+    s = BlockStream(JsonlSource(str(p)), LineSegmenter(), ZeroScorer(), tok, 4, val_fraction=0.0, shuffle_buffer=0,
+                    score_batch_docs=2, epochs=1, num_workers=1, worker_check_seconds=0.2)
+    it = iter(s)
+    next(it)
+    time.sleep(0.5)  # the worker has finished its batches and waits for the next one
+    (worker,) = [c for c in multiprocessing.active_children() if c.name.startswith("phf-data-worker")]
+    os.kill(worker.pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match=rf"data worker phf-data-worker-0 \(pid {worker.pid}\) died with signal 9"):
+        list(it)
+    assert time.monotonic() - t0 < 60
+
+
 # -- 12. values that name no key, or were accepted ------------------------------------------------------------
 @pytest.mark.parametrize("override, message", [
     ("seed=abc", r"seed must be an integer, got 'abc'"),
