@@ -360,8 +360,12 @@ def check_resume_config(cfg: DictConfig, resolved: dict, resume_from: Path, run_
         if not isinstance(stored, dict):
             raise ValueError(f"expected a mapping, got {type(stored).__name__}")
     except (OSError, ValueError, yaml.YAMLError) as e:
-        raise ValueError(f"cannot read the stored config {stored_path} to check the resume: {type(e).__name__}: {e}; "
-                         "repair it, or set trainer.resume_mismatch=continue to resume without the check") from None
+        why = (f"cannot read the stored config {stored_path} to check the resume: {type(e).__name__}: "
+               f"{' '.join(str(e).split())}")
+        if tr.resume_mismatch == "continue":
+            log.warning("%s; continuing (trainer.resume_mismatch=continue)", why)
+            return stored_path
+        raise ValueError(f"{why}; repair it, or set trainer.resume_mismatch=continue to resume without the check") from None
     diffs = config_differences(stored, resolved, list(tr.resume_keys), list(tr.resume_ignore))
     if not diffs:
         return stored_path

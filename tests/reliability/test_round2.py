@@ -311,6 +311,10 @@ def test_resume_with_other_settings_is_refused_naming_the_keys(fast_cfg, run_cop
     assert out["step"] == 2
     assert (run_copy / "config.step_00000001.yaml").read_text() == before  # the old settings are kept
     assert "seed: 7" in (run_copy / "config.yaml").read_text()
+    (run_copy / "config.yaml").write_text("model: [unclosed\n")
+    with pytest.raises(ValueError, match=r"cannot read the stored config .*config.yaml to check the resume: .*"
+                                         r"trainer.resume_mismatch=continue"):
+        train(fast_cfg("seed=7", "trainer.max_steps=2", run_dir=run_copy))
 
 
 # -- 9. max_steps changed on resume ----------------------------------------------------------------------------------
