@@ -191,8 +191,8 @@ def write_failure(ckpt_root: Path, step: int, partial: list[Path], e: BaseExcept
     return OSError(
         f"writing checkpoint step {step} under {ckpt_root} failed: {what} [free space when it failed: {free}; "
         f"cause: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}]. The partial checkpoint was removed; "
-        f"the last complete one, {ckpt_root / latest if latest else 'none'}, is intact. Free space (or set "
-        "trainer.keep_checkpoints lower / another run_dir) and resume with trainer.resume=auto")
+        + (f"the last complete one, {ckpt_root / latest}, is intact. " if latest else "there is no earlier checkpoint. ")
+        + "Free space (or set trainer.keep_checkpoints lower / another run_dir) and resume with trainer.resume=auto")
 
 
 def _available(ckpt_root: Path) -> str:
