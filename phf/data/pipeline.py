@@ -413,7 +413,7 @@ class _Workers:
         """Worker ``i``'s next result; raises when any worker process has died meanwhile."""
         while True:
             try:
-                ok, value = pickle.loads(self.results[i].get(timeout=self.stream.worker_check_seconds))
+                ok, value = self.results[i].get(timeout=self.stream.worker_check_seconds)
             except queue.Empty:
                 self._check_alive()
                 continue
@@ -447,10 +447,11 @@ def _worker_loop(stream: BlockStream, tasks, results) -> None:
     while True:
         batch = tasks.get()
         try:
-            out = pickle.dumps((True, stream._work(batch)))
-        except Exception as e:  # re-raised in the trainer; pickled here so the failure itself arrives
-            try:
-                out = pickle.dumps((False, e))
+            out = (True, stream._work(batch))  # lists, dicts and numbers: always picklable
+        except Exception as e:  # re-raised in the trainer
+            try:  # the queue pickles in a background thread and would drop what it cannot pickle
+                pickle.dumps(e)
+                out = (False, e)
             except Exception:
-                out = pickle.dumps((False, RuntimeError(f"{type(e).__name__}: {e}")))
+                out = (False, RuntimeError(f"{type(e).__name__}: {e}"))
         results.put(out)

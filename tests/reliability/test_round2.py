@@ -213,6 +213,21 @@ def test_killed_data_worker_is_an_error_naming_it_not_a_hang(tmp_path, tok):
     assert time.monotonic() - t0 < 60
 
 
+def test_bad_document_in_a_data_worker_raises_in_the_trainer(tok):
+    """The document check runs in the worker process; its error reaches the trainer unchanged."""
+    from phf.data.document import Document
+
+    class Raw:
+        def iter_from(self, start):
+            docs = [Document([f"a{i} = 1\n"], None, id=f"raw:{i}") for i in range(10)] + [Document(["b\ud800"], id="raw:x")]
+            yield from docs[start:]
+
+    s = BlockStream(Raw(), LineSegmenter(), ZeroScorer(), tok, 2, val_fraction=0.0, shuffle_buffer=0,
+                    score_batch_docs=2, epochs=1, num_workers=1, worker_check_seconds=0.2)
+    with pytest.raises(ValueError, match=r"raw:x: texts\[0\] has a lone surrogate.*data.on_error=skip"):
+        list(s)
+
+
 def test_data_worker_killed_from_outside_while_idle(tmp_path, tok):
     """kill -9 of a worker waiting for its next batch (as the OOM killer or a user would): an error
     naming it, and shutting the stream down does not hang on anything the dead worker held."""
