@@ -253,6 +253,10 @@ def build_objective(cfg: DictConfig, tokenizer):
     return objective, add_special_tokens(tokenizer, objective.special_tokens)
 
 
+class RunDirInUse(RuntimeError):
+    """Another live process holds the run directory's lock."""
+
+
 class RunLock:
     """An exclusive lock on a run directory (``RUN_DIR/phf.lock`` holding ``PID HOST``).
 
@@ -273,7 +277,7 @@ class RunLock:
 
     def _refuse(self, holder: str):
         pid = holder.split()[0] if holder.split() else holder
-        return RuntimeError(
+        return RunDirInUse(
             f"run directory {self.path.parent} is in use by PID {pid} (lock file {self.path}: {holder!r}); "
             "wait for that run to end or use another run_dir. If no such phf-train runs (e.g. the directory is "
             f"shared with another machine whose process died), delete {self.path}")
@@ -728,6 +732,8 @@ def main() -> None:
             return train(cfg).get("val/loss")
         except Exception as e:
             run_dir = Path(cfg.run_dir)
+            if isinstance(e, RunDirInUse):  # the directory belongs to the live run: write nothing into it
+                raise
             try:
                 run_dir.mkdir(parents=True, exist_ok=True)
                 (run_dir / "error.txt").write_text(traceback.format_exc())

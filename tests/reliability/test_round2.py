@@ -389,6 +389,12 @@ def test_second_training_on_a_run_directory_in_use_is_refused(fast_cfg, tmp_path
         with pytest.raises(RuntimeError, match=rf"run directory {re.escape(str(run))} is in use by PID {holder.pid} "
                                                r"\(lock file .*phf.lock"):
             train(fast_cfg("trainer.max_steps=1"))
+        # phf-train's own failure record (error.txt) must not land in the directory of the live run
+        from tests.reliability.harness import command, env
+
+        res = subprocess.run(command(run, base=TINY), env=env(), capture_output=True, text=True, timeout=300)
+        assert res.returncode != 0 and f"is in use by PID {holder.pid}" in res.stderr
+        assert not (run / "error.txt").exists()
     finally:
         holder.kill()
         holder.wait()
