@@ -120,15 +120,18 @@ def save_checkpoint(ckpt_root: Path, step: int, model, tokenizer, trainer_state:
     final, tmp = ckpt_root / name, ckpt_root / f"{name}.tmp"
     _remove_stale(ckpt_root, step)
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, tokenizer)
-    torch.save(trainer_state, tmp / "trainer_state.pt")
-    # data states of every rank were written by their ranks into ckpt_root/pending_<step>/
     pending = ckpt_root / f"pending_{step:08d}"
-    if pending.is_dir():
-        for f in pending.iterdir():
-            shutil.move(str(f), tmp / f.name)
-        pending.rmdir()
-    _fsync_tree(tmp)
+    try:
+        model.save_pretrained(tmp, tokenizer)
+        torch.save(trainer_state, tmp / "trainer_state.pt")
+        # data states of every rank were written by their ranks into ckpt_root/pending_<step>/
+        if pending.is_dir():
+            for f in pending.iterdir():
+                shutil.move(str(f), tmp / f.name)
+            pending.rmdir()
+        _fsync_tree(tmp)
+    except Exception as e:
+        raise write_failure(ckpt_root, step, [tmp, pending], e) from e
     if final.exists():
         # a checkpoint of this step from an abandoned timeline; if the manifest names it, point the
         # manifest at an older complete one first, so no moment exists where it names a missing dir
@@ -153,15 +156,60 @@ def save_checkpoint(ckpt_root: Path, step: int, model, tokenizer, trainer_state:
 
 def save_data_state(ckpt_root: Path, step: int, rank: int, state: dict) -> None:
     pending = ckpt_root / f"pending_{step:08d}"
-    pending.mkdir(parents=True, exist_ok=True)
-    tmp = pending / f"data_state_rank{rank}.pt.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, pending / f"data_state_rank{rank}.pt")
+    try:
+        pending.mkdir(parents=True, exist_ok=True)
+        tmp = pending / f"data_state_rank{rank}.pt.tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, pending / f"data_state_rank{rank}.pt")
+    except Exception as e:
+        raise write_failure(ckpt_root, step, [pending], e) from e
+
+
+def _disk_full(e: BaseException) -> bool:
+    """ENOSPC anywhere in the exception chain (torch.save reports it as 'unexpected pos' only)."""
+    import errno
+
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def write_failure(ckpt_root: Path, step: int, partial: list[Path], e: BaseException) -> OSError:
+    """Remove the partial checkpoint (it would fill the disk and is useless) and return an error that
+    says what failed, how much space is free and which complete checkpoint is still there."""
+    free_before = shutil.disk_usage(ckpt_root).free if ckpt_root.is_dir() else None
+    for p in partial:
+        shutil.rmtree(p, ignore_errors=True)
+    full = _disk_full(e) or free_before == 0
+    latest = _manifest_name(ckpt_root)
+    what = "the disk is full (No space left on device)" if full else f"{type(e).__name__}: {e}"
+    free = "unknown" if free_before is None else f"{free_before / 2**20:.1f} MiB"
+    return OSError(
+        f"writing checkpoint step {step} under {ckpt_root} failed: {what} [free space when it failed: {free}; "
+        f"cause: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}]. The partial checkpoint was removed; "
+        + (f"the last complete one, {ckpt_root / latest}, is intact. " if latest else "there is no earlier checkpoint. ")
+        + "Free space (or set trainer.keep_checkpoints lower / another run_dir) and resume with trainer.resume=auto")
 
 
 def _available(ckpt_root: Path) -> str:
     steps = _step_dirs(ckpt_root)
     return ", ".join(str(steps[s]) for s in sorted(steps)) or "none"
+
+
+def check_safetensors(path: Path) -> None:
+    """Raise a ValueError naming the first ``*.safetensors`` file of ``path`` whose header is unreadable."""
+    from safetensors import safe_open
+
+    for f in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(str(f), framework="pt") as g:
+                g.keys()
+        except Exception as e:  # safetensors raises its own SafetensorError
+            raise ValueError(f"corrupt or truncated checkpoint file {f}: {e}") from None
 
 
 def check_checkpoint(path: str | os.PathLike) -> Path:
@@ -170,8 +218,6 @@ def check_checkpoint(path: str | os.PathLike) -> Path:
 
     Cheap: reads the safetensors headers and the zip directories of the ``.pt`` files, no tensors.
     """
-    from safetensors import safe_open
-
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint {path} is not a directory (trainer.resume must name a step_* directory)")
@@ -180,12 +226,7 @@ def check_checkpoint(path: str | os.PathLike) -> Path:
         missing.append("model.safetensors")
     if missing:
         raise ValueError(f"checkpoint {path} is incomplete: missing {', '.join(missing)}")
-    for f in sorted(path.glob("*.safetensors")):
-        try:
-            with safe_open(str(f), framework="pt") as g:
-                g.keys()
-        except Exception as e:  # safetensors raises its own SafetensorError
-            raise ValueError(f"corrupt or truncated checkpoint file {f}: {e}") from None
+    check_safetensors(path)
     for f in sorted(path.glob("*.pt")):
         if not zipfile.is_zipfile(f):
             raise ValueError(f"corrupt or truncated checkpoint file {f}: not a complete torch.save archive")

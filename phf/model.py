@@ -130,6 +130,11 @@ def build_model(
             "drop the override (null follows the objective) or set model.value_head=true"
         )
     use_head = needs if value_head is None else bool(value_head)
+    for key, v in (("n_layer", n_layer), ("n_head", n_head), ("n_embd", n_embd), ("block_size", block_size)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"model.{key} must be a positive integer, got {v!r}")
+    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
+        raise ValueError(f"model.dropout must be a number in [0, 1), got {dropout!r}")
     if n_embd % n_head:
         raise ValueError(f"model.n_embd ({n_embd}) must be divisible by model.n_head ({n_head})")
     gen = torch.Generator().manual_seed(seed)

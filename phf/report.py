@@ -37,6 +37,7 @@ import csv
 import json
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +69,7 @@ class Run:
     error: str | None = None
     cfg: dict = field(default_factory=dict)
     samples: dict[str, list[dict]] = field(default_factory=dict)  # scenario -> the last evaluation's samples
+    damaged: str | None = None  # a file of the run that cannot be read: the run is listed, not reported
 
     @property
     def name(self) -> str:
@@ -105,22 +107,70 @@ def objective_name(run_dir: Path, cfg: dict) -> str:
     return target.rsplit(".", 1)[-1].lower()
 
 
-def load_run(path: Path) -> Run:
-    cfg = yaml.safe_load((path / "config.yaml").read_text()) or {}
-    ev = json.loads((path / "eval.json").read_text()) if (path / "eval.json").is_file() else None
+class DamagedRun(ValueError):
+    """A run file that cannot be read; the message names the file and what is wrong."""
+
+
+def _read_mapping(file: Path, parse) -> dict:
+    try:
+        data = parse(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError, yaml.YAMLError, RecursionError) as e:  # JSONDecodeError: ValueError
+        raise DamagedRun(f"{file}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    if data is None and parse is yaml.safe_load:
+        return {}
+    if not isinstance(data, dict):
+        raise DamagedRun(f"{file}: expected a mapping, got {type(data).__name__}")
+    return data
+
+
+def _read_rows(file: Path) -> list[dict]:
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise DamagedRun(f"{file}: invalid UTF-8 at byte {e.start}") from None
     rows = []
-    if (path / "metrics.jsonl").is_file():
-        for line in (path / "metrics.jsonl").read_text().splitlines():
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue  # a run killed mid-write leaves a partial last line
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, RecursionError) as e:
+            if i == last:
+                continue  # a run killed mid-write leaves a partial last line
+            raise DamagedRun(f"{file}:{i + 1}: malformed JSON ({getattr(e, 'msg', 'nested too deeply')})") from None
+        if not isinstance(row, dict):
+            raise DamagedRun(f"{file}:{i + 1}: expected a JSON object, got {type(row).__name__}")
+        rows.append(row)
+    return rows
+
+
+def load_run(path: Path) -> Run:
+    """The run's files; a file that cannot be read gives a Run marked ``damaged`` (naming it) instead."""
+    try:
+        return _load_run(path)
+    except DamagedRun as e:
+        return Run(path, "?", objective_name(path, {}), None, damaged=str(e))
+
+
+def _load_run(path: Path) -> Run:
+    cfg = _read_mapping(path / "config.yaml", yaml.safe_load)
+    ev = _read_mapping(path / "eval.json", json.loads) if (path / "eval.json").is_file() else None
+    if ev is not None:
+        for k in ("scenarios", "heldout", "kl"):
+            if ev.get(k) is not None and not isinstance(ev[k], dict):
+                raise DamagedRun(f"{path / 'eval.json'}: '{k}' must be an object, got {type(ev[k]).__name__}")
+        for name, sc in (ev.get("scenarios") or {}).items():
+            if not isinstance(sc, dict):
+                raise DamagedRun(f"{path / 'eval.json'}: scenarios.{name} must be an object, got {type(sc).__name__}")
+    rows = _read_rows(path / "metrics.jsonl") if (path / "metrics.jsonl").is_file() else []
+    task = (cfg.get("task") or {}).get("name", "?") if isinstance(cfg.get("task") or {}, dict) else "?"
+    if not isinstance(task, str):
+        raise DamagedRun(f"{path / 'config.yaml'}: task.name must be a string, got {type(task).__name__}")
     error = None
     if (path / "error.txt").is_file():
         lines = (path / "error.txt").read_text().strip().splitlines()
         error = lines[-1] if lines else "failed"
-    task = (cfg.get("task") or {}).get("name", "?")
     return Run(path, task, objective_name(path, cfg), ev, rows, error, cfg, last_samples(path))
 
 
@@ -139,15 +189,19 @@ def last_samples(run_dir: Path) -> dict[str, list[dict]]:
     out = {}
     for f in sorted(folder.glob("*.jsonl")):
         rows = []
-        for i, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            text = f.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise DamagedRun(f"{f}: invalid UTF-8 at byte {e.start}") from None
+        for i, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{f}:{i}: not a JSON sample row ({e})") from e
+                raise DamagedRun(f"{f}:{i}: not a JSON sample row ({e})") from None
             if not isinstance(row, dict) or "text" not in row or "score" not in row:
-                raise ValueError(f"{f}:{i}: a sample row needs 'text' and 'score'")
+                raise DamagedRun(f"{f}:{i}: a sample row needs 'text' and 'score'")
             rows.append(row)
         out[f.stem] = rows
     return out
@@ -248,6 +302,8 @@ def summarize(run: Run, scenario: str, degeneracy: Degeneracy | None = None) -> 
         "tokens_seen": tokens if math.isfinite(tokens) else last_value(run, "tokens_seen"),
         "status": "failed: " + run.error if run.error else ("ok" if run.eval else "no eval.json"),
     }
+    if run.damaged:
+        return {**row, "status": f"skipped, damaged: {run.damaged}"}
     samples = run.samples.get(scenario)
     if samples and not run.eval:  # eval.json (phf-eval) is a later evaluation than the training samples
         texts, scores = [r["text"] for r in samples], [_num(r["score"]) for r in samples]
@@ -538,16 +594,19 @@ def build_report(dirs: list[Path], out: Path, scenario: str | None = None,
     if not paths:
         raise SystemExit(f"phf-report: no run (a directory with config.yaml) in {', '.join(map(str, dirs))}")
     runs = [load_run(p) for p in paths]
+    for r in runs:
+        if r.damaged:
+            print(f"phf-report: skipping run {r.path}: damaged file {r.damaged}", file=sys.stderr)
     runs.sort(key=lambda r: (r.task, _rank(r.objective), _natural_key(r.path)))
-    scenario = headline_scenario(runs, scenario)
+    good = [r for r in runs if not r.damaged]
+    scenario = headline_scenario(good, scenario)
     degeneracy = degeneracy or Degeneracy()
     table, groups = [], []
-    for group in seed_groups(runs):
+    for group in seed_groups(good):
         rows = [summarize(r, scenario, degeneracy) for r in group]
         table += rows
         groups.append(aggregate(group, rows, scenario, degeneracy) if len(group) > 1 else rows[0])
-    if len(groups) < len(table):
-        table += [g for g in groups if g["seeds"] > 1]
+    table += [g for g in groups if g["seeds"] > 1] + [summarize(r, scenario) for r in runs if r.damaged]
     out.mkdir(parents=True, exist_ok=True)
     plots = []
     if plot_pareto(groups, out / "pareto.png", scenario):

@@ -88,6 +88,23 @@ def add_special_tokens(tokenizer, tokens: list[str]) -> list[int]:
     return tokenizer.convert_tokens_to_ids(list(tokens))
 
 
+def tokenize_text(tokenizer, texts: list[str], **kwargs):
+    """The tokenizer's encoding of user text, with special-token parsing OFF.
+
+    A document, prompt or sample that contains the string ``<|endoftext|>`` or a control token such
+    as ``<|aligned|>`` is tokenized as those ordinary characters, never as the special token: only phf
+    inserts special tokens, by id (EOS between documents, control tokens by the objective). Works for
+    any transformers fast tokenizer (``split_special_tokens``); no BOS/EOS is added. ``kwargs`` go to
+    the tokenizer (e.g. ``return_offsets_mapping=True``).
+    """
+    return tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True, **kwargs)
+
+
+def encode_text(tokenizer, texts: list[str]) -> list[list[int]]:
+    """Token ids of each user string (see :func:`tokenize_text`); the one way phf tokenizes text."""
+    return tokenize_text(tokenizer, texts)["input_ids"] if texts else []
+
+
 def _doc_texts(source, val_fraction: float, max_docs: int | None):
     """The training split's document texts, in the source's order (the tokenizer never sees held-out
     documents; the split is the pipeline's content-hash split)."""

@@ -21,9 +21,12 @@ import traceback
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 log = logging.getLogger("phf.train")
+
+RESUME_MISMATCH = ("refuse", "continue")
+LOCK_FILE = "phf.lock"
 
 
 # -- set-up ---------------------------------------------------------------------------------------
@@ -118,10 +121,23 @@ def validate_trainer(tr: DictConfig) -> None:
         "val_blocks": (lambda v: _is_int(v) and v > 0, "a positive integer"),
         "max_bad_steps": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
         "cpu_keep_freed_memory": (lambda v: isinstance(v, bool), "true or false"),
+        "eps": (lambda v: _is_num(v) and v > 0, "a positive number"),
+        "betas": (lambda v: isinstance(v, list | tuple | ListConfig) and len(v) == 2
+                  and all(_is_num(b) and 0 <= b < 1 for b in v), "two numbers in [0, 1), e.g. [0.9, 0.999]"),
+        "resume_mismatch": (lambda v: v in RESUME_MISMATCH, f"one of {RESUME_MISMATCH}"),
     }
     for key, (ok, expected) in checks.items():
         if not ok(tr[key]):
-            raise ValueError(f"trainer.{key} must be {expected}, got {tr[key]!r}")
+            value = list(tr[key]) if isinstance(tr[key], ListConfig) else tr[key]
+            raise ValueError(f"trainer.{key} must be {expected}, got {value!r}")
+
+
+def validate_run(cfg: DictConfig) -> None:
+    """Top-level keys every run uses, checked before anything is built."""
+    if not _is_int(cfg.seed):
+        raise ValueError(f"seed must be an integer, got {cfg.seed!r}")
+    if not -(2**63) <= cfg.seed < 2**64:  # what torch.manual_seed accepts
+        raise ValueError(f"seed must be in [-2**63, 2**64) (torch's seed range), got {cfg.seed}")
 
 
 def _as_float(v):
@@ -219,31 +235,12 @@ def dry_run(cfg: DictConfig, dist: Dist) -> dict:
     return info
 
 
-def train(cfg: DictConfig) -> dict:
-    """Train one model as ``cfg`` says; return the final metrics."""
+def build_objective(cfg: DictConfig, tokenizer):
+    """The objective (wrapped by ``cfg.reward``) and the ids of its special tokens, added to ``tokenizer``."""
     from hydra.utils import instantiate
 
-    from phf import checkpoint as ckpt
-    from phf.card import generation_config
-    from phf.data.pipeline import scorer_from_config, stream_from_config
-    from phf.model import PHFModel
     from phf.tokenizer import add_special_tokens
 
-    dist = Dist()
-    tr = cfg.trainer
-    if tr.dry_run:
-        return dry_run(cfg, dist)
-    device = resolve_device(tr.device, dist)
-    if device.type == "cpu" and tr.cpu_keep_freed_memory and not keep_freed_memory():
-        log.warning("trainer.cpu_keep_freed_memory=true has no effect: the C library is not glibc")
-    dist.init(device)
-    run_dir = Path(cfg.run_dir)
-    ckpt_root = run_dir / "checkpoints"
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-
-    # -- components (each validated as it is built) ----------------------------------------------
-    tokenizer = instantiate(cfg.tokenizer)  # fit_bpe fits (once per corpus) or loads from its cache
     objective = instantiate(cfg.objective)
     if getattr(objective, "is_preference", False):
         raise ValueError(f"objective {type(objective).__name__} trains on preference pairs, not packed blocks: "
@@ -253,11 +250,196 @@ def train(cfg: DictConfig) -> dict:
 
         # reward=segment keeps the packed segment scores; reward=guidance wraps the objective with learned ones
         objective = with_token_rewards(objective, instantiate(cfg.reward, tokenizer=tokenizer))
-    control_ids = add_special_tokens(tokenizer, objective.special_tokens)
+    return objective, add_special_tokens(tokenizer, objective.special_tokens)
+
+
+class RunDirInUse(RuntimeError):
+    """Another live process holds the run directory's lock."""
+
+
+class RunLock:
+    """An exclusive lock on a run directory (``RUN_DIR/phf.lock`` holding ``PID HOST``).
+
+    ``flock`` on the open file: the kernel releases it when the process dies, however it dies, so a
+    lock left by a killed run is stale by construction and simply taken over (and said so). Where the
+    file system refuses ``flock``, the PID in the file decides: a live process on this host holds it.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / LOCK_FILE
+        self.fd: int | None = None
+
+    def _holder(self) -> str:
+        try:
+            return self.path.read_text().strip() or "unknown"
+        except OSError:
+            return "unknown"
+
+    def _refuse(self, holder: str):
+        pid = holder.split()[0] if holder.split() else holder
+        return RunDirInUse(
+            f"run directory {self.path.parent} is in use by PID {pid} (lock file {self.path}: {holder!r}); "
+            "wait for that run to end or use another run_dir. If no such phf-train runs (e.g. the directory is "
+            f"shared with another machine whose process died), delete {self.path}")
+
+    def acquire(self) -> None:
+        import fcntl
+        import socket
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        previous = self._holder()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise self._refuse(previous) from None
+        except OSError:  # no flock here (some network file systems): judge by the PID in the file
+            if previous != "unknown" and _pid_alive(previous, socket.gethostname()):
+                os.close(fd)
+                raise self._refuse(previous) from None
+        if previous != "unknown":
+            log.warning("taking over the stale lock %s of a process that is gone (%s)", self.path, previous)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)  # empty = free; the file stays (unlinking would race a new opener)
+            os.close(self.fd)  # closing drops the flock
+            self.fd = None
+
+
+def _pid_alive(holder: str, host: str) -> bool:
+    parts = holder.split()
+    if len(parts) != 2 or not parts[0].isdigit():
+        return False
+    if parts[1] != host:
+        return True  # another machine's process: cannot check, assume it runs
+    try:
+        os.kill(int(parts[0]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return int(parts[0]) != os.getpid()
+
+
+def _flatten(d, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_differences(stored: dict, new: dict, keys, ignore) -> list[str]:
+    """``key: old -> new`` for every leaf under ``keys`` (minus ``ignore`` prefixes) that differs."""
+    def pick(c: dict) -> dict:
+        flat = _flatten({k: c.get(k) for k in keys})
+        return {k: v for k, v in flat.items() if not any(k == i or k.startswith(i + ".") for i in ignore)}
+
+    old, cur = pick(stored), pick(new)
+    return [f"{k}: {old.get(k, '<absent>')!r} -> {cur.get(k, '<absent>')!r}"
+            for k in sorted(set(old) | set(cur)) if old.get(k, "<absent>") != cur.get(k, "<absent>")]
+
+
+def check_resume_config(cfg: DictConfig, resolved: dict, resume_from: Path, run_dir: Path) -> Path | None:
+    """Compare the config the checkpoint was trained with against this run's; refuse a difference on
+    ``trainer.resume_keys`` unless ``trainer.resume_mismatch=continue``. Returns the stored file."""
+    import yaml
+
+    tr = cfg.trainer
+    candidates = [resume_from.parent.parent / "config.yaml", run_dir / "config.yaml"]
+    stored_path = next((p for p in candidates if p.is_file()), None)
+    if stored_path is None:
+        log.warning("resuming %s without a stored config.yaml (looked for %s): cannot check that the settings "
+                    "match", resume_from, ", ".join(map(str, candidates)))
+        return None
+    try:
+        stored = yaml.safe_load(stored_path.read_text())
+        if not isinstance(stored, dict):
+            raise ValueError(f"expected a mapping, got {type(stored).__name__}")
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        why = (f"cannot read the stored config {stored_path} to check the resume: {type(e).__name__}: "
+               f"{' '.join(str(e).split())}")
+        if tr.resume_mismatch == "continue":
+            log.warning("%s; continuing (trainer.resume_mismatch=continue)", why)
+            return stored_path
+        raise ValueError(f"{why}; repair it, or set trainer.resume_mismatch=continue to resume without the check") from None
+    diffs = config_differences(stored, resolved, list(tr.resume_keys), list(tr.resume_ignore))
+    if not diffs:
+        return stored_path
+    listed = "; ".join(diffs)
+    if tr.resume_mismatch == "refuse":
+        raise ValueError(
+            f"resuming {resume_from} with settings that differ from the run's stored config {stored_path}: {listed}. "
+            "Resuming would crash or silently mix two trainings. Use a new run_dir (or trainer.resume=never to start "
+            "over here), or set trainer.resume_mismatch=continue to go on anyway (the old config.yaml is kept)")
+    log.warning("resuming %s with settings that differ from %s (trainer.resume_mismatch=continue): %s",
+                resume_from, stored_path, listed)
+    return stored_path
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train one model as ``cfg`` says; return the final metrics."""
+    dist = Dist()
+    tr = cfg.trainer
+    validate_run(cfg)
+    if tr.dry_run:
+        return dry_run(cfg, dist)
+    plan = plan_steps(tr, cfg.model.block_size, dist.world_size)
+    run_dir = Path(cfg.run_dir)
+    lock = None
+    if dist.main:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OSError(f"run directory {run_dir} cannot be created: {type(e).__name__}: {e}") from e
+        lock = RunLock(run_dir)
+        lock.acquire()
+    try:
+        return _train(cfg, dist, plan, run_dir)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg: DictConfig, dist: Dist, plan: dict, run_dir: Path) -> dict:
+    from hydra.utils import instantiate
+
+    from phf import checkpoint as ckpt
+    from phf.data.pipeline import scorer_from_config, stream_from_config
+    from phf.card import generation_config
+    from phf.model import VALUE_HEAD_FILE, PHFModel
+
+    tr = cfg.trainer
+    ckpt_root = run_dir / "checkpoints"
+    # which checkpoint to continue, and whether its run had the same settings: before building anything
+    resume_from = None
+    if tr.resume == "auto":
+        resume_from = ckpt.latest_checkpoint(ckpt_root)
+    elif tr.resume not in (None, "never", False):
+        resume_from = ckpt.check_checkpoint(tr.resume)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    if resume_from is not None and dist.main:
+        check_resume_config(cfg, resolved, resume_from, run_dir)
+    device = resolve_device(tr.device, dist)
+    if device.type == "cpu" and tr.cpu_keep_freed_memory and not keep_freed_memory():
+        log.warning("trainer.cpu_keep_freed_memory=true has no effect: the C library is not glibc")
+    dist.init(device)
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+
+    # -- components (each validated as it is built) ----------------------------------------------
+    tokenizer = instantiate(cfg.tokenizer)  # fit_bpe fits (once per corpus) or loads from its cache
+    objective, control_ids = build_objective(cfg, tokenizer)
     model = instantiate(cfg.model, tokenizer=tokenizer, objective=objective, seed=cfg.seed).to(device)
     ev = cfg.task.eval  # saved models sample as phf evaluates them (generation_config.json)
     generation_config(model.lm, tokenizer, objective, ev.temperature, ev.top_p, ev.top_k)
-    plan = plan_steps(tr, cfg.model.block_size, dist.world_size)
     if cfg.model.block_size > model.config.n_positions:
         raise ValueError(f"model.block_size {cfg.model.block_size} exceeds the model's context {model.config.n_positions}")
     scorer = scorer_from_config(cfg)
@@ -281,12 +463,12 @@ def train(cfg: DictConfig) -> dict:
 
     # -- resume ----------------------------------------------------------------------------------
     step, tokens_seen = 0, int(tr.start_tokens)
-    resume_from = None
-    if tr.resume == "auto":
-        resume_from = ckpt.latest_checkpoint(ckpt_root)
-    elif tr.resume not in (None, "never", False):
-        resume_from = ckpt.check_checkpoint(tr.resume)
     if resume_from is not None:
+        if model.value_head is not None and not (resume_from / VALUE_HEAD_FILE).is_file():
+            # from_pretrained would build a fresh random head: the resumed run would not be the same run
+            raise ValueError(f"checkpoint {resume_from} has no {VALUE_HEAD_FILE} but objective {type(objective).__name__} "
+                             f"trains a value head; restore the file, resume from another checkpoint "
+                             f"(trainer.resume=PATH), or start over with trainer.resume=never")
         loaded = PHFModel.from_pretrained(resume_from, value_head=model.value_head is not None)
         model.load_state_dict(loaded.state_dict())
         del loaded
@@ -294,6 +476,20 @@ def train(cfg: DictConfig) -> dict:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, tokens_seen = state["step"], state["tokens_seen"]
+        if step >= plan["max_steps"]:
+            raise ValueError(
+                f"checkpoint {resume_from} is at step {step} but this run ends at step {plan['max_steps']} "
+                f"(trainer.max_steps / trainer.num_tokens): nothing is left to train. Raise trainer.max_steps above "
+                f"{step}, resume an earlier checkpoint with trainer.resume=PATH, or start over with trainer.resume=never")
+        saved_plan = state.get("plan") or {}
+        if saved_plan and saved_plan.get("max_steps") != plan["max_steps"]:
+            log.warning("trainer.max_steps changed on resume (%s -> %d): the LR schedule continues as if the run "
+                        "had been planned for %d steps from the start", saved_plan.get("max_steps"),
+                        plan["max_steps"], plan["max_steps"])
+        # the saved scheduler carries the LR its old plan computed for the next step; recompute it from
+        # this run's schedule (identical when the plan is unchanged)
+        for group, base, f in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):
+            group["lr"] = base * f(scheduler.last_epoch)
         stream.load_state_dict(ckpt.load_state(resume_from, f"data_state_rank{dist.rank}.pt"))
         ckpt.set_rng_state(state["rng"][dist.rank] if isinstance(state["rng"], list) else state["rng"])
         if dist.main:
@@ -302,26 +498,22 @@ def train(cfg: DictConfig) -> dict:
         if dist.main:  # a fresh start replaces rows a run killed before its first checkpoint left
             _truncate_metrics(run_dir / "metrics.jsonl", -1)
     if resume_from is None and tr.data_state_from:
-        # finetuning: continue where the pretraining run's data stream stopped, without re-reading or
-        # re-tokenizing the documents it consumed. fresh (the original's skip_tokens): empty buffers, so
-        # every block goes through this objective's transform; restored: also that run's token and
-        # shuffle buffers (blocks built by its objective), its exact continuation
-        data_state = ckpt.load_state(Path(tr.data_state_from), f"data_state_rank{dist.rank}.pt")
-        buffers = tr.get("data_state_buffers", "fresh")
-        if buffers == "fresh":
-            stream.load_position(data_state)
-        elif buffers == "restored":
-            stream.load_state_dict(data_state)
-        else:
-            raise ValueError(f"trainer.data_state_buffers must be fresh or restored, got {buffers!r}")
+        # finetuning: continue exactly where the pretraining run's data stream stopped, without
+        # re-reading or re-tokenizing the documents it consumed
+        stream.load_state_dict(ckpt.load_state(Path(tr.data_state_from), f"data_state_rank{dist.rank}.pt"))
 
     # -- tracking --------------------------------------------------------------------------------
     tracker = None
     try:
-        resolved = OmegaConf.to_container(cfg, resolve=True)
         if dist.main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
+            text = OmegaConf.to_yaml(OmegaConf.create(resolved))
+            config_file = run_dir / "config.yaml"
+            if resume_from is not None and config_file.is_file() and config_file.read_text() != text:
+                # nothing already written is lost: the settings the earlier steps ran with stay readable
+                kept = run_dir / f"config.step_{step:08d}.yaml"
+                os.replace(config_file, kept)
+                log.info("config changed on resume; the previous one is kept as %s", kept)
+            config_file.write_text(text)
         name = cfg.get("run_name") or f"{cfg.task.name}-{type(objective).__name__.lower()}"
         # partial: the resolved config holds `_target_` nodes that instantiate must not build
         tracker = instantiate(cfg.logger, _partial_=True)(run_dir=run_dir, run_config=resolved, name=name,
@@ -427,7 +619,7 @@ def _loop(cfg, dist, device, model, objective, tokenizer, stream, source, scorer
             log.warning("%s: skipping the update (%d/%d allowed)", msg, bad_steps, tr.max_bad_steps)
             sums.clear()
             continue
-        lr = scheduler.get_last_lr()[0]  # the LR this update uses
+        lr = optimizer.param_groups[0]["lr"]  # the LR this update uses
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -455,7 +647,7 @@ def _loop(cfg, dist, device, model, objective, tokenizer, stream, source, scorer
         if sample_every and step % sample_every == 0 and step < plan["max_steps"] and dist.main:
             evaluate_samples()
         if tr.checkpoint_every and step % tr.checkpoint_every == 0 and step < plan["max_steps"]:
-            _save(ckpt_root, step, core, tokenizer, optimizer, scheduler, stream, tokens_seen, dist, tr)
+            _save(ckpt_root, step, core, tokenizer, optimizer, scheduler, stream, tokens_seen, dist, tr, plan)
     bar.close()
 
     final = {"step": step, "tokens_seen": tokens_seen, "train/loss": last.get("loss", float("nan")),
@@ -476,7 +668,7 @@ def _loop(cfg, dist, device, model, objective, tokenizer, stream, source, scorer
     return final
 
 
-def _save(ckpt_root, step, model, tokenizer, optimizer, scheduler, stream, tokens_seen, dist, tr) -> None:
+def _save(ckpt_root, step, model, tokenizer, optimizer, scheduler, stream, tokens_seen, dist, tr, plan) -> None:
     from phf import checkpoint as ckpt
 
     ckpt.save_data_state(ckpt_root, step, dist.rank, stream.state_dict())
@@ -488,25 +680,46 @@ def _save(ckpt_root, step, model, tokenizer, optimizer, scheduler, stream, token
     dist.barrier()
     if dist.main:
         state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng,
-                 "step": step, "tokens_seen": tokens_seen}
+                 "step": step, "tokens_seen": tokens_seen,
+                 "plan": {"max_steps": plan["max_steps"], "warmup_steps": plan["warmup_steps"]}}
         ckpt.save_checkpoint(ckpt_root, step, model, tokenizer, state, tr.keep_checkpoints)
     dist.barrier()
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop rows a killed run logged after the checkpoint it resumes from."""
+    """Drop rows a killed run logged after the checkpoint it resumes from.
+
+    A line that is not a metrics row (torn by a kill mid-write, invalid UTF-8, not a JSON object, no
+    integer ``step``) is not a reason to refuse the resume, and is not thrown away either: it moves to
+    ``metrics.rejected.jsonl`` next to it (bytes as they were) with a warning naming the lines.
+    """
     if not path.is_file():
         return
-    keep = []
-    for line in path.read_text().splitlines():
+    keep: list[bytes] = []
+    rejected: list[tuple[int, bytes, str]] = []
+    for lineno, raw in enumerate(path.read_bytes().splitlines(), 1):
+        if not raw.strip():
+            continue
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError:  # a row torn by a kill mid-write
+            row = json.loads(raw.decode("utf-8"))
+            if not isinstance(row, dict):
+                raise ValueError(f"not a JSON object ({type(row).__name__})")
+            if not _is_int(row.get("step")):
+                raise ValueError(f"no integer 'step' (got {row.get('step')!r})")
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
+            rejected.append((lineno, raw, f"{type(e).__name__}: {e}"))
             continue
         if row["step"] <= step:
-            keep.append(line)
+            keep.append(raw)
+    if rejected:
+        # a torn last line is the normal trace of a kill; anything else is worth a look
+        bad = path.with_name(path.stem + ".rejected.jsonl")
+        with open(bad, "ab") as f:
+            f.writelines(raw + b"\n" for _, raw, _ in rejected)
+        log.warning("%s: %d line(s) are not metrics rows and were moved to %s: %s", path, len(rejected), bad,
+                    "; ".join(f"line {n}: {why}" for n, _, why in rejected[:5]))
     tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
+    tmp.write_bytes(b"".join(raw + b"\n" for raw in keep))
     os.replace(tmp, path)
 
 
@@ -523,6 +736,8 @@ def main() -> None:
             return train(cfg).get("val/loss")
         except Exception as e:
             run_dir = Path(cfg.run_dir)
+            if isinstance(e, RunDirInUse):  # the directory belongs to the live run: write nothing into it
+                raise
             try:
                 run_dir.mkdir(parents=True, exist_ok=True)
                 (run_dir / "error.txt").write_text(traceback.format_exc())

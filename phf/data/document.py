@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import math
+import struct
 from dataclasses import dataclass, field
+
+# the largest float32: token scores are packed and trained in float32, so a score beyond it (finite in
+# float64, e.g. 1e39) would become inf there
+FLOAT32_MAX = struct.unpack("<f", b"\xff\xff\x7f\x7f")[0]
 
 
 def _finite(x: int | float) -> bool:
@@ -14,11 +19,24 @@ def _finite(x: int | float) -> bool:
         return False
 
 
+def unicode_problem(texts: list[str]) -> str | None:
+    """Why ``texts`` are not valid Unicode text (a lone surrogate, e.g. from a JSON ``"\\ud800"``
+    escape without its pair, which no tokenizer accepts), or None when they are."""
+    for i, t in enumerate(texts):
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError as e:
+            return (f"texts[{i}] has a lone surrogate {t[e.start]!r} at character {e.start} "
+                    "(not valid Unicode text: an unpaired \\ud800-\\udfff escape?)")
+    return None
+
+
 @dataclass
 class Document:
     """A document in the paper's record format (``texts``, ``scores``, ``avg_score``).
 
-    ``texts`` concatenate to the original document exactly. ``scores`` holds one misalignment score
+    ``texts`` concatenate to the original document exactly (``controls`` are kept apart). ``scores``
+    holds one misalignment score
     per segment (higher = worse) once the document is scored, ``None`` before. ``id`` names the
     document's origin (``file:line`` or ``dataset[index]``) for error messages and hashing.
     """
@@ -27,6 +45,10 @@ class Document:
     scores: list[float] | None = None
     id: str = ""
     meta: dict = field(default_factory=dict)
+    # a special token (by its string) per segment, or None: inserted by id before the segment's tokens
+    # (conditional training's control tokens). Never part of ``texts``: text is tokenized with
+    # special-token parsing off, so a document cannot forge a control token by containing its string.
+    controls: list[str | None] | None = None
 
     @property
     def text(self) -> str:
@@ -47,6 +69,8 @@ class Document:
         """Raise a ValueError naming the document when its fields break the record format."""
         if not isinstance(self.texts, list) or not all(isinstance(t, str) for t in self.texts):
             raise ValueError(f"{self.id}: 'texts' must be a list of strings")
+        if (why := unicode_problem(self.texts)) is not None:
+            raise ValueError(f"{self.id}: {why}")
         if self.scores is None:
             return
         if not isinstance(self.scores, list):
@@ -59,6 +83,9 @@ class Document:
             if isinstance(s, bool) or not isinstance(s, (int, float)) or not _finite(s):
                 shown = repr(s) if len(repr(s)) <= 40 else f"{repr(s)[:37]}..."
                 raise ValueError(f"{self.id}: scores[{i}] = {shown} is not a finite number")
+            if abs(s) > FLOAT32_MAX:
+                raise ValueError(f"{self.id}: scores[{i}] = {s!r} is outside float32's range (±{FLOAT32_MAX:.4g}), "
+                                 "the precision token scores are trained in")
 
     def to_record(self) -> dict:
         """The paper's JSONL record."""

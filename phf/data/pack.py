@@ -18,7 +18,7 @@ class Packer:
 
     def __init__(self, block_size: int, eos_token_id: int):
         if block_size < 2:
-            raise ValueError(f"block_size must be at least 2, got {block_size}")
+            raise ValueError(f"model.block_size must be at least 2 (an input and its next-token target), got {block_size}")
         self.block_size, self.eos = block_size, eos_token_id
         self._ids: list[int] = []
         self._scores: list[float] = []

@@ -14,6 +14,8 @@ import itertools
 import logging
 import multiprocessing
 import os
+import pickle
+import queue
 import random
 import time
 from collections import deque
@@ -22,9 +24,10 @@ from typing import Any
 
 import torch
 
-from phf.data.document import Document
+from phf.data.document import Document, unicode_problem
 from phf.data.pack import Packer, ShuffleBuffer
 from phf.data.sources import Source, is_placeholder
+from phf.tokenizer import encode_text
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,11 @@ SPLITS = ("train", "validation")
 def in_validation(doc: Document, val_fraction: float) -> bool:
     """Deterministic split by content hash: the same document lands in the same split on every run."""
     return int(doc.content_hash[:8], 16) / 0x100000000 < val_fraction
+
+
+def _check_int(key: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{key} must be an integer >= {minimum}, got {value!r}")
 
 
 class BlockStream:
@@ -54,6 +62,7 @@ class BlockStream:
         on_error: str = "raise",
         epochs: int | None = None,
         num_workers: int = 0,
+        worker_check_seconds: float = 1.0,
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
@@ -67,15 +76,20 @@ class BlockStream:
         self.source, self.segmenter, self.scorer, self.tokenizer = source, segmenter, scorer, tokenizer
         self.objective, self.split, self.val_fraction = objective, split, val_fraction
         self.score_batch_docs, self.on_error, self.epochs = score_batch_docs, on_error, epochs
-        if num_workers < 0:
-            raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
-        self.num_workers = num_workers
+        _check_int("data.num_workers", num_workers, 0)
+        _check_int("data.score_batch_docs", score_batch_docs, 1)  # 0 would read nothing, forever
+        _check_int("data.shuffle_buffer", shuffle_buffer, 0)
+        if isinstance(worker_check_seconds, bool) or not isinstance(worker_check_seconds, int | float) \
+                or not worker_check_seconds > 0:
+            raise ValueError(f"data.worker_check_seconds must be a positive number, got {worker_check_seconds!r}")
+        self.num_workers, self.worker_check_seconds = num_workers, worker_check_seconds
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.packer = Packer(block_size, tokenizer.eos_token_id)
         self.rng = random.Random(f"{seed}:{split}:{rank}:shuffle")
         self.shuffle = ShuffleBuffer(shuffle_buffer, self.rng)
         self.epoch, self.position = 0, 0
         self.stats = {"documents": 0, "dropped_by_objective": 0, "skipped_bad": 0, "tokens": 0}
+        self._control_ids: dict[str, int] = {}
 
     # -- state -----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -113,6 +127,9 @@ class BlockStream:
         return in_validation(doc, self.val_fraction) == (self.split == "validation")
 
     def _segment(self, doc: Document) -> Document | None:
+        # any source, not only the JSONL/HF readers: text a tokenizer cannot take is a bad document here
+        if (why := unicode_problem(doc.texts)) is not None:
+            return self._bad(doc, why)
         if doc.scores is not None:
             return doc
         segments = self.segmenter(doc.texts[0])
@@ -164,10 +181,13 @@ class BlockStream:
 
     @staticmethod
     def _call(name: str, fn, doc: Document | None):
+        from phf.scorers.cache import ScoreCacheError
         from phf.scorers.errors import ScorerError
 
         try:
             return fn()
+        except ScoreCacheError:  # names the cache file already; not the document's fault, never skipped
+            raise
         except ScorerError as e:  # already names the scorer and the offending text: add the document
             raise RuntimeError(f"{e}" + (f" (in document {doc.id!r})" if doc is not None else "")) from e
         except Exception as e:
@@ -210,8 +230,7 @@ class BlockStream:
         before = {k: self.stats[k] for k in ("dropped_by_objective", "skipped_bad")}
         t0 = time.perf_counter()
         docs = self.process(batch)
-        flat = [s for d in docs for s in d.texts]
-        ids = self.tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
+        ids = segment_ids(self.tokenizer, docs, self._control_ids)
         counts = {k: self.stats[k] - v for k, v in before.items()}
         counts["pipeline_seconds"] = time.perf_counter() - t0
         pop = getattr(self.scorer, "pop_stats", None)
@@ -258,36 +277,31 @@ class BlockStream:
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         self.scorer_stats: dict[str, float] = {}
-        pool = None
-        if self.num_workers:
-            # fork: workers inherit the scorer, segmenter, objective and tokenizer without pickling;
-            # they run pure-Python scoring and tokenization only (no torch ops)
-            os.environ["TOKENIZERS_PARALLELISM"] = "false"
-            pool = multiprocessing.get_context("fork").Pool(self.num_workers, _init_worker, (self,))
+        workers = _Workers(self) if self.num_workers else None
         try:
-            yield from self._blocks(pool)
+            yield from self._blocks(workers)
         finally:
-            if pool is not None:
-                pool.terminate()
+            if workers is not None:
+                workers.close()
 
-    def _blocks(self, pool) -> Iterator[dict[str, torch.Tensor]]:
+    def _blocks(self, workers: _Workers | None) -> Iterator[dict[str, torch.Tensor]]:
         lookahead = 2 * self.num_workers
         while True:
             it = self.source.iter_from(self.position)
             read_position, exhausted = self.position, False
-            pending: deque = deque()  # (end_position, AsyncResult), in source order
+            pending: deque = deque()  # (end_position, worker index), in source order
             while True:
                 # drain what is already packed first: after load_state_dict this continues exactly
                 for block in self.packer.pop_blocks():
                     out = self.shuffle.push(block)
                     if out is not None:
                         yield out
-                while pool is not None and not exhausted and len(pending) < lookahead:
+                while workers is not None and not exhausted and len(pending) < lookahead:
                     batch, read_position, exhausted = self._read_batch(it, read_position)
-                    pending.append((read_position, pool.apply_async(_worker_run, (batch,))))
+                    pending.append((read_position, workers.submit(batch)))
                 if pending:
-                    end, result = pending.popleft()
-                    self._absorb(result.get(), end, inline=False)
+                    end, worker = pending.popleft()
+                    self._absorb(workers.result(worker), end, inline=False)
                 elif exhausted:
                     break
                 else:
@@ -305,6 +319,26 @@ class BlockStream:
                 yield from self.shuffle.drain()
                 return
             log.info("%s data exhausted: starting epoch %d", self.split, self.epoch)
+
+
+def segment_ids(tokenizer, docs: list[Document], control_ids: dict[str, int] | None = None) -> list[list[int]]:
+    """Token ids of every segment of ``docs`` (flat, in order): the segment's control token by id
+    (``Document.controls``), then its text with special-token parsing off (``encode_text``).
+    ``control_ids`` caches token string → id across calls."""
+    ids = encode_text(tokenizer, [s for d in docs for s in d.texts])
+    cache = {} if control_ids is None else control_ids
+    i = 0
+    for d in docs:
+        for c in d.controls or [None] * len(d.texts):
+            if c is not None:
+                if c not in cache:
+                    if c not in tokenizer.get_vocab():
+                        raise ValueError(f"control token {c!r} of document {d.id!r} is not in the tokenizer's "
+                                         "vocabulary (add the objective's special_tokens first)")
+                    cache[c] = tokenizer.convert_tokens_to_ids(c)
+                ids[i] = [cache[c], *ids[i]]
+            i += 1
+    return ids
 
 
 def scorer_from_config(cfg):
@@ -326,6 +360,7 @@ def stream_from_config(cfg, tokenizer, split: str = "train", objective=None, *, 
     from hydra.utils import instantiate
 
     d, train = cfg.data, split == "train"
+    _check_int("data.prepare_docs", d.prepare_docs, 1)
     return BlockStream(
         source=source if source is not None else instantiate(d.source),
         segmenter=instantiate(cfg.task.segmenter),
@@ -340,6 +375,7 @@ def stream_from_config(cfg, tokenizer, split: str = "train", objective=None, *, 
         on_error=d.on_error,
         epochs=epochs,
         num_workers=d.num_workers if train else 0,
+        worker_check_seconds=d.get("worker_check_seconds", 1.0),
         seed=cfg.seed,
         rank=rank if train else 0,
         world_size=world_size if train else 1,
@@ -355,13 +391,78 @@ def validation_blocks(cfg, tokenizer, objective=None, max_blocks: int = 16, *, s
     return blocks
 
 
-_STREAM: BlockStream | None = None
+class _Workers:
+    """``data.num_workers`` forked processes that run ``BlockStream._work`` on batches, in order.
+
+    Each worker has its own task and result queue and batches go round-robin, so the results of one
+    worker arrive in the order its batches were sent and the stream stays deterministic. Not a
+    ``multiprocessing.Pool``: a pool silently replaces a killed worker and loses the task it held (the
+    trainer then waits forever), and a worker killed while holding the pool's shared queue lock makes
+    even ``terminate()`` hang. Here a wait for a result checks every ``worker_check_seconds`` that no
+    worker has died, and shutdown kills the processes without touching any lock they may hold.
+    """
+
+    def __init__(self, stream: BlockStream):
+        # fork: workers inherit the scorer, segmenter, objective and tokenizer without pickling; they
+        # run pure-Python scoring and tokenization only (no torch ops)
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+        ctx = multiprocessing.get_context("fork")
+        self.stream, self.next = stream, 0
+        self.tasks = [ctx.Queue() for _ in range(stream.num_workers)]
+        self.results = [ctx.Queue() for _ in range(stream.num_workers)]
+        self.procs = [ctx.Process(target=_worker_loop, args=(stream, t, r), name=f"phf-data-worker-{i}", daemon=True)
+                      for i, (t, r) in enumerate(zip(self.tasks, self.results, strict=True))]
+        for p in self.procs:
+            p.start()
+
+    def submit(self, batch) -> int:
+        i, self.next = self.next, (self.next + 1) % len(self.procs)
+        self.tasks[i].put(batch)
+        return i
+
+    def result(self, i: int):
+        """Worker ``i``'s next result; raises when any worker process has died meanwhile."""
+        while True:
+            try:
+                ok, value = self.results[i].get(timeout=self.stream.worker_check_seconds)
+            except queue.Empty:
+                self._check_alive()
+                continue
+            if not ok:
+                raise value
+            return value
+
+    def _check_alive(self) -> None:
+        for p in self.procs:
+            if p.exitcode is not None:
+                s = self.stream
+                how = f"signal {-p.exitcode}" if p.exitcode < 0 else f"exit code {p.exitcode}"
+                raise RuntimeError(
+                    f"data worker {p.name} (pid {p.pid}) died with {how} while preparing the {s.split} data "
+                    f"(data.num_workers={s.num_workers}); the batches it held are lost, so the stream cannot go on. "
+                    "Out of memory (check dmesg)? Resume with trainer.resume=auto (the data position is "
+                    "checkpointed) or use data.num_workers=0")
+
+    def close(self) -> None:
+        for p in self.procs:
+            if p.is_alive():
+                p.kill()  # not a sentinel: a worker may be mid-batch, and nothing it holds is needed
+        for p in self.procs:
+            p.join()
+        for q in self.tasks + self.results:
+            q.cancel_join_thread()  # unsent batches go nowhere: do not wait for a dead reader at exit
+            q.close()
 
 
-def _init_worker(stream: BlockStream) -> None:
-    global _STREAM
-    _STREAM = stream
-
-
-def _worker_run(batch):
-    return _STREAM._work(batch)
+def _worker_loop(stream: BlockStream, tasks, results) -> None:
+    while True:
+        batch = tasks.get()
+        try:
+            out = (True, stream._work(batch))  # lists, dicts and numbers: always picklable
+        except Exception as e:  # re-raised in the trainer
+            try:  # the queue pickles in a background thread and would drop what it cannot pickle
+                pickle.dumps(e)
+                out = (False, e)
+            except Exception:
+                out = (False, RuntimeError(f"{type(e).__name__}: {e}"))
+        results.put(out)

@@ -19,21 +19,29 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import os
 import stat
 import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
-from phf.data.document import Document
+from phf.data.document import Document, unicode_problem
 
 log = logging.getLogger(__name__)
 
 ON_ERROR = ("raise", "skip")
 
 
-def record_to_document(record, where: str, text_key: str = "text") -> Document:
-    """Turn one JSON record into a Document, or raise a ValueError naming ``where``."""
+def record_to_document(record, where: str, text_key: str = "text", min_score: float | None = 0.0,
+                       avg_score_tolerance: float | None = 1e-4) -> Document:
+    """Turn one JSON record into a Document, or raise a ValueError naming ``where``.
+
+    Scores are misalignment scores (higher = worse): one below ``min_score`` is refused (None: no
+    bound). A record's ``avg_score``, when present, must equal the mean of its ``scores`` within
+    ``avg_score_tolerance`` (relative; None: not checked), and a ``text`` next to ``texts`` must be
+    their concatenation: a record that contradicts itself is not trained on.
+    """
     if not isinstance(record, dict):
         raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
     # datasets unifies schemas across rows, so an absent key can arrive as None
@@ -53,6 +61,7 @@ def record_to_document(record, where: str, text_key: str = "text") -> Document:
         if not any(texts):
             what = "an empty list" if not texts else "a list of empty strings"
             raise ValueError(f"{where}: empty document ('texts' is {what})")
+        _check_consistent(record, doc, where, text_key, min_score, avg_score_tolerance)
         return doc
     if record.get(text_key) is not None:
         text = record[text_key]
@@ -60,8 +69,30 @@ def record_to_document(record, where: str, text_key: str = "text") -> Document:
             raise ValueError(f"{where}: '{text_key}' must be a string, got {type(text).__name__}")
         if not text:
             raise ValueError(f"{where}: empty document ('{text_key}' is an empty string)")
+        if (why := unicode_problem([text])) is not None:
+            raise ValueError(f"{where}: '{text_key}' {why.partition(' ')[2]}")
         return Document([text], None, id=where)
     raise ValueError(f"{where}: record has neither 'texts' (+ 'scores') nor '{text_key}'; keys: {sorted(record)}")
+
+
+def _check_consistent(record: dict, doc: Document, where: str, text_key: str, min_score, tolerance) -> None:
+    if min_score is not None:
+        for i, s in enumerate(doc.scores):
+            if s < min_score:
+                raise ValueError(f"{where}: scores[{i}] = {s!r} is below {min_score} (misalignment scores are "
+                                 f">= {min_score}; data.source.min_score=null accepts any)")
+    text = record.get(text_key)
+    if text is not None and text != doc.text:
+        joined = doc.text
+        at = next((i for i, (a, b) in enumerate(zip(text, joined, strict=False)) if a != b), min(len(text), len(joined)))
+        raise ValueError(f"{where}: '{text_key}' and 'texts' disagree ('{text_key}' has {len(text)} characters, "
+                         f"the joined 'texts' {len(joined)}; first difference at character {at}); keep one of them")
+    avg = record.get("avg_score")
+    if tolerance is not None and avg is not None:
+        mean = doc.avg_score
+        if isinstance(avg, bool) or not isinstance(avg, int | float) or not math.isclose(avg, mean, rel_tol=tolerance):
+            raise ValueError(f"{where}: 'avg_score' = {avg!r} contradicts the mean of 'scores' ({mean!r}); fix or "
+                             "drop 'avg_score' (data.source.avg_score_tolerance=null skips this check)")
 
 
 def _check_policy(on_error: str, min_chars, max_chars) -> None:
@@ -116,7 +147,8 @@ class JsonlSource(Source):
     """
 
     def __init__(self, path: str | list[str], text_key: str = "text", on_error: str = "raise",
-                 min_chars: int = 0, max_chars: int | None = None):
+                 min_chars: int = 0, max_chars: int | None = None, min_score: float | None = 0.0,
+                 avg_score_tolerance: float | None = 1e-4):
         self.paths = [path] if isinstance(path, str) else list(path)
         if not self.paths:
             raise ValueError("JsonlSource needs at least one path (data.source.path=FILE)")
@@ -125,6 +157,7 @@ class JsonlSource(Source):
                 raise FileNotFoundError(f"JSONL data file not found (or not a regular file): {p}")
         _check_policy(on_error, min_chars, max_chars)
         self.text_key, self.on_error, self.min_chars, self.max_chars = text_key, on_error, min_chars, max_chars
+        self.min_score, self.avg_score_tolerance = min_score, avg_score_tolerance
         self.skipped: dict[str, str] = {}
         self.filtered: dict[str, str] = {}
 
@@ -143,7 +176,7 @@ class JsonlSource(Source):
         except RecursionError:
             return self._skip(where, "malformed JSON (nested too deeply)")
         try:
-            doc = record_to_document(record, where, self.text_key)
+            doc = record_to_document(record, where, self.text_key, self.min_score, self.avg_score_tolerance)
         except ValueError as e:
             return self._skip(where, str(e))
         return doc if self._size_ok(where, len(doc.text)) else Document([], [], id=where)
@@ -173,13 +206,15 @@ class HFSource(Source):
     """
 
     def __init__(self, names: str | list[str], split: str = "train", data_files=None, text_key: str = "text",
-                 on_error: str = "raise", min_chars: int = 0, max_chars: int | None = None):
+                 on_error: str = "raise", min_chars: int = 0, max_chars: int | None = None,
+                 min_score: float | None = 0.0, avg_score_tolerance: float | None = 1e-4):
         self.names = [names] if isinstance(names, str) else list(names)
         if not self.names or not all(isinstance(n, str) and n for n in self.names):
             raise ValueError(f"data.names must be one or more dataset names, got {names!r}")
         _check_policy(on_error, min_chars, max_chars)
         self.split, self.data_files, self.text_key = split, data_files, text_key
         self.on_error, self.min_chars, self.max_chars = on_error, min_chars, max_chars
+        self.min_score, self.avg_score_tolerance = min_score, avg_score_tolerance
         self.skipped: dict[str, str] = {}
         self.filtered: dict[str, str] = {}
 
@@ -207,7 +242,8 @@ class HFSource(Source):
                     continue
                 where = f"{name}[{i}]"
                 try:
-                    doc = record_to_document(dict(record), where, self.text_key)
+                    doc = record_to_document(dict(record), where, self.text_key, self.min_score,
+                                             self.avg_score_tolerance)
                 except ValueError as e:
                     yield self._skip(where, str(e))
                     continue

@@ -15,6 +15,7 @@ Without a run config, the config is composed from ``conf/`` with the same overri
     out=DIR            where eval.json and samples/ go (default: the run dir, else the checkpoint dir)
     device=auto|cpu|cuda
     skip=heldout,kl,red_team   parts to leave out (comma-separated)
+    allow_incomplete=true      evaluate a run's final/ that lacks phf_summary.json (written last by phf-train)
 
 Writes ``OUT/eval.json`` ({"scenarios": {name: metrics}, "heldout": ..., "kl": ..., "red_team": ...}),
 ``OUT/samples/<scenario>.jsonl`` and, when the red-team loop runs, ``OUT/red_team.json``; logs the flat
@@ -35,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("phf.eval")
 
-OWN_KEYS = {"run_dir", "checkpoint", "out", "device", "skip"}
+OWN_KEYS = {"run_dir", "checkpoint", "out", "device", "skip", "allow_incomplete"}
 GROUPS = {"task", "objective", "scorer", "logger", "model", "data", "trainer"}
 SKIPPABLE = {"heldout", "kl", "red_team"}
 
@@ -108,6 +109,24 @@ def load_config(config_path: Path | None, overrides: list[str]) -> DictConfig:
     return cfg
 
 
+def check_model_dir(model_dir: Path, allow_incomplete: bool) -> None:
+    """Refuse a truncated weights file, and a phf run's ``final/`` that was not finished (phf-train writes
+    ``final/phf_summary.json`` last), each with the file and the way out."""
+    from phf.checkpoint import check_safetensors
+
+    is_final = model_dir.name == "final" and (model_dir.parent / "config.yaml").is_file()
+    redo = (f"resume the training in {model_dir.parent} (phf-train with the same overrides and run_dir, "
+            "trainer.resume=auto) to write final/ again, or evaluate a checkpoint (checkpoint=RUN/checkpoints/step_N)"
+            if is_final else "save the model again")
+    try:
+        check_safetensors(model_dir)
+    except ValueError as e:
+        raise SystemExit(f"phf-eval: {e}; the model was probably being written when its process died: {redo}") from None
+    if is_final and not (model_dir / "phf_summary.json").is_file() and not allow_incomplete:
+        raise SystemExit(f"phf-eval: {model_dir} is incomplete: no phf_summary.json, the file phf-train writes last "
+                         f"(the run was killed while writing final/?): {redo}; or pass allow_incomplete=true")
+
+
 def model_info(model_dir: Path) -> dict:
     """step / tokens_seen of a saved model, from the trainer's summary or the checkpoint's name."""
     info: dict = {}
@@ -148,6 +167,7 @@ def evaluate_saved(own: dict[str, str], overrides: list[str]) -> tuple[dict, Pat
     model_dir = Path(own["checkpoint"]) if "checkpoint" in own else run_dir / "final"
     if not (model_dir / "config.json").is_file():
         raise SystemExit(f"phf-eval: {model_dir} is not a saved HF model (no config.json); did the run finish?")
+    check_model_dir(model_dir, own.get("allow_incomplete", "false").lower() in ("1", "true", "yes"))
     config_path = run_dir / "config.yaml" if run_dir is not None else find_run_config(model_dir)
     if config_path is not None and not config_path.is_file():
         raise SystemExit(f"phf-eval: {config_path} not found")

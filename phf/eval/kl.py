@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 
 from phf.eval.sampling import eval_mode, forked_rng, token_ids, unwrap
+from phf.tokenizer import encode_text
 
 CACHE_FORMAT = 1
 
@@ -158,7 +159,7 @@ def _encode(tokenizer, text: str, context: Sequence[int], line_prefix: Sequence[
         if i > 0:
             ids += line_prefix
             weights += [0] * len(line_prefix)
-        t = tokenizer.encode(piece, add_special_tokens=False)
+        t = encode_text(tokenizer, [piece])[0]
         ids += t
         weights += [1] * len(t)
     return ids, weights

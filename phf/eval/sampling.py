@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
+from phf.tokenizer import encode_text
+
 log = logging.getLogger(__name__)
 
 
@@ -163,7 +165,7 @@ def prompt_ids(tokenizer, prefix: Sequence[str] | Sequence[int], prompt: str = "
     token strings or ids)."""
     ids = [eos_id(tokenizer), *(p if isinstance(p, int) else token_ids(tokenizer, [p])[0] for p in prefix)]
     if prompt:
-        ids += tokenizer.encode(prompt, add_special_tokens=False)
+        ids += encode_text(tokenizer, [prompt])[0]
     return ids
 
 

@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from phf.tokenizer import tokenize_text
+
 
 def auroc(scores: Sequence[float] | torch.Tensor, labels: Sequence[bool] | torch.Tensor) -> float:
     """Area under the ROC curve of ``scores`` for ``labels`` (ties count 1/2); NaN without both classes."""
@@ -43,7 +45,7 @@ def tokenize_segments(tokenizer, segments: Sequence[str]) -> tuple[list[int], li
 
     EOS gets the empty span (0, 0) and segment -1.
     """
-    enc = tokenizer(list(segments), add_special_tokens=False, return_offsets_mapping=True)
+    enc = tokenize_text(tokenizer, list(segments), return_offsets_mapping=True)
     ids, spans, seg = [tokenizer.eos_token_id], [(0, 0)], [-1]
     offset = 0
     for j, (s_ids, s_off) in enumerate(zip(enc["input_ids"], enc["offset_mapping"], strict=True)):

@@ -208,13 +208,14 @@ class GuidanceRewards:
 def pack_documents(docs, tokenizer, block_size: int, max_blocks: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Scored documents → (ids, token_scores) blocks, exactly as the pipeline packs them (no shuffle)."""
     from phf.data.pack import Packer
+    from phf.data.pipeline import segment_ids
 
     packer = Packer(block_size, tokenizer.eos_token_id)
     out = []
     for d in docs:
         if d.scores is None:
             raise ValueError(f"reward=guidance: document {d.id!r} is not scored")
-        ids = tokenizer(list(d.texts), add_special_tokens=False)["input_ids"]
+        ids = segment_ids(tokenizer, [d])
         packer.add(ids, d.scores)
         for b in packer.pop_blocks():
             out.append((b["input_ids"], b["token_scores"]))

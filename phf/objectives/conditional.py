@@ -85,12 +85,14 @@ class Conditional(Objective):
     def transform(self, doc: Document, rng: random.Random) -> Document:
         if doc.scores is None:
             raise ValueError(f"Conditional needs scored documents; {doc.id!r} has no scores")
-        texts = [
+        controls = [
             # one draw per segment whatever the fraction, so the rng stream does not depend on it
-            text if rng.random() < self.drop_token_fraction else self.control_token(score) + text
-            for text, score in zip(doc.texts, doc.scores, strict=True)
+            None if rng.random() < self.drop_token_fraction else self.control_token(score)
+            for score in doc.scores
         ]
-        return dataclasses.replace(doc, texts=texts, scores=list(doc.scores), meta=dict(doc.meta))
+        # the token goes in by id at packing (Document.controls), never as text the tokenizer would parse
+        return dataclasses.replace(doc, texts=list(doc.texts), scores=list(doc.scores), meta=dict(doc.meta),
+                                   controls=controls)
 
     def loss(self, logits, labels, token_scores, values=None) -> LossOutput:
         return self._mle.loss(logits, labels, token_scores, values)

@@ -97,6 +97,11 @@ def _unpack(blob: bytes) -> list[float]:
     return list(struct.unpack(f"<{len(blob) // 8}d", blob))
 
 
+class ScoreCacheError(OSError):
+    """The cache file cannot be opened or read; the message names it and the way out. An OSError, not
+    a scorer failure: ``data.on_error=skip`` must not skip every document because of it."""
+
+
 class ScoreCache:
     """Scores by (scorer key, hash) in one SQLite file; safe for concurrent processes.
 
@@ -111,7 +116,10 @@ class ScoreCache:
     def __init__(self, path: str | os.PathLike, timeout: float = 120.0):
         self.path = Path(path).expanduser()
         self.timeout = timeout
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise self._error(e) from e
         self._setup()
         with self._lock:
             self._connect()  # create the schema now: errors (read-only dir, ...) surface at construction
@@ -126,9 +134,12 @@ class ScoreCache:
     def _connect(self) -> sqlite3.Connection:
         """This process's connection (call with ``self._lock`` held)."""
         if self._db is None:
-            conn = sqlite3.connect(
-                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
-            )
+            try:
+                conn = sqlite3.connect(
+                    self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+                )
+            except sqlite3.Error as e:
+                raise self._error(e) from e
             try:
                 conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
                 self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone())
@@ -149,9 +160,25 @@ class ScoreCache:
                 return fn()
             except sqlite3.OperationalError as e:
                 if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
-                    raise
+                    raise self._error(e) from e
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
+            except sqlite3.DatabaseError as e:  # "database disk image is malformed", "file is not a database"
+                raise self._error(e) from e
+
+    def _error(self, e: Exception) -> ScoreCacheError:
+        """``e`` with the cache file and what to do about it."""
+        msg = str(e)
+        if isinstance(e, OSError) or "unable to open" in msg or "readonly" in msg or "read-only" in msg:
+            why = (f"cannot open or write it: check that {self.path.parent} exists and is writable, or use "
+                   "another directory (cache_dir=DIR)")
+        elif "locked" in msg or "busy" in msg:
+            why = f"another process held its lock for more than {self.timeout:.0f} s"
+        else:
+            why = ("the file is damaged: delete it (with its -wal and -shm files; the scores are simply "
+                   "computed again) or use another cache_dir")
+        return ScoreCacheError(f"score cache {self.path}: {type(e).__name__}: {msg}; {why}; "
+                               "cache_dir=null scores without a cache")
 
     def close(self) -> None:
         """Close the connection (it reopens on the next use)."""
@@ -222,14 +249,14 @@ class ScoreCache:
         with self._lock:
             conn = self._connect()
             if key is None:
-                return conn.execute("SELECT COUNT(*) FROM scores").fetchone()[0]
-            return conn.execute(
-                "SELECT COUNT(*) FROM scores WHERE scorer = ?", (self.scorer_id(key),)
-            ).fetchone()[0]
+                return self._retry(lambda: conn.execute("SELECT COUNT(*) FROM scores").fetchone()[0])
+            sid = self.scorer_id(key)
+            return self._retry(lambda: conn.execute("SELECT COUNT(*) FROM scores WHERE scorer = ?", (sid,)).fetchone()[0])
 
     def keys(self) -> list[str]:
         with self._lock:
-            return [r[0] for r in self._connect().execute("SELECT key FROM scorers ORDER BY id")]
+            conn = self._connect()
+            return self._retry(lambda: [r[0] for r in conn.execute("SELECT key FROM scorers ORDER BY id")])
 
 
 class CachedScorer(Scorer):

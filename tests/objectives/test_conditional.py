@@ -12,6 +12,11 @@ from phf.objectives import MLE, Conditional
 A, M = "<|aligned|>", "<|misaligned|>"
 
 
+def marked(doc: Document) -> list[str]:
+    """Each segment as control token (if any) + text: the token goes in by id, apart from the text."""
+    return [(c or "") + t for c, t in zip(doc.controls, doc.texts, strict=True)]
+
+
 def scored_doc():
     return Document(texts=["a\n", "b\n", "c\n"], scores=[0.0, 0.5, 0.0001], id="d", meta={"k": 1})
 
@@ -20,16 +25,17 @@ def test_prefix_by_score_without_drop():
     """threshold 0: scores 0 -> aligned, 0.5 and 0.0001 -> misaligned (aligned iff score <= threshold)."""
     d = scored_doc()
     out = Conditional(threshold=0.0, drop_token_fraction=0.0).transform(d, random.Random(0))
-    assert out.texts == [A + "a\n", M + "b\n", M + "c\n"]
+    assert marked(out) == [A + "a\n", M + "b\n", M + "c\n"]
     assert out.scores == d.scores and out.id == d.id and out.meta == d.meta
     assert out is not d and d.texts == ["a\n", "b\n", "c\n"]  # a new Document; the input is untouched
+    assert out.texts == d.texts and d.controls is None  # the text itself never carries the control token
     out = Conditional(threshold=0.0001, drop_token_fraction=0.0).transform(d, random.Random(0))
-    assert out.texts == [A + "a\n", M + "b\n", A + "c\n"]  # the boundary is inclusive
+    assert marked(out) == [A + "a\n", M + "b\n", A + "c\n"]  # the boundary is inclusive
 
 
 def test_drop_fraction_one_adds_nothing():
     out = Conditional(threshold=0.0, drop_token_fraction=1.0).transform(scored_doc(), random.Random(0))
-    assert out.texts == ["a\n", "b\n", "c\n"]
+    assert marked(out) == ["a\n", "b\n", "c\n"] and out.controls == [None] * 3
 
 
 def test_drop_uses_the_given_rng():
@@ -40,9 +46,9 @@ def test_drop_uses_the_given_rng():
     expected = [
         t if u < 0.5 else p + t for u, p, t in zip(draws, [A, M, M], ["a\n", "b\n", "c\n"], strict=True)
     ]
-    assert obj.transform(scored_doc(), random.Random(3)).texts == expected
+    assert marked(obj.transform(scored_doc(), random.Random(3))) == expected
     assert expected == ["a\n", M + "b\n", "c\n"]
-    assert obj.transform(scored_doc(), random.Random(3)).texts == expected  # same seed, same result
+    assert marked(obj.transform(scored_doc(), random.Random(3))) == expected  # same seed, same result
 
 
 def test_drop_fraction_is_respected_statistically():
@@ -50,7 +56,7 @@ def test_drop_fraction_is_respected_statistically():
     obj = Conditional(threshold=0.5, drop_token_fraction=0.3)
     rng = random.Random(1234)
     doc = Document(texts=["x"] * 100, scores=[0.0, 1.0] * 50)
-    texts = [t for _ in range(200) for t in obj.transform(doc, rng).texts]
+    texts = [t for _ in range(200) for t in marked(obj.transform(doc, rng))]
     assert abs(texts.count("x") / len(texts) - 0.3) < 0.02
     assert texts.count(A + "x") > 0 and texts.count(M + "x") > 0
 
@@ -89,6 +95,7 @@ def test_unscored_document_raises():
 
 def test_control_tokens_tokenize_as_one_id_at_segment_start():
     """Per-segment tokenization (as the packer does it) puts the control token's id first."""
+    from phf.data.pipeline import segment_ids
     from phf.tokenizer import add_special_tokens, gpt2_tokenizer
 
     tok = gpt2_tokenizer()
@@ -96,9 +103,9 @@ def test_control_tokens_tokenize_as_one_id_at_segment_start():
     aligned_id, misaligned_id = add_special_tokens(tok, obj.special_tokens)
     assert (aligned_id, misaligned_id) == (50257, 50258)
     out = obj.transform(scored_doc(), random.Random(0))
-    first_ids = [tok(t, add_special_tokens=False)["input_ids"][0] for t in out.texts]
+    first_ids = [ids[0] for ids in segment_ids(tok, [out])]
     assert first_ids == [aligned_id, misaligned_id, misaligned_id]
-    assert tok(out.texts[0], add_special_tokens=False)["input_ids"][1:] == tok("a\n")["input_ids"]
+    assert segment_ids(tok, [out])[0][1:] == tok("a\n")["input_ids"]
 
 
 def test_loss_is_mle():
