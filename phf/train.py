@@ -412,8 +412,8 @@ def _train(cfg: DictConfig, dist: Dist, plan: dict, run_dir: Path) -> dict:
     from hydra.utils import instantiate
 
     from phf import checkpoint as ckpt
-    from phf.data.pipeline import scorer_from_config, stream_from_config
     from phf.card import generation_config
+    from phf.data.pipeline import scorer_from_config, stream_from_config
     from phf.model import VALUE_HEAD_FILE, PHFModel
 
     tr = cfg.trainer
