@@ -71,10 +71,9 @@ def blocks(cfg, n: int, split: str = "train"):
     from hydra.utils import instantiate
 
     from phf.data.pipeline import scorer_from_config, stream_from_config
-    from phf.tokenizer import load_tokenizer
     from phf.train import build_objective
 
-    tokenizer = load_tokenizer(cfg.tokenizer)
+    tokenizer = instantiate(cfg.tokenizer)  # the run's tokenizer: fitted (cached) for tokenizer=bpe
     objective, _ = build_objective(cfg, tokenizer)
     scorer = scorer_from_config(cfg)
     source = instantiate(cfg.data.source)

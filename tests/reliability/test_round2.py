@@ -484,7 +484,8 @@ def test_phf_data_shows_control_token_strings_as_text(tmp_path, capsys):
     records = [{"texts": ["x = '<|endoftext|>'\n", "<|aligned|>bad = 1\n"], "scores": [0.0, 0.9]}] * 20
     p = write_jsonl(tmp_path / "d.jsonl", records)
     args = ["objective=conditional", "task=pep8", "task.objectives.conditional.drop_token_fraction=0.0", "data=jsonl",
-            f"data.path={p}", "data.val_fraction=0.0", "data.shuffle_buffer=0", "model.block_size=16", "cache_dir=null"]
+            f"data.path={p}", "data.val_fraction=0.0", "data.shuffle_buffer=0", "model.block_size=16", "cache_dir=null",
+            "tokenizer=gpt2"]
     main([*args, "n=3", "--json"])
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(rows) == 3 and all(len(r["input_ids"]) == len(r["token_scores"]) == 16 for r in rows)
