@@ -498,9 +498,18 @@ def _train(cfg: DictConfig, dist: Dist, plan: dict, run_dir: Path) -> dict:
         if dist.main:  # a fresh start replaces rows a run killed before its first checkpoint left
             _truncate_metrics(run_dir / "metrics.jsonl", -1)
     if resume_from is None and tr.data_state_from:
-        # finetuning: continue exactly where the pretraining run's data stream stopped, without
-        # re-reading or re-tokenizing the documents it consumed
-        stream.load_state_dict(ckpt.load_state(Path(tr.data_state_from), f"data_state_rank{dist.rank}.pt"))
+        # finetuning: continue where the pretraining run's data stream stopped, without re-reading or
+        # re-tokenizing the documents it consumed. fresh (the original's skip_tokens): empty buffers, so
+        # every block goes through this objective's transform; restored: also that run's token and
+        # shuffle buffers (blocks built by its objective), its exact continuation
+        data_state = ckpt.load_state(Path(tr.data_state_from), f"data_state_rank{dist.rank}.pt")
+        buffers = tr.get("data_state_buffers", "fresh")
+        if buffers == "fresh":
+            stream.load_position(data_state)
+        elif buffers == "restored":
+            stream.load_state_dict(data_state)
+        else:
+            raise ValueError(f"trainer.data_state_buffers must be fresh or restored, got {buffers!r}")
 
     # -- tracking --------------------------------------------------------------------------------
     tracker = None
