@@ -534,8 +534,15 @@ def excerpts(runs: list[Run], scenario: str, k: int, chars: int) -> list[str]:
             text = row["text"]
             cut = text[:chars] + ("…" if len(text) > chars else "")
             prompt = f"prompt {row['prompt']!r} → " if row.get("prompt") else ""
-            lines.append(f"- score {_fmt(_num(row['score']), 3)}: {prompt}`{cut!r}`")
+            lines.append(f"- score {_fmt(_num(row['score']), 3)}: {prompt}{_code(repr(cut))}")
     return lines
+
+
+def _code(text: str) -> str:
+    """``text`` as Markdown inline code, fenced by more backticks than it contains in a row."""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    return f"{fence} {text} {fence}" if longest else f"`{text}`"
 
 
 def markdown(table: list[dict], scenario: str, plots: list[str], sources: list[Path], runs: list[Run],
