@@ -8,16 +8,10 @@ standard names and use ``from_pretrained`` on the directory, which works on tran
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import shutil
 import tempfile
 from functools import lru_cache
 from pathlib import Path
-
-from phf.data.corpora.prose import default_cache_dir
-from phf.data.sources import is_placeholder
 
 GPT2_EOS = "<|endoftext|>"
 
@@ -103,90 +97,3 @@ def tokenize_text(tokenizer, texts: list[str], **kwargs):
 def encode_text(tokenizer, texts: list[str]) -> list[list[int]]:
     """Token ids of each user string (see :func:`tokenize_text`); the one way phf tokenizes text."""
     return tokenize_text(tokenizer, texts)["input_ids"] if texts else []
-
-
-def _doc_texts(source, val_fraction: float, max_docs: int | None):
-    """The training split's document texts, in the source's order (the tokenizer never sees held-out
-    documents; the split is the pipeline's content-hash split)."""
-    from phf.data.pipeline import in_validation  # the pipeline encodes text with this module: import late
-
-    n = 0
-    for doc in source:
-        if max_docs is not None and n >= max_docs:
-            return
-        if is_placeholder(doc) or in_validation(doc, val_fraction):
-            continue
-        n += 1
-        yield doc.text
-
-
-def fit_bpe(
-    source,
-    vocab_size: int,
-    min_frequency: int = 2,
-    max_docs: int | None = None,
-    val_fraction: float = 0.0,
-    eos_token: str = GPT2_EOS,
-    cache_dir: str | None = None,
-    padding_side: str = "left",
-):
-    """A byte-level BPE fitted to ``source``'s training documents with HF ``tokenizers``.
-
-    GPT-2's pre-tokenizer (byte-level, its regex) keeps a run of spaces or of newline + indentation
-    together as one pre-token, so frequent runs become single tokens: indented code costs one token per
-    indentation level instead of one per space. The vocabulary is ``vocab_size`` entries including
-    ``eos_token`` (id 0) and the 256 byte symbols, so every string round-trips exactly; no cleanup of
-    tokenization spaces on decode. Control tokens are added later as special tokens, as for GPT-2.
-
-    Built once per (training corpus, settings): the fitted tokenizer is stored under
-    ``<cache_dir>/tokenizers/bpe-<key>`` where the key hashes every training document's text and the
-    settings; a second run with the same corpus loads it. Fitting is deterministic (tested).
-    """
-    if not (isinstance(vocab_size, int) and vocab_size > 257):
-        raise ValueError(f"tokenizer.vocab_size must be an integer > 257 (256 bytes + EOS), got {vocab_size!r}")
-    if not (isinstance(min_frequency, int) and min_frequency >= 1):
-        raise ValueError(f"tokenizer.min_frequency must be an integer >= 1, got {min_frequency!r}")
-    if max_docs is not None and not (isinstance(max_docs, int) and max_docs > 0):
-        raise ValueError(f"tokenizer.max_docs must be a positive integer or null, got {max_docs!r}")
-    texts = list(_doc_texts(source, val_fraction, max_docs))
-    if not texts:
-        raise ValueError(f"tokenizer=bpe: the source {type(source).__name__} has no training documents to fit on")
-    settings = {"vocab_size": vocab_size, "min_frequency": min_frequency, "eos_token": eos_token,
-                "algorithm": "byte-level-bpe-v1"}
-    h = hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=16)
-    for t in texts:
-        h.update(len(t).to_bytes(8, "little"))
-        h.update(t.encode("utf-8", "surrogatepass"))
-    root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    target = root / "tokenizers" / f"bpe-{h.hexdigest()}"
-    if not (target / "tokenizer.json").is_file():
-        tok = _train_bpe(texts, **settings)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-        tok.save_pretrained(tmp)
-        (tmp / "phf_tokenizer.json").write_text(json.dumps(
-            {**settings, "documents": len(texts), "characters": sum(map(len, texts))}, indent=2))
-        try:
-            os.replace(tmp, target)  # atomic
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if not (target / "tokenizer.json").is_file():
-                raise
-            # else a concurrent job of the same sweep won the race and wrote the same files
-    return load_tokenizer(str(target), padding_side=padding_side)
-
-
-def _train_bpe(texts: list[str], vocab_size: int, min_frequency: int, eos_token: str, algorithm: str):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    core = Tokenizer(models.BPE())
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    core.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[eos_token],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
-    )
-    core.train_from_iterator(texts, trainer=trainer, length=len(texts))
-    return PreTrainedTokenizerFast(tokenizer_object=core, eos_token=eos_token, bos_token=eos_token,
-                                   pad_token=eos_token, clean_up_tokenization_spaces=False)

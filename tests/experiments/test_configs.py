@@ -136,7 +136,7 @@ def test_objective_without_a_row_fails_clearly(tmp_path):
 def test_demo_experiments_are_offline_cpu_runs(name, tmp_path):
     cfg = compose_run([f"+experiment={name}", f"run_dir={tmp_path}"])
     assert cfg.task.name == "pii" and cfg.data.source._target_ == "phf.data.corpora.LocalPIISource"
-    assert cfg.tokenizer._target_ == "phf.tokenizer.fit_bpe" and cfg.trainer.device == "cpu"
+    assert cfg.tokenizer._target_ == "phf.data.bpe.fit_bpe" and cfg.trainer.device == "cpu"
     assert cfg.model.n_layer <= 4 and cfg.model.block_size <= 256
     assert not cfg.task.objectives.conditional.ban_aligned  # sentence-level conditioning (demo README)
     assert cfg.task.eval.scenarios.unconditional.num_samples >= 128  # enough samples for the intervals
@@ -236,6 +236,6 @@ def test_laptop_experiment_composes_for_every_task(task, data, tmp_path):
     """The shared CPU settings work on every task's local corpus, with the fitted tokenizer."""
     cfg = compose_run(["+experiment=laptop", f"task={task}", f"data={data}", f"run_dir={tmp_path}",
                        f"cache_dir={tmp_path / 'cache'}"])
-    assert cfg.tokenizer._target_ == "phf.tokenizer.fit_bpe" and cfg.tokenizer.source == cfg.data.source
+    assert cfg.tokenizer._target_ == "phf.data.bpe.fit_bpe" and cfg.tokenizer.source == cfg.data.source
     assert cfg.trainer.device == "cpu" and cfg.task.eval.scenarios.unconditional.num_samples == 128
     assert hasattr(instantiate(cfg.data.source), "iter_from")
