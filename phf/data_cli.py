@@ -71,7 +71,7 @@ def blocks(cfg, n: int, split: str = "train"):
     from hydra.utils import instantiate
 
     from phf.data.pipeline import scorer_from_config, stream_from_config
-    from phf.train import build_objective
+    from phf.guidance import build_objective
 
     tokenizer = instantiate(cfg.tokenizer)  # the run's tokenizer: fitted (cached) for tokenizer=bpe
     objective, _ = build_objective(cfg, tokenizer)

@@ -235,24 +235,6 @@ def dry_run(cfg: DictConfig, dist: Dist) -> dict:
     return info
 
 
-def build_objective(cfg: DictConfig, tokenizer):
-    """The objective (wrapped by ``cfg.reward``) and the ids of its special tokens, added to ``tokenizer``."""
-    from hydra.utils import instantiate
-
-    from phf.tokenizer import add_special_tokens
-
-    objective = instantiate(cfg.objective)
-    if getattr(objective, "is_preference", False):
-        raise ValueError(f"objective {type(objective).__name__} trains on preference pairs, not packed blocks: "
-                         "run it with phf-spa (e.g. `phf-spa +experiment=spa_pep8`), not phf-train")
-    if cfg.get("reward") is not None:
-        from phf.guidance import with_token_rewards
-
-        # reward=segment keeps the packed segment scores; reward=guidance wraps the objective with learned ones
-        objective = with_token_rewards(objective, instantiate(cfg.reward, tokenizer=tokenizer))
-    return objective, add_special_tokens(tokenizer, objective.special_tokens)
-
-
 class RunDirInUse(RuntimeError):
     """Another live process holds the run directory's lock."""
 
@@ -414,6 +396,7 @@ def _train(cfg: DictConfig, dist: Dist, plan: dict, run_dir: Path) -> dict:
     from phf import checkpoint as ckpt
     from phf.card import generation_config
     from phf.data.pipeline import scorer_from_config, stream_from_config
+    from phf.guidance import build_objective
     from phf.model import VALUE_HEAD_FILE, PHFModel
 
     tr = cfg.trainer

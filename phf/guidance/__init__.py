@@ -16,6 +16,7 @@ from phf.guidance.source import (
     GuidanceRewards,
     RewardedObjective,
     SegmentRewards,
+    build_objective,
     pack_documents,
     with_token_rewards,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "RewardedObjective",
     "SegmentRewards",
     "aggregate",
+    "build_objective",
     "items_from_blocks",
     "pack_documents",
     "plackett_luce_loss",

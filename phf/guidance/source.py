@@ -32,6 +32,7 @@ import torch
 from phf.guidance.learner import GuidanceLearner
 from phf.guidance.lists import items_from_blocks
 from phf.objectives.base import IGNORE_INDEX, LossOutput, Objective
+from phf.tokenizer import add_special_tokens
 
 log = logging.getLogger(__name__)
 
@@ -304,3 +305,18 @@ def with_token_rewards(objective: Objective, reward) -> Objective:
     if reward is None or isinstance(reward, SegmentRewards):
         return objective
     return RewardedObjective(objective, reward)
+
+
+def build_objective(cfg, tokenizer) -> tuple[Objective, list[int]]:
+    """The run's objective (wrapped by ``cfg.reward``) and the ids of its special tokens, added to
+    ``tokenizer``: what phf-train trains and phf-data packs."""
+    from hydra.utils import instantiate
+
+    objective = instantiate(cfg.objective)
+    if getattr(objective, "is_preference", False):
+        raise ValueError(f"objective {type(objective).__name__} trains on preference pairs, not packed blocks: "
+                         "run it with phf-spa (e.g. `phf-spa +experiment=spa_pep8`), not phf-train")
+    if cfg.get("reward") is not None:
+        # reward=segment keeps the packed segment scores; reward=guidance wraps the objective with learned ones
+        objective = with_token_rewards(objective, instantiate(cfg.reward, tokenizer=tokenizer))
+    return objective, add_special_tokens(tokenizer, objective.special_tokens)
