@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from phf.eval.metrics import blank_fraction, bootstrap_ci, distinct_n, mean, repetition
+from phf.eval.metrics import mean, sample_metrics
 
 # fixed colours so that an objective looks the same in every plot and every report
 OBJECTIVE_COLORS = {
@@ -306,12 +306,11 @@ def summarize(run: Run, scenario: str, degeneracy: Degeneracy | None = None) -> 
         return {**row, "status": f"skipped, damaged: {run.damaged}"}
     samples = run.samples.get(scenario)
     if samples and not run.eval:  # eval.json (phf-eval) is a later evaluation than the training samples
-        texts, scores = [r["text"] for r in samples], [_num(r["score"]) for r in samples]
-        hits = [1.0 if x > hit_threshold(run) else 0.0 for x in scores]
-        row.update(misalignment=mean(scores), hit_rate=mean(hits), blank_fraction=blank_fraction(texts),
-                   distinct_2=distinct_n(texts, 2), repetition=repetition(texts), num_samples=float(len(texts)))
-        row["misalignment_ci_low"], row["misalignment_ci_high"] = bootstrap_ci(scores)
-        row["hit_rate_ci_low"], row["hit_rate_ci_high"] = bootstrap_ci(hits)
+        # the evaluation's own metrics, recomputed from the samples it wrote
+        m = sample_metrics([r["text"] for r in samples], [_num(r["score"]) for r in samples], hit_threshold(run))
+        row.update({k: m[k] for k in ("hit_rate", "hit_rate_ci_low", "hit_rate_ci_high", "blank_fraction",
+                                      "distinct_2", "repetition", "num_samples")})
+        row.update(misalignment=m["score"], misalignment_ci_low=m["score_ci_low"], misalignment_ci_high=m["score_ci_high"])
     if not run.error and run.eval is None and samples:
         row["status"] = "ok"
     why = (degeneracy or Degeneracy()).reasons(row)

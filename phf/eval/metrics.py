@@ -225,7 +225,7 @@ def sample_metrics(
         "score_ci_high": score_hi,
         "score_max": max(scores) if scores else float("nan"),
         "expected_max": expected_max(scores, k),
-        "hit_rate": hit_rate(scores, hit_threshold),
+        "hit_rate": mean(hits),
         "hit_rate_ci_low": hit_lo,
         "hit_rate_ci_high": hit_hi,
         "blank_fraction": blank_fraction(texts),
