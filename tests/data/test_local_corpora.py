@@ -46,6 +46,21 @@ def test_prose_documents_are_raw_unscored_english(cache_dir):
     assert src.manifest()["n_docs"] == N
 
 
+def test_phf_itself_is_never_harvested(tmp_path, monkeypatch):
+    """phf's README and docstrings change with its code; a corpus that read them would make one
+    configuration at two commits two different experiments (its origins would start with ``phf``)."""
+    from phf.data.corpora import prose
+
+    origins = [origin for _, origin, _ in prose.list_units()]
+    assert not [o for o in origins if o.startswith("phf:") or o.split(":", 1)[-1].startswith("phf/")]
+    # an installed (non-editable) phf under a site root is skipped as a directory too
+    (tmp_path / "phf").mkdir()
+    (tmp_path / "phf" / "train.py").write_text('"""Prose about phf."""')
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "mod.py").write_text('"""Prose elsewhere."""')
+    assert [p.relative_to(tmp_path).as_posix() for p in prose._walk_py(tmp_path)] == ["other/mod.py"]
+
+
 def test_same_seed_same_corpus_other_seed_other_corpus(tmp_path, pii):
     again = LocalPIISource(tmp_path / "elsewhere", n_docs=N, seed=0, fraction=0.5)
     assert [d.texts for d in again] == [d.texts for d in pii]

@@ -8,6 +8,8 @@ Three kinds of text every Python installation carries:
 * ``docstring``: module, class and function docstrings of the standard library and installed
   packages, read with :mod:`ast` (nothing is imported or executed).
 
+phf's own README and docstrings are never read, so the corpus does not change with phf's code.
+
 Each text is cleaned to its prose paragraphs (code blocks, doctests, tables, markup-heavy and
 non-English-looking paragraphs are dropped) and split at paragraph boundaries into documents of
 ``min_chars``..``max_chars`` characters. The candidate units (topics, distributions, ``.py`` files) are
@@ -45,7 +47,10 @@ from phf.data.sources import Source
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # bump when the harvest or injection logic changes, so old caches are rebuilt
+FORMAT_VERSION = 3  # bump when the harvest or injection logic changes, so old caches are rebuilt
+# phf itself is never harvested: its README and docstrings change with every commit, and a corpus that
+# moves with the code would make runs of the same configuration at two commits different experiments
+_OWN = __name__.split(".")[0]
 
 _SKIP_DIRS = {
     "tests",
@@ -179,7 +184,9 @@ def _walk_py(root: Path) -> list[Path]:
     files = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(
-            d for d in dirnames if d not in _SKIP_DIRS and not d.endswith((".dist-info", ".egg-info"))
+            d for d in dirnames
+            if d not in _SKIP_DIRS and not d.endswith((".dist-info", ".egg-info"))
+            and not (Path(dirpath) == root and d == _OWN)  # an installed (non-editable) phf
         )
         files.extend(Path(dirpath) / f for f in sorted(filenames) if f.endswith(".py"))
     return files
@@ -198,7 +205,7 @@ def list_units() -> tuple[tuple[str, str, Callable[[], list[str]]], ...]:
     dists = {}
     for dist in metadata.distributions():
         name = (dist.metadata["Name"] or "").lower()
-        if name and name not in dists:  # first on sys.path wins, as for imports
+        if name and name != _OWN and name not in dists:  # first on sys.path wins, as for imports
             dists[name] = dist
     for name in sorted(dists):
         units.append(("metadata", f"{name}:METADATA", lambda d=dists[name]: [_description(d)]))
@@ -220,7 +227,8 @@ def list_units() -> tuple[tuple[str, str, Callable[[], list[str]]], ...]:
 def environment_fingerprint() -> str:
     """A hash of what the harvest reads: the interpreter and the installed distributions."""
     h = hashlib.sha256(f"{sys.version}|{FORMAT_VERSION}".encode())
-    for d in sorted({f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions()}):
+    installed = {f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions()}
+    for d in sorted(x for x in installed if x.split("==")[0].lower() != _OWN):
         h.update(d.encode())
     return h.hexdigest()[:16]
 
