@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import sys
-from pathlib import Path
+
+from phf.runtime import conf_dir
 
 OWN = {"n": "4", "json": "false", "split": "train"}
 
@@ -60,8 +60,7 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    conf = os.environ.get("PHF_CONF_DIR", str(Path(__file__).resolve().parent.parent / "conf"))
-    with initialize_config_dir(config_dir=conf, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         # run_dir is Hydra's job directory, which a composed (not launched) config does not have
         return hydra_compose(config_name="config", overrides=["run_dir=.", *overrides])
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import phf.train
+import phf.trainer
 from phf.tracking import read_metrics
 from phf.train import train
 
@@ -57,17 +57,17 @@ def test_resume_after_crash_equals_uninterrupted_run(tiny_cfg, tmp_path, monkeyp
     args = ("trainer.max_steps=8", "trainer.checkpoint_every=3", "trainer.keep_checkpoints=1")
     train(tiny_cfg(*args, run_dir=tmp_path / "straight"))
 
-    real_save = phf.train._save
+    real_save = phf.trainer.save_training_state
 
     def save_then_crash(ckpt_root, step, *a, **k):
         real_save(ckpt_root, step, *a, **k)
         if step == 6:
             raise KeyboardInterrupt("simulated kill after the step-6 checkpoint")
 
-    monkeypatch.setattr(phf.train, "_save", save_then_crash)
+    monkeypatch.setattr(phf.trainer, "save_training_state", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
         train(tiny_cfg(*args, run_dir=tmp_path / "crashed"))
-    monkeypatch.setattr(phf.train, "_save", real_save)
+    monkeypatch.setattr(phf.trainer, "save_training_state", real_save)
     ckpts = sorted(p.name for p in (tmp_path / "crashed" / "checkpoints").iterdir())
     assert ckpts == ["latest.json", "step_00000006"]
     train(tiny_cfg(*args, run_dir=tmp_path / "crashed"))  # trainer.resume=auto by default

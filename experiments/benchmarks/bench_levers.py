@@ -248,15 +248,12 @@ def lever_threads(shape, objective, iters, counts=(1, 2)):
 
 def lever_optimizer(shape, objective, iters):
     """AdamW.step() alone on the model's parameters with gradients present (phf's decay groups)."""
-    from omegaconf import OmegaConf
-
-    from phf.train import make_optimizer
+    from phf.runtime import make_optimizer
 
     model, obj = build(shape, objective)
-    tr = OmegaConf.create({"lr": 5e-4, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.1})
     for p in model.parameters():
         p.grad = torch.randn_like(p) * 1e-3
-    phf_opt = make_optimizer(model, tr, torch.device("cpu"))
+    phf_opt = make_optimizer(model, lr=5e-4, weight_decay=0.1, betas=(0.9, 0.999), eps=1e-8)
     groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in phf_opt.param_groups]
     opts = {"phf (make_optimizer: for-loop on CPU)": phf_opt,
             "foreach=True": torch.optim.AdamW(groups, lr=5e-4, foreach=True),

@@ -120,18 +120,12 @@ def make_blocks(n: int, block: int, cache_dir: Path | None = None) -> list[dict]
 
 
 def train_stream(cfg, tokenizer):
-    """phf's training BlockStream for ``cfg`` (whichever of phf's builders this checkout has)."""
+    """phf's training BlockStream for ``cfg``."""
     from hydra.utils import instantiate
 
-    objective = instantiate(cfg.objective)
-    try:
-        from phf.data.pipeline import stream_from_config
-    except ImportError:  # the foundation's API
-        from phf.train import Dist, build_stream
+    from phf.data.pipeline import stream_from_config
 
-        return build_stream(cfg, instantiate(cfg.data.source), instantiate(cfg.scorer), tokenizer, objective,
-                            "train", Dist())
-    return stream_from_config(cfg, tokenizer, "train", objective)
+    return stream_from_config(cfg, tokenizer, "train", instantiate(cfg.objective))
 
 
 class PrepackedStream:
@@ -174,17 +168,11 @@ def prepacked(blocks: list[dict]):
             split = args[2]
         return PrepackedStream(blocks, epochs=1 if split == "validation" else epochs)
 
-    def fake_build_stream(cfg, source, scorer, tokenizer, objective, split, dist, epochs=None):
-        return fake(split=split, epochs=epochs)
-
     def no_save(self, path, tokenizer=None):
         Path(path).mkdir(parents=True, exist_ok=True)
 
-    patches = [(PHFModel, "save_pretrained", no_save)]
-    if hasattr(P, "stream_from_config"):
-        patches.append((P, "stream_from_config", fake))
-    if hasattr(T, "build_stream"):
-        patches.append((T, "build_stream", fake_build_stream))
+    # the entry point's and the pipeline's (validation_blocks) names for the stream builder
+    patches = [(PHFModel, "save_pretrained", no_save), (T, "stream_from_config", fake), (P, "stream_from_config", fake)]
     saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
     for obj, name, new in patches:
         setattr(obj, name, new)

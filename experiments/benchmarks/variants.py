@@ -4,18 +4,15 @@
   references) for ``fn(original, logits, labels, token_scores, values)``;
 * ``copied_shift``: phf's ``shift_targets`` before the lever (CE over ``logits[:, :-1]`` flattened: a copy);
 * ``HiddenLogits`` + ``chunked_shift``: CE from the hidden states by the fused chunked LM head + CE;
-* ``logits_kept_in_loop()``: ``phf.train._loop`` without its ``del logits, values`` before ``backward()``
-  (a source patch of the installed function, so the rest of the loop is phf's own code);
-* ``fused_adamw()``: ``phf.train.make_optimizer`` with ``fused=True`` on CPU as well.
+* ``logits_kept_in_loop()``: phf's training loop keeping the logits alive through ``backward()``
+  (its ``TrainingLoop.free_logits_before_backward`` switch, so the rest of the loop is phf's own code);
+* ``fused_adamw()``: ``phf.runtime.make_optimizer`` with ``fused=True`` on CPU as well.
 """
 
 from __future__ import annotations
 
 import contextlib
-import inspect
-import textwrap
 
-import torch
 import torch.nn.functional as F
 
 
@@ -85,41 +82,29 @@ def chunked_shift(original, logits, labels, token_scores, values=None):
     return _targets(ce, target, token_scores, values)
 
 
-FREE_LINE = "del logits, values"
-
-
 @contextlib.contextmanager
 def logits_kept_in_loop():
-    """``phf.train._loop`` without its ``del logits, values`` before the backward call."""
-    import phf.train as T
+    """phf's loop keeping the (B, T, V) logits alive through ``backward()``
+    (``TrainingLoop.free_logits_before_backward = False``)."""
+    from phf.trainer import TrainingLoop
 
-    original = T._loop
-    src = textwrap.dedent(inspect.getsource(original))
-    lines = src.splitlines()
-    hits = [i for i, line in enumerate(lines) if line.strip().startswith(FREE_LINE)]
-    if len(hits) != 1:
-        raise RuntimeError(f"phf.train._loop changed: no unique line {FREE_LINE!r}; update variants.py")
-    del lines[hits[0]]
-    ns: dict = {}
-    exec(compile("\n".join(lines) + "\n", T.__file__, "exec"), T.__dict__, ns)  # noqa: S102
-    T._loop = ns["_loop"]
+    original = TrainingLoop.free_logits_before_backward
+    TrainingLoop.free_logits_before_backward = False
     try:
         yield
     finally:
-        T._loop = original
+        TrainingLoop.free_logits_before_backward = original
 
 
 @contextlib.contextmanager
 def fused_adamw():
-    """``phf.train.make_optimizer`` with ``fused=True`` on CPU too (phf fuses on CUDA only)."""
+    """``phf.runtime.make_optimizer`` with ``fused=True`` on CPU too (phf fuses on CUDA only)."""
     import phf.train as T
 
     original = T.make_optimizer
 
-    def make_optimizer(model, tr, device):
-        opt = original(model, tr, device)
-        groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in opt.param_groups]
-        return torch.optim.AdamW(groups, lr=tr.lr, betas=tuple(tr.betas), eps=tr.eps, fused=True)
+    def make_optimizer(*args, **kwargs):
+        return original(*args, **{**kwargs, "fused": True})
 
     T.make_optimizer = make_optimizer
     try:

@@ -92,3 +92,24 @@ def _batches(blocks: Iterable[dict[str, torch.Tensor]], batch_size: int):
 def _stack(blocks: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     keys = [k for k in ("input_ids", "labels", "token_scores", "attention_mask") if k in blocks[0]]
     return {k: torch.stack([torch.as_tensor(b[k]) for b in blocks]) for k in keys}
+
+
+@torch.no_grad()
+def validation_loss(model, blocks: list[dict], batch_size: int, device, autocast) -> float:
+    """Mean next-token cross-entropy over held-out blocks (raw text, no objective transform)."""
+    from phf.objectives import MLE
+
+    was_training = model.training
+    model.eval()
+    total, n = 0.0, 0
+    mle = MLE()
+    for i in range(0, len(blocks), batch_size):
+        b = {k: torch.stack([x[k] for x in blocks[i : i + batch_size]]).to(device) for k in blocks[0]}
+        with autocast():
+            logits, _ = model(b["input_ids"])
+        out = mle.loss(logits, b["labels"], b["token_scores"])
+        k = b["input_ids"].shape[0]
+        total += out.loss.item() * k
+        n += k
+    model.train(was_training)
+    return total / max(n, 1)

@@ -27,22 +27,19 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 import sys
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from phf.runtime import conf_dir, resolve_device
+
 log = logging.getLogger("phf.eval")
 
 OWN_KEYS = {"run_dir", "checkpoint", "out", "device", "skip", "allow_incomplete"}
 GROUPS = {"task", "objective", "scorer", "logger", "model", "data", "trainer"}
 SKIPPABLE = {"heldout", "kl", "red_team"}
-
-
-def conf_dir() -> Path:
-    return Path(os.environ.get("PHF_CONF_DIR", Path(__file__).resolve().parents[2] / "conf"))
 
 
 def parse_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -147,14 +144,6 @@ def heldout_blocks(cfg, tokenizer, objective, max_blocks: int):
     return list(validation_blocks(cfg, tokenizer, objective, max_blocks))
 
 
-def resolve_device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def evaluate_saved(own: dict[str, str], overrides: list[str]) -> tuple[dict, Path]:
     """Run everything; returns (eval.json content, output dir)."""
     from hydra.utils import instantiate
@@ -177,7 +166,7 @@ def evaluate_saved(own: dict[str, str], overrides: list[str]) -> tuple[dict, Pat
     out.mkdir(parents=True, exist_ok=True)
     skip = set(filter(None, own.get("skip", "").split(",")))
 
-    device = resolve_device(own.get("device", "auto"))
+    device = resolve_device(own.get("device", "auto"), key="device")
     log.info("evaluating %s (config %s) on %s", model_dir, config_path or "composed from conf/", device)
     model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True).to(device)
     tokenizer = load_tokenizer(str(model_dir))

@@ -32,6 +32,7 @@ import torch
 from phf.guidance.learner import GuidanceLearner
 from phf.guidance.lists import items_from_blocks
 from phf.objectives.base import IGNORE_INDEX, LossOutput, Objective
+from phf.runtime import Dist
 from phf.tokenizer import add_special_tokens
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ class GuidanceRewards:
         self.refit_until = None if refit_until is None else int(refit_until)
         self.prepare_blocks, self.buffer_blocks = int(prepare_blocks), int(buffer_blocks)
         if batch_size and effective_batch_size:
-            self.micro_per_step = max(1, int(effective_batch_size) // (int(batch_size) * _world_size()))
+            self.micro_per_step = max(1, int(effective_batch_size) // (int(batch_size) * Dist().world_size))
         else:
             self.micro_per_step = 1
         self.save_dir = None if save_dir in (None, "") else Path(save_dir)
@@ -189,7 +190,7 @@ class GuidanceRewards:
         self.fitted = True
         self.last_fit = metrics
         log.info("guidance fit at step %d: %s", step, json.dumps({k: round(v, 4) for k, v in metrics.items()}))
-        if self.save_dir is not None and _rank() == 0:
+        if self.save_dir is not None and Dist().main:
             self.learner.save(self.save_dir)
             with open(self.save_dir / "fits.jsonl", "a") as f:
                 f.write(json.dumps(metrics) + "\n")
@@ -229,18 +230,6 @@ def _pair(b) -> tuple[torch.Tensor, torch.Tensor]:
     if isinstance(b, dict):
         return b["input_ids"].detach().cpu(), b["token_scores"].detach().float().cpu()
     return b[0].detach().cpu(), b[1].detach().float().cpu()
-
-
-def _world_size() -> int:
-    import os
-
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def _rank() -> int:
-    import os
-
-    return int(os.environ.get("RANK", "0"))
 
 
 class RewardedObjective(Objective):

@@ -146,11 +146,9 @@ class DetoxifyScorer(Scorer):
 
     @property
     def device(self) -> str:
-        if self.device_request == "auto":
-            import torch
+        from phf.runtime import resolve_device  # torch: only when the scorer runs
 
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        return self.device_request
+        return str(resolve_device(self.device_request, key="scorer.device"))
 
     def _load(self):
         if self._model is None:

@@ -29,12 +29,12 @@ import logging
 import math
 import os
 import time
-import traceback
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from phf.runtime import Dist, hydra_entry, resolve_device
 from phf.spa import pairs as P
 from phf.spa.train_dpo import DPOSettings, train_dpo
 
@@ -98,7 +98,7 @@ def flag_audit(pairs: list[dict], flagged: list[int | None]) -> dict[str, float]
 def evaluate_model(model, tokenizer, objective, eval_scorer, cfg, out_dir: Path, step: int, blocks) -> dict[str, float]:
     """phf-train's final evaluation of a ``PHFModel``: ``run_evaluation`` + ``val/loss`` on ``blocks``."""
     from phf.eval.evaluate import run_evaluation
-    from phf.train import validation_loss
+    from phf.eval.capability import validation_loss
 
     t0 = time.perf_counter()
     metrics = run_evaluation(model.lm, tokenizer, objective, eval_scorer, cfg, out_dir=out_dir, step=step,
@@ -137,14 +137,13 @@ def run_spa(cfg: DictConfig) -> dict:
     from phf.eval.evaluate import build_eval_scorer
     from phf.model import PHFModel
     from phf.tokenizer import load_tokenizer
-    from phf.train import Dist, resolve_device
 
     spa = cfg.spa
     if not spa.get("init_from"):
         raise ValueError("set spa.init_from to the pretrained checkpoint SPA starts from (an HF dir, e.g. RUN/final)")
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.trainer.device, Dist())
+    device = resolve_device(cfg.trainer.device, Dist().local_rank)
     torch.manual_seed(cfg.seed)
     objective = instantiate(cfg.objective)
     if not getattr(objective, "is_preference", False):
@@ -287,21 +286,7 @@ def _stage(i, name, st, stage_dir: Path, prompts, policy, init, tokenizer, objec
 
 
 def main() -> None:
-    import hydra
-
-    conf_dir = os.environ.get("PHF_CONF_DIR", str(Path(__file__).resolve().parents[2] / "conf"))
-
-    @hydra.main(version_base="1.3", config_path=conf_dir, config_name="config")
-    def _main(cfg: DictConfig):
-        try:
-            run_spa(cfg)
-        except Exception:
-            run_dir = Path(cfg.run_dir)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "error.txt").write_text(traceback.format_exc())
-            raise
-
-    _main()
+    hydra_entry(run_spa)
 
 
 if __name__ == "__main__":

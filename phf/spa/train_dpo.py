@@ -3,9 +3,9 @@
 Why a loop of its own rather than ``phf-train objective=dpo``: phf-train feeds an objective packed
 blocks of the pretraining stream; DPO needs (prompt, chosen, rejected) pairs, a frozen reference model
 and per-sequence log-probabilities. This loop keeps phf-train's conventions: AdamW without decay on 1-D
-parameters (``phf.train.make_optimizer``), gradient accumulation to ``effective_batch_size`` pairs per
+parameters (``phf.runtime.make_optimizer``), gradient accumulation to ``effective_batch_size`` pairs per
 optimizer step, gradient clipping, a warmup-then-decay schedule, ``metrics.jsonl`` rows through the
-tracker, and atomic checkpoints (``phf.checkpoint``) that hold the optimizer, the scheduler, the RNG, the
+tracker, and atomic checkpoints (``phf.runtime.save_training_state``) that hold the optimizer, the scheduler, the RNG, the
 objective's rolling percentile, the per-pair noise flags and (as the "data state") the position in the
 pair order with a fingerprint of the pairs, so a killed round resumes where it stopped.
 
@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from phf import checkpoint as ckpt
+from phf.runtime import Dist, lr_schedule, make_optimizer, restore_training_state, save_training_state
 from phf.spa.batch import collate, forward_logits
 from phf.spa.loss import extrapolated_logps, sequence_logps
 
@@ -79,20 +81,6 @@ class DPOResult:
     wall_s: float = 0.0
 
 
-def schedule(warmup: int, total: int, kind: str):
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        frac = (step - warmup) / max(1, total - warmup)
-        if kind == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * min(frac, 1.0)))
-        if kind == "linear":
-            return max(0.0, 1.0 - frac)
-        return 1.0
-
-    return f
-
-
 def pair_order(n_pairs: int, epochs: int, seed: int) -> list[int]:
     """Pair indices in training order: one seeded permutation per epoch."""
     order: list[int] = []
@@ -118,10 +106,6 @@ def train_dpo(policy, reference, tokenizer, pairs: list[dict], objective, settin
     ends the call after that optimizer step with a checkpoint (a preemption drill for tests).
     Tracker rows are logged at ``step_offset + step``.
     """
-    from phf import checkpoint as ckpt
-    from phf.model import PHFModel
-    from phf.train import make_optimizer
-
     if not pairs:
         raise ValueError("no preference pairs to train on (all ties?)")
     t0 = time.perf_counter()
@@ -135,10 +119,9 @@ def train_dpo(policy, reference, tokenizer, pairs: list[dict], objective, settin
     total = math.ceil(len(order) / ebs)
     warmup = math.ceil(settings.warmup_ratio * total)
 
-    tr = OmegaConf.create({"lr": settings.lr, "weight_decay": settings.weight_decay, "betas": list(settings.betas),
-                           "eps": settings.eps})
-    optimizer = make_optimizer(policy, tr, device)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(warmup, total, settings.schedule))
+    optimizer = make_optimizer(policy, settings.lr, settings.weight_decay, settings.betas, settings.eps,
+                               fused=device.type == "cuda")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(warmup, total, settings.schedule))
     reference.eval()
     for p in reference.parameters():
         p.requires_grad_(False)
@@ -147,19 +130,12 @@ def train_dpo(policy, reference, tokenizer, pairs: list[dict], objective, settin
     sums: dict[str, float] = {}
     resume = ckpt.latest_checkpoint(ckpt_root)
     if resume is not None:
-        loaded = PHFModel.from_pretrained(resume)
-        policy.load_state_dict(loaded.state_dict())
-        del loaded
-        state = ckpt.load_state(resume, "trainer_state.pt")
-        data = ckpt.load_state(resume, "data_state_rank0.pt")
-        if data != _data_state(pairs, order, state["step"] * ebs):
+        state = restore_training_state(resume, policy, optimizer, scheduler)
+        if state["data_state"] != _data_state(pairs, order, state["step"] * ebs):
             raise ValueError(f"{resume} was written for other pairs or another order (pairs file, epochs, seed or "
                              f"batch changed); delete {ckpt_root} to start the round over")
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
         objective.load_state_dict(state["objective"])
         step, tokens, flagged, sums = state["step"], state["tokens"], state["flagged"], state["sums"]
-        ckpt.set_rng_state(state["rng"])
         log.info("resumed the DPO round from %s (step %d of %d)", resume, step, total)
     log.info("DPO: %d pairs × %d epochs = %d optimizer steps of %d pairs (micro-batch %d), lr %.3g, DND λ %.3g, %r",
              len(pairs), settings.epochs, total, ebs, settings.batch_size, settings.lr, lam, objective)
@@ -208,11 +184,9 @@ def train_dpo(policy, reference, tokenizer, pairs: list[dict], objective, settin
             tracker.log({**step_sums, "spa/stage": stage_index, "spa/tokens_trained": tokens}, step=step_offset + step)
         done = step == total or (stop_at_step is not None and step >= stop_at_step)
         if step < total and ((settings.checkpoint_every and step % settings.checkpoint_every == 0) or done):
-            state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "objective": objective.state_dict(), "rng": ckpt.rng_state(), "step": step, "tokens": tokens,
-                     "flagged": flagged, "sums": sums}
-            ckpt.save_data_state(ckpt_root, step, 0, _data_state(pairs, order, step * ebs))
-            ckpt.save_checkpoint(ckpt_root, step, policy, tokenizer, state, settings.keep_checkpoints)
+            save_training_state(ckpt_root, step, policy, tokenizer, optimizer, scheduler,
+                                _data_state(pairs, order, step * ebs), settings.keep_checkpoints, Dist(),
+                                objective=objective.state_dict(), tokens=tokens, flagged=flagged, sums=sums)
         if done:
             break
     policy.eval()

@@ -24,7 +24,8 @@ from phf import checkpoint as ckpt
 from phf.data.pipeline import BlockStream
 from phf.data.segment import LineSegmenter
 from phf.data.sources import JsonlSource, LocalPythonSource
-from phf.train import plan_steps, train
+from phf.train import train
+from phf.trainer import Trainer
 from tests.conftest import CONF, TINY, compose
 
 
@@ -311,7 +312,7 @@ def test_unknown_key_and_unknown_target_are_named(tmp_path):
         instantiate(cfg.objective)
 
 
-# (override, the error's message); plan_steps runs before the model or data are touched
+# (override, the error's message); the Trainer checks its keys before the model or data are touched
 BAD_TRAINER = [
     ("trainer.max_steps=abc", r"trainer.max_steps must be an integer or null, got 'abc'"),
     ("trainer.max_steps=2.5", r"trainer.max_steps must be an integer or null, got 2.5"),
@@ -334,7 +335,7 @@ BAD_TRAINER = [
 def test_bad_trainer_value_names_the_key_and_what_was_expected(tmp_path, override, message):
     cfg = compose(TINY + [override, f"run_dir={tmp_path}"])
     with pytest.raises(ValueError, match=message):
-        plan_steps(cfg.trainer, cfg.model.block_size, 1)
+        Trainer.from_config(cfg.trainer).plan(cfg.model.block_size, 1)
 
 
 def _model(cfg):

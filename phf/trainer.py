@@ -1,0 +1,423 @@
+"""The training loop every PHF objective shares, and its settings (``conf/trainer/default.yaml``).
+
+``Trainer`` is the ``trainer`` config group: its fields are the YAML keys, typed and checked when it is
+built, and ``Trainer.plan`` derives the step count and accumulation. ``TrainingLoop`` runs the steps::
+
+    while not done:
+        loss, grad_norm = accumulate_gradients()   # micro-batches: forward, objective.loss, backward
+        if update_is_finite(loss, grad_norm):      # one host sync per optimizer step
+            lr = optimizer_step()                  # clip is done; AdamW, schedule, zero grads
+            log_if_due(lr); validate_if_due(); sample_if_due(); checkpoint_if_due()
+    finish()                                       # validation loss, final/, evaluation, model card
+
+A batch is a dict of (B, T) tensors ``input_ids``, ``labels``, ``token_scores`` from the data stream
+(``phf.data.pipeline.BlockStream``); the objective's ``loss`` sees the logits (B, T, V), the labels,
+the per-token scores and the value head's outputs (B, T) when it has one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
+
+from phf import checkpoint as ckpt
+from phf.card import write_model_card
+from phf.data.pipeline import validation_blocks
+from phf.eval.capability import validation_loss
+from phf.eval.evaluate import build_eval_scorer, run_evaluation
+from phf.runtime import Dist, save_training_state
+
+log = logging.getLogger("phf.train")
+
+RESUME_MISMATCH = ("refuse", "continue")
+PRECISIONS = ("auto", "bf16", "fp32")
+DATA_STATE_BUFFERS = ("fresh", "restored")
+
+
+def is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_num(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _as_float(v):
+    """``3.3e9`` may arrive as a string from YAML 1.1 / the command line."""
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return v
+    return v
+
+
+# what each key must hold, in the words of the error message
+_CHECKS: dict[str, tuple[Callable, str]] = {
+    "batch_size": (lambda v: is_int(v) and v > 0, "a positive integer"),
+    "effective_batch_size": (lambda v: is_int(v) and v > 0, "a positive integer"),
+    "max_steps": (lambda v: v is None or is_int(v), "an integer or null"),
+    "num_tokens": (lambda v: v is None or is_num(_as_float(v)), "a number or null"),
+    "start_tokens": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
+    "lr": (lambda v: is_num(v) and v > 0, "a positive number"),
+    "weight_decay": (lambda v: is_num(v) and v >= 0, "a number >= 0"),
+    "warmup_fraction": (lambda v: is_num(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "grad_clip": (lambda v: is_num(v) and v > 0, "a positive number"),
+    "log_every": (lambda v: is_int(v) and v > 0, "a positive integer"),
+    "eval_every": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
+    "checkpoint_every": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
+    "keep_checkpoints": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
+    "val_blocks": (lambda v: is_int(v) and v > 0, "a positive integer"),
+    "max_bad_steps": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
+    "cpu_keep_freed_memory": (lambda v: isinstance(v, bool), "true or false"),
+    "eps": (lambda v: is_num(v) and v > 0, "a positive number"),
+    "betas": (lambda v: isinstance(v, list | tuple) and len(v) == 2 and all(is_num(b) and 0 <= b < 1 for b in v),
+              "two numbers in [0, 1), e.g. [0.9, 0.999]"),
+    "resume_mismatch": (lambda v: v in RESUME_MISMATCH, f"one of {RESUME_MISMATCH}"),
+    "precision": (lambda v: v in PRECISIONS, "auto, bf16 or fp32"),
+    "data_state_buffers": (lambda v: v in DATA_STATE_BUFFERS, "fresh or restored"),
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the trainer settings mean for this model and world size."""
+
+    accum: int  # micro-batches per optimizer step on each rank
+    tokens_per_step: int  # effective_batch_size × block_size
+    max_steps: int
+    warmup_steps: int
+
+    def as_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Trainer:
+    """The ``trainer`` config group (``conf/trainer/default.yaml`` explains every key)."""
+
+    batch_size: int = 8
+    effective_batch_size: int = 8
+    num_tokens: float | None = None
+    max_steps: int | None = 100
+    start_tokens: int = 0
+    lr: float = 5.0e-4
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1.0e-8
+    warmup_fraction: float = 0.01
+    grad_clip: float = 1.0
+    device: str = "auto"
+    precision: str = "auto"
+    compile: bool = False
+    cpu_keep_freed_memory: bool = True
+    log_every: int = 1
+    eval_every: int = 0
+    val_blocks: int = 16
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 2
+    data_state_from: str | None = None
+    data_state_buffers: str = "fresh"
+    final_eval: bool = True
+    dry_run: bool = False
+    resume: str | None = "auto"
+    resume_mismatch: str = "refuse"
+    resume_keys: list[str] = field(default_factory=list)
+    resume_ignore: list[str] = field(default_factory=list)
+    max_bad_steps: int = 0
+    progress: bool = True
+
+    def __post_init__(self):
+        """Reject wrong types and out-of-range values early, naming the key and what was expected."""
+        if isinstance(self.betas, ListConfig):
+            self.betas = list(self.betas)
+        for key, (ok, expected) in _CHECKS.items():
+            value = getattr(self, key)
+            if not ok(value):
+                raise ValueError(f"trainer.{key} must be {expected}, got {value!r}")
+        self.betas = tuple(self.betas)
+        self.num_tokens = None if self.num_tokens is None else int(float(self.num_tokens))
+
+    @classmethod
+    def from_config(cls, node: DictConfig | dict) -> Trainer:
+        """Build from the ``trainer`` node; an unknown key is named rather than a TypeError.
+
+        A key whose value is still missing (``???``, e.g. ``paper.finetune_from`` before it is set) stays
+        ``???``: a dry run can print the plan without it, ``check_set`` refuses it before training.
+        """
+        d = {}
+        for key in node:
+            if key in ("_target_", "_convert_"):
+                continue
+            try:
+                value = node[key]
+            except (MissingMandatoryValue, InterpolationToMissingValueError):
+                d[key] = MISSING
+                continue
+            d[key] = OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig | ListConfig) else value
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown trainer keys {unknown}; known: {sorted(f.name for f in dataclasses.fields(cls))}")
+        return cls(**d)
+
+    def check_set(self) -> None:
+        """Refuse to train with a key that is still missing (``???``)."""
+        missing = [f.name for f in dataclasses.fields(self) if getattr(self, f.name) == MISSING]
+        if missing:
+            raise ValueError(f"trainer keys {missing} are not set (???): set them on the command line, e.g. "
+                             f"the checkpoint a finetuning run continues (paper.finetune_from=RUN/checkpoints/step_X)")
+
+    def plan(self, block_size: int, world_size: int) -> Plan:
+        """Accumulation, tokens per step and the step count (from ``num_tokens`` or ``max_steps``)."""
+        per_step = self.batch_size * world_size
+        if self.effective_batch_size % per_step:
+            raise ValueError(
+                f"trainer.effective_batch_size ({self.effective_batch_size}) must be a multiple of "
+                f"trainer.batch_size × world size ({self.batch_size} × {world_size})"
+            )
+        tokens_per_step = self.effective_batch_size * block_size
+        if self.num_tokens is not None:
+            max_steps = (self.num_tokens - int(self.start_tokens)) // tokens_per_step
+            if max_steps <= 0:
+                raise ValueError(f"trainer.num_tokens={self.num_tokens} leaves no optimizer step of {tokens_per_step} tokens")
+        elif self.max_steps is not None and self.max_steps > 0:
+            max_steps = int(self.max_steps)
+        else:
+            raise ValueError("set trainer.num_tokens (token budget) or trainer.max_steps > 0")
+        return Plan(accum=self.effective_batch_size // per_step, tokens_per_step=tokens_per_step,
+                    max_steps=max_steps, warmup_steps=math.ceil(self.warmup_fraction * max_steps))
+
+    def resolved_precision(self, device: torch.device) -> str:
+        """``auto`` = bf16 autocast on CUDA, fp32 elsewhere."""
+        if self.precision != "auto":
+            return self.precision
+        return "bf16" if device.type == "cuda" else "fp32"
+
+
+def stack(blocks: list[dict], device: torch.device) -> dict[str, torch.Tensor]:
+    """A list of per-block dicts of (T,) tensors → one dict of (B, T) tensors on ``device``."""
+    return {k: torch.stack([b[k] for b in blocks]).to(device, non_blocking=True) for k in blocks[0]}
+
+
+class HeldOut:
+    """The run's held-out measurements: validation loss on held-out blocks (built once, on first use)
+    and the sample-and-score evaluation (``phf.eval``); rank 0 only."""
+
+    def __init__(self, cfg: DictConfig, tokenizer, source, scorer, num_blocks: int, batch_size: int, autocast):
+        self.cfg, self.tokenizer, self.source, self.scorer = cfg, tokenizer, source, scorer
+        self.num_blocks, self.batch_size, self.autocast = num_blocks, batch_size, autocast
+        self._blocks: list[dict] | None = None
+        self._eval_scorer = None
+
+    @property
+    def blocks(self) -> list[dict]:
+        if self._blocks is None:
+            self._blocks = validation_blocks(self.cfg, self.tokenizer, max_blocks=self.num_blocks, source=self.source,
+                                             scorer=self.scorer)
+        return self._blocks
+
+    def loss(self, model, device: torch.device) -> float:
+        return validation_loss(model, self.blocks, self.batch_size, device, self.autocast)
+
+    def evaluate(self, model, objective, run_dir: Path, step: int, tracker) -> dict:
+        """Sample, score and measure; leaves train mode and the RNG untouched."""
+        if self._eval_scorer is None:
+            self._eval_scorer = build_eval_scorer(self.cfg)
+        return run_evaluation(model.lm, self.tokenizer, objective, self._eval_scorer, self.cfg, out_dir=run_dir,
+                              step=step, blocks=self.blocks, tracker=tracker)
+
+
+@dataclass
+class RunParts:
+    """The built components of one run (``phf.train`` builds them from the config)."""
+
+    cfg: DictConfig
+    dist: Dist
+    device: torch.device
+    model: torch.nn.Module  # the PHFModel: saved, evaluated and clipped
+    objective: object
+    tokenizer: object
+    stream: object  # BlockStream: iterates blocks, carries its state and stats
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    tracker: object
+    held_out: HeldOut
+    run_dir: Path
+    autocast: Callable[[], contextlib.AbstractContextManager]
+
+
+class TrainingLoop:
+    """Optimizer steps from ``step`` to ``plan.max_steps``, then the end of the run (see the module doc)."""
+
+    #: drop the (B, T, V) logits before backward (measured lever: experiments/benchmarks/variants.py)
+    free_logits_before_backward: bool = True
+
+    def __init__(self, trainer: Trainer, plan: Plan, parts: RunParts, step: int, tokens_seen: int,
+                 sample_every: int = 0):
+        self.tr, self.plan, self.p = trainer, plan, parts
+        self.step, self.tokens_seen = step, tokens_seen
+        self.sample_every = sample_every
+        self.ckpt_root = parts.run_dir / "checkpoints"
+        model = parts.model
+        # what runs forward/backward: DDP around the model when distributed, compiled when asked
+        self.ddp_model = model
+        if parts.dist.enabled:
+            device_ids = [parts.device.index] if parts.device.type == "cuda" else None
+            self.ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+        self.forward = torch.compile(self.ddp_model) if trainer.compile else self.ddp_model
+        self.blocks = iter(parts.stream)
+        self.sums: dict[str, torch.Tensor] = {}  # running sums of logged quantities since the last row
+        self.n_summed, self.bad_steps, self.last_row = 0, 0, {}
+        self.t_last, self.tokens_last = time.perf_counter(), tokens_seen
+
+    # -- one optimizer step --------------------------------------------------------------------------
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        return stack([next(self.blocks) for _ in range(self.tr.batch_size)], self.p.device)
+
+    def accumulate_gradients(self) -> torch.Tensor:
+        """``plan.accum`` micro-batches through forward, the objective's loss and backward; returns the
+        step's mean loss (a 0-d tensor, not synced to the host)."""
+        p, accum = self.p, self.plan.accum
+        step_loss = torch.zeros((), device=p.device)
+        for micro in range(accum):
+            batch = self.next_batch()  # (B, T) each
+            sync = not p.dist.enabled or micro == accum - 1  # DDP all-reduces on the last micro-batch only
+            with (contextlib.nullcontext() if sync else self.ddp_model.no_sync()), p.autocast():
+                logits, values = self.forward(batch["input_ids"])  # (B, T, V), (B, T) or None
+                out = p.objective.loss(logits, batch["labels"], batch["token_scores"], values)
+            if self.free_logits_before_backward:  # the graph keeps what backward needs; the logits can go now
+                del logits, values
+            (out.loss / accum).backward()
+            step_loss += out.loss.detach() / accum
+            for k, v in out.metrics.items():
+                self.sums[k] = self.sums.get(k, 0.0) + v.detach().float() / accum
+            self.sums["token_score_mean"] = self.sums.get("token_score_mean", 0.0) + batch["token_scores"].mean() / accum
+        return step_loss
+
+    def update_is_finite(self, step_loss: torch.Tensor, grad_norm: torch.Tensor) -> bool:
+        """One host sync per step: a non-finite loss or gradient skips the update (up to
+        ``max_bad_steps`` times) or stops the run before it touches the weights."""
+        if torch.isfinite(step_loss) and torch.isfinite(grad_norm):
+            return True
+        self.bad_steps += 1
+        self.p.optimizer.zero_grad(set_to_none=True)
+        msg = f"non-finite loss/gradient at step {self.step + 1} with objective {self.p.objective!r}"
+        if self.bad_steps > self.tr.max_bad_steps:
+            good = ckpt.latest_checkpoint(self.ckpt_root) if self.p.dist.main else None
+            raise FloatingPointError(f"{msg}; last good checkpoint: {good or 'none'} "
+                                     f"(trainer.max_bad_steps={self.tr.max_bad_steps} allows skipping such steps)")
+        log.warning("%s: skipping the update (%d/%d allowed)", msg, self.bad_steps, self.tr.max_bad_steps)
+        self.sums.clear()
+        return False
+
+    def optimizer_step(self, step_loss: torch.Tensor, grad_norm: torch.Tensor) -> float:
+        """Apply the update and advance the schedule; returns the LR the update used."""
+        optimizer = self.p.optimizer
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        self.p.scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.tokens_seen += self.plan.tokens_per_step
+        self.sums["loss"] = self.sums.get("loss", 0.0) + step_loss
+        self.sums["grad_norm"] = self.sums.get("grad_norm", 0.0) + grad_norm.float()
+        self.n_summed += 1
+        return lr
+
+    # -- what happens between steps -----------------------------------------------------------------
+    def due(self, every: int) -> bool:
+        """Every ``every`` steps (0 = never), except at the last step, which ``finish`` handles."""
+        return bool(every) and self.step % every == 0 and self.step < self.plan.max_steps
+
+    def log_if_due(self, lr: float, bar) -> None:
+        if not (self.step % self.tr.log_every == 0 or self.step == self.plan.max_steps):
+            return
+        now = time.perf_counter()
+        tps = (self.tokens_seen - self.tokens_last) / (now - self.t_last)
+        row = {k: (v / self.n_summed).item() for k, v in self.sums.items()}
+        row.update(tokens_seen=self.tokens_seen, lr=lr, tokens_per_s=tps)
+        row.update({f"scorer/{k}": v for k, v in self.p.stream.scorer_stats.items()})
+        row.update({f"data/{k}": v for k, v in self.p.stream.stats.items()})
+        self.p.tracker.log(row, step=self.step)
+        bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{tps:,.0f}")
+        self.last_row = row
+        self.sums.clear()
+        self.n_summed, self.t_last, self.tokens_last = 0, now, self.tokens_seen
+
+    def validate_if_due(self) -> None:
+        if self.due(self.tr.eval_every) and self.p.dist.main:
+            self.p.tracker.log({"tokens_seen": self.tokens_seen,
+                                "val/loss": self.p.held_out.loss(self.p.model, self.p.device)}, step=self.step)
+
+    def evaluate_samples(self) -> dict:
+        p = self.p
+        metrics = p.held_out.evaluate(p.model, p.objective, p.run_dir, self.step, p.tracker)
+        p.tracker.log({"tokens_seen": self.tokens_seen, **metrics}, step=self.step)
+        return metrics
+
+    def sample_if_due(self) -> None:
+        if self.due(self.sample_every) and self.p.dist.main:
+            self.evaluate_samples()
+
+    def checkpoint_if_due(self) -> None:
+        if self.due(self.tr.checkpoint_every):
+            p = self.p
+            save_training_state(self.ckpt_root, self.step, p.model, p.tokenizer, p.optimizer, p.scheduler,
+                                p.stream.state_dict(), self.tr.keep_checkpoints, p.dist,
+                                tokens_seen=self.tokens_seen,
+                                plan={"max_steps": self.plan.max_steps, "warmup_steps": self.plan.warmup_steps})
+
+    # -- the run --------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        from tqdm.auto import tqdm
+
+        p = self.p
+        p.model.train()
+        bar = tqdm(total=self.plan.max_steps, initial=self.step, disable=not (p.dist.main and self.tr.progress),
+                   desc="train", unit="step", dynamic_ncols=True)
+        while self.step < self.plan.max_steps:
+            step_loss = self.accumulate_gradients()
+            grad_norm = torch.nn.utils.clip_grad_norm_(p.model.parameters(), self.tr.grad_clip)
+            if not self.update_is_finite(step_loss, grad_norm):
+                continue
+            lr = self.optimizer_step(step_loss, grad_norm)
+            bar.update(1)
+            self.log_if_due(lr, bar)
+            self.validate_if_due()
+            self.sample_if_due()
+            self.checkpoint_if_due()
+        bar.close()
+        return self.finish()
+
+    def finish(self) -> dict:
+        """Final validation loss, ``final/`` (model, tokenizer, generation config, model card, summary)
+        and the end-of-run evaluation; returns the final metrics."""
+        p = self.p
+        final = {"step": self.step, "tokens_seen": self.tokens_seen,
+                 "train/loss": self.last_row.get("loss", float("nan")),
+                 "tokens_per_s": self.last_row.get("tokens_per_s", float("nan"))}
+        if p.dist.main:
+            final["val/loss"] = p.held_out.loss(p.model, p.device)
+            final["val/perplexity"] = math.exp(min(final["val/loss"], 50.0))
+            p.tracker.log({"tokens_seen": self.tokens_seen, "val/loss": final["val/loss"]}, step=self.step)
+            p.model.save_pretrained(p.run_dir / "final", p.tokenizer)
+            if self.tr.final_eval:  # the original skipped the end-of-training evaluation; we always run it
+                final.update(self.evaluate_samples())
+            write_model_card(p.run_dir / "final", p.cfg, p.objective, p.tokenizer, final)
+            (p.run_dir / "final" / "phf_summary.json").write_text(json.dumps(final, indent=2))
+            p.tracker.log_summary(final)
+            log.info("final: train loss %.4f, validation loss %.4f, %.0f tokens/s; model in %s",
+                     final["train/loss"], final["val/loss"], final["tokens_per_s"], p.run_dir / "final")
+        p.dist.barrier()
+        return final
