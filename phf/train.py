@@ -202,27 +202,6 @@ def stack(blocks: list[dict], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: torch.stack([b[k] for b in blocks]).to(device, non_blocking=True) for k in blocks[0]}
 
 
-@torch.no_grad()
-def validation_loss(model, blocks: list[dict], batch_size: int, device, autocast) -> float:
-    """Mean next-token cross-entropy over held-out blocks (raw text, no objective transform)."""
-    from phf.objectives import MLE
-
-    was_training = model.training
-    model.eval()
-    total, n = 0.0, 0
-    mle = MLE()
-    for i in range(0, len(blocks), batch_size):
-        b = stack(blocks[i : i + batch_size], device)
-        with autocast():
-            logits, _ = model(b["input_ids"])
-        out = mle.loss(logits, b["labels"], b["token_scores"])
-        k = b["input_ids"].shape[0]
-        total += out.loss.item() * k
-        n += k
-    model.train(was_training)
-    return total / max(n, 1)
-
-
 def dry_run(cfg: DictConfig, dist: Dist) -> dict:
     """Print and return the run's derived quantities without building anything."""
     plan = plan_steps(cfg.trainer, cfg.model.block_size, dist.world_size)
@@ -541,6 +520,7 @@ def _loop(cfg, dist, device, model, objective, tokenizer, stream, source, scorer
     from phf import checkpoint as ckpt
     from phf.card import write_model_card
     from phf.data.pipeline import validation_blocks
+    from phf.eval.capability import validation_loss
 
     tr = cfg.trainer
     run_dir = Path(cfg.run_dir)

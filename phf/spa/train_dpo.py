@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from phf.objectives.preference import extrapolated_logps, sequence_logps
 from phf.spa.batch import collate, forward_logits
-from phf.spa.loss import extrapolated_logps, sequence_logps
 
 log = logging.getLogger(__name__)
 
