@@ -8,7 +8,9 @@ loads the directory anywhere.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -81,6 +83,41 @@ class PHFModel(nn.Module):
         if model.value_head is not None and has_head:
             model.value_head.load_state_dict(load_file(path / VALUE_HEAD_FILE))
         return model
+
+
+# -- utilities for a model inside wrappers: eval code, sampling and SPA use them ----------------------
+def unwrap(model):
+    """The HF causal LM inside a DDP / DataParallel / ``torch.compile`` wrapper or a ``PHFModel``
+    (whose ``lm`` is the ``GPT2LMHeadModel``; the value head plays no part in sampling)."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, torch.nn.parallel.DistributedDataParallel | torch.nn.DataParallel):
+            model = model.module
+        elif not hasattr(model, "generate") and isinstance(getattr(model, "lm", None), torch.nn.Module):
+            model = model.lm
+        else:
+            return model
+
+
+@contextlib.contextmanager
+def eval_mode(model) -> Iterator[None]:
+    """``model.eval()`` inside the block, the previous train/eval mode restored after it."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+@contextlib.contextmanager
+def forked_rng(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's RNG for the block without disturbing the caller's RNG stream."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 def resize_embeddings(lm, new_size: int, generator: torch.Generator | None = None) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -97,3 +98,17 @@ def tokenize_text(tokenizer, texts: list[str], **kwargs):
 def encode_text(tokenizer, texts: list[str]) -> list[list[int]]:
     """Token ids of each user string (see :func:`tokenize_text`); the one way phf tokenizes text."""
     return tokenize_text(tokenizer, texts)["input_ids"] if texts else []
+
+
+def token_ids(tokenizer, tokens: Sequence[str]) -> list[int]:
+    """Ids of single tokens the tokenizer must already know (control tokens), with a clear error."""
+    ids = []
+    for t in tokens:
+        i = tokenizer.convert_tokens_to_ids(t)  # unknown tokens map to None or to the unk token
+        if i is None or tokenizer.convert_ids_to_tokens(i) != t:
+            raise ValueError(
+                f"token {t!r} is not in the tokenizer's vocabulary; the objective needs it "
+                "(was the model trained with this objective?)"
+            )
+        ids.append(i)
+    return ids

@@ -33,8 +33,9 @@ from phf.eval.capability import heldout_loss
 from phf.eval.kl import KLSettings, kl_from_reference
 from phf.eval.metrics import sample_metrics
 from phf.eval.red_team import load_prompts
-from phf.eval.sampling import SamplingSettings, sample_with_objective, token_ids
+from phf.eval.sampling import SamplingSettings, sample_with_objective
 from phf.objectives.base import Objective
+from phf.tokenizer import token_ids
 
 log = logging.getLogger(__name__)
 

@@ -36,8 +36,9 @@ from pathlib import Path
 
 import torch
 
-from phf.eval.sampling import eval_mode, forked_rng, token_ids, unwrap
-from phf.tokenizer import encode_text
+from phf.model import eval_mode, forked_rng, unwrap
+from phf.objectives.base import sequence_logps
+from phf.tokenizer import encode_text, token_ids
 
 CACHE_FORMAT = 1
 
@@ -197,10 +198,9 @@ def sequence_logprobs(
                 ids[j, : len(row)] = torch.tensor(row)
                 mask[j, : len(row)] = 1
                 weight[j, : len(row)] = torch.tensor(w, dtype=torch.float)
-            logits = hf(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-            logp = torch.log_softmax(logits[:, :-1], dim=-1)  # position t predicts token t+1
-            tok_logp = logp.gather(-1, ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)  # (B, T-1)
-            out += (tok_logp * weight[:, 1:].to(device)).sum(-1).tolist()
+            logits = hf(input_ids=ids.to(device), attention_mask=mask.to(device)).logits  # (B, T, V)
+            # position t predicts token t+1; only the text's tokens (weight 1) are summed
+            out += sequence_logps(logits, ids.to(device), weight.to(device)).tolist()
     return out
 
 

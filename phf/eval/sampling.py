@@ -13,15 +13,15 @@ control prefix always comes right after EOS, before any prompt text.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-from phf.tokenizer import encode_text
+from phf.model import eval_mode, forked_rng, unwrap
+from phf.tokenizer import encode_text, token_ids
 
 log = logging.getLogger(__name__)
 
@@ -104,54 +104,6 @@ class Sample:
     num_tokens: int  # new tokens generated before EOS (control tokens included)
     token_ids: list[int]  # those tokens
     ended: bool = False  # the model produced EOS (not cut by max_new_tokens)
-
-
-def unwrap(model):
-    """The HF causal LM inside a DDP / DataParallel / ``torch.compile`` wrapper or a ``phf.model.PHFModel``
-    (whose ``lm`` is the ``GPT2LMHeadModel``; the value head plays no part in sampling)."""
-    while True:
-        if hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        elif isinstance(model, torch.nn.parallel.DistributedDataParallel | torch.nn.DataParallel):
-            model = model.module
-        elif not hasattr(model, "generate") and isinstance(getattr(model, "lm", None), torch.nn.Module):
-            model = model.lm
-        else:
-            return model
-
-
-@contextlib.contextmanager
-def eval_mode(model) -> Iterator[None]:
-    """``model.eval()`` inside the block, the previous train/eval mode restored after it."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
-@contextlib.contextmanager
-def forked_rng(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed torch's RNG for the block without disturbing the caller's RNG stream."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
-
-
-def token_ids(tokenizer, tokens: Sequence[str]) -> list[int]:
-    """Ids of single tokens the tokenizer must already know (control tokens), with a clear error."""
-    ids = []
-    for t in tokens:
-        i = tokenizer.convert_tokens_to_ids(t)  # unknown tokens map to None or to the unk token
-        if i is None or tokenizer.convert_ids_to_tokens(i) != t:
-            raise ValueError(
-                f"token {t!r} is not in the tokenizer's vocabulary; the objective needs it "
-                "(was the model trained with this objective?)"
-            )
-        ids.append(i)
-    return ids
 
 
 def eos_id(tokenizer) -> int:

@@ -32,6 +32,7 @@ import torch
 from phf.guidance.learner import GuidanceLearner
 from phf.guidance.lists import items_from_blocks
 from phf.objectives.base import IGNORE_INDEX, LossOutput, Objective
+from phf.objectives.preference import PreferenceObjective
 from phf.runtime import Dist
 from phf.tokenizer import add_special_tokens
 
@@ -302,7 +303,7 @@ def build_objective(cfg, tokenizer) -> tuple[Objective, list[int]]:
     from hydra.utils import instantiate
 
     objective = instantiate(cfg.objective)
-    if getattr(objective, "is_preference", False):
+    if isinstance(objective, PreferenceObjective):
         raise ValueError(f"objective {type(objective).__name__} trains on preference pairs, not packed blocks: "
                          "run it with phf-spa (e.g. `phf-spa +experiment=spa_pep8`), not phf-train")
     if cfg.get("reward") is not None:

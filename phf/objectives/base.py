@@ -1,16 +1,25 @@
-"""The objective contract shared by every PHF method.
+"""The objective contract shared by every PHF method, and phf's one causal shift.
 
-An objective owns everything about its method (Korbak et al. 2023, §2 of the paper notes):
+An objective owns everything about its method (Korbak et al. 2023, §2 of the paper notes). Every
+objective (``BaseObjective``) declares
+
+* ``needs_value_head`` and ``special_tokens``: what the model and tokenizer must provide;
+* ``generation_prefix`` / ``banned_tokens``: what sampling needs at inference.
+
+A token objective (``Objective``, trained by phf-train on packed blocks) adds
 
 * ``transform(doc, rng)``: a document-level data transform applied after scoring and before packing
   (filtering drops documents, conditional training prefixes control tokens);
-* ``needs_value_head`` and ``special_tokens``: what the model and tokenizer must provide;
-* ``generation_prefix`` / ``banned_tokens``: what sampling needs at inference;
 * ``loss(logits, labels, token_scores, values)``: the training loss on one micro-batch.
 
-Shift convention (shared by all losses): position t predicts ``labels[:, t+1]``; the score of that
-target token is ``token_scores[:, t+1]``; the value used is ``values[:, t]``. Positions whose target
-label is ``IGNORE_INDEX`` are excluded from every mean.
+A preference objective (``phf.objectives.preference.PreferenceObjective``, trained by phf-spa on
+(prompt, chosen, rejected) pairs) has no token loss.
+
+Shift convention (shared by all losses and by every next-token log-probability phf computes:
+``shift_targets`` and ``sequence_logps`` are the only implementation, used by the objectives, the
+held-out and validation losses, the KL estimate and DPO): position t predicts ``labels[:, t+1]``; the
+score of that target token is ``token_scores[:, t+1]``; the value used is ``values[:, t]``. Positions
+whose target label is ``IGNORE_INDEX`` are excluded from every mean and sum.
 """
 
 from __future__ import annotations
@@ -82,13 +91,23 @@ def shift_targets(
     )
 
 
-class Objective:
-    """Base class: MLE-like defaults for everything but the loss."""
+def sequence_logps(logits: torch.Tensor, input_ids: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
+    """Sum of ``log p(token)`` over the masked target tokens of each row (``shift_targets``' shift).
+
+    logits (B, T, V) from ``input_ids`` (B, T); ``target_mask`` (B, T) is nonzero on the tokens that
+    are scored (e.g. a response, a text after its context). Position t predicts token t+1, so
+    ``target_mask[:, 0]`` is never scored. Returns (B,) in float32.
+    """
+    labels = input_ids.masked_fill(target_mask == 0, IGNORE_INDEX)  # only the masked tokens are targets
+    t = shift_targets(logits, labels, None)  # CE 0 at ignored targets, (B, T-1)
+    return -(t.ce * t.mask).sum(-1)
+
+
+class BaseObjective:
+    """What every objective, token or preference, tells the model, the tokenizer and the sampler."""
 
     #: whether the model must carry the value head (AWR)
     needs_value_head: bool = False
-    #: whether ``prepare`` must see a scored sample before ``transform`` (percentile filtering)
-    requires_prepare: bool = False
 
     @property
     def special_tokens(self) -> list[str]:
@@ -104,6 +123,17 @@ class Objective:
     def banned_tokens(self) -> list[str]:
         """Tokens the model may never produce while sampling."""
         return []
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({args})"
+
+
+class Objective(BaseObjective):
+    """A token objective, trained by phf-train on packed blocks: MLE-like defaults for everything but the loss."""
+
+    #: whether ``prepare`` must see a scored sample before ``transform`` (percentile filtering)
+    requires_prepare: bool = False
 
     def prepare(self, sample: list[Document]) -> dict[str, float]:
         """Fit data-dependent settings (e.g. a percentile threshold) on a scored sample.
@@ -124,7 +154,3 @@ class Objective:
         values: torch.Tensor | None = None,
     ) -> LossOutput:
         raise NotImplementedError
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
-        return f"{type(self).__name__}({args})"

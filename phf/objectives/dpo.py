@@ -1,6 +1,6 @@
 """DPO with SPA's self-refinement: a *preference* objective, trained by ``phf-spa``, not ``phf-train``.
 
-Kim et al. 2024 (SPA); the loss and its arithmetic are in ``phf.spa.loss``. Per pair,
+Kim et al. 2024 (SPA); the loss and its arithmetic are in ``phf.objectives.preference``. Per pair,
 
     m = β·[(log π_θ(y_w) − log π_ref(y_w)) − (log π_θ(y_l) − log π_ref(y_l))]
     z = 1[m̄ > τ],   τ = rolling ``refine_percentile`` quantile of micro-batch mean margins
@@ -9,33 +9,30 @@ Kim et al. 2024 (SPA); the loss and its arithmetic are in ``phf.spa.loss``. Per 
 with m̄ = m, or the margin of DND's extrapolated logits (1+λ)·h_θ − λ·h_ref when λ > 0. With
 ``refine_alpha=0`` (and ``dnd_lambda=0``) it is plain DPO.
 
-Why it is registered here but has no token loss: the phf objective contract (``loss(logits, labels,
-token_scores, values)``) is a token-level LM loss on packed blocks of the pretraining stream; DPO needs
-(prompt, chosen, rejected) pairs and a frozen reference model, which the stream does not carry. So the
-registry entry holds the method's hyperparameters, its checkpointed rolling state and its sampling
-settings (no control tokens: SPA finetunes an MLE model), and ``phf.spa.train_dpo`` is the loop that
-feeds it pairs. ``loss`` raises with a pointer to ``phf-spa``.
+Why it is registered here but has no token loss: the phf token-objective contract (``loss(logits,
+labels, token_scores, values)``) is an LM loss on packed blocks of the pretraining stream; DPO needs
+(prompt, chosen, rejected) pairs and a frozen reference model, which the stream does not carry. So DPO is
+a ``PreferenceObjective``: the registry entry holds the method's hyperparameters, its checkpointed
+rolling state and its sampling settings (no control tokens: SPA finetunes an MLE model), and
+``phf.spa.train_dpo`` is the loop that feeds it pairs. phf-train refuses it with a pointer to ``phf-spa``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
-from phf.objectives.base import LossOutput, Objective
-from phf.spa.loss import RollingPercentile, dpo_logits, smoothed_dpo_loss
+from phf.objectives.preference import (
+    PreferenceLossOutput,
+    PreferenceObjective,
+    RollingPercentile,
+    dpo_logits,
+    smoothed_dpo_loss,
+)
 
 
-@dataclass
-class PreferenceLossOutput(LossOutput):
-    """``LossOutput`` plus the per-pair noise flags (True = z = 0, label smoothed in this call)."""
-
-    flagged: torch.Tensor | None = None
-
-
-class DPO(Objective):
+class DPO(PreferenceObjective):
     """DPO (``refine_alpha=0``) or SPA's DPO with confidence-based label smoothing.
 
     Args:
@@ -47,8 +44,6 @@ class DPO(Objective):
         dnd_lambda: DND's λ, a number or one value per round (seed, round 1, ...; the last repeats);
             0 = off (SPA's released configs); the paper's schedule is [0.5, 0.25, 0.125].
     """
-
-    is_preference = True  # trained on preference pairs by phf.spa, not on packed blocks
 
     def __init__(
         self,
@@ -75,14 +70,6 @@ class DPO(Objective):
         self.warmup_frac = float(warmup_frac)
         self.dnd_lambda = lambdas
         self._window = RollingPercentile(self.refine_percentile, self.refine_window)
-
-    # -- the registry contract ---------------------------------------------------------------------
-    def loss(self, logits, labels, token_scores, values=None) -> LossOutput:
-        raise TypeError(
-            "objective=dpo is a preference objective: it trains on (prompt, chosen, rejected) pairs with a "
-            "reference model, not on packed pretraining blocks. Run it with phf-spa (python -m phf.spa), "
-            "e.g. `python -m phf.spa +experiment=spa_pep8 spa.init_from=RUN/final`."
-        )
 
     # -- preference training -----------------------------------------------------------------------
     @property

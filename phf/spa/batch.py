@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import torch
 
-from phf.eval.sampling import eval_mode, unwrap
-from phf.spa.loss import sequence_logps
+from phf.model import eval_mode, unwrap
+from phf.objectives.preference import sequence_logps
 
 
 def collate(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int,

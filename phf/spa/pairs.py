@@ -27,8 +27,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from phf.eval.sampling import SamplingSettings, prompt_ids, sample, token_ids
+from phf.eval.sampling import SamplingSettings, prompt_ids, sample
 from phf.spa.batch import response_logps
+from phf.tokenizer import token_ids
 
 log = logging.getLogger(__name__)
 

@@ -34,6 +34,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from phf.eval.capability import validation_loss
+from phf.objectives.preference import PreferenceObjective
 from phf.runtime import Dist, hydra_entry, resolve_device
 from phf.spa import pairs as P
 from phf.spa.train_dpo import DPOSettings, train_dpo
@@ -98,7 +100,6 @@ def flag_audit(pairs: list[dict], flagged: list[int | None]) -> dict[str, float]
 def evaluate_model(model, tokenizer, objective, eval_scorer, cfg, out_dir: Path, step: int, blocks) -> dict[str, float]:
     """phf-train's final evaluation of a ``PHFModel``: ``run_evaluation`` + ``val/loss`` on ``blocks``."""
     from phf.eval.evaluate import run_evaluation
-    from phf.eval.capability import validation_loss
 
     t0 = time.perf_counter()
     metrics = run_evaluation(model.lm, tokenizer, objective, eval_scorer, cfg, out_dir=out_dir, step=step,
@@ -146,7 +147,7 @@ def run_spa(cfg: DictConfig) -> dict:
     device = resolve_device(cfg.trainer.device, Dist().local_rank)
     torch.manual_seed(cfg.seed)
     objective = instantiate(cfg.objective)
-    if not getattr(objective, "is_preference", False):
+    if not isinstance(objective, PreferenceObjective):
         raise ValueError(f"phf-spa trains a preference objective (objective=dpo), got {type(objective).__name__}")
     stages = OmegaConf.to_container(spa.stages, resolve=True)
     if not stages:

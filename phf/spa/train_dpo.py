@@ -27,9 +27,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from phf import checkpoint as ckpt
+from phf.objectives.preference import extrapolated_logps, sequence_logps
 from phf.runtime import Dist, lr_schedule, make_optimizer, restore_training_state, save_training_state
 from phf.spa.batch import collate, forward_logits
-from phf.spa.loss import extrapolated_logps, sequence_logps
 
 log = logging.getLogger(__name__)
 

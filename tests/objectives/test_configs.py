@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from phf.objectives import Objective
+from phf.objectives import Objective, PreferenceObjective
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 OBJECTIVES = sorted(p.stem for p in (CONF / "objective").glob("*.yaml"))
@@ -56,7 +56,8 @@ def test_registry_has_the_six_paper_objectives():
 @pytest.mark.parametrize("name", OBJECTIVES)
 def test_objective_composes_and_instantiates(task, name):
     cfg, obj = compose_objective(f"task={task}", f"objective={name}")
-    assert isinstance(obj, Objective)
+    # a token objective (phf-train) or a preference objective (phf-spa, e.g. dpo), never both
+    assert isinstance(obj, Objective) != isinstance(obj, PreferenceObjective)
     # naming symmetry: conf/objective/<name>.yaml -> phf/objectives/<name>.py
     assert type(obj).__module__ == f"phf.objectives.{name}"
     for key, value in PAPER[task].get(name, {}).items():

@@ -1,4 +1,5 @@
-"""DPO with SPA's self-refinement (Kim et al. 2024, "Spread Preference Annotation"), as plain functions.
+"""Preference objectives and their math: DPO with SPA's self-refinement (Kim et al. 2024, "Spread
+Preference Annotation"), as plain functions, and the ``PreferenceObjective`` contract.
 
 Notation: a pair is a prompt x with a chosen response y_w and a rejected one y_l; ``log π(y|x)`` is the
 sum of the response tokens' log-probabilities. With a frozen reference π_ref (SPA: the previous round's
@@ -21,29 +22,32 @@ of the extrapolated model whose per-token logits are ``h̄ = (1+λ)·h_θ − λ
 τ is the ``percentile``-th quantile of a rolling window of per-micro-batch mean margins
 (``RollingPercentile``). The window is updated with every micro-batch, warm-up included; refinement is
 off (α = 0) for the first ``warmup_frac`` of the optimizer steps.
+
+A preference objective is trained by phf-spa (``phf.spa.train_dpo``) on (prompt, chosen, rejected) pairs
+with a frozen reference model; it has no token loss on packed blocks, so phf-train refuses it.
+Sequence log-probabilities use the objectives' one causal shift (``phf.objectives.base.sequence_logps``).
 """
 
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from phf.objectives.base import BaseObjective, LossOutput, sequence_logps
 
-def sequence_logps(logits: torch.Tensor, input_ids: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
-    """Sum of ``log p(token)`` over the response tokens of each row.
-
-    logits (B, T, V) from ``input_ids`` (B, T); ``response_mask`` (B, T) is 1 on the response tokens
-    (the *targets* that are scored). Position t predicts token t+1, so ``response_mask[:, 0]`` must be 0.
-    Returns (B,) in float32.
-    """
-    # imported here: phf.objectives (its package imports dpo.py, which imports this module) would be circular
-    from phf.objectives.base import IGNORE_INDEX, shift_targets
-
-    labels = input_ids.masked_fill(response_mask == 0, IGNORE_INDEX)  # only response tokens are targets
-    t = shift_targets(logits, labels, None)  # the objectives' shift: CE 0 at ignored targets, (B, T-1)
-    return -(t.ce * t.mask).sum(-1)
+__all__ = [
+    "PreferenceLossOutput",
+    "PreferenceObjective",
+    "RollingPercentile",
+    "dpo_logits",
+    "extrapolated_logps",
+    "quantile",
+    "sequence_logps",
+    "smoothed_dpo_loss",
+]
 
 
 def extrapolated_logps(policy_logits: torch.Tensor, ref_logits: torch.Tensor, lam: float,
@@ -107,3 +111,41 @@ class RollingPercentile:
             raise ValueError(f"rolling-percentile state for q={state['q']}, window={state['window']} cannot be "
                              f"loaded into q={self.q}, window={self.window}")
         self.values = deque((float(v) for v in state["values"]), maxlen=self.window)
+
+
+@dataclass
+class PreferenceLossOutput(LossOutput):
+    """``LossOutput`` plus the per-pair noise flags (True = z = 0, label smoothed in this call)."""
+
+    flagged: torch.Tensor | None = None
+
+
+class PreferenceObjective(BaseObjective):
+    """An objective trained on (prompt, chosen, rejected) pairs against a frozen reference model (phf-spa).
+
+    It offers no token ``loss(logits, labels, token_scores, values)``: the pretraining stream carries
+    neither pairs nor a reference, so phf-train refuses it (``phf.guidance.build_objective``). The
+    preference loop calls ``reset`` at the start of a round, ``preference_loss`` on every micro-batch
+    and checkpoints ``state_dict`` (the objective's rolling state).
+    """
+
+    def preference_loss(
+        self,
+        policy_chosen: torch.Tensor,
+        policy_rejected: torch.Tensor,
+        ref_chosen: torch.Tensor,
+        ref_rejected: torch.Tensor,
+        progress: float = 1.0,
+        confidence: torch.Tensor | None = None,
+    ) -> PreferenceLossOutput:
+        """Mean loss over a micro-batch of pairs; each argument is (B,) summed response log-probs."""
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Forget the rolling state (a new round trains a new policy)."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass

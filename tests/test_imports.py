@@ -1,0 +1,129 @@
+"""phf's import structure, read from the source with ``ast`` (nothing is imported).
+
+Every ``phf.*`` import counts: module-level, function-local and ``TYPE_CHECKING`` ones, ``import phf.x``,
+``from phf.x import y``, ``from phf import x`` and relative imports. A node of the graph is a subpackage
+(the first component after ``phf.``: ``phf.objectives``, ``phf.spa``, ...) or a top-level module
+(``phf.train``, ``phf.model``, ...), which is its own node.
+
+* No cycle between nodes: a function-local import that "dodges" a cycle is still one.
+* ``phf.train`` is the entry point: no other module imports it (what it shares lives elsewhere).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1] / "phf"
+
+
+def module_name(path: Path) -> str:
+    parts = ["phf", *path.relative_to(ROOT).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in sorted(ROOT.rglob("*.py"))}
+
+
+def resolve_relative(module: str, is_package: bool, level: int, target: str | None) -> str:
+    base = module.split(".") if is_package else module.split(".")[:-1]
+    base = base[: len(base) - (level - 1)]
+    return ".".join(base + ([target] if target else []))
+
+
+def phf_imports(module: str, path: Path) -> list[tuple[str, int]]:
+    """(imported phf module, line) for every phf import in ``path``, wherever it stands."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(a.name, node.lineno) for a in node.names if a.name == "phf" or a.name.startswith("phf.")]
+        elif isinstance(node, ast.ImportFrom):
+            target = node.module
+            if node.level:
+                target = resolve_relative(module, path.name == "__init__.py", node.level, node.module)
+            if target is None or not (target == "phf" or target.startswith("phf.")):
+                continue
+            # ``from phf import train`` / ``from phf.eval import sampling`` import the submodule itself
+            subs = [f"{target}.{a.name}" for a in node.names if f"{target}.{a.name}" in MODULES]
+            out += [(s, node.lineno) for s in subs] or [(target, node.lineno)]
+    return out
+
+
+def node_of(module: str) -> str:
+    parts = module.split(".")
+    return ".".join(parts[:2])
+
+
+def edges() -> dict[tuple[str, str], list[str]]:
+    """(importing node, imported node) -> the ``path:line`` places that make the edge."""
+    out: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for module, path in MODULES.items():
+        for target, line in phf_imports(module, path):
+            a, b = node_of(module), node_of(target)
+            if a != b and b != "phf":  # the bare package (version string) is no dependency
+                out[a, b].append(f"{path.relative_to(ROOT.parent)}:{line}")
+    return out
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle ``[n0, n1, ..., n0]`` of ``graph``, or None."""
+    state: dict[str, int] = {}  # 1 = on the DFS stack, 2 = done
+    stack: list[str] = []
+
+    def visit(n: str) -> list[str] | None:
+        state[n] = 1
+        stack.append(n)
+        for m in sorted(graph.get(n, ())):
+            if state.get(m) == 1:
+                return stack[stack.index(m):] + [m]
+            if m not in state and (found := visit(m)):
+                return found
+        stack.pop()
+        state[n] = 2
+        return None
+
+    for n in sorted(graph):
+        if n not in state and (found := visit(n)):
+            return found
+    return None
+
+
+def test_the_walk_sees_local_relative_and_from_imports(tmp_path):
+    """The parser catches what a cycle hides behind: imports inside functions, ``from phf import x``."""
+    src = "def f():\n    from phf.spa.loss import x\n    from phf import train\n    from . import base\n"
+    p = tmp_path / "dpo.py"
+    p.write_text(src)
+    found = dict(phf_imports("phf.objectives.dpo", p))
+    assert found == {"phf.spa.loss": 2, "phf.train": 3, "phf.objectives.base": 4}
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_cycle_between_phf_subpackages():
+    e = edges()
+    graph: dict[str, set[str]] = defaultdict(set)
+    for a, b in e:
+        graph[a].add(b)
+    cycle = find_cycle(graph)
+    if cycle:
+        lines = [f"  {a} -> {b}: {', '.join(e[a, b])}" for a, b in zip(cycle, cycle[1:], strict=False)]
+        pytest.fail("import cycle between phf subpackages: " + " -> ".join(cycle) + "\n" + "\n".join(lines))
+
+
+def train_importers() -> dict[str, list[str]]:
+    out: dict[str, list[str]] = defaultdict(list)
+    for module, path in MODULES.items():
+        if module == "phf.train":
+            continue
+        for target, line in phf_imports(module, path):
+            if target == "phf.train" or target.startswith("phf.train."):
+                out[module].append(f"{path.relative_to(ROOT.parent)}:{line}")
+    return dict(out)
+
+
+def test_only_the_entry_point_is_phf_train():
+    importers = train_importers()
+    assert not importers, f"modules importing phf.train (the entry point): {importers}"
