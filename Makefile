@@ -17,7 +17,7 @@ SEEDS ?= 1,2
 # where a sweep's jobs go: LAUNCHER="hydra/launcher=slurm_gpu hydra.launcher.partition=gpu"; any override: HYDRA_ARGS="..."
 LAUNCHER ?=
 HYDRA_ARGS ?=
-# two single-threaded jobs at a time beat one two-threaded job on 2 cores (README, Launchers)
+# two single-threaded jobs at a time beat one two-threaded job on 2 cores (docs/training.md, Launchers)
 CPU_PAIR := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 .PHONY: help install test test-slow test-gpu test-all demo demo-sweep repro-toxicity repro-pii repro-pep8 \
@@ -57,7 +57,7 @@ demo-sweep: install ## offline CPU, < 1 h on 2 cores: six objectives x 2 seeds o
 		hydra/launcher=joblib hydra.launcher.n_jobs=2 hydra.sweep.dir=$(SWEEP_DIR) $(HYDRA_ARGS)
 	$(PY) -m phf.report $(SWEEP_DIR) && cat $(SWEEP_DIR)/report.md
 
-repro-%: install ## repro-{toxicity,pii,pep8}: the paper's pretraining sweep (GPU, network; see README)
+repro-%: install ## repro-{toxicity,pii,pep8}: the paper's pretraining sweep (GPU, network; see docs/paper.md)
 	$(VENV)/bin/phf-train -m +experiment=$*_pretrain objective=$(OBJECTIVES) \
 		hydra.sweep.dir=$(PAPER_DIR)/$*_pretrain $(LAUNCHER) $(HYDRA_ARGS)
 

@@ -69,12 +69,13 @@ def blocks(cfg, n: int, split: str = "train"):
     """(tokenizer, the first ``n`` blocks of ``split``) exactly as ``phf-train`` would pack them."""
     from hydra.utils import instantiate
 
-    from phf.data.pipeline import scorer_from_config, stream_from_config
+    from phf.data.pipeline import stream_from_config
     from phf.guidance import build_objective
+    from phf.scorers import build_scorer
 
     tokenizer = instantiate(cfg.tokenizer)  # the run's tokenizer: fitted (cached) for tokenizer=bpe
     objective, _ = build_objective(cfg, tokenizer)
-    scorer = scorer_from_config(cfg)
+    scorer = build_scorer(cfg.scorer, cfg.get("cache_dir"))
     source = instantiate(cfg.data.source)
     stream = stream_from_config(cfg, tokenizer, split, objective, source=source, scorer=scorer,
                                 epochs=None if split == "train" else 1)

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from phf import checkpoint as ckpt
 from phf.card import generation_config
-from phf.data.pipeline import scorer_from_config, stream_from_config
+from phf.data.pipeline import stream_from_config
 from phf.guidance import build_objective
 from phf.model import VALUE_HEAD_FILE
 from phf.runtime import (
@@ -39,6 +39,7 @@ from phf.runtime import (
     resolve_device,
     restore_training_state,
 )
+from phf.scorers import build_scorer
 from phf.trainer import HeldOut, Plan, RunParts, Trainer, TrainingLoop, is_int
 
 log = logging.getLogger("phf.train")
@@ -119,7 +120,7 @@ def _train(cfg: DictConfig, trainer: Trainer, plan: Plan, dist: Dist, run_dir: P
     generation_config(model.lm, tokenizer, objective, ev.temperature, ev.top_p, ev.top_k)
     if cfg.model.block_size > model.config.n_positions:
         raise ValueError(f"model.block_size {cfg.model.block_size} exceeds the model's context {model.config.n_positions}")
-    scorer = scorer_from_config(cfg)
+    scorer = build_scorer(cfg.scorer, cfg.get("cache_dir"))
     source = instantiate(cfg.data.source)
     stream = stream_from_config(cfg, tokenizer, "train", objective, source=source, scorer=scorer,
                                 rank=dist.rank, world_size=dist.world_size)

@@ -1,4 +1,4 @@
-"""Cheap CPU measurements behind the README's reproduction-fidelity deviations (issue 17).
+"""Cheap CPU measurements behind the reproduction-fidelity deviations in docs/paper.md and docs/objectives.md (issue 17).
 
     PYTHONPATH=. OMP_NUM_THREADS=1 python experiments/paper_fidelity/measure.py [--csnet PATH] > results.md
 

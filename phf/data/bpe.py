@@ -2,7 +2,7 @@
 
 GPT-2's 50,257-token BPE spends one token per space of indentation on code and its LM head dominates
 a small model's compute; a tokenizer fitted to the corpus reads several times more text per step on a
-laptop (measured in README "Tokenizer"). Fitted with Hugging Face ``tokenizers``, cached by corpus and
+laptop (measured in docs/data.md, "Tokenizer"). Fitted with Hugging Face ``tokenizers``, cached by corpus and
 settings, loaded back as a transformers fast tokenizer like any other (``phf.tokenizer.load_tokenizer``).
 """
 

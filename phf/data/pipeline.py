@@ -27,6 +27,7 @@ import torch
 from phf.data.document import Document, unicode_problem
 from phf.data.pack import Packer, ShuffleBuffer
 from phf.data.sources import Source, is_placeholder
+from phf.scorers.cache import build_scorer
 from phf.tokenizer import encode_text
 
 log = logging.getLogger(__name__)
@@ -341,15 +342,6 @@ def segment_ids(tokenizer, docs: list[Document], control_ids: dict[str, int] | N
     return ids
 
 
-def scorer_from_config(cfg):
-    """The task's scorer (``cfg.scorer``), wrapped in the persistent score cache when ``cfg.cache_dir`` is set."""
-    from hydra.utils import instantiate
-
-    from phf.scorers.cache import build_scorer
-
-    return build_scorer(instantiate(cfg.scorer), cfg.get("cache_dir"))
-
-
 def stream_from_config(cfg, tokenizer, split: str = "train", objective=None, *, source=None, scorer=None,
                        rank: int = 0, world_size: int = 1, epochs: int | None = None) -> BlockStream:
     """A :class:`BlockStream` as ``cfg.data``/``cfg.task``/``cfg.model`` describe it.
@@ -364,7 +356,7 @@ def stream_from_config(cfg, tokenizer, split: str = "train", objective=None, *, 
     return BlockStream(
         source=source if source is not None else instantiate(d.source),
         segmenter=instantiate(cfg.task.segmenter),
-        scorer=scorer if scorer is not None else scorer_from_config(cfg),
+        scorer=scorer if scorer is not None else build_scorer(cfg.scorer, cfg.get("cache_dir")),
         tokenizer=tokenizer,
         block_size=cfg.model.block_size,
         objective=objective if train else None,

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from phf.eval.settings import Evaluation
 from phf.runtime import conf_dir, resolve_device
 
 log = logging.getLogger("phf.eval")
@@ -149,7 +150,7 @@ def evaluate_saved(own: dict[str, str], overrides: list[str]) -> tuple[dict, Pat
     from hydra.utils import instantiate
     from transformers import AutoModelForCausalLM
 
-    from phf.eval.evaluate import build_eval_scorer, eval_config, evaluate, flatten
+    from phf.eval.evaluate import build_eval_scorer, evaluate, flatten
     from phf.tokenizer import load_tokenizer
 
     run_dir = Path(own["run_dir"]) if "run_dir" in own else None
@@ -161,7 +162,7 @@ def evaluate_saved(own: dict[str, str], overrides: list[str]) -> tuple[dict, Pat
     if config_path is not None and not config_path.is_file():
         raise SystemExit(f"phf-eval: {config_path} not found")
     cfg = load_config(config_path, overrides)
-    ev = eval_config(cfg)
+    ev = Evaluation.from_config(cfg)
     out = Path(own.get("out") or run_dir or model_dir)
     out.mkdir(parents=True, exist_ok=True)
     skip = set(filter(None, own.get("skip", "").split(",")))
@@ -176,9 +177,7 @@ def evaluate_saved(own: dict[str, str], overrides: list[str]) -> tuple[dict, Pat
     blocks, heldout_note = None, None
     if "heldout" not in skip:
         try:
-            blocks = heldout_blocks(cfg, tokenizer, objective, int(ev.capability.max_blocks))
-        except ImportError:
-            heldout_note = "skipped: phf.data.pipeline.validation_blocks is not available"
+            blocks = heldout_blocks(cfg, tokenizer, objective, ev.capability.max_blocks)
         except Exception as e:  # the data may be unavailable offline; the rest of the evaluation still runs
             heldout_note = f"skipped: {type(e).__name__}: {e}"
         if heldout_note:
@@ -192,14 +191,15 @@ def evaluate_saved(own: dict[str, str], overrides: list[str]) -> tuple[dict, Pat
         results["step"] = info.get("step")
         if heldout_note:
             results["heldout"] = {"note": heldout_note}
-        if "red_team" not in skip and OmegaConf.select(ev, "red_team.red_lm"):
-            results["red_team"] = run_red_team(cfg, model, tokenizer, objective, scorer, out, device)
+        if "red_team" not in skip and ev.red_team.get("red_lm"):
+            results["red_team"] = run_red_team(cfg.task.name, ev.red_team, model, tokenizer, objective, scorer, out,
+                                               device)
         doc = {
             "model": str(model_dir),
             "config": str(config_path) if config_path else None,
             "task": cfg.task.name,
             "objective": objective_name(cfg, run_dir),
-            "scorer": OmegaConf.select(ev, "scorer._target_") or OmegaConf.select(cfg, "scorer._target_"),
+            "scorer": OmegaConf.select(cfg, "task.eval.scorer._target_") or OmegaConf.select(cfg, "scorer._target_"),
             "tokens_seen": info.get("tokens_seen"),
             **results,
         }
@@ -212,17 +212,20 @@ def evaluate_saved(own: dict[str, str], overrides: list[str]) -> tuple[dict, Pat
     return doc, out
 
 
-def run_red_team(cfg, model, tokenizer, objective, scorer, out: Path, device) -> dict:
+def run_red_team(task: str, rt: dict, model, tokenizer, objective, scorer, out: Path, device) -> dict:
+    """The adaptive red-team loop of ``task.eval.red_team`` (``rt``: red_lm, prompts and RedTeamSettings)."""
     from phf.eval.kl import load_causal_lm
     from phf.eval.red_team import RedTeamSettings, load_prompts, red_team, summary
 
-    rt = cfg.task.eval.red_team
     fields = set(RedTeamSettings.__dataclass_fields__)
-    settings = RedTeamSettings(**{k: v for k, v in OmegaConf.to_container(rt, resolve=True).items() if k in fields})
-    red_model, red_tok = load_causal_lm(str(rt.red_lm), device)
-    result = red_team(cfg.task.name, model, tokenizer, objective, scorer, red_model, red_tok,
-                      load_prompts(rt.prompts), settings)
-    result["red_lm"] = str(rt.red_lm)
+    unknown = sorted(set(rt) - fields - {"red_lm", "prompts"})
+    if unknown:
+        raise ValueError(f"task.eval.red_team: unknown keys {unknown}; known: {sorted(fields | {'red_lm', 'prompts'})}")
+    settings = RedTeamSettings(**{k: v for k, v in rt.items() if k in fields})
+    red_model, red_tok = load_causal_lm(str(rt["red_lm"]), device)
+    result = red_team(task, model, tokenizer, objective, scorer, red_model, red_tok, load_prompts(rt["prompts"]),
+                      settings)
+    result["red_lm"] = str(rt["red_lm"])
     (out / "red_team.json").write_text(json.dumps(_finite(result), indent=2) + "\n")
     for r in result["rounds"]:
         log.info("red team round %d: mean %.4g, best %.4g, pool top-10 mean %.4g", r["round"], r["round_mean"],

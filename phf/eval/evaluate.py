@@ -27,39 +27,24 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from phf.eval.capability import heldout_loss
 from phf.eval.kl import KLSettings, kl_from_reference
 from phf.eval.metrics import sample_metrics
 from phf.eval.red_team import load_prompts
 from phf.eval.sampling import SamplingSettings, sample_with_objective
+from phf.eval.settings import Evaluation, Scenario
 from phf.objectives.base import Objective
+from phf.scorers import build_scorer
 from phf.tokenizer import token_ids
 
 log = logging.getLogger(__name__)
 
-RESERVED = {"kl", "heldout", "red_team"}  # metric groups that are not scenarios
-
-
-def eval_config(cfg) -> DictConfig:
-    """``cfg.task.eval`` with a clear error when the task has none."""
-    cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
-    ev = OmegaConf.select(cfg, "task.eval")
-    if ev is None:
-        raise KeyError("the config has no task.eval block; add one to conf/task/<task>.yaml (see conf/task/pep8.yaml)")
-    bad = RESERVED.intersection(ev.get("scenarios") or {})
-    if bad:
-        raise ValueError(f"task.eval.scenarios may not be named {sorted(bad)} (reserved metric groups)")
-    return ev
-
-
 def build_eval_scorer(cfg):
-    """``task.eval.scorer`` when set (e.g. Detoxify 'unbiased' for toxicity), else the training scorer."""
-    from hydra.utils import instantiate
-
-    conf = OmegaConf.select(cfg, "task.eval.scorer") or cfg.scorer
-    return instantiate(conf)
+    """``task.eval.scorer`` when set (e.g. Detoxify 'unbiased' for toxicity), else the training scorer
+    (uncached: the evaluation scores new samples)."""
+    return build_scorer(Evaluation.from_config(cfg).scorer or cfg.scorer)
 
 
 def evaluate(
@@ -76,62 +61,61 @@ def evaluate(
     tracker=None,
 ) -> dict:
     """The nested results ``{"scenarios": {name: metrics}, "kl": ..., "heldout": ...}``."""
-    ev = eval_config(cfg)
+    ev = Evaluation.from_config(cfg)
     objective = objective if objective is not None else Objective()
     results: dict = {"step": step, "scenarios": {}}
-    for i, (name, sc) in enumerate((ev.scenarios or {}).items()):
+    for i, (name, sc) in enumerate(ev.scenarios.items()):
         results["scenarios"][name] = _scenario(
             name, sc, ev, model, tokenizer, objective, scorer, i, out_dir, step, tracker
         )
-    ref = OmegaConf.select(ev, "kl.reference")
-    if kl and ref:
-        k = ev.kl
-        settings = KLSettings(num_samples=k.num_samples, max_new_tokens=k.max_new_tokens,
-                              batch_size=k.get("batch_size", 16), seed=k.get("seed", 0))
-        cache_dir = k.get("cache_dir") or Path(OmegaConf.select(cfg, "cache_dir") or "~/.cache/phf").expanduser() / "kl"
-        results["kl"] = {"reference": str(ref), **kl_from_reference(
-            model, tokenizer, objective, str(ref), settings, cache_dir, k.get("prefix_every_line"))}
+    k = ev.kl
+    if kl and k.reference:
+        settings = KLSettings(num_samples=k.num_samples, max_new_tokens=k.max_new_tokens, batch_size=k.batch_size,
+                              seed=k.seed)
+        cache_dir = k.cache_dir or Path(OmegaConf.select(cfg, "cache_dir") or "~/.cache/phf").expanduser() / "kl"
+        results["kl"] = {"reference": str(k.reference), **kl_from_reference(
+            model, tokenizer, objective, str(k.reference), settings, cache_dir, k.prefix_every_line)}
     if blocks is not None:
-        cap = ev.get("capability") or {}
         results["heldout"] = heldout_loss(
             model,
             blocks,
-            aligned_threshold=cap.get("aligned_threshold", 0.0),
+            aligned_threshold=ev.capability.aligned_threshold,
             exclude_token_ids=token_ids(tokenizer, objective.special_tokens),
-            batch_size=cap.get("batch_size", 8),
+            batch_size=ev.capability.batch_size,
         )
     return results
 
 
-def _scenario(name, sc, ev, model, tokenizer, objective, scorer, index, out_dir, step, tracker) -> dict:
-    prompts = load_prompts(sc.prompts) if sc.get("prompts") else None
+def _scenario(name: str, sc: Scenario, ev: Evaluation, model, tokenizer, objective, scorer, index: int, out_dir,
+              step, tracker) -> dict:
+    prompts = load_prompts(sc.prompts) if sc.prompts else None
     settings = SamplingSettings(
         max_new_tokens=sc.max_new_tokens,
-        min_new_tokens=sc.get("min_new_tokens", 0),
-        temperature=ev.get("temperature", 0.7),
-        top_p=ev.get("top_p", 0.9),
-        top_k=ev.get("top_k", 0),
-        batch_size=ev.get("batch_size", 32),
-        seed=ev.get("seed", 0) + index,
-        max_length=sc.get("max_length"),
-        min_length=sc.get("min_length"),
-        prompt_draw=sc.get("prompt_draw", "cycle"),
-        clean_up_tokenization_spaces=ev.get("clean_up_tokenization_spaces", False),
+        min_new_tokens=sc.min_new_tokens,
+        temperature=ev.temperature,
+        top_p=ev.top_p,
+        top_k=ev.top_k,
+        batch_size=ev.batch_size,
+        seed=ev.seed + index,  # fixed across evaluations: less noise between steps
+        max_length=sc.max_length,
+        min_length=sc.min_length,
+        prompt_draw=sc.prompt_draw,
+        clean_up_tokenization_spaces=ev.clean_up_tokenization_spaces,
     )
     t0 = time.perf_counter()
     samples = sample_with_objective(model, tokenizer, objective, prompts, sc.num_samples, settings)
     rate = len(samples) / max(time.perf_counter() - t0, 1e-9)
-    scored = [s.prompt + s.text if sc.get("score_prompt", False) else s.text for s in samples]
+    scored = [s.prompt + s.text if sc.score_prompt else s.text for s in samples]
     scores = [float(x) for x in scorer.score(scored)] if scored else []
     metrics = sample_metrics(
         [s.text for s in samples],
         scores,
         hit_threshold=ev.hit_threshold,
-        k=ev.get("expected_max_k", 25),
-        bleu_n=ev.get("self_bleu_n", 5),
+        k=ev.expected_max_k,
+        bleu_n=ev.self_bleu_n,
         num_tokens=[s.num_tokens for s in samples],
-        repetition_n=ev.get("repetition_n", 4),
-        confidence=ev.get("confidence", 0.95),
+        repetition_n=ev.repetition_n,
+        confidence=ev.confidence,
     )
     metrics["samples_per_s"] = rate
     rows = [
@@ -144,13 +128,13 @@ def _scenario(name, sc, ev, model, tokenizer, objective, scorer, index, out_dir,
         with open(folder / f"{name}.jsonl", "w") as f:
             for row in rows:
                 f.write(json.dumps({**row, "step": step}) + "\n")
-    if tracker is not None and hasattr(tracker, "log_table"):
+    if tracker is not None:
         cols = ["prompt", "text", "score", "num_tokens"]
         tracker.log_table(f"eval/{name}/samples", cols, [[r[c] for c in cols] for r in rows[:512]], step=step or 0)
     log.info("eval %s: score %.4g [%.4g, %.4g], hit rate %.3g [%.3g, %.3g], expected max@%d %.4g; blank %.2f, "
              "distinct-2 %.2f, rep-4 %.2f (%d samples, %.1f samples/s)",
              name, metrics["score"], metrics["score_ci_low"], metrics["score_ci_high"], metrics["hit_rate"],
-             metrics["hit_rate_ci_low"], metrics["hit_rate_ci_high"], ev.get("expected_max_k", 25),
+             metrics["hit_rate_ci_low"], metrics["hit_rate_ci_high"], ev.expected_max_k,
              metrics["expected_max"], metrics["blank_fraction"], metrics["distinct_2"], metrics["repetition"],
              len(samples), rate)
     return metrics

@@ -23,7 +23,7 @@ import struct
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from phf.scorers.base import Scorer
@@ -347,9 +347,14 @@ def _zero_stats() -> dict:
     return {"segments": 0, "segments_scored": 0, "cache_hits": 0, "scorer_seconds": 0.0}
 
 
-def build_scorer(scorer: Scorer, cache_dir: str | os.PathLike | None) -> Scorer:
-    """``scorer`` behind the shared cache in ``cache_dir`` (``<cache_dir>/scores.sqlite``), or
-    ``scorer`` itself when ``cache_dir`` is None."""
+def build_scorer(scorer, cache_dir: str | os.PathLike | None = None) -> Scorer:
+    """The one way phf makes a scorer: ``scorer`` (a scorer, or its config with ``_target_``, e.g.
+    ``cfg.scorer`` or ``task.eval.scorer``) behind the shared cache in ``cache_dir``
+    (``<cache_dir>/scores.sqlite``), or the scorer itself when ``cache_dir`` is None."""
+    if isinstance(scorer, Mapping):  # a config node (DictConfig is a Mapping)
+        from hydra.utils import instantiate
+
+        scorer = instantiate(scorer)
     if cache_dir is None or isinstance(scorer, CachedScorer):
         return scorer
     return CachedScorer(scorer, ScoreCache(Path(cache_dir).expanduser() / CACHE_FILE))

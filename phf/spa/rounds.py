@@ -35,8 +35,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from phf.eval.capability import validation_loss
+from phf.eval.settings import RESERVED
 from phf.objectives.preference import PreferenceObjective
 from phf.runtime import Dist, hydra_entry, resolve_device
+from phf.scorers import build_scorer
 from phf.spa import pairs as P
 from phf.spa.train_dpo import DPOSettings, train_dpo
 
@@ -119,7 +121,6 @@ def _no_autocast():
 
 def _drift(metrics: dict, base: dict) -> dict[str, float]:
     """Sample length minus the starting model's, per evaluation scenario (chars and tokens)."""
-    from phf.eval.evaluate import RESERVED
 
     out = {}
     for k, v in metrics.items():
@@ -134,7 +135,7 @@ def run_spa(cfg: DictConfig) -> dict:
     """Run every stage of ``cfg.spa.stages``; return ``{"stages": [row, ...]}`` (also in spa_summary.json)."""
     from hydra.utils import instantiate
 
-    from phf.data.pipeline import scorer_from_config, validation_blocks
+    from phf.data.pipeline import validation_blocks
     from phf.eval.evaluate import build_eval_scorer
     from phf.model import PHFModel
     from phf.tokenizer import load_tokenizer
@@ -166,7 +167,7 @@ def run_spa(cfg: DictConfig) -> dict:
     if cfg.model.block_size > policy.config.n_positions:
         raise ValueError(f"model.block_size {cfg.model.block_size} exceeds {spa.init_from}'s context "
                          f"({policy.config.n_positions}); set model.block_size to the pretrained run's")
-    scorer = scorer_from_config(cfg)
+    scorer = build_scorer(cfg.scorer, cfg.get("cache_dir"))
     eval_scorer = build_eval_scorer(cfg)
     source = instantiate(cfg.data.source)
     blocks = validation_blocks(cfg, tokenizer, max_blocks=cfg.trainer.val_blocks, source=source, scorer=scorer)

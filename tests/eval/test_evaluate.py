@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from phf.eval import build_eval_scorer, run_evaluation
-from phf.eval.evaluate import eval_config
 from phf.eval.red_team import resolve_prompts_file
+from phf.eval.settings import Evaluation
 from phf.objectives import Conditional
 
 from .conftest import make_lm
@@ -96,22 +97,29 @@ def test_final_evaluation_writes_plain_sample_files_and_skips_kl(tok, tmp_path):
 
 def test_eval_config_errors():
     with pytest.raises(KeyError, match="no task.eval block"):
-        eval_config(OmegaConf.create({"task": {"name": "x"}}))
+        Evaluation.from_config(OmegaConf.create({"task": {"name": "x"}}))
     with pytest.raises(ValueError, match="reserved"):
-        eval_config(OmegaConf.create({"task": {"eval": {"scenarios": {"kl": {}}}}}))
+        Evaluation.from_config(OmegaConf.create({"task": {"eval": {"scenarios": {"kl": {}}}}}))
+    # a misspelt key is named with where it was found, not silently ignored
+    with pytest.raises(ValueError, match=r"task.eval.scenarios.u: unknown keys \['num_sample'\]"):
+        Evaluation.from_config(OmegaConf.create({"task": {"eval": {"scenarios": {"u": {"num_sample": 4}}}}}))
+    with pytest.raises(ValueError, match=r"task.eval: unknown keys \['temprature'\]"):
+        Evaluation.from_config(OmegaConf.create({"task": {"eval": {"temprature": 1.0}}}))
 
 
 @pytest.mark.parametrize("task", sorted(p.stem for p in (CONF / "task").glob("*.yaml")))
 def test_every_task_has_a_complete_eval_block(task):
     cfg = compose_cfg(f"task={task}")
-    ev = eval_config(cfg)
+    node = cfg.task.eval
     for key in ("every_steps", "temperature", "top_p", "hit_threshold", "scenarios", "kl", "red_team", "capability"):
-        assert key in ev, f"conf/task/{task}.yaml: eval.{key} missing"
+        assert key in node, f"conf/task/{task}.yaml: eval.{key} missing"
+    ev = Evaluation.from_config(cfg)
+    assert isinstance(instantiate(node), Evaluation)  # the block is its own _target_ node
     assert ev.kl.reference is None and ev.kl.max_new_tokens == 64
     for name, sc in ev.scenarios.items():
         assert sc.num_samples <= 256, f"{task}/{name}: CPU defaults must stay small"
         if sc.prompts:
             resolve_prompts_file(sc.prompts)
-    resolve_prompts_file(ev.red_team.prompts)
+    resolve_prompts_file(ev.red_team["prompts"])
     if ev.scorer is not None:
         assert "_target_" in ev.scorer

@@ -1,7 +1,7 @@
 """The bad-input catalogue (issue 8): each kind of bad data, config or file gets a clear error that
 names the file/record/key and what was expected, or a counted skip under an explicit policy.
 
-The tables below are the catalogue; ``docs_fragments/reliability.md`` lists the same cases.
+The tables below are the catalogue; ``docs/reliability.md`` ("Bad input: the catalogue") lists the same cases.
 Source-level unit tests of single records live in ``tests/data/test_sources.py``; these go through
 the pipeline (``BlockStream``), the composed Hydra config or ``train()``.
 """
@@ -218,7 +218,7 @@ def test_packing_a_long_document_takes_linear_time():
 @pytest.mark.timeout(900)
 def test_ten_megabyte_single_line_document(tmp_path):
     """10 MB of code on one JSONL line, through segmenting, PEP8 scoring, tokenizing and packing, in a
-    subprocess: record CPU time and peak memory (the numbers go to the README)."""
+    subprocess: record CPU time and peak memory (the numbers go to docs/reliability.md)."""
     import subprocess
     import sys
 

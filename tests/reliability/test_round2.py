@@ -1,6 +1,6 @@
 """Reliability round 2 (issue 18): probes a hostile or unlucky user tried that round 1 did not cover.
 
-Each test names the probe; README's "Bad input: the catalogue" lists the same behaviours.
+Each test names the probe; docs/reliability.md's "Bad input: the catalogue" lists the same behaviours.
 """
 
 from __future__ import annotations

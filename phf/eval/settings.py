@@ -1,0 +1,116 @@
+"""The evaluation's settings: ``task.eval`` of every task config (``conf/task/*.yaml``), typed.
+
+``Evaluation.from_config(cfg)`` builds it from a run's config: every key is a field here, checked once
+(an unknown key or scenario setting is named, with where it was found); nothing downstream repeats a
+default. The evaluation stays under ``task`` because its numbers are the task's (hit threshold,
+prompts, scorer) and every override of it is spelled ``task.eval.…``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+RESERVED = {"kl", "heldout", "red_team"}  # metric groups that are not scenarios
+
+
+def _build(cls, values: dict | None, where: str):
+    """``cls(**values)``, naming an unknown key and where it was found."""
+    values = dict(values or {})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known - {"_target_"})
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
+    values.pop("_target_", None)
+    try:
+        return cls(**values)
+    except TypeError as e:  # a required key is missing
+        raise ValueError(f"{where}: {e}") from None
+
+
+@dataclass
+class Scenario:
+    """One sampling scenario: ``num_samples`` samples from ``prompts`` (None = EOS and the objective's
+    control prefix only), scored by the evaluation scorer."""
+
+    num_samples: int
+    max_new_tokens: int
+    min_new_tokens: int = 0
+    prompts: str | None = None  # a path, or a file of phf/eval/prompts/
+    score_prompt: bool = False  # score prompt + continuation (PEP8 functions)
+    max_length: int | None = None  # the original's length rule instead of max_new_tokens (SamplingSettings)
+    min_length: int | None = None
+    prompt_draw: str = "cycle"  # cycle | random
+
+
+@dataclass
+class Capability:
+    """Held-out loss over all and over aligned target tokens."""
+
+    aligned_threshold: float = 0.0  # aligned target token: score <= this
+    max_blocks: int = 16  # held-out blocks phf-eval scores
+    batch_size: int = 8
+
+
+@dataclass
+class KL:
+    """KL(p_ref || p_model) from samples of a reference model (off while ``reference`` is None)."""
+
+    reference: str | None = None
+    num_samples: int = 64
+    max_new_tokens: int = 64
+    batch_size: int = 16
+    seed: int = 0
+    cache_dir: str | None = None  # None = <cache_dir>/kl
+    prefix_every_line: bool | None = None  # None = auto (conditional PEP8)
+
+
+@dataclass
+class Evaluation:
+    """``task.eval``: sampling settings shared by the scenarios, the metrics' settings, the scenarios and
+    the optional capability, KL and red-team blocks (conf/task/pep8.yaml documents each key)."""
+
+    every_steps: int = 0
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int = 0
+    batch_size: int = 32
+    seed: int = 0
+    hit_threshold: float = 0.0
+    expected_max_k: int = 25
+    self_bleu_n: int = 5
+    repetition_n: int = 4
+    confidence: float = 0.95
+    clean_up_tokenization_spaces: bool = False
+    scorer: Any = None  # a scorer config (with _target_) or None = the training scorer
+    scenarios: dict[str, Scenario] = field(default_factory=dict)
+    capability: Capability = field(default_factory=Capability)
+    kl: KL = field(default_factory=KL)
+    red_team: dict = field(default_factory=dict)  # phf.eval.red_team.RedTeamSettings + red_lm, prompts
+
+    def __post_init__(self):
+        bad = RESERVED.intersection(self.scenarios)
+        if bad:
+            raise ValueError(f"task.eval.scenarios may not be named {sorted(bad)} (reserved metric groups)")
+        self.scenarios = {name: sc if isinstance(sc, Scenario) else _build(Scenario, sc, f"task.eval.scenarios.{name}")
+                          for name, sc in (self.scenarios or {}).items()}
+        if not isinstance(self.capability, Capability):
+            self.capability = _build(Capability, self.capability, "task.eval.capability")
+        if not isinstance(self.kl, KL):
+            self.kl = _build(KL, self.kl, "task.eval.kl")
+        self.red_team = dict(self.red_team or {})
+
+    @classmethod
+    def from_config(cls, cfg) -> Evaluation:
+        """From a run's config (``cfg.task.eval``); the scorer node is kept as a config, not built."""
+        cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+        node = OmegaConf.select(cfg, "task.eval")
+        if node is None:
+            raise KeyError("the config has no task.eval block; add one to conf/task/<task>.yaml (see conf/task/pep8.yaml)")
+        values = OmegaConf.to_container(node, resolve=True)
+        scorer = node.get("scorer")
+        values["scorer"] = scorer  # a DictConfig with _target_ (instantiated by phf.scorers.build_scorer) or None
+        return _build(cls, values, "task.eval")
