@@ -27,9 +27,15 @@ def test_config_composes_and_instantiates(group, name, tmp_path):
     cfg = compose([f"{group}={name}", f"run_dir={tmp_path}", f"cache_dir={tmp_path / 'cache'}", *extra])
     node = cfg[group]
     if group == "trainer":
-        assert node.effective_batch_size % node.batch_size == 0
+        from phf.trainer import Trainer
+
+        trainer = instantiate(node)
+        assert isinstance(trainer, Trainer) and trainer.plan(32, 1).tokens_per_step == 32 * node.effective_batch_size
     elif group == "task":
+        from phf.eval.settings import Evaluation
+
         assert node.name == name and instantiate(node.segmenter)("a\nb") and cfg.scorer._target_
+        assert isinstance(instantiate(node.eval), Evaluation)
     elif group == "model":
         tok = gpt2_tokenizer()
         objective = instantiate(cfg.objective)
@@ -48,8 +54,12 @@ def test_config_composes_and_instantiates(group, name, tmp_path):
             pytest.skip("needs a local checkpoint file: covered by tests/scorers/test_detoxify.py")
         scores = instantiate(node).score(["hello world\n"])
         assert len(scores) == 1 and scores[0] >= 0
-    elif group == "objective":
-        assert hasattr(instantiate(node), "loss")
+    elif group == "objective":  # a token objective (phf-train) or a preference one (phf-spa)
+        from phf.objectives import Objective, PreferenceObjective
+
+        obj = instantiate(node)
+        assert callable(obj.loss) if isinstance(obj, Objective) else callable(obj.preference_loss)
+        assert isinstance(obj, Objective | PreferenceObjective)
     elif group == "reward":
         reward = instantiate(node, tokenizer=gpt2_tokenizer())
         assert callable(reward.token_scores) and callable(reward.maybe_refit)

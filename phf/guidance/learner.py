@@ -12,10 +12,13 @@ over ranks, so every rank keeps the same reward model and takes the same early-s
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import random
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -23,6 +26,9 @@ import torch
 from phf.guidance.lists import Item, collate, split_items, stratified_lists
 from phf.guidance.listwise import AGGREGATIONS, aggregate, plackett_luce_loss, ranking_agreement
 from phf.guidance.model import GuidanceModel
+
+# GuidanceModel's size arguments (the rest come from the tokenizer and the context)
+MODEL_SIZES = frozenset(inspect.signature(GuidanceModel).parameters) - {"vocab_size", "n_positions", "eos_token_id"}
 
 MODEL_FILE = "guidance_model.safetensors"
 CONFIG_FILE = "guidance_config.json"
@@ -48,11 +54,7 @@ class GuidanceLearner:
         vocab_size: int,
         block_size: int,
         eos_token_id: int,
-        n_layer: int = 1,
-        n_head: int = 2,
-        n_embd: int = 64,
-        head_hidden: int = 128,
-        r_min: float = 1e-8,
+        model: Callable[..., GuidanceModel] = GuidanceModel,
         aggregation: str = "avg",
         temperature: float = 2.0,
         log_mean_exp: bool = True,
@@ -74,8 +76,10 @@ class GuidanceLearner:
             raise ValueError(f"guidance list_size must be >= 2, got {list_size}")
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"guidance val_fraction must be in [0, 1), got {val_fraction}")
-        self.model_args = dict(vocab_size=vocab_size, n_positions=block_size, n_layer=n_layer, n_head=n_head,
-                               n_embd=n_embd, head_hidden=head_hidden, r_min=r_min, eos_token_id=eos_token_id)
+        # ``model``: GuidanceModel or a partial of it with its sizes (conf/reward/guidance.yaml's nested
+        # _target_); the vocabulary, context and EOS come from the policy's tokenizer
+        sizes = dict(getattr(model, "keywords", {}))
+        self.model_args = dict(vocab_size=vocab_size, n_positions=block_size, eos_token_id=eos_token_id, **sizes)
         self.aggregation, self.temperature, self.log_mean_exp = aggregation, float(temperature), bool(log_mean_exp)
         self.list_size, self.tie_eps = int(list_size), float(tie_eps)
         self.lists_per_batch, self.val_lists, self.val_fraction = int(lists_per_batch), int(val_lists), val_fraction
@@ -84,7 +88,7 @@ class GuidanceLearner:
         self.eos = eos_token_id
         with torch.random.fork_rng(devices=[]):  # the policy's RNG stream is left untouched
             torch.manual_seed(seed)
-            self.model = GuidanceModel(**self.model_args)
+            self.model = model(vocab_size=vocab_size, n_positions=block_size, eos_token_id=eos_token_id)
         self.model.eval()
         self.optimizers = [
             torch.optim.Adam(self.model.dense_parameters(), lr=lr, weight_decay=weight_decay),
@@ -211,7 +215,9 @@ class GuidanceLearner:
 
         d = Path(directory)
         cfg = json.loads((d / CONFIG_FILE).read_text())
-        args = {"block_size": cfg.pop("n_positions"), **cfg, **overrides}
+        # the file is flat (config()): the model's sizes go back into its partial
+        sizes = {k: cfg.pop(k) for k in list(cfg) if k in MODEL_SIZES}
+        args = {"block_size": cfg.pop("n_positions"), **cfg, "model": partial(GuidanceModel, **sizes), **overrides}
         learner = cls(**args)
         learner.model.load_state_dict(load_file(d / MODEL_FILE))
         return learner

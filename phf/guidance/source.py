@@ -25,12 +25,14 @@ import collections
 import json
 import logging
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from phf.guidance.learner import GuidanceLearner
 from phf.guidance.lists import items_from_blocks
+from phf.guidance.model import GuidanceModel
 from phf.objectives.base import IGNORE_INDEX, LossOutput, Objective
 from phf.objectives.preference import PreferenceObjective
 from phf.runtime import Dist
@@ -72,7 +74,8 @@ class GuidanceRewards:
     Args:
         tokenizer: a tokenizer or its phf name (``gpt2-offline``); used to tokenize ``prepare``'s documents.
         block_size: the policy's context; the reward model's context and the packing length.
-        model: reward-model size (``n_layer``, ``n_head``, ``n_embd``, ``head_hidden``, ``r_min``).
+        model: the reward model's class, or a partial of it with its size (``n_layer``, ``n_head``, ``n_embd``,
+            ``head_hidden``, ``r_min``): the config's nested ``_target_`` with ``_partial_: true``.
         aggregation, temperature, log_mean_exp, list_size, tie_eps: the listwise loss (phf.guidance.listwise).
         chunk_tokens: tokens per ranked item (None = whole blocks).
         lists_per_batch, val_lists, val_fraction, lr, weight_decay, eval_every, patience: fitting.
@@ -92,7 +95,7 @@ class GuidanceRewards:
         self,
         tokenizer="gpt2-offline",
         block_size: int = 128,
-        model: dict | None = None,
+        model: Callable[..., GuidanceModel] = GuidanceModel,
         aggregation: str = "avg",
         temperature: float = 2.0,
         log_mean_exp: bool = True,
@@ -135,7 +138,7 @@ class GuidanceRewards:
         self.save_dir = None if save_dir in (None, "") else Path(save_dir)
         self.learner = GuidanceLearner(
             vocab_size=tokenizer.vocab_size, block_size=self.block_size, eos_token_id=tokenizer.eos_token_id,
-            **dict(model or {}), aggregation=aggregation, temperature=temperature, log_mean_exp=log_mean_exp,
+            model=model, aggregation=aggregation, temperature=temperature, log_mean_exp=log_mean_exp,
             list_size=list_size, tie_eps=tie_eps, lists_per_batch=lists_per_batch, val_lists=val_lists,
             val_fraction=val_fraction, lr=lr, weight_decay=weight_decay, eval_every=eval_every,
             patience=patience, seed=seed,

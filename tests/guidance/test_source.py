@@ -1,6 +1,7 @@
 """Token-reward sources, the objective wrapper, and the reward=segment|guidance configs."""
 
 import random
+from functools import partial
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from hydra.utils import instantiate
 from phf.data.document import Document
 from phf.guidance import GuidanceRewards, RewardedObjective, SegmentRewards, with_token_rewards
 from phf.guidance.localisation import pep8_localisation
+from phf.guidance.model import GuidanceModel
 from phf.objectives import RWR, LossOutput, Objective
 from phf.scorers import PEP8Scorer
 from phf.tokenizer import gpt2_tokenizer
@@ -29,7 +31,7 @@ def synthetic_docs(n, seed):
 
 
 def tiny_source(**kw):
-    args = dict(tokenizer=gpt2_tokenizer(), block_size=32, model={"n_embd": 16, "n_head": 2, "head_hidden": 16},
+    args = dict(tokenizer=gpt2_tokenizer(), block_size=32, model=partial(GuidanceModel, n_embd=16, n_head=2, head_hidden=16),
                 chunk_tokens=8, list_size=3, lists_per_batch=8, val_lists=16, eval_every=20, patience=0,
                 fit_steps=20, refit_steps=2, lr=1e-2)
     args.update(kw)
