@@ -23,7 +23,10 @@ import itertools
 import json
 import sys
 
+from phf.data.pipeline import stream_from_config
+from phf.guidance import build_objective
 from phf.runtime import conf_dir
+from phf.scorers import build_scorer
 
 OWN = {"n": "4", "json": "false", "split": "train"}
 
@@ -69,9 +72,6 @@ def blocks(cfg, n: int, split: str = "train"):
     """(tokenizer, the first ``n`` blocks of ``split``) exactly as ``phf-train`` would pack them."""
     from hydra.utils import instantiate
 
-    from phf.data.pipeline import stream_from_config
-    from phf.guidance import build_objective
-    from phf.scorers import build_scorer
 
     tokenizer = instantiate(cfg.tokenizer)  # the run's tokenizer: fitted (cached) for tokenizer=bpe
     objective, _ = build_objective(cfg, tokenizer)

@@ -28,6 +28,7 @@ import torch
 from omegaconf import DictConfig
 
 from phf import checkpoint as ckpt
+from phf.model import PHFModel
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +289,6 @@ def save_training_state(ckpt_root: Path, step: int, model, tokenizer, optimizer,
 def restore_training_state(path: Path, model, optimizer, scheduler, rank: int = 0) -> dict:
     """Load what ``save_training_state`` wrote into ``model``, ``optimizer`` and ``scheduler``, set this
     rank's RNG, and return the stored state (step and the loop's extras) with ``data_state`` added."""
-    from phf.model import PHFModel
 
     loaded = PHFModel.from_pretrained(path, value_head=model.value_head is not None)
     model.load_state_dict(loaded.state_dict())

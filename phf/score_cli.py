@@ -26,6 +26,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from phf.data.segment import LineSegmenter, SentenceSegmenter
+from phf.scorers.cache import build_scorer
+from phf.scorers.errors import ScorerError
+
 SCORERS = {
     "profanity": "phf.scorers.ProfanityScorer",
     "pii": "phf.scorers.PIIScorer",
@@ -96,7 +100,6 @@ def build(target: str, kwargs: dict):
 
 
 def make_segmenter(kind: str, scorer_name: str):
-    from phf.data.segment import LineSegmenter, SentenceSegmenter
 
     if kind == "auto":
         kind = "line" if scorer_name == "pep8" else "sentence"
@@ -173,14 +176,12 @@ _WORKER = {}
 
 
 def _init_worker(scorer, cache_dir):
-    from phf.scorers.cache import build_scorer
 
     _WORKER["scorer"] = build_scorer(scorer, cache_dir)
 
 
 def _score_chunk(chunk: list[tuple[str, list[str]]]):
     """Scores of a chunk of (where, segments); a failure names the document it happened in."""
-    from phf.scorers.errors import ScorerError
 
     scorer = _WORKER["scorer"]
     t0 = time.perf_counter()

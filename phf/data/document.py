@@ -86,7 +86,3 @@ class Document:
             if abs(s) > FLOAT32_MAX:
                 raise ValueError(f"{self.id}: scores[{i}] = {s!r} is outside float32's range (±{FLOAT32_MAX:.4g}), "
                                  "the precision token scores are trained in")
-
-    def to_record(self) -> dict:
-        """The paper's JSONL record."""
-        return {"texts": self.texts, "scores": self.scores, "avg_score": self.avg_score}

@@ -27,7 +27,8 @@ import torch
 from phf.data.document import Document, unicode_problem
 from phf.data.pack import Packer, ShuffleBuffer
 from phf.data.sources import Source, is_placeholder
-from phf.scorers.cache import build_scorer
+from phf.scorers.cache import ScoreCacheError, build_scorer
+from phf.scorers.errors import ScorerError
 from phf.tokenizer import encode_text
 
 log = logging.getLogger(__name__)
@@ -182,9 +183,6 @@ class BlockStream:
 
     @staticmethod
     def _call(name: str, fn, doc: Document | None):
-        from phf.scorers.cache import ScoreCacheError
-        from phf.scorers.errors import ScorerError
-
         try:
             return fn()
         except ScoreCacheError:  # names the cache file already; not the document's fault, never skipped
@@ -374,8 +372,9 @@ def stream_from_config(cfg, tokenizer, split: str = "train", objective=None, *, 
     )
 
 
-def validation_blocks(cfg, tokenizer, objective=None, max_blocks: int = 16, *, source=None, scorer=None) -> list[dict]:
-    """The first ``max_blocks`` held-out blocks (raw text: ``objective`` is accepted but not applied)."""
+def validation_blocks(cfg, tokenizer, max_blocks: int = 16, *, source=None, scorer=None) -> list[dict]:
+    """The first ``max_blocks`` held-out blocks (raw text: no objective transform, so every objective's
+    held-out loss is measured on the same tokens)."""
     stream = stream_from_config(cfg, tokenizer, "validation", source=source, scorer=scorer, epochs=1)
     blocks = list(itertools.islice(iter(stream), max_blocks))
     if not blocks:

@@ -33,8 +33,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from phf.checkpoint import check_safetensors
+from phf.data.pipeline import validation_blocks
+from phf.eval.evaluate import build_eval_scorer, evaluate, flatten
+from phf.eval.kl import load_causal_lm
+from phf.eval.red_team import RedTeamSettings, load_prompts, red_team, summary
 from phf.eval.settings import Evaluation
 from phf.runtime import conf_dir, resolve_device
+from phf.tokenizer import load_tokenizer
 
 log = logging.getLogger("phf.eval")
 
@@ -110,7 +116,6 @@ def load_config(config_path: Path | None, overrides: list[str]) -> DictConfig:
 def check_model_dir(model_dir: Path, allow_incomplete: bool) -> None:
     """Refuse a truncated weights file, and a phf run's ``final/`` that was not finished (phf-train writes
     ``final/phf_summary.json`` last), each with the file and the way out."""
-    from phf.checkpoint import check_safetensors
 
     is_final = model_dir.name == "final" and (model_dir.parent / "config.yaml").is_file()
     redo = (f"resume the training in {model_dir.parent} (phf-train with the same overrides and run_dir, "
@@ -138,11 +143,10 @@ def model_info(model_dir: Path) -> dict:
     return info
 
 
-def heldout_blocks(cfg, tokenizer, objective, max_blocks: int):
+def heldout_blocks(cfg, tokenizer, max_blocks: int):
     """Held-out blocks from the data pipeline (``phf.data.pipeline.validation_blocks``)."""
-    from phf.data.pipeline import validation_blocks
 
-    return list(validation_blocks(cfg, tokenizer, objective, max_blocks))
+    return validation_blocks(cfg, tokenizer, max_blocks)
 
 
 def evaluate_saved(own: dict[str, str], overrides: list[str]) -> tuple[dict, Path]:
@@ -150,8 +154,6 @@ def evaluate_saved(own: dict[str, str], overrides: list[str]) -> tuple[dict, Pat
     from hydra.utils import instantiate
     from transformers import AutoModelForCausalLM
 
-    from phf.eval.evaluate import build_eval_scorer, evaluate, flatten
-    from phf.tokenizer import load_tokenizer
 
     run_dir = Path(own["run_dir"]) if "run_dir" in own else None
     model_dir = Path(own["checkpoint"]) if "checkpoint" in own else run_dir / "final"
@@ -177,7 +179,7 @@ def evaluate_saved(own: dict[str, str], overrides: list[str]) -> tuple[dict, Pat
     blocks, heldout_note = None, None
     if "heldout" not in skip:
         try:
-            blocks = heldout_blocks(cfg, tokenizer, objective, ev.capability.max_blocks)
+            blocks = heldout_blocks(cfg, tokenizer, ev.capability.max_blocks)
         except Exception as e:  # the data may be unavailable offline; the rest of the evaluation still runs
             heldout_note = f"skipped: {type(e).__name__}: {e}"
         if heldout_note:
@@ -214,8 +216,6 @@ def evaluate_saved(own: dict[str, str], overrides: list[str]) -> tuple[dict, Pat
 
 def run_red_team(task: str, rt: dict, model, tokenizer, objective, scorer, out: Path, device) -> dict:
     """The adaptive red-team loop of ``task.eval.red_team`` (``rt``: red_lm, prompts and RedTeamSettings)."""
-    from phf.eval.kl import load_causal_lm
-    from phf.eval.red_team import RedTeamSettings, load_prompts, red_team, summary
 
     fields = set(RedTeamSettings.__dataclass_fields__)
     unknown = sorted(set(rt) - fields - {"red_lm", "prompts"})

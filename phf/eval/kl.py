@@ -38,7 +38,7 @@ import torch
 
 from phf.model import eval_mode, forked_rng, unwrap
 from phf.objectives.base import sequence_logps
-from phf.tokenizer import encode_text, token_ids
+from phf.tokenizer import encode_text, load_tokenizer, token_ids
 
 CACHE_FORMAT = 1
 
@@ -80,7 +80,6 @@ def load_causal_lm(name_or_path: str, device: torch.device | str = "cpu"):
     """(model, tokenizer) of a local HF checkpoint directory or hub name, with a clear offline error."""
     from transformers import AutoModelForCausalLM
 
-    from phf.tokenizer import load_tokenizer
 
     try:
         model = AutoModelForCausalLM.from_pretrained(name_or_path, use_safetensors=True)

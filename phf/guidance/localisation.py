@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from phf.scorers.pep8 import PEP8Scorer
 from phf.tokenizer import tokenize_text
 
 
@@ -141,8 +142,6 @@ def localisation(
 def pep8_localisation(learner, docs, tokenizer, scorer=None, block_size: int | None = None) -> dict[str, float]:
     """:func:`localisation` with pycodestyle's violations as the ground truth."""
     if scorer is None:
-        from phf.scorers.pep8 import PEP8Scorer
-
         scorer = PEP8Scorer()
     return localisation(learner, docs, tokenizer, lambda d: pep8_offending_spans(d.text, scorer), block_size)
 

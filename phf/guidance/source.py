@@ -30,13 +30,15 @@ from pathlib import Path
 
 import torch
 
+from phf.data.pack import Packer
+from phf.data.pipeline import segment_ids
 from phf.guidance.learner import GuidanceLearner
 from phf.guidance.lists import items_from_blocks
 from phf.guidance.model import GuidanceModel
 from phf.objectives.base import IGNORE_INDEX, LossOutput, Objective
 from phf.objectives.preference import PreferenceObjective
 from phf.runtime import Dist
-from phf.tokenizer import add_special_tokens
+from phf.tokenizer import add_special_tokens, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +123,6 @@ class GuidanceRewards:
         seed: int = 0,
     ):
         if isinstance(tokenizer, str):
-            from phf.tokenizer import load_tokenizer
-
             tokenizer = load_tokenizer(tokenizer)
         self.tokenizer = tokenizer
         self.block_size = int(block_size)
@@ -213,8 +213,6 @@ class GuidanceRewards:
 
 def pack_documents(docs, tokenizer, block_size: int, max_blocks: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Scored documents → (ids, token_scores) blocks, exactly as the pipeline packs them (no shuffle)."""
-    from phf.data.pack import Packer
-    from phf.data.pipeline import segment_ids
 
     packer = Packer(block_size, tokenizer.eos_token_id)
     out = []

@@ -34,13 +34,18 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from phf.data.pipeline import in_validation, validation_blocks
 from phf.eval.capability import validation_loss
+from phf.eval.evaluate import build_eval_scorer, run_evaluation
+from phf.eval.red_team import load_prompts
 from phf.eval.settings import RESERVED
+from phf.model import PHFModel
 from phf.objectives.preference import PreferenceObjective
 from phf.runtime import Dist, hydra_entry, resolve_device
 from phf.scorers import build_scorer
 from phf.spa import pairs as P
 from phf.spa.train_dpo import DPOSettings, train_dpo
+from phf.tokenizer import load_tokenizer
 
 log = logging.getLogger("phf.spa")
 
@@ -49,7 +54,6 @@ SUMMARY = "phf_summary.json"
 
 def _training_documents(source, val_fraction: float, max_docs: int) -> list[str]:
     """Raw texts of the first ``max_docs`` training-split documents (validation documents excluded)."""
-    from phf.data.pipeline import in_validation
 
     out = []
     for doc in source:
@@ -67,8 +71,6 @@ def build_prompt_pool(cfg, source) -> P.PromptPool:
     docs = _training_documents(source, cfg.data.val_fraction, pc.max_docs) if needs_docs else []
     file_prompts = []
     if mix.get("file"):
-        from phf.eval.red_team import load_prompts
-
         file_prompts = load_prompts(pc.file)
     return P.PromptPool(mix, docs, file_prompts, prefix_lines=pc.prefix_lines,
                         max_prompt_chars=pc.max_prompt_chars, seed=cfg.seed)
@@ -101,7 +103,6 @@ def flag_audit(pairs: list[dict], flagged: list[int | None]) -> dict[str, float]
 
 def evaluate_model(model, tokenizer, objective, eval_scorer, cfg, out_dir: Path, step: int, blocks) -> dict[str, float]:
     """phf-train's final evaluation of a ``PHFModel``: ``run_evaluation`` + ``val/loss`` on ``blocks``."""
-    from phf.eval.evaluate import run_evaluation
 
     t0 = time.perf_counter()
     metrics = run_evaluation(model.lm, tokenizer, objective, eval_scorer, cfg, out_dir=out_dir, step=step,
@@ -135,10 +136,6 @@ def run_spa(cfg: DictConfig) -> dict:
     """Run every stage of ``cfg.spa.stages``; return ``{"stages": [row, ...]}`` (also in spa_summary.json)."""
     from hydra.utils import instantiate
 
-    from phf.data.pipeline import validation_blocks
-    from phf.eval.evaluate import build_eval_scorer
-    from phf.model import PHFModel
-    from phf.tokenizer import load_tokenizer
 
     spa = cfg.spa
     if not spa.get("init_from"):
