@@ -1,6 +1,6 @@
 """``phf-data``: show what the model will be trained on — the first packed training blocks.
 
-    phf-data objective=conditional data=jsonl data.path=train.jsonl          # readable, 4 blocks
+    phf-data objective=conditional data=jsonl data.source.path=train.jsonl          # readable, 4 blocks
     phf-data objective=conditional n=2 --json                                 # one JSON object per block
     phf-data +experiment=pep8_pretrain model.block_size=64 n=1
 
@@ -23,7 +23,7 @@ import itertools
 import json
 import sys
 
-from phf.data.pipeline import stream_from_config
+from phf.data.pipeline import build_data, stream_from_config
 from phf.guidance import build_objective
 from phf.runtime import conf_dir
 from phf.scorers import build_scorer
@@ -72,15 +72,14 @@ def blocks(cfg, n: int, split: str = "train"):
     """(tokenizer, the first ``n`` blocks of ``split``) exactly as ``phf-train`` would pack them."""
     from hydra.utils import instantiate
 
-
     tokenizer = instantiate(cfg.tokenizer)  # the run's tokenizer: fitted (cached) for tokenizer=bpe
     objective, _ = build_objective(cfg, tokenizer)
     scorer = build_scorer(cfg.scorer, cfg.get("cache_dir"))
-    source = instantiate(cfg.data.source)
-    stream = stream_from_config(cfg, tokenizer, split, objective, source=source, scorer=scorer,
+    data = build_data(cfg.data)
+    stream = stream_from_config(cfg, tokenizer, split, objective, data=data, scorer=scorer,
                                 epochs=None if split == "train" else 1)
     if split == "train" and getattr(objective, "requires_prepare", False):
-        objective.prepare(stream.scored_sample(cfg.data.prepare_docs))
+        objective.prepare(stream.scored_sample(data.prepare_docs))
     return tokenizer, list(itertools.islice(iter(stream), n))
 
 

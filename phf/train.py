@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from phf import checkpoint as ckpt
 from phf.card import generation_config
-from phf.data.pipeline import stream_from_config
+from phf.data.pipeline import build_data, stream_from_config
 from phf.guidance import build_objective
 from phf.model import VALUE_HEAD_FILE
 from phf.runtime import (
@@ -121,12 +121,12 @@ def _train(cfg: DictConfig, trainer: Trainer, plan: Plan, dist: Dist, run_dir: P
     if cfg.model.block_size > model.config.n_positions:
         raise ValueError(f"model.block_size {cfg.model.block_size} exceeds the model's context {model.config.n_positions}")
     scorer = build_scorer(cfg.scorer, cfg.get("cache_dir"))
-    source = instantiate(cfg.data.source)
-    stream = stream_from_config(cfg, tokenizer, "train", objective, source=source, scorer=scorer,
+    data = build_data(cfg.data)  # the source is built once: training and validation streams share it
+    stream = stream_from_config(cfg, tokenizer, "train", objective, data=data, scorer=scorer,
                                 rank=dist.rank, world_size=dist.world_size)
     prepared = {}
     if getattr(objective, "requires_prepare", False):
-        prepared = objective.prepare(stream.scored_sample(cfg.data.prepare_docs))
+        prepared = objective.prepare(stream.scored_sample(data.prepare_docs))
     optimizer = make_optimizer(model, trainer.lr, trainer.weight_decay, trainer.betas, trainer.eps,
                                fused=device.type == "cuda")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(plan.warmup_steps, plan.max_steps))
@@ -163,7 +163,7 @@ def _train(cfg: DictConfig, trainer: Trainer, plan: Plan, dist: Dist, run_dir: P
             log_derived(cfg, trainer, plan, dist, run_dir, objective, control_ids, n_params, resume_from, device,
                         precision, step, tokens_seen, prepared, model.value_head is not None)
             tracker.log({"tokens_seen": tokens_seen, "params": n_params, **prepared, **plan.as_dict()}, step=step)
-        held_out = HeldOut(cfg, tokenizer, source, scorer, trainer.val_blocks, trainer.batch_size, autocast)
+        held_out = HeldOut(cfg, tokenizer, data, scorer, trainer.val_blocks, trainer.batch_size, autocast)
         parts = RunParts(cfg=cfg, dist=dist, device=device, model=model, objective=objective, tokenizer=tokenizer,
                          stream=stream, optimizer=optimizer, scheduler=scheduler, tracker=tracker,
                          held_out=held_out, run_dir=run_dir, autocast=autocast)

@@ -214,8 +214,8 @@ class HeldOut:
     """The run's held-out measurements: validation loss on held-out blocks (built once, on first use)
     and the sample-and-score evaluation (``phf.eval``); rank 0 only."""
 
-    def __init__(self, cfg: DictConfig, tokenizer, source, scorer, num_blocks: int, batch_size: int, autocast):
-        self.cfg, self.tokenizer, self.source, self.scorer = cfg, tokenizer, source, scorer
+    def __init__(self, cfg: DictConfig, tokenizer, data, scorer, num_blocks: int, batch_size: int, autocast):
+        self.cfg, self.tokenizer, self.data, self.scorer = cfg, tokenizer, data, scorer
         self.num_blocks, self.batch_size, self.autocast = num_blocks, batch_size, autocast
         self._blocks: list[dict] | None = None
         self._eval_scorer = None
@@ -223,7 +223,7 @@ class HeldOut:
     @property
     def blocks(self) -> list[dict]:
         if self._blocks is None:
-            self._blocks = validation_blocks(self.cfg, self.tokenizer, max_blocks=self.num_blocks, source=self.source,
+            self._blocks = validation_blocks(self.cfg, self.tokenizer, max_blocks=self.num_blocks, data=self.data,
                                              scorer=self.scorer)
         return self._blocks
 

@@ -23,7 +23,7 @@ def test_config_composes_and_instantiates(group, name, tmp_path):
     if group == "data":
         path = tmp_path / "d.jsonl"
         path.write_text(json.dumps({"text": "x = 1\n"}) + "\n")
-        extra = {"jsonl": [f"data.path={path}"], "hf": ["data.names=[json]", f"data.data_files={path}"]}.get(name, [])
+        extra = {"jsonl": [f"data.source.path={path}"], "hf": ["data.source.names=[json]", f"data.source.data_files={path}"]}.get(name, [])
     cfg = compose([f"{group}={name}", f"run_dir={tmp_path}", f"cache_dir={tmp_path / 'cache'}", *extra])
     node = cfg[group]
     if group == "trainer":
@@ -43,7 +43,10 @@ def test_config_composes_and_instantiates(group, name, tmp_path):
         model = instantiate(node, tokenizer=tok, objective=objective)
         assert model.config.n_positions == node.block_size
     elif group == "data":
-        assert hasattr(instantiate(node.source), "iter_from")
+        from phf.data.pipeline import Data
+
+        data = instantiate(node)
+        assert isinstance(data, Data) and hasattr(data.source, "iter_from")
     elif group == "logger":
         tracker = instantiate(node, _partial_=True)(run_dir=tmp_path / "run", run_config={}, name="t")
         tracker.log({"loss": 1.0}, step=1)

@@ -98,7 +98,7 @@ def main(argv=None):
             warm = run(task, a.steps, tmp / f"{task}-warm", cache)
             data = tmp / f"{task}-prescored.jsonl"
             n = export_prescored(task, a.export_docs, cache, data)
-            pre = run(task, a.steps, tmp / f"{task}-pre", None, ["data=jsonl", f"data.path={data}"])
+            pre = run(task, a.steps, tmp / f"{task}-pre", None, ["data=jsonl", f"data.source.path={data}"])
             for name, r in (("cold cache", cold), ("warm cache", warm), (f"pre-scored JSONL ({n} docs)", pre)):
                 rows.append([task, name, C.fmt(r["tokens_per_s"]), C.fmt(r["steady_tokens_per_s"]), f"{r['first_step_s']:.1f} s",
                              f"{100 * r['pipeline_share']:.1f}%", f"{100 * r['scorer_share']:.1f}%",

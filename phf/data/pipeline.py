@@ -20,6 +20,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -340,42 +341,74 @@ def segment_ids(tokenizer, docs: list[Document], control_ids: dict[str, int] | N
     return ids
 
 
-def stream_from_config(cfg, tokenizer, split: str = "train", objective=None, *, source=None, scorer=None,
-                       rank: int = 0, world_size: int = 1, epochs: int | None = None) -> BlockStream:
-    """A :class:`BlockStream` as ``cfg.data``/``cfg.task``/``cfg.model`` describe it.
+@dataclass
+class Data:
+    """The ``data`` config group (``conf/data/*.yaml``): where documents come from and how the stream
+    reads them. Runtime parts (tokenizer, segmenter, scorer, objective, block size, seed, rank) are
+    passed to :meth:`stream`."""
 
-    The validation split is never transformed by the objective, shuffled or sharded: every objective's
-    held-out loss is measured on the same raw text.
-    """
+    source: Source
+    val_fraction: float = 0.01  # held-out documents, chosen by content hash
+    shuffle_buffer: int = 256  # blocks
+    num_workers: int = 0  # processes that segment/score/tokenize ahead of training (0 = inline)
+    worker_check_seconds: float = 1.0  # with workers: how often a wait checks that none died
+    score_batch_docs: int = 32  # documents segmented/scored/tokenized together
+    prepare_docs: int = 256  # scored documents used by objectives that fit a setting to data
+    on_error: str = "raise"  # a bad document or scorer failure: raise, or skip (counted, logged)
+
+    def __post_init__(self):
+        _check_int("data.prepare_docs", self.prepare_docs, 1)
+
+    def stream(self, split: str, *, tokenizer, segmenter, scorer, block_size: int, seed: int, objective=None,
+               rank: int = 0, world_size: int = 1, epochs: int | None = None) -> BlockStream:
+        """The ``split`` stream. The validation split is never transformed by the objective, shuffled or
+        sharded: every objective's held-out loss is measured on the same raw text."""
+        train = split == "train"
+        return BlockStream(
+            source=self.source, segmenter=segmenter, scorer=scorer, tokenizer=tokenizer, block_size=block_size,
+            objective=objective if train else None, split=split, val_fraction=self.val_fraction,
+            shuffle_buffer=self.shuffle_buffer if train else 0, score_batch_docs=self.score_batch_docs,
+            on_error=self.on_error, epochs=epochs, num_workers=self.num_workers if train else 0,
+            worker_check_seconds=self.worker_check_seconds, seed=seed,
+            rank=rank if train else 0, world_size=world_size if train else 1,
+        )
+
+
+def build_data(node, source: Source | None = None) -> Data:
+    """``instantiate(cfg.data)``; ``source``: an already built source to use instead of the config's.
+
+    A setting that can never work is a ``ValueError`` naming the key (Hydra's wrapper is removed: the
+    message is the user's, not the instantiation machinery's)."""
+    from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
-    d, train = cfg.data, split == "train"
-    _check_int("data.prepare_docs", d.prepare_docs, 1)
-    return BlockStream(
-        source=source if source is not None else instantiate(d.source),
-        segmenter=instantiate(cfg.task.segmenter),
-        scorer=scorer if scorer is not None else build_scorer(cfg.scorer, cfg.get("cache_dir")),
-        tokenizer=tokenizer,
-        block_size=cfg.model.block_size,
-        objective=objective if train else None,
-        split=split,
-        val_fraction=d.val_fraction,
-        shuffle_buffer=d.shuffle_buffer if train else 0,
-        score_batch_docs=d.score_batch_docs,
-        on_error=d.on_error,
-        epochs=epochs,
-        num_workers=d.num_workers if train else 0,
-        worker_check_seconds=d.get("worker_check_seconds", 1.0),
-        seed=cfg.seed,
-        rank=rank if train else 0,
-        world_size=world_size if train else 1,
-    )
+    try:
+        return instantiate(node, source=source) if source is not None else instantiate(node)
+    except InstantiationException as e:
+        if isinstance(e.__cause__, ValueError):
+            raise e.__cause__ from None
+        raise
 
 
-def validation_blocks(cfg, tokenizer, max_blocks: int = 16, *, source=None, scorer=None) -> list[dict]:
+def stream_from_config(cfg, tokenizer, split: str = "train", objective=None, *, data: Data | None = None,
+                       source=None, scorer=None, rank: int = 0, world_size: int = 1,
+                       epochs: int | None = None) -> BlockStream:
+    """A run config's :class:`BlockStream`: ``cfg.data`` (or the built ``data``) with the parts the other
+    groups define (``task.segmenter``, ``scorer``, ``model.block_size``, ``seed``)."""
+    from hydra.utils import instantiate
+
+    data = data if data is not None else build_data(cfg.data, source)
+    return data.stream(split, tokenizer=tokenizer, segmenter=instantiate(cfg.task.segmenter),
+                       scorer=scorer if scorer is not None else build_scorer(cfg.scorer, cfg.get("cache_dir")),
+                       block_size=cfg.model.block_size, seed=cfg.seed, objective=objective, rank=rank,
+                       world_size=world_size, epochs=epochs)
+
+
+def validation_blocks(cfg, tokenizer, max_blocks: int = 16, *, data: Data | None = None, source=None,
+                      scorer=None) -> list[dict]:
     """The first ``max_blocks`` held-out blocks (raw text: no objective transform, so every objective's
     held-out loss is measured on the same tokens)."""
-    stream = stream_from_config(cfg, tokenizer, "validation", source=source, scorer=scorer, epochs=1)
+    stream = stream_from_config(cfg, tokenizer, "validation", data=data, source=source, scorer=scorer, epochs=1)
     blocks = list(itertools.islice(iter(stream), max_blocks))
     if not blocks:
         raise ValueError("the validation split produced no block; raise data.val_fraction or use more data")

@@ -210,7 +210,7 @@ class HFSource(Source):
                  min_score: float | None = 0.0, avg_score_tolerance: float | None = 1e-4):
         self.names = [names] if isinstance(names, str) else list(names)
         if not self.names or not all(isinstance(n, str) and n for n in self.names):
-            raise ValueError(f"data.names must be one or more dataset names, got {names!r}")
+            raise ValueError(f"data.source.names must be one or more dataset names, got {names!r}")
         _check_policy(on_error, min_chars, max_chars)
         self.split, self.data_files, self.text_key = split, data_files, text_key
         self.on_error, self.min_chars, self.max_chars = on_error, min_chars, max_chars

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from phf.data.pipeline import in_validation, validation_blocks
+from phf.data.pipeline import build_data, in_validation, validation_blocks
 from phf.eval.capability import validation_loss
 from phf.eval.evaluate import build_eval_scorer, run_evaluation
 from phf.eval.red_team import load_prompts
@@ -64,11 +64,11 @@ def _training_documents(source, val_fraction: float, max_docs: int) -> list[str]
     return out
 
 
-def build_prompt_pool(cfg, source) -> P.PromptPool:
+def build_prompt_pool(cfg, data) -> P.PromptPool:
     pc = cfg.spa.prompts
     mix = OmegaConf.to_container(pc.mix, resolve=True)
     needs_docs = any(mix.get(k) for k in ("signatures", "prefixes"))
-    docs = _training_documents(source, cfg.data.val_fraction, pc.max_docs) if needs_docs else []
+    docs = _training_documents(data.source, data.val_fraction, pc.max_docs) if needs_docs else []
     file_prompts = []
     if mix.get("file"):
         file_prompts = load_prompts(pc.file)
@@ -166,9 +166,9 @@ def run_spa(cfg: DictConfig) -> dict:
                          f"({policy.config.n_positions}); set model.block_size to the pretrained run's")
     scorer = build_scorer(cfg.scorer, cfg.get("cache_dir"))
     eval_scorer = build_eval_scorer(cfg)
-    source = instantiate(cfg.data.source)
-    blocks = validation_blocks(cfg, tokenizer, max_blocks=cfg.trainer.val_blocks, source=source, scorer=scorer)
-    pool = build_prompt_pool(cfg, source)
+    data = build_data(cfg.data)
+    blocks = validation_blocks(cfg, tokenizer, max_blocks=cfg.trainer.val_blocks, data=data, scorer=scorer)
+    pool = build_prompt_pool(cfg, data)
     log.info("prompt pool: %s", pool.sizes())
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     implicit_beta = float(spa.implicit_beta if spa.get("implicit_beta") is not None else objective.beta)

@@ -91,7 +91,7 @@ def test_paper_runs_share_the_setup(task, tmp_path):
         assert cfg.data.source._target_ == "phf.data.sources.HFSource"
         assert cfg.trainer.batch_size == (16 if task == "pep8" else 8)
         assert cfg.data.shuffle_buffer == 20000
-    names = list(pre.data.names)
+    names = list(pre.data.source.names)
     if task == "pep8":
         assert names == ["kejian/codeparrot-train-more-filter-3.3b-cleaned"]
         assert pre.tokenizer.name_or_path == "codeparrot/codeparrot-small" and pre.model.scale_attn_by_inverse_layer_idx

@@ -31,7 +31,7 @@ def prescored(tmp_path_factory) -> Path:
 def fast_overrides(data_path: Path) -> list[str]:
     """TINY with the pre-scored JSONL corpus instead of PEP8-scoring the standard library."""
     return [o for o in TINY if not o.startswith("data")] + [
-        "data=jsonl", f"data.path={data_path}", "data.val_fraction=0.2", "data.shuffle_buffer=8",
+        "data=jsonl", f"data.source.path={data_path}", "data.val_fraction=0.2", "data.shuffle_buffer=8",
         "data.score_batch_docs=8"]
 
 

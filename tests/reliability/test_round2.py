@@ -317,10 +317,10 @@ def test_resume_with_other_settings_is_refused_naming_the_keys(fast_cfg, run_cop
                                          r"model.n_layer: 1 -> 2; objective._target_: 'phf.objectives.MLE' -> "
                                          r"'phf.objectives.Unlikelihood'.*trainer.resume_mismatch=continue"):
         train(fast_cfg("objective=unlikelihood", "model.n_layer=2", "trainer.max_steps=2", run_dir=run_copy))
-    with pytest.raises(ValueError, match=r"data.path: .*prescored.jsonl' -> '.*other.jsonl'"):
+    with pytest.raises(ValueError, match=r"data.source.path: .*prescored.jsonl' -> '.*other.jsonl'"):
         other = run_copy.parent / "other.jsonl"
-        shutil.copy(fast_cfg().data.path, other)
-        train(fast_cfg("trainer.max_steps=2", f"data.path={other}", run_dir=run_copy))
+        shutil.copy(fast_cfg().data.source.path, other)
+        train(fast_cfg("trainer.max_steps=2", f"data.source.path={other}", run_dir=run_copy))
     before = (run_copy / "config.yaml").read_text()
     out = train(fast_cfg("seed=7", "trainer.max_steps=2", "trainer.resume_mismatch=continue", run_dir=run_copy))
     assert out["step"] == 2
@@ -484,7 +484,7 @@ def test_phf_data_shows_control_token_strings_as_text(tmp_path, capsys):
     records = [{"texts": ["x = '<|endoftext|>'\n", "<|aligned|>bad = 1\n"], "scores": [0.0, 0.9]}] * 20
     p = write_jsonl(tmp_path / "d.jsonl", records)
     args = ["objective=conditional", "task=pep8", "task.objectives.conditional.drop_token_fraction=0.0", "data=jsonl",
-            f"data.path={p}", "data.val_fraction=0.0", "data.shuffle_buffer=0", "model.block_size=16", "cache_dir=null",
+            f"data.source.path={p}", "data.val_fraction=0.0", "data.shuffle_buffer=0", "model.block_size=16", "cache_dir=null",
             "tokenizer=gpt2"]
     main([*args, "n=3", "--json"])
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
