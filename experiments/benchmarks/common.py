@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-CONF = ROOT / "conf"
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                "WANDB_MODE": "disabled", "WANDB_SILENT": "true", "TOKENIZERS_PARALLELISM": "false",
@@ -27,6 +26,9 @@ for _k, _v in OFFLINE_ENV.items():
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
+from phf.runtime import conf_dir  # noqa: E402
+
+CONF = conf_dir()
 transformers.logging.set_verbosity_error()  # the benchmarks print tables, not per-model notices
 
 # the model shapes the benchmarks use: conf/model/<name>.yaml plus the micro-batch they run with on CPU

@@ -17,10 +17,11 @@ from hydra.utils import instantiate
 from phf.data.pipeline import validation_blocks
 from phf.eval.evaluate import build_eval_scorer
 from phf.model import PHFModel
+from phf.runtime import conf_dir
 from phf.spa.rounds import evaluate_model
 from phf.tokenizer import load_tokenizer
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+CONF = conf_dir()
 
 
 def main(checkpoint: str, out: str, overrides: list[str]) -> None:

@@ -2,7 +2,6 @@
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,10 +13,10 @@ from phf.eval import build_eval_scorer, run_evaluation
 from phf.eval.red_team import resolve_prompts_file
 from phf.eval.settings import Evaluation
 from phf.objectives import Conditional
+from tests.conftest import CONF
 
 from .conftest import make_lm
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
 METRICS = {"score", "expected_max", "hit_rate", "length", "distinct_1", "distinct_2", "self_bleu", "score_max",
            "num_samples", "num_tokens", "samples_per_s"}
 TINY = [

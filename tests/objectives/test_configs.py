@@ -4,15 +4,14 @@ Expected values: Korbak et al. 2023 configs (phf_paper.md §2.7). They live in c
 `objectives:`; the objective YAMLs interpolate them.
 """
 
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from phf.objectives import Objective, PreferenceObjective
+from tests.conftest import CONF
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
 OBJECTIVES = sorted(p.stem for p in (CONF / "objective").glob("*.yaml"))
 TASKS = ["toxicity", "pii", "pep8"]
 

@@ -11,10 +11,10 @@ from omegaconf import OmegaConf
 from torch.testing import assert_close
 
 from phf.objectives import Objective
+from tests.conftest import CONF
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]  # the repository root, so that `tests.objectives.my_objective` imports
-CONF = ROOT / "conf"
 USER_CONF = HERE / "conf"  # holds objective/my_objective.yaml
 
 
