@@ -1,16 +1,26 @@
-"""What a saved phf model says about itself: generation settings and a model card.
+"""What a saved phf model says about itself: generation settings, a model card and its objective.
 
 ``generation_config`` puts the evaluation's sampling settings and the objective's banned tokens into
 the HF model's ``generation_config`` (saved as ``generation_config.json``), so ``model.generate`` and a
 ``transformers`` pipeline sample the way phf evaluates. The control prefix (``<|endoftext|><|aligned|>``
-for conditional training) cannot be expressed there; ``write_model_card`` states it, with a runnable
-example, in ``final/README.md``.
+for conditional training) cannot be expressed there; ``write_model_card`` states it, with runnable
+``generate`` and ``pipeline`` examples, in the model directory's ``README.md``, and writes the same facts
+for programs into ``phf_objective.json`` (``read_objective_metadata``): phf-eval instantiates the objective
+a model was trained with from it, so a model directory alone (a download from the Hub, a checkpoint
+copied away from its run) is evaluated with its control tokens and banned tokens. phf-train writes both
+into ``final/`` and into every ``checkpoints/step_*``.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from omegaconf import OmegaConf
+
+METADATA_FILE = "phf_objective.json"
+METADATA_VERSION = 1
+CARD_FILE = "README.md"
 
 
 def generation_config(lm, tokenizer, objective, temperature: float, top_p: float, top_k: int):
@@ -25,25 +35,102 @@ def generation_config(lm, tokenizer, objective, temperature: float, top_p: float
     return gc
 
 
+def objective_metadata(cfg, objective, tokenizer) -> dict:
+    """``phf_objective.json``: the objective's resolved config (``_target_`` and hyperparameters, enough to
+    instantiate it again), its task, and what sampling needs (prefix, banned and special tokens)."""
+    return {
+        "phf_metadata_version": METADATA_VERSION,
+        "objective": _short(cfg.objective._target_),  # the class configured, not a reward wrapper's
+        "objective_config": OmegaConf.to_container(cfg.objective, resolve=True),
+        "task": cfg.task.name,
+        "generation_prefix": tokenizer.eos_token + "".join(objective.generation_prefix),
+        "special_tokens": list(objective.special_tokens),
+        "banned_tokens": list(objective.banned_tokens),
+    }
+
+
+def read_objective_metadata(model_dir: Path) -> dict | None:
+    """The ``phf_objective.json`` of a model directory; None for a model phf did not write (no such file).
+    A file that is there but unusable is an error naming it, never ignored."""
+    file = Path(model_dir) / METADATA_FILE
+    if not file.is_file():
+        return None
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"{file}: not valid JSON ({e})") from None
+    config = data.get("objective_config") if isinstance(data, dict) else None
+    if not isinstance(config, dict) or not isinstance(config.get("_target_"), str):
+        raise ValueError(f"{file}: 'objective_config' must be an object with a '_target_' (the objective's class)")
+    if not isinstance(data.get("task"), str):
+        raise ValueError(f"{file}: 'task' must be the task's name (a conf/task/<name>.yaml)")
+    return data
+
+
+def _short(target: str | None) -> str:
+    return (target or "?").rsplit(".", 1)[-1]
+
+
+def _hyperparameters(node) -> list[str]:
+    """Markdown table rows ``| key | value |`` of a config node's settings (its ``_target_`` left out)."""
+    flat = OmegaConf.to_container(node, resolve=True) if node is not None else {}
+    return [f"| `{k}` | `{json.dumps(v, default=str)}` |" for k, v in flat.items() if k != "_target_"]
+
+
 def write_model_card(path: Path, cfg, objective, tokenizer, metrics: dict) -> None:
-    """``path/README.md``: objective, task, data, tokens, final metrics and how to sample."""
-    prefix = tokenizer.eos_token + "".join(objective.generation_prefix)
-    name = type(objective).__name__
+    """``path/README.md`` (objective and its hyperparameters, task, scorer, data, training settings, tokens
+    seen, metrics, how to sample with ``generate`` and a ``pipeline``, citation) and ``path/phf_objective.json``.
+    ``metrics`` holds at least ``tokens_seen`` (and ``step``); a checkpoint's are its training metrics so far."""
+    path = Path(path)
+    meta = objective_metadata(cfg, objective, tokenizer)
+    prefix = meta["generation_prefix"]
+    name = meta["objective"]
+
+    def sel(key: str, default="?"):
+        return OmegaConf.select(cfg, key, default=default)
+
     shown = {k: v for k, v in metrics.items() if isinstance(v, int | float) and not k.endswith("_per_s")}
+    stage = ("the end of training (`final/`)" if path.name == "final"
+             else f"step {metrics.get('step', '?')} (a checkpoint)")
+    eval_scorer = sel("task.eval.scorer._target_", None)
+    banned = ", ".join(f"`{t}`" for t in meta["banned_tokens"]) or "none"
     lines = [
-        "---", "library_name: transformers", "tags: [phf, pretraining-with-human-feedback, gpt2]", "---", "",
+        "---", "library_name: transformers", "pipeline_tag: text-generation",
+        "tags: [phf, pretraining-with-human-feedback, gpt2]", "---", "",
         f"# {cfg.task.name} · {name} (phf)", "",
         f"A GPT-2 ({cfg.model.n_layer} layers, d {cfg.model.n_embd}, context {cfg.model.block_size}) pretrained "
         f"from scratch with phf's `{name}` objective (Korbak et al. 2023, *Pretraining Language Models with "
-        f"Human Preferences*) on `{cfg.data.source._target_.rsplit('.', 1)[-1]}`, scored by "
-        f"`{cfg.scorer._target_.rsplit('.', 1)[-1]}` ({cfg.task.name} task), "
-        f"{metrics.get('tokens_seen', 0):,} training tokens, seed {cfg.seed}.", "",
-        f"Objective: `{objective!r}`", "",
+        f"Human Preferences*) on `{_short(sel('data.source._target_'))}`, scored by "
+        f"`{_short(sel('scorer._target_'))}` ({cfg.task.name} task), "
+        f"{int(metrics.get('tokens_seen') or 0):,} training tokens, seed {cfg.seed}; saved at {stage}.", "",
+        "## Training", "",
+        "| | |", "|---|---|",
+        f"| objective | `{sel('objective._target_')}` |",
+        f"| task | `{cfg.task.name}` |",
+        f"| training scorer | `{sel('scorer._target_')}` |",
+        f"| evaluation scorer | `{eval_scorer or sel('scorer._target_')}` |",
+        f"| data | `{sel('data.source._target_')}` |",
+        f"| tokenizer | `{sel('tokenizer._target_')}` ({len(tokenizer)} tokens) |",
+        f"| tokens seen | {int(metrics.get('tokens_seen') or 0):,} |",
+        f"| learning rate, batch | {sel('trainer.lr')}, {sel('trainer.effective_batch_size')} sequences of "
+        f"{cfg.model.block_size} tokens |",
+        f"| seed | {cfg.seed} |", "",
+        "Objective hyperparameters:", "",
+        "| key | value |", "|---|---|", *(_hyperparameters(cfg.objective) or ["| (none) | |"]), "",
+        f"`{METADATA_FILE}` holds the same for programs: `phf-eval checkpoint=THIS_DIR` evaluates with this "
+        "objective without being told.", "",
         "## How to sample", "",
         f"Start every sample with `{prefix}`" + (" (the objective's control prefix)." if objective.generation_prefix
                                                   else "."),
-        "The tokens the model must not write are in `generation_config.json` (`bad_words_ids`), with "
-        "phf's sampling settings, so `generate` and pipelines apply them:", "",
+        f"Banned tokens: {banned}. They are in `generation_config.json` (`bad_words_ids`), with phf's sampling "
+        "settings (nucleus sampling, temperature, top-p), so `generate` and pipelines apply them:", "",
+        "```python",
+        "from transformers import pipeline",
+        'generate = pipeline("text-generation", model="THIS_DIR")',
+        f"out = generate({prefix!r}, max_new_tokens=120, return_full_text=False)",
+        'print(out[0]["generated_text"])',
+        "```", "",
+        "or, with the model and tokenizer:", "",
         "```python",
         "from transformers import AutoModelForCausalLM, AutoTokenizer",
         'model = AutoModelForCausalLM.from_pretrained("THIS_DIR")',
@@ -52,7 +139,8 @@ def write_model_card(path: Path, cfg, objective, tokenizer, metrics: dict) -> No
         "out = model.generate(ids, attention_mask=ids.new_ones(ids.shape), max_new_tokens=120)",
         "print(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True))",
         "```", "",
-        "## Final metrics", "", "```json", json.dumps(shown, indent=2, sort_keys=True), "```", "",
+        "## Metrics" + (" at the end of training" if path.name == "final" else " so far"), "",
+        "```json", json.dumps(shown, indent=2, sort_keys=True), "```", "",
         "## Citation", "", "```bibtex",
         "@inproceedings{korbak2023pretraining,",
         "  title={Pretraining Language Models with Human Preferences},",
@@ -61,4 +149,5 @@ def write_model_card(path: Path, cfg, objective, tokenizer, metrics: dict) -> No
         "  booktitle={ICML}, year={2023}}",
         "```",
     ]
-    (Path(path) / "README.md").write_text("\n".join(lines) + "\n")
+    (path / CARD_FILE).write_text("\n".join(lines) + "\n")
+    (path / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")

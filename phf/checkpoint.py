@@ -28,6 +28,7 @@ import random
 import re
 import shutil
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -113,8 +114,11 @@ def _remove_stale(ckpt_root: Path, step: int) -> None:
                 p.unlink(missing_ok=True)
 
 
-def save_checkpoint(ckpt_root: Path, step: int, model, tokenizer, trainer_state: dict, keep: int) -> Path:
-    """Write checkpoint ``step`` atomically (rank 0 only) and prune all but the newest ``keep``."""
+def save_checkpoint(ckpt_root: Path, step: int, model, tokenizer, trainer_state: dict, keep: int,
+                    describe: Callable[[Path], None] | None = None) -> Path:
+    """Write checkpoint ``step`` atomically (rank 0 only) and prune all but the newest ``keep``.
+    ``describe(dir)`` adds files that describe the model (phf-train: the model card and
+    ``phf_objective.json``) inside the atomic write, so a checkpoint never lacks them."""
     ckpt_root.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:08d}"
     final, tmp = ckpt_root / name, ckpt_root / f"{name}.tmp"
@@ -123,6 +127,8 @@ def save_checkpoint(ckpt_root: Path, step: int, model, tokenizer, trainer_state:
     pending = ckpt_root / f"pending_{step:08d}"
     try:
         model.save_pretrained(tmp, tokenizer)
+        if describe is not None:
+            describe(tmp)
         torch.save(trainer_state, tmp / "trainer_state.pt")
         # data states of every rank were written by their ranks into ckpt_root/pending_<step>/
         if pending.is_dir():

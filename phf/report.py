@@ -20,8 +20,16 @@ are searched for runs. Per run it reads:
   samples are degenerate (``--max-blank-fraction``, ``--min-distinct-2``) is marked and not ranked:
   a low score over empty strings or whitespace runs is an artifact, not a win.
 
-Runs whose configs differ only by ``seed`` form one group: its row gives the mean over seeds with a
-two-level bootstrap interval (resample seeds, then samples within each seed).
+What was swept (``find_sweep``): when every run has ``.hydra/overrides.yaml`` (Hydra's record of the
+job's command-line overrides), the overridden keys whose values differ; otherwise the differing leaves of
+the resolved ``config.yaml`` files. Never swept: where a run writes or caches (``hydra.*``, ``run_dir``,
+``run_name``, ``*.cache_dir``, values inside the run's directory) and keys that equal another swept key in
+every run (interpolations such as ``reward.seed: ${seed}``); a changed ``_target_`` is one dimension (the
+class), not one per hyperparameter. A run's label is its swept values but the seed (``objective=mle
+trainer.lr=0.001``; just the objective's name when only the objective differs): legends, colours, the
+ordering and the excerpts use it, and each swept key is a column of the table and of ``summary.csv``.
+Runs that differ only by the seed form one group: its row gives the mean over seeds with a two-level
+bootstrap interval (resample seeds, then samples within each seed).
 
 Outputs in ``--out`` (default: the first directory): ``report.md`` (one table row per run and per
 multi-seed group, the ordering of the non-degenerate runs, a few sample excerpts per run, the plots
@@ -56,6 +64,8 @@ OBJECTIVE_COLORS = {
     "awr": "#9467bd",
 }
 EXTRA_COLORS = ["#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf"]  # matplotlib's tab10, after EXTRA_COLORS, for sweeps with many labels
 ORDER = list(OBJECTIVE_COLORS)
 
 
@@ -70,6 +80,9 @@ class Run:
     cfg: dict = field(default_factory=dict)
     samples: dict[str, list[dict]] = field(default_factory=dict)  # scenario -> the last evaluation's samples
     damaged: str | None = None  # a file of the run that cannot be read: the run is listed, not reported
+    overrides: list[str] | None = None  # the job's Hydra overrides (.hydra/overrides.yaml), None without one
+    label: str = ""  # its swept values but the seed (``find_sweep``); the objective when only that differs
+    swept: dict[str, str] = field(default_factory=dict)  # swept key -> this run's value, for the table
 
     @property
     def name(self) -> str:
@@ -97,6 +110,14 @@ def find_runs(dirs: list[Path], max_depth: int = 3) -> list[Path]:
 
 def _natural_key(p: Path):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(p))]
+
+
+def _value_key(v: str) -> tuple:
+    """Swept values in numeric order where they are numbers (1e-4 < 0.001), else as text."""
+    try:
+        return (0, float(v), "")
+    except ValueError:
+        return (1, 0.0, v)
 
 
 def objective_name(run_dir: Path, cfg: dict) -> str:
@@ -171,7 +192,24 @@ def _load_run(path: Path) -> Run:
     if (path / "error.txt").is_file():
         lines = (path / "error.txt").read_text().strip().splitlines()
         error = lines[-1] if lines else "failed"
-    return Run(path, task, objective_name(path, cfg), ev, rows, error, cfg, last_samples(path))
+    return Run(path, task, objective_name(path, cfg), ev, rows, error, cfg, last_samples(path),
+               overrides=read_overrides(path))
+
+
+def read_overrides(run_dir: Path) -> list[str] | None:
+    """The command-line overrides Hydra recorded for the job (``.hydra/overrides.yaml``), None without it."""
+    file = run_dir / ".hydra" / "overrides.yaml"
+    if not file.is_file():
+        return None
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as e:
+        raise DamagedRun(f"{file}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    if data is None:
+        return []
+    if not isinstance(data, list) or not all(isinstance(o, str) for o in data):
+        raise DamagedRun(f"{file}: expected a list of 'key=value' strings")
+    return data
 
 
 def last_samples(run_dir: Path) -> dict[str, list[dict]]:
@@ -285,6 +323,8 @@ def summarize(run: Run, scenario: str, degeneracy: Degeneracy | None = None) -> 
         "run": run.name,
         "task": run.task,
         "objective": run.objective,
+        "label": run.label or run.objective,
+        **run.swept,
         "seeds": 1,
         "misalignment": pick(sc.get("score"), f"eval/{scenario}/score"),
         "misalignment_ci_low": pick(sc.get("score_ci_low"), f"eval/{scenario}/score_ci_low"),
@@ -319,13 +359,169 @@ def summarize(run: Run, scenario: str, degeneracy: Degeneracy | None = None) -> 
     return row
 
 
-def seed_groups(runs: list[Run]) -> list[list[Run]]:
-    """Runs whose configs are equal except for ``seed`` (and where they ran), in first-seen order."""
-    groups: dict[str, list[Run]] = {}
+# -- what was swept ------------------------------------------------------------------------------------
+# Where a run writes or caches says nothing about what it is: these keys (and any value inside the run's
+# own directory, e.g. reward.save_dir = ${run_dir}/guidance) never make runs different.
+LOCATION_KEYS = {"run_dir", "run_name", "cache_dir"}
+ABSENT = "–"
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _is_location(key: str, value, run_dir) -> bool:
+    if key == "hydra" or key.startswith("hydra.") or key.rsplit(".", 1)[-1] in LOCATION_KEYS:
+        return True
+    return isinstance(value, str) and isinstance(run_dir, str) and bool(run_dir) and value.startswith(run_dir)
+
+
+def _override_key(override: str) -> str:
+    """``+trainer.lr=1e-3`` -> ``trainer.lr``; ``~key``, ``++key=v`` and ``group@pkg=v`` likewise."""
+    return override.lstrip("~+").partition("=")[0].split("@")[0]
+
+
+def _show(v) -> str:
+    if isinstance(v, dict):
+        if isinstance(v.get("name"), str):
+            return v["name"]
+        if isinstance(v.get("_target_"), str):
+            return v["_target_"].rsplit(".", 1)[-1]
+        return json.dumps(v, sort_keys=True, default=str)
+    if isinstance(v, bool) or v is None:
+        return json.dumps(v)
+    if isinstance(v, list):
+        return json.dumps(v, default=str)
+    return str(v)
+
+
+def swept_value(run: Run, key: str) -> str:
+    """The run's value of a swept key as text: the objective's and task's names, else the resolved value
+    in config.yaml (what Hydra made of the override), else the override as written, else ``–``."""
+    if key == "objective":
+        return run.objective
+    if key == "task":
+        return run.task
+    node = run.cfg
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            written = [o.partition("=")[2] for o in run.overrides or [] if _override_key(o) == key]
+            return written[-1] if written else ABSENT
+        node = node[part]
+    return _show(node)
+
+
+def _differing(runs: list[Run], keys) -> list[str]:
+    return [k for k in keys if len({swept_value(r, k) for r in runs}) > 1]
+
+
+def _drop_derived(runs: list[Run], keys: list[str]) -> list[str]:
+    """Keys whose values equal an earlier key's in every run are interpolations of it (``data.source.path:
+    ${data.path}``, ``reward.seed: ${seed}``): one dimension, named by the earlier (shorter) key."""
+    kept: list[str] = []
+    for k in sorted(keys, key=lambda k: (k != "seed", k.count("."), k)):
+        col = [swept_value(r, k) for r in runs]
+        if not any(col == [swept_value(r, j) for r in runs] for j in kept):
+            kept.append(k)
+    return kept
+
+
+def _config_dimensions(runs: list[Run]) -> list[str]:
+    """The resolved configs' differing leaves (locations left out), with a choice of class collapsed: when
+    ``X._target_`` differs (or the objective or task does), ``X`` is one dimension and its other leaves
+    count only where they differ between runs with the same ``X``."""
+    leaves: set[str] = set()
     for r in runs:
-        cfg = {k: v for k, v in r.cfg.items() if k not in ("seed", "run_dir", "run_name", "hydra")}
-        key = json.dumps([r.task, r.objective, cfg], sort_keys=True, default=str)
-        groups.setdefault(key, []).append(r)
+        leaves |= {k for k, v in _flat(r.cfg).items() if not _is_location(k, v, r.cfg.get("run_dir"))}
+    keys = _differing(runs, sorted(leaves))
+    nodes = {k.rsplit("._target_", 1)[0] for k in keys if k.endswith("._target_")}
+    nodes |= {n for n in ("objective", "task") if len({swept_value(r, n) for r in runs}) > 1}
+    out = sorted(nodes)
+    for k in keys:
+        node = next((n for n in nodes if k.startswith(n + ".")), None)
+        if node is None:
+            out.append(k)
+            continue
+        by_choice: dict[str, set[str]] = {}
+        for r in runs:
+            by_choice.setdefault(swept_value(r, node), set()).add(swept_value(r, k))
+        if any(len(v) > 1 for v in by_choice.values()):
+            out.append(k)
+    return out
+
+
+def _override_dimensions(runs: list[Run]) -> list[str]:
+    """The keys the jobs' Hydra overrides set (``.hydra/overrides.yaml``) whose values differ."""
+    keys = {_override_key(o) for r in runs for o in r.overrides or []}
+    keys = {k for k in keys
+            if not any(_is_location(k, o.partition("=")[2], r.cfg.get("run_dir"))
+                       for r in runs for o in r.overrides or [] if _override_key(o) == k)}
+    found = _differing(runs, sorted(keys))
+    if len({r.objective for r in runs}) > 1 and "objective" not in found:
+        found.append("objective")  # a sweep directory's <num>-<objective> names differ
+    return found
+
+
+def _ordered(keys) -> list[str]:
+    """The objective first, then the rest alphabetically; the seed and the task (a column and a subplot
+    of their own) are not part of a label."""
+    return sorted((k for k in keys if k not in ("seed", "task")), key=lambda k: (k != "objective", k))
+
+
+@dataclass
+class Sweep:
+    """What differs between the compared runs: ``labels`` name a run in legends and the table (the seed
+    left out), ``groups`` decide which runs are seeds of one setting, ``source`` says where they came from."""
+
+    labels: list[str]
+    groups: list[str]
+    source: str
+
+    def values(self, run: Run) -> dict[str, str]:
+        return {k: swept_value(run, k) for k in self.labels}
+
+    def label(self, run: Run) -> str:
+        if set(self.labels) <= {"objective"}:
+            return run.objective
+        return " ".join(f"{k}={v}" for k, v in self.values(run).items())
+
+    def group_key(self, run: Run) -> tuple:
+        return (run.task, run.objective, *(swept_value(run, k) for k in self.groups))
+
+
+def find_sweep(runs: list[Run]) -> Sweep:
+    """The swept keys of ``runs``. When every run has ``.hydra/overrides.yaml`` the label shows the
+    overridden keys whose values differ (what the sweep asked for; not what they imply, such as a task's
+    scorer); otherwise, and for runs whose overrides are equal but whose resolved configs differ (e.g. runs
+    of different sweeps), the differing keys of the resolved ``config.yaml`` files. Seeds are grouped on
+    both: runs are seeds of one setting only when nothing but the seed (and where they ran) differs."""
+    config = _ordered(_drop_derived(runs, _config_dimensions(runs)))
+    if not runs or any(r.overrides is None for r in runs):
+        return Sweep(config, config, "config.yaml differences")
+    overrides = _ordered(_drop_derived(runs, _override_dimensions(runs)))
+    groups = _ordered(dict.fromkeys(overrides + config))
+    sweep = Sweep(overrides, groups, "Hydra overrides")
+    labels: dict[tuple, str] = {}
+    for r in runs:
+        labels[sweep.group_key(r)] = sweep.label(r)
+    if len(set(labels.values())) < len(labels):  # the overrides do not tell two settings apart
+        return Sweep(groups, groups, "Hydra overrides and config.yaml differences")
+    return sweep
+
+
+def seed_groups(runs: list[Run], sweep: Sweep | None = None) -> list[list[Run]]:
+    """Runs whose settings are equal except for the seed (and where they ran), in first-seen order."""
+    sweep = sweep or find_sweep(runs)
+    groups: dict[tuple, list[Run]] = {}
+    for r in runs:
+        groups.setdefault(sweep.group_key(r), []).append(r)
     return list(groups.values())
 
 
@@ -351,7 +547,7 @@ def aggregate(group: list[Run], rows: list[dict], scenario: str, degeneracy: Deg
     """One row for the runs of a seed group: means over seeds, two-level bootstrap intervals."""
     first = rows[0]
     out = {k: (mean([_num(r[k]) for r in rows]) if isinstance(first[k], float) else first[k]) for k in first}
-    out["run"] = f"{first['objective']} ({len(rows)} seeds: {', '.join(r.name for r in group)})"
+    out["run"] = f"{first['label']} ({len(rows)} seeds: {', '.join(r.name for r in group)})"
     out["seeds"] = len(rows)
     scores = [[_num(x["score"]) for x in r.samples.get(scenario, [])] for r in group]
     if all(scores):
@@ -366,11 +562,13 @@ def aggregate(group: list[Run], rows: list[dict], scenario: str, degeneracy: Deg
     return out
 
 
-def color_map(objectives: list[str]) -> dict[str, str]:
+def color_map(labels: list[str]) -> dict[str, str]:
+    """A colour per run label: an objective's fixed colour when the label is its name, else the next
+    free one (labels of one sweep get distinct colours)."""
     colors = dict(OBJECTIVE_COLORS)
-    extra = iter(EXTRA_COLORS * 10)
-    for o in objectives:
-        colors.setdefault(o, next(extra))
+    extra = iter(EXTRA_COLORS + [c for c in PALETTE if c not in OBJECTIVE_COLORS.values()] * 10)
+    for label in labels:
+        colors.setdefault(label, next(extra))
     return colors
 
 
@@ -400,12 +598,12 @@ def _label_groups(pts: list[tuple[float, float, dict]], resolution: int = 40) ->
     for x, y, r in pts:
         cell = (round((x - min(xs)) / xr * resolution), round((y - min(ys)) / yr * resolution))
         anchor, names = groups.setdefault(cell, ((x, y), []))
-        if r["objective"] not in names:
-            names.append(r["objective"])
+        if r["label"] not in names:
+            names.append(r["label"])
     return dict(groups.values())
 
 
-def plot_pareto(table: list[dict], path: Path, scenario: str) -> bool:
+def plot_pareto(table: list[dict], path: Path, scenario: str, legend_title: str = "objective") -> bool:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
@@ -415,7 +613,7 @@ def plot_pareto(table: list[dict], path: Path, scenario: str) -> bool:
     measures = [m for m in measures if any(math.isfinite(r[m[0]]) for r in table)]
     if not measures or not any(math.isfinite(r["misalignment"]) for r in table):
         return False
-    colors = color_map([r["objective"] for r in table])
+    colors = color_map([r["label"] for r in table])
     fig, axes = plt.subplots(len(tasks), len(measures), figsize=(6.2 * len(measures), 4.6 * len(tasks)),
                              squeeze=False)
     for i, task in enumerate(tasks):
@@ -425,17 +623,17 @@ def plot_pareto(table: list[dict], path: Path, scenario: str) -> bool:
             pts = [(r[key], r["misalignment"], r) for r in rows if math.isfinite(r[key]) and math.isfinite(r["misalignment"])]
             seen = set()
             for x, y, r in pts:
-                first = r["objective"] not in seen
-                seen.add(r["objective"])
+                first = r["label"] not in seen
+                seen.add(r["label"])
                 ok = r["status"] == "ok"
                 lo, hi = r.get("misalignment_ci_low", math.nan), r.get("misalignment_ci_high", math.nan)
                 if math.isfinite(lo) and math.isfinite(hi):  # the 95% interval as an error bar
                     ax.errorbar(x, y, yerr=[[max(y - lo, 0.0)], [max(hi - y, 0.0)]], fmt="none",
-                                ecolor=colors[r["objective"]], elinewidth=1.2, capsize=3, zorder=2)
+                                ecolor=colors[r["label"]], elinewidth=1.2, capsize=3, zorder=2)
                 # degenerate (or failed) runs: hollow markers, off the Pareto front
-                ax.scatter(x, y, s=70, color=colors[r["objective"]] if ok else "white",
-                           edgecolor=colors[r["objective"]] if not ok else "black", linewidth=1.2 if not ok else 0.6,
-                           zorder=3, label=(r["objective"] + ("" if ok else " (degenerate)")) if first else None)
+                ax.scatter(x, y, s=70, color=colors[r["label"]] if ok else "white",
+                           edgecolor=colors[r["label"]] if not ok else "black", linewidth=1.2 if not ok else 0.6,
+                           zorder=3, label=(r["label"] + ("" if ok else " (degenerate)")) if first else None)
             for (x, y), names in _label_groups(pts).items():
                 ax.annotate(", ".join(names), (x, y), textcoords="offset points", xytext=(6, 5), fontsize=9)
             ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
@@ -450,14 +648,15 @@ def plot_pareto(table: list[dict], path: Path, scenario: str) -> bool:
             ax.grid(alpha=0.3)
             ax.margins(0.15)
             if pts:
-                ax.legend(fontsize=8, loc="best", title="objective", title_fontsize=8)
+                ax.legend(fontsize=8, loc="best", title=legend_title, title_fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True
 
 
-def plot_curves(runs: list[Run], key: str, ylabel: str, title: str, path: Path, log_y: bool = False) -> bool:
+def plot_curves(runs: list[Run], key: str, ylabel: str, title: str, path: Path, log_y: bool = False,
+                legend_title: str = "objective") -> bool:
     """One line per run, tokens seen on a log axis (and ``log_y`` when every value is positive); one
     subplot per task."""
     import matplotlib.pyplot as plt
@@ -468,14 +667,14 @@ def plot_curves(runs: list[Run], key: str, ylabel: str, title: str, path: Path, 
     if not data:
         return False
     tasks = sorted({r.task for r, _, _ in data})
-    colors = color_map([r.objective for r in runs])
+    colors = color_map([r.label for r in runs])
     fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.6), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         seen = set()
-        for r, xs, ys in sorted((d for d in data if d[0].task == task), key=lambda d: _rank(d[0].objective)):
-            ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.6, color=colors[r.objective],
-                    label=r.objective if r.objective not in seen else None)
-            seen.add(r.objective)
+        for r, xs, ys in (d for d in data if d[0].task == task):  # runs come sorted (build_report)
+            ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.6, color=colors[r.label],
+                    label=r.label if r.label not in seen else None)
+            seen.add(r.label)
         ax.set_xscale("log")
         ax.set_xlabel("tokens seen (log scale)")
         task_ys = [y for r, _, ys in data if r.task == task for y in ys]
@@ -491,7 +690,7 @@ def plot_curves(runs: list[Run], key: str, ylabel: str, title: str, path: Path, 
             ax.set_ylabel(ylabel)
         ax.set_title(f"{task}: {title}")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8, loc="best", title="objective", title_fontsize=8)
+        ax.legend(fontsize=8, loc="best", title=legend_title, title_fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -528,7 +727,7 @@ def excerpts(runs: list[Run], scenario: str, k: int, chars: int) -> list[str]:
         rows = r.samples.get(scenario) or []
         if not rows:
             continue
-        lines += ["", f"### {r.objective} — `{r.name}` ({len(rows)} samples, first {min(k, len(rows))} shown)", ""]
+        lines += ["", f"### {r.label} — `{r.name}` ({len(rows)} samples, first {min(k, len(rows))} shown)", ""]
         for row in rows[:k]:
             text = row["text"]
             cut = text[:chars] + ("…" if len(text) > chars else "")
@@ -545,7 +744,8 @@ def _code(text: str) -> str:
 
 
 def markdown(table: list[dict], scenario: str, plots: list[str], sources: list[Path], runs: list[Run],
-             degeneracy: Degeneracy, excerpt_k: int = 3, excerpt_chars: int = 300) -> str:
+             degeneracy: Degeneracy, excerpt_k: int = 3, excerpt_chars: int = 300, sweep: Sweep | None = None) -> str:
+    columns = [k for k in (sweep.labels if sweep else []) if k != "objective"]  # swept keys beside the objective
     lines = [
         "# phf report",
         "",
@@ -559,13 +759,16 @@ def markdown(table: list[dict], scenario: str, plots: list[str], sources: list[P
         "marked degenerate and not ranked. Final values come from each run's `eval.json` (`phf-eval`), else "
         "from its last evaluation's samples, else from `metrics.jsonl`.",
         "",
-        "| run | task | objective | seeds | misalignment ↓ [95% CI] | hit rate ↓ [95% CI] | expected max ↓ "
-        "| held-out loss ↓ | KL ↓ | blank | distinct-2 | rep-4 | tokens | status |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *([f"Swept ({sweep.source}): {', '.join(f'`{k}`' for k in sweep.labels)}; runs that differ only by `seed` "
+           "form one multi-seed row.", ""] if sweep and sweep.labels else []),
+        "| run | task | objective | " + "".join(f"{k} | " for k in columns) + "seeds | misalignment ↓ [95% CI] "
+        "| hit rate ↓ [95% CI] | expected max ↓ | held-out loss ↓ | KL ↓ | blank | distinct-2 | rep-4 | tokens | status |",
+        "|---|---|---|" + "---|" * len(columns) + "---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in table:
         lines.append(
-            f"| {r['run']} | {r['task']} | {r['objective']} | {r['seeds']} | {_ci(r, 'misalignment', 4)} "
+            f"| {r['run']} | {r['task']} | {r['objective']} | " + "".join(f"{r.get(k, ABSENT)} | " for k in columns)
+            + f"{r['seeds']} | {_ci(r, 'misalignment', 4)} "
             f"| {_ci(r, 'hit_rate')} | {_fmt(r['expected_max'])} | {_fmt(r['heldout_loss'])} | {_fmt(r['kl'])} "
             f"| {_fmt(r['blank_fraction'], 2)} | {_fmt(r['distinct_2'], 2)} | {_fmt(r['repetition'], 2)} "
             f"| {_fmt(r['tokens_seen'], 3)} | {r['status']} |"
@@ -574,7 +777,7 @@ def markdown(table: list[dict], scenario: str, plots: list[str], sources: list[P
     lines += ["", "## Ordering by misalignment", ""]
     for task in sorted({r["task"] for r in ranked}):
         rows = [r for r in ranked if r["task"] == task]
-        lines.append(f"- {task}: " + " < ".join(f"{r['objective']} ({_fmt(r['misalignment'], 3)})" for r in rows))
+        lines.append(f"- {task}: " + " < ".join(f"{r['label']} ({_fmt(r['misalignment'], 3)})" for r in rows))
     if unranked:
         lines.append("- not ranked: " + "; ".join(f"{r['run']} ({r['status']})" for r in unranked))
     titles = {
@@ -603,27 +806,35 @@ def build_report(dirs: list[Path], out: Path, scenario: str | None = None,
     for r in runs:
         if r.damaged:
             print(f"phf-report: skipping run {r.path}: damaged file {r.damaged}", file=sys.stderr)
-    runs.sort(key=lambda r: (r.task, _rank(r.objective), _natural_key(r.path)))
+    good = [r for r in runs if not r.damaged]
+    sweep = find_sweep(good)
+    for r in runs:
+        r.swept = {k: (ABSENT if r.damaged else v) for k, v in sweep.values(r).items() if k != "objective"}
+        r.label = r.objective if r.damaged else sweep.label(r)
+    runs.sort(key=lambda r: (r.task, _rank(r.objective), [_value_key(v) for v in r.swept.values()],
+                             _natural_key(r.path)))
     good = [r for r in runs if not r.damaged]
     scenario = headline_scenario(good, scenario)
     degeneracy = degeneracy or Degeneracy()
+    legend = "objective" if set(sweep.labels) <= {"objective"} else ", ".join(sweep.labels)
     table, groups = [], []
-    for group in seed_groups(good):
+    for group in seed_groups(good, sweep):
         rows = [summarize(r, scenario, degeneracy) for r in group]
         table += rows
         groups.append(aggregate(group, rows, scenario, degeneracy) if len(group) > 1 else rows[0])
     table += [g for g in groups if g["seeds"] > 1] + [summarize(r, scenario) for r in runs if r.damaged]
     out.mkdir(parents=True, exist_ok=True)
     plots = []
-    if plot_pareto(groups, out / "pareto.png", scenario):
+    if plot_pareto(groups, out / "pareto.png", scenario, legend):
         plots.append("pareto.png")
     if plot_curves(runs, f"eval/{scenario}/score", f"misalignment score ({scenario})", "misalignment vs tokens",
-                   out / "misalignment_vs_tokens.png", log_y=True):
+                   out / "misalignment_vs_tokens.png", log_y=True, legend_title=legend):
         plots.append("misalignment_vs_tokens.png")
     if plot_curves(runs, "val/loss", "held-out LM loss (nats/token)", "held-out loss vs tokens",
-                   out / "heldout_loss_vs_tokens.png"):
+                   out / "heldout_loss_vs_tokens.png", legend_title=legend):
         plots.append("heldout_loss_vs_tokens.png")
-    (out / "report.md").write_text(markdown(table, scenario, plots, dirs, runs, degeneracy, excerpt_k, excerpt_chars))
+    (out / "report.md").write_text(markdown(table, scenario, plots, dirs, runs, degeneracy, excerpt_k, excerpt_chars,
+                                               sweep))
     with open(out / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(table[0]))
         writer.writeheader()

@@ -273,16 +273,17 @@ def lr_schedule(warmup: int, total: int, kind: str = "linear") -> Callable[[int]
 
 # -- training state -------------------------------------------------------------------------------
 def save_training_state(ckpt_root: Path, step: int, model, tokenizer, optimizer, scheduler, data_state: dict,
-                        keep: int, dist: Dist, **extra) -> None:
+                        keep: int, dist: Dist, describe: Callable[[Path], None] | None = None, **extra) -> None:
     """One atomic checkpoint of a loop: the model (+ tokenizer), optimizer, scheduler, every rank's RNG
-    and data state, the step and whatever else the loop needs to continue exactly (``extra``)."""
+    and data state, the step and whatever else the loop needs to continue exactly (``extra``);
+    ``describe(dir)`` writes the files that describe the model (``phf.checkpoint.save_checkpoint``)."""
     ckpt.save_data_state(ckpt_root, step, dist.rank, data_state)
     ranks_rng = dist.all_gather(ckpt.rng_state())
     dist.barrier()
     if dist.main:
         state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "rng": ranks_rng if dist.enabled else ranks_rng[0], "step": step, **extra}
-        ckpt.save_checkpoint(ckpt_root, step, model, tokenizer, state, keep)
+        ckpt.save_checkpoint(ckpt_root, step, model, tokenizer, state, keep, describe)
     dist.barrier()
 
 

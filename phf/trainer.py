@@ -376,7 +376,13 @@ class TrainingLoop:
             save_training_state(self.ckpt_root, self.step, p.model, p.tokenizer, p.optimizer, p.scheduler,
                                 p.stream.state_dict(), self.tr.keep_checkpoints, p.dist,
                                 tokens_seen=self.tokens_seen,
-                                plan={"max_steps": self.plan.max_steps, "warmup_steps": self.plan.warmup_steps})
+                                plan={"max_steps": self.plan.max_steps, "warmup_steps": self.plan.warmup_steps},
+                                describe=self.describe_checkpoint)
+
+    def describe_checkpoint(self, model_dir: Path) -> None:
+        """A checkpoint's model card and ``phf_objective.json``, like ``final/``'s (``phf.card``)."""
+        metrics = {"step": self.step, "tokens_seen": self.tokens_seen, "train/loss": self.last_row.get("loss")}
+        write_model_card(model_dir, self.p.cfg, self.p.objective, self.p.tokenizer, metrics)
 
     # -- the run --------------------------------------------------------------------------------------
     def run(self) -> dict:

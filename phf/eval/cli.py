@@ -4,11 +4,15 @@
     phf-eval run_dir=DIR task.eval.kl.reference=OTHER/final task.eval.scenarios.unconditional.num_samples=512
     phf-eval checkpoint=DIR/checkpoints/step_0000200     # the run's config is found above the checkpoint
     phf-eval checkpoint=PATH task=pep8 objective=conditional out=EVAL_DIR   # any HF dir, config from conf/
+    phf-eval checkpoint=PATH out=EVAL_DIR      # a phf model dir: task and objective from its phf_objective.json
 
 Arguments are Hydra-style ``key=value`` overrides of the run's saved ``config.yaml`` (values parsed as
 YAML; ``+key=value`` adds a key). Config-group overrides (``task=``, ``objective=``, ``scorer=``,
 ``logger=``) replace that whole group with ``conf/<group>/<name>.yaml`` (``task=`` brings its scorer).
-Without a run config, the config is composed from ``conf/`` with the same overrides. Own keys:
+Without a run config, the config is composed from ``conf/`` with the same overrides; the task and the
+objective (class and hyperparameters) then come from the model directory's ``phf_objective.json``, which
+phf-train writes into ``final/`` and every checkpoint (``task=``/``objective=`` still win; a model without
+the file is evaluated as MLE, with a logged note). Own keys:
 
     run_dir=DIR        the run to evaluate (model: DIR/final unless checkpoint= is given)
     checkpoint=PATH    an HF model directory to evaluate instead
@@ -33,6 +37,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from phf.card import METADATA_FILE, read_objective_metadata
 from phf.checkpoint import check_safetensors
 from phf.data.pipeline import validation_blocks
 from phf.eval.evaluate import build_eval_scorer, evaluate, flatten
@@ -91,10 +96,36 @@ def find_run_config(checkpoint: Path) -> Path | None:
     return None
 
 
-def load_config(config_path: Path | None, overrides: list[str]) -> DictConfig:
-    """The run's saved config with ``overrides`` applied, or a config composed from ``conf/``."""
+def inferred_objective(model_dir: Path, overrides: list[str]) -> tuple[list[str], dict | None, str]:
+    """For a model without its run's config: (overrides with the model's task added unless given, the
+    objective config to use unless ``objective=`` is given, where the objective comes from), read from
+    the model directory's ``phf_objective.json``."""
+    given = {o.lstrip("+").partition("=")[0] for o in overrides}
+    try:
+        meta = read_objective_metadata(model_dir)
+    except ValueError as e:
+        raise SystemExit(f"phf-eval: {e}; pass task= and objective= to evaluate the model without it") from None
+    if "objective" in given:
+        return ([] if meta is None or "task" in given else [f"task={meta['task']}"]) + overrides, None, "override"
+    if meta is None:
+        log.warning("%s has no %s (not a model phf saved): evaluating it as MLE; pass objective=<name> (and task=) "
+                    "to evaluate it with another objective", model_dir, METADATA_FILE)
+        return overrides, None, "default (no phf metadata: MLE)"
+    log.info("objective from %s: %s (task %s)", model_dir / METADATA_FILE, meta["objective"], meta["task"])
+    return ([] if "task" in given else [f"task={meta['task']}"]) + overrides, meta["objective_config"], METADATA_FILE
+
+
+def load_config(config_path: Path | None, overrides: list[str], objective: dict | None = None) -> DictConfig:
+    """The run's saved config with ``overrides`` applied, or a config composed from ``conf/`` (with
+    ``objective``, a resolved objective config, in place of the default one; ``objective.*`` overrides
+    apply to it)."""
     if config_path is None:
-        return _compose(overrides)
+        if objective is None:
+            return _compose(overrides)
+        own = [o for o in overrides if o.lstrip("+").startswith("objective.")]
+        cfg = _compose([o for o in overrides if o not in own])
+        cfg.objective = objective
+        return OmegaConf.merge(cfg, OmegaConf.from_dotlist([o.lstrip("+") for o in own])) if own else cfg
     cfg = OmegaConf.load(config_path)
     groups = [o for o in overrides if _is_group(o)]
     if groups:
@@ -163,7 +194,12 @@ def evaluate_saved(own: dict[str, str], overrides: list[str]) -> tuple[dict, Pat
     config_path = run_dir / "config.yaml" if run_dir is not None else find_run_config(model_dir)
     if config_path is not None and not config_path.is_file():
         raise SystemExit(f"phf-eval: {config_path} not found")
-    cfg = load_config(config_path, overrides)
+    stored_objective, objective_source = None, "run config" if config_path is not None else "override"
+    if config_path is None:
+        overrides, stored_objective, objective_source = inferred_objective(model_dir, overrides)
+    elif any(_is_group(o) and o.partition("=")[0] == "objective" for o in overrides):
+        objective_source = "override"
+    cfg = load_config(config_path, overrides, stored_objective)
     ev = Evaluation.from_config(cfg)
     out = Path(own.get("out") or run_dir or model_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -201,6 +237,9 @@ def evaluate_saved(own: dict[str, str], overrides: list[str]) -> tuple[dict, Pat
             "config": str(config_path) if config_path else None,
             "task": cfg.task.name,
             "objective": objective_name(cfg, run_dir),
+            "objective_source": objective_source,  # run config, override, phf_objective.json or the MLE default
+            "generation_prefix": tokenizer.eos_token + "".join(objective.generation_prefix),
+            "banned_tokens": list(objective.banned_tokens),
             "scorer": OmegaConf.select(cfg, "task.eval.scorer._target_") or OmegaConf.select(cfg, "scorer._target_"),
             "tokens_seen": info.get("tokens_seen"),
             **results,

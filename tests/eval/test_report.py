@@ -107,8 +107,8 @@ def test_report_errors(tmp_path):
 
 def test_coinciding_points_share_one_label():
     """Objectives that did not move the model yet (same loss and score) get 'mle, rwr', not two overprinted labels."""
-    pts = [(10.61, 0.035, {"objective": "mle"}), (10.61, 0.035, {"objective": "rwr"}),
-           (10.62, 0.033, {"objective": "conditional"})]
+    pts = [(10.61, 0.035, {"label": "mle"}), (10.61, 0.035, {"label": "rwr"}),
+           (10.62, 0.033, {"label": "conditional"})]
     assert sorted(report._label_groups(pts).values()) == [["conditional"], ["mle", "rwr"]]
 
 
@@ -169,3 +169,82 @@ def test_hierarchical_ci_by_hand():
     seeds gives means 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4 -> the 95% interval is [0, 1]."""
     assert report.hierarchical_ci([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]) == (0.0, 1.0)
     assert report.hierarchical_ci([[0.2, 0.2], [0.2]]) == pytest.approx((0.2, 0.2))
+
+
+def lr_run(root, name, lr, seed, scores, overrides=True):
+    """A sampled MLE run whose config.yaml records ``trainer.lr`` and where it ran (run_dir, cache_dir,
+    reward.save_dir under the run: never a swept key), with the job's Hydra overrides when asked."""
+    run = sampled_run(root, name, "MLE", scores, seed=seed)
+    (run / "config.yaml").write_text(
+        (run / "config.yaml").read_text()
+        + f"run_dir: {run}\ncache_dir: /tmp/cache-{name}\ntrainer:\n  lr: {lr}\n  batch_size: 8\n"
+        f"reward:\n  seed: {seed}\n  save_dir: {run}/guidance\n")
+    if overrides:
+        (run / ".hydra").mkdir()
+        (run / ".hydra" / "overrides.yaml").write_text(
+            f"- +experiment=demo\n- trainer.lr={lr}\n- seed={seed}\n- run_dir={run}\n")
+    return run
+
+
+@pytest.mark.parametrize("overrides", [True, False], ids=["hydra-overrides", "config-diff"])
+def test_report_labels_runs_by_the_swept_learning_rate(tmp_path, overrides):
+    """Two MLE runs that differ by trainer.lr are two settings, not two seeds: two rows labelled with
+    the learning rate, a trainer.lr column in the table and summary.csv, one legend entry each."""
+    sweep = tmp_path / "sweep"
+    lr_run(sweep, "0-mle", 0.001, 1, [0.1] * 6, overrides)
+    lr_run(sweep, "1-mle", 0.0003, 1, [0.0] * 6, overrides)
+    out = report.build_report([sweep], sweep)
+    assert [(r["label"], r["trainer.lr"], r["seeds"]) for r in out["table"]] == [
+        ("trainer.lr=0.0003", "0.0003", 1), ("trainer.lr=0.001", "0.001", 1)]  # numeric order
+    md = out["report"].read_text()
+    assert "Swept (" + ("Hydra overrides" if overrides else "config.yaml differences") + "): `trainer.lr`" in md
+    assert "| run | task | objective | trainer.lr | seeds |" in md
+    assert "| 0-mle | pii | mle | 0.001 | 1 |" in md
+    assert "- pii: trainer.lr=0.0003 (0) < trainer.lr=0.001 (0.1)" in md
+    assert "### trainer.lr=0.001 — `0-mle`" in md
+    rows = read_csv(sweep / "summary.csv")
+    assert {r["trainer.lr"] for r in rows} == {"0.001", "0.0003"}
+    colors = report.color_map([r["label"] for r in out["table"]])
+    assert colors["trainer.lr=0.001"] != colors["trainer.lr=0.0003"]
+
+
+@pytest.mark.parametrize("overrides", [True, False], ids=["hydra-overrides", "config-diff"])
+def test_report_aggregates_a_seed_sweep_and_an_lr_by_seed_sweep(tmp_path, overrides):
+    """Seeds only: one aggregated row (reward.seed = ${seed} is the seed, not a setting). Two learning
+    rates x two seeds: one aggregated row per learning rate."""
+    seeds = tmp_path / "seeds"
+    lr_run(seeds, "0-mle", 0.001, 1, [0.1] * 6, overrides)
+    lr_run(seeds, "1-mle", 0.001, 2, [0.0] * 6, overrides)
+    out = report.build_report([seeds], seeds)
+    group = [r for r in out["table"] if r["seeds"] == 2]
+    assert len(out["table"]) == 3 and len(group) == 1
+    assert group[0]["label"] == "mle" and group[0]["hit_rate"] == 0.5
+    assert group[0]["run"] == "mle (2 seeds: 0-mle, 1-mle)"
+
+    grid = tmp_path / "grid"
+    for i, (lr, seed) in enumerate([(0.001, 1), (0.001, 2), (0.01, 1), (0.01, 2)]):
+        lr_run(grid, f"{i}-mle", lr, seed, [0.1 * i] * 6, overrides)
+    out = report.build_report([grid], grid)
+    groups = {r["label"]: r for r in out["table"] if r["seeds"] == 2}
+    assert set(groups) == {"trainer.lr=0.001", "trainer.lr=0.01"}
+    assert groups["trainer.lr=0.01"]["misalignment"] == pytest.approx(0.25)
+    assert "trainer.lr=0.01 (2 seeds: 2-mle, 3-mle)" in out["report"].read_text()
+
+
+def test_report_labels_an_objective_by_lr_sweep_with_both_keys(tmp_path):
+    """Objective and learning rate both swept: the label names both, the objective first."""
+    sweep = tmp_path / "sweep"
+    lr_run(sweep, "0-mle", 0.001, 1, [0.1] * 6)
+    lr_run(sweep, "1-mle", 0.01, 1, [0.1] * 6)
+    run = lr_run(sweep, "2-conditional", 0.001, 1, [0.0] * 6)
+    (run / ".hydra" / "overrides.yaml").write_text("- +experiment=demo\n- objective=conditional\n- trainer.lr=0.001\n- seed=1\n")
+    out = report.build_report([sweep], sweep)
+    assert [r["label"] for r in out["table"]] == [
+        "objective=mle trainer.lr=0.001", "objective=mle trainer.lr=0.01", "objective=conditional trainer.lr=0.001"]
+
+
+def test_report_names_a_damaged_overrides_file(tmp_path):
+    run = lr_run(tmp_path / "sweep", "0-mle", 0.001, 1, [0.1] * 6)
+    (run / ".hydra" / "overrides.yaml").write_text("objective: mle\n")
+    out = report.build_report([tmp_path / "sweep"], tmp_path / "out")
+    assert "overrides.yaml: expected a list" in out["table"][0]["status"]
