@@ -98,7 +98,7 @@ class Tracker:
         self.path = self.run_dir / "metrics.jsonl"
         self.tokens_seen: int | None = None  # the last tokens_seen logged: rows without one get it
         self._wandb = None
-        self._first_step = 0  # wandb drops rows at steps below the one a resumed run continues from
+        self._first_step = 0  # a resumed wandb run already has the steps below this one
         self._skipped: list[int] = []
         self._tables: dict = {}  # key -> the wandb.Table that grows across evaluations
         if not enabled:
@@ -127,9 +127,13 @@ class Tracker:
             {"id": run.id, "project": project, "entity": entity, "group": group, "name": name,
              "mode": "offline" if run.settings._offline else "online"}, indent=2) + "\n")
         if stored:
-            log.info("wandb: continuing run %s (%s)", run.id, self.run_dir / RUN_ID_FILE)
-        # online, a resumed run continues after the last step its server has; offline this is 0
-        self._first_step = run.step
+            # the first step this process may send: after the last one the run already has. Online the
+            # server says (run.step); offline (and for a kill before an online sync) the killed process's
+            # own transaction logs in RUN_DIR/wandb/ say. A step logged before the kill is recomputed from
+            # the checkpoint by the resumed run; wandb keeps the first copy, metrics.jsonl the new one.
+            self._first_step = max(run.step, last_logged_step(self.run_dir / "wandb", run.id) + 1)
+            log.info("wandb: continuing run %s (%s) from step %d", run.id, self.run_dir / RUN_ID_FILE,
+                     self._first_step)
         run.define_metric(X_AXIS)
         run.define_metric("*", step_metric=X_AXIS)
         return run
@@ -148,7 +152,7 @@ class Tracker:
             # the killed process logged this step before its checkpoint was resumed; the resumed run
             # recomputes it from that checkpoint. wandb keeps the first copy; metrics.jsonl has this one.
             if not self._skipped:
-                log.warning("wandb run %s already has steps up to %d (logged before the resume); rows for those "
+                log.info("wandb run %s already has steps up to %d (logged before the resume); rows for those "
                             "steps are kept in metrics.jsonl only", self._wandb.id, self._first_step - 1)
             self._skipped.append(step)
             return
@@ -212,6 +216,11 @@ class Tracker:
 
             self._to_wandb({key: wandb.Table(columns=columns, data=rows)}, None)
 
+    def save_file(self, path: str | Path) -> None:
+        """A file of the run (e.g. phf-report's report.md), uploaded with it."""
+        if self._wandb is not None:
+            self._wandb.save(str(path), base_path=str(Path(path).parent), policy="now")
+
     def finish(self) -> None:
         if self._wandb is not None:
             if self._skipped:
@@ -264,6 +273,8 @@ def offline_records(path: str | Path):
         if kind not in (full, first, middle, last):  # zeros: the rest of the block is padding
             pos += left - header
             continue
+        if pos + length > len(data):  # torn by a kill mid-write: the records before it are whole
+            return
         parts += data[pos:pos + length]
         pos += length
         if kind in (full, last):
@@ -271,3 +282,18 @@ def offline_records(path: str | Path):
             record.ParseFromString(parts)
             parts = b""
             yield record
+
+
+def last_logged_step(wandb_dir: str | Path, run_id: str) -> int:
+    """The last history step of wandb run ``run_id`` in the transaction logs under ``wandb_dir`` (the
+    ``run-*-ID`` / ``offline-run-*-ID`` folders a killed process left), -1 if none. A log torn by the kill
+    counts up to its last whole record."""
+    last = -1
+    for path in sorted(Path(wandb_dir).glob(f"*run-*-{run_id}/run-{run_id}.wandb")):
+        try:
+            for record in offline_records(path):
+                if record.WhichOneof("record_type") == "history":
+                    last = max(last, record.history.step.num)
+        except Exception as e:  # a torn tail (the kill) or a format this reader does not know
+            log.info("%s: read up to a record it cannot parse (%s: %s)", path, type(e).__name__, e)
+    return last
