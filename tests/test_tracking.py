@@ -178,3 +178,16 @@ def test_sweep_jobs_are_grouped_and_named_by_their_overrides(tmp_path):
     assert names[0] != names[1] and "objective=mle" in names[0] and "objective=conditional" in names[1]
     assert not any("run_name" in n or "logger=" in n for n in names)
     assert [sorted(r.tags) for r in runs] == [["mle", "pep8"], ["conditional", "pep8"]]
+
+
+def test_run_name_from_override_dirname_resolves_in_a_single_run(tmp_path):
+    """Hydra writes a single run's overrides into job.override_dirname unescaped: a `run_name` holding
+    `${hydra:job.override_dirname}` used to appear in it and resolve itself forever (RecursionError);
+    conf/config.yaml leaves run_name (and the logger keys) out of override_dirname."""
+    import yaml
+
+    res = run_phf_train([*TINY, "trainer.max_steps=1", "objective=mle", f"run_dir={tmp_path / 'run'}",
+                         "run_name=${hydra:job.override_dirname}"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    name = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["run_name"]
+    assert "objective=mle" in name and "run_name" not in name and "run_dir" not in name
