@@ -45,6 +45,7 @@ import numpy as np
 import yaml
 
 from phf.eval.metrics import mean, sample_metrics
+from phf.tracking import Tracker, stored_run
 
 # fixed colours so that an objective looks the same in every plot and every report
 OBJECTIVE_COLORS = {
@@ -637,8 +638,6 @@ def log_to_wandb(result: dict, out: Path, dirs: list[Path], mode: str, project: 
     ``report/<plot>``, the summary table as ``report/summary``, report.md as a file of the run. Its group
     is the reported runs' wandb group when they share one (a sweep), so it sits next to them; returns
     the run id."""
-    from phf.tracking import Tracker, stored_run
-
     stored = [stored_run(path) for path in result["runs"]]
     groups = {s.get("group") for s in stored if s}
     projects = {s.get("project") for s in stored if s}
