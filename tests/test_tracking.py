@@ -191,3 +191,21 @@ def test_run_name_from_override_dirname_resolves_in_a_single_run(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     name = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["run_name"]
     assert "objective=mle" in name and "run_name" not in name and "run_dir" not in name
+
+
+def test_histogram_values_leave_out_masked_positions_and_are_capped():
+    """The logged step's values over its micro-batches: masked (ignored) targets out, an even stride
+    down to ``max_histogram_values``."""
+    import types
+
+    import torch
+
+    from phf.trainer import TrainingLoop
+
+    weights = torch.arange(12.0).view(2, 6)  # (B, T-1)
+    mask = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1.0]])
+    loop = types.SimpleNamespace(max_histogram_values=100, histograms={"weight": [(weights, mask), (weights, mask)]})
+    full = TrainingLoop.histogram_values(loop)["hist/weight"]
+    assert full.tolist() == [0, 1, 2, 6, 7, 8, 9, 10, 11] * 2
+    loop.max_histogram_values = 6
+    assert TrainingLoop.histogram_values(loop)["hist/weight"].tolist() == full[::3].tolist()
