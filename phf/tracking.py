@@ -122,10 +122,11 @@ class Tracker:
                 raise
             log.error("wandb online init failed (%s: %s); continuing with wandb in OFFLINE mode under %s "
                       "(sync later with `wandb sync`)", type(e).__name__, e, self.run_dir)
-            run = wandb.init(mode="offline", **kwargs)
+            mode = "offline"
+            run = wandb.init(mode=mode, **kwargs)
         (self.run_dir / RUN_ID_FILE).write_text(json.dumps(
             {"id": run.id, "project": project, "entity": entity, "group": group, "name": name,
-             "mode": "offline" if run.settings._offline else "online"}, indent=2) + "\n")
+             "mode": mode}, indent=2) + "\n")
         if stored:
             # the first step this process may send: after the last one the run already has. Online the
             # server says (run.step); offline (and for a kill before an online sync) the killed process's
