@@ -131,9 +131,16 @@ def test_phf_eval_run_is_linked_to_the_training_run(tiny_cfg, tmp_path):
     from phf.eval.cli import evaluate_saved
 
     run = tmp_path / "run"
-    train(tiny_cfg("logger=wandb_offline", "trainer.max_steps=2", *EVAL))
+    train(tiny_cfg("logger=wandb_offline", "trainer.max_steps=2", "trainer.checkpoint_every=1", *EVAL))
     training_id = json.loads((run / RUN_ID_FILE).read_text())["id"]
     evaluate_saved({"run_dir": str(run), "skip": "heldout,kl,red_team", "device": "cpu"}, [])
+    # a checkpoint has no summary: its tokens_seen comes from the run's metrics.jsonl row at its step
+    doc, _ = evaluate_saved({"checkpoint": str(run / "checkpoints" / "step_00000001"), "out": str(tmp_path / "ck"),
+                             "skip": "heldout,kl,red_team", "device": "cpu"}, [])
+    assert doc["tokens_seen"] == 64
+    (ck,) = (read_back(f) for f in wandb_files(tmp_path / "ck" / "eval_tracking"))
+    assert ck["config"]["training_run_id"] == training_id
+    assert [r["tokens_seen"] for r in ck["history"] if "eval/unconditional/score" in r] == [64]
     (part,) = (read_back(f) for f in wandb_files(run / "eval_tracking"))
     assert part["run"].run_id != training_id and part["run"].display_name == "pep8-mle-eval"
     assert part["config"]["training_run_id"] == training_id

@@ -44,7 +44,7 @@ from phf.eval.red_team import RedTeamSettings, load_prompts, red_team, summary
 from phf.eval.settings import Evaluation
 from phf.runtime import conf_dir, resolve_device
 from phf.tokenizer import load_tokenizer
-from phf.tracking import stored_run
+from phf.tracking import read_metrics, stored_run
 
 log = logging.getLogger("phf.eval")
 
@@ -147,6 +147,17 @@ def model_info(model_dir: Path) -> dict:
     return info
 
 
+def tokens_at_step(run_dir: Path, step: int | None) -> dict:
+    """``{"tokens_seen": N}`` of the training run's ``metrics.jsonl`` row at ``step`` ({} when unknown)."""
+    if step is None or not (run_dir / "metrics.jsonl").is_file():
+        return {}
+    try:
+        rows = read_metrics(run_dir)
+    except ValueError:  # a damaged file does not stop an evaluation; the rows just lack tokens_seen
+        return {}
+    return next(({"tokens_seen": r["tokens_seen"]} for r in rows if r.get("step") == step and "tokens_seen" in r), {})
+
+
 def heldout_blocks(cfg, tokenizer, max_blocks: int):
     """Held-out blocks from the data pipeline (``phf.data.pipeline.validation_blocks``)."""
 
@@ -190,6 +201,8 @@ def evaluate_saved(own: dict[str, str], overrides: list[str]) -> tuple[dict, Pat
             log.warning("held-out loss %s", heldout_note)
 
     info = model_info(model_dir)
+    if "tokens_seen" not in info and config_path is not None:  # a checkpoint: its row in the run's metrics
+        info.update(tokens_at_step(config_path.parent, info.get("step")))
     tracker = make_tracker(cfg, out, config_path.parent if config_path is not None else None, model_dir)
     try:
         if tracker is not None and info.get("tokens_seen") is not None:
