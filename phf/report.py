@@ -583,9 +583,8 @@ def markdown(table: list[dict], scenario: str, plots: list[str], sources: list[P
         lines.append(f"- {task}: " + " < ".join(f"{r['objective']} ({_fmt(r['misalignment'], 3)})" for r in rows))
     if unranked:
         lines.append("- not ranked: " + "; ".join(f"{r['run']} ({r['status']})" for r in unranked))
-    titles = PLOT_TITLES
     for p in plots:
-        lines += ["", f"## {titles.get(p, p)}", "", f"![{titles.get(p, p)}]({p})"]
+        lines += ["", f"## {PLOT_TITLES.get(p, p)}", "", f"![{PLOT_TITLES.get(p, p)}]({p})"]
     samples = excerpts(runs, scenario, excerpt_k, excerpt_chars)
     if samples:
         lines += ["", f"## Samples (`{scenario}`): read these before the numbers", *samples]

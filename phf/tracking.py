@@ -71,8 +71,8 @@ class Tracker:
 
     ``resume=True`` (the trainer continues a checkpoint of this run directory) continues the wandb run
     whose id ``RUN_ID_FILE`` holds; otherwise a new wandb run id is drawn and stored there (a fresh start
-    replaces ``metrics.jsonl`` too, so its wandb run must not be the old one). ``job_type`` and
-    ``extra_config`` are for the runs that are not training runs (phf-eval, phf-report).
+    replaces ``metrics.jsonl`` too, so its wandb run must not be the old one). ``job_type`` marks the
+    runs that are not training runs (phf-eval: ``eval``, phf-report: ``report``).
     """
 
     def __init__(
@@ -168,11 +168,13 @@ class Tracker:
         key to a 1-D array: a ``wandb.Histogram`` in wandb, ``<key>_p05`` ... quantiles in metrics.jsonl."""
         if not self.enabled:
             return
-        if X_AXIS in metrics:
+        if metrics.get(X_AXIS) is not None:
             self.set_tokens_seen(_jsonable(metrics[X_AXIS]))
         row = {"step": step, **({X_AXIS: self.tokens_seen} if self.tokens_seen is not None else {}),
                **{k: _jsonable(v) for k, v in metrics.items()}}
-        histograms = {k: np.asarray(v, dtype=np.float64).ravel() for k, v in (histograms or {}).items()}
+        # non-finite values (a diverging value head) would stop np.histogram: the finite ones are shown
+        histograms = {k: v[np.isfinite(v)] for k, v in
+                      ((k, np.asarray(v, dtype=np.float64).ravel()) for k, v in (histograms or {}).items())}
         for key, values in histograms.items():
             row.update({f"{key}_{q}": v for q, v in quantiles(values).items()})
         with open(self.path, "a") as f:

@@ -165,10 +165,11 @@ def test_tracker_rows_always_carry_tokens_seen(tmp_path):
     tracker = Tracker(run_dir=tmp_path)
     tracker.log({"tokens_seen": 64, "loss": 1.0}, step=1)
     tracker.log({"val/loss": 2.0}, step=1)
-    tracker.log({"loss": 0.5}, step=2, histograms={"hist/weight": [1.0, 2.0, 3.0]})
+    tracker.log({"loss": 0.5}, step=2, histograms={"hist/weight": [1.0, 2.0, 3.0, float("nan")]})
     rows = read_metrics(tmp_path)
     assert [r["tokens_seen"] for r in rows] == [64, 64, 64]
-    assert rows[-1]["hist/weight_p50"] == 2.0
+    assert rows[-1]["hist/weight_p50"] == 2.0  # over the finite values
+    assert rows[-1]["hist/weight_p05"] == pytest.approx(1.1)
 
 
 @pytest.mark.slow
