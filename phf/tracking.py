@@ -199,9 +199,16 @@ class Tracker:
             return
         import wandb
 
+        columns = ["step", X_AXIS, *columns]
         table = self._tables.get(key)
-        if table is None or list(table.columns) != ["step", X_AXIS, *columns]:
-            table = self._tables[key] = wandb.Table(columns=["step", X_AXIS, *columns], log_mode="INCREMENTAL")
+        if table is None or list(table.columns) != columns:
+            try:
+                table = wandb.Table(columns=columns, log_mode="INCREMENTAL")
+            except TypeError:  # a wandb before log_mode: a whole new table with every row so far, each time
+                table = wandb.Table(columns=columns)
+            self._tables[key] = table
+        if getattr(table, "log_mode", None) != "INCREMENTAL":
+            table = self._tables[key] = wandb.Table(columns=columns, data=[*table.data])
         for r in rows:
             table.add_data(step, self.tokens_seen, *r)
         self._to_wandb({key: table}, step)
