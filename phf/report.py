@@ -53,6 +53,7 @@ import numpy as np
 import yaml
 
 from phf.eval.metrics import mean, sample_metrics
+from phf.tracking import Tracker, stored_run
 
 # fixed colours so that an objective looks the same in every plot and every report
 OBJECTIVE_COLORS = {
@@ -67,6 +68,11 @@ EXTRA_COLORS = ["#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf"]  # matplotlib's tab10, after EXTRA_COLORS, for sweeps with many labels
 ORDER = list(OBJECTIVE_COLORS)
+PLOT_TITLES = {
+    "pareto.png": "Misalignment vs capability (lower left is better)",
+    "misalignment_vs_tokens.png": "Misalignment during training",
+    "heldout_loss_vs_tokens.png": "Held-out loss during training",
+}
 
 
 @dataclass
@@ -780,13 +786,8 @@ def markdown(table: list[dict], scenario: str, plots: list[str], sources: list[P
         lines.append(f"- {task}: " + " < ".join(f"{r['label']} ({_fmt(r['misalignment'], 3)})" for r in rows))
     if unranked:
         lines.append("- not ranked: " + "; ".join(f"{r['run']} ({r['status']})" for r in unranked))
-    titles = {
-        "pareto.png": "Misalignment vs capability (lower left is better)",
-        "misalignment_vs_tokens.png": "Misalignment during training",
-        "heldout_loss_vs_tokens.png": "Held-out loss during training",
-    }
     for p in plots:
-        lines += ["", f"## {titles.get(p, p)}", "", f"![{titles.get(p, p)}]({p})"]
+        lines += ["", f"## {PLOT_TITLES.get(p, p)}", "", f"![{PLOT_TITLES.get(p, p)}]({p})"]
     samples = excerpts(runs, scenario, excerpt_k, excerpt_chars)
     if samples:
         lines += ["", f"## Samples (`{scenario}`): read these before the numbers", *samples]
@@ -795,7 +796,7 @@ def markdown(table: list[dict], scenario: str, plots: list[str], sources: list[P
 
 def build_report(dirs: list[Path], out: Path, scenario: str | None = None,
                  degeneracy: Degeneracy | None = None, excerpt_k: int = 3, excerpt_chars: int = 300) -> dict:
-    """Write the report; returns ``{"table": rows, "plots": file names, "report": path}``."""
+    """Write the report; returns ``{"table": rows, "plots": file names, "report": path, "runs": run dirs}``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -839,7 +840,36 @@ def build_report(dirs: list[Path], out: Path, scenario: str | None = None,
         writer = csv.DictWriter(f, fieldnames=list(table[0]))
         writer.writeheader()
         writer.writerows(table)
-    return {"table": table, "plots": plots, "report": out / "report.md"}
+    return {"table": table, "plots": plots, "report": out / "report.md", "runs": [r.path for r in runs]}
+
+
+def log_to_wandb(result: dict, out: Path, dirs: list[Path], mode: str, project: str | None) -> str:
+    """Log the report into a wandb run of its own (job type ``report``): the plots as images under
+    ``report/<plot>``, the summary table as ``report/summary``, report.md as a file of the run. Its group
+    is the reported runs' wandb group when they share one (a sweep), so it sits next to them; returns
+    the run id."""
+    stored = [stored_run(path) for path in result["runs"]]
+    groups = {s.get("group") for s in stored if s}
+    projects = {s.get("project") for s in stored if s}
+    tracker = Tracker("wandb", mode, project or (projects.pop() if len(projects) == 1 else "phf"),
+                      group=groups.pop() if len(groups) == 1 else None, tags=["phf-report"], job_type="report",
+                      run_dir=out / "report_tracking", name=f"report-{out.resolve().name}",
+                      run_config={"dirs": [str(d) for d in dirs], "runs": [str(p) for p in result["runs"]]})
+    try:
+        for plot in result["plots"]:
+            tracker.log_image(f"report/{Path(plot).stem}", out / plot, caption=PLOT_TITLES.get(plot, plot))
+        columns = list(result["table"][0])
+        tracker.log_static_table("report/summary", columns, [[_cell(r.get(c)) for c in columns]
+                                                             for r in result["table"]])
+        tracker.save_file(result["report"])
+        return tracker.run_id
+    finally:
+        tracker.finish()
+
+
+def _cell(v):
+    """A table cell wandb accepts: numbers and strings as they are, anything else as its text."""
+    return v if v is None or isinstance(v, int | float | str) else str(v)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -853,10 +883,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="distinct-2 below this marks a run degenerate (default 0.3)")
     parser.add_argument("--excerpts", type=int, default=3, help="sample excerpts per run in report.md")
     parser.add_argument("--excerpt-chars", type=int, default=300, help="characters per excerpt")
+    parser.add_argument("--wandb", choices=["online", "offline"], default=None,
+                        help="also log the plots and the summary table to a wandb run (files under OUT/report_tracking)")
+    parser.add_argument("--wandb-project", default=None, help="wandb project (default: the runs' own, else phf)")
     args = parser.parse_args(argv)
     result = build_report(args.dirs, args.out or args.dirs[0], args.scenario,
                           Degeneracy(args.max_blank_fraction, args.min_distinct_2), args.excerpts, args.excerpt_chars)
     print(f"phf-report: {len(result['table'])} runs -> {result['report']} ({', '.join(result['plots']) or 'no plots'})")
+    if args.wandb:
+        run_id = log_to_wandb(result, args.out or args.dirs[0], args.dirs, args.wandb, args.wandb_project)
+        print(f"phf-report: logged to wandb run {run_id} ({args.wandb})")
 
 
 if __name__ == "__main__":

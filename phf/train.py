@@ -154,10 +154,10 @@ def _train(cfg: DictConfig, trainer: Trainer, plan: Plan, dist: Dist, run_dir: P
     try:
         if dist.main:
             write_config(run_dir, resolved, resumed_at=step if resume_from is not None else None)
-        name = cfg.get("run_name") or f"{cfg.task.name}-{type(objective).__name__.lower()}"
         # partial: the resolved config holds `_target_` nodes that instantiate must not build
-        tracker = instantiate(cfg.logger, _partial_=True)(run_dir=run_dir, run_config=resolved, name=name,
-                                                          enabled=dist.main)
+        tracker = instantiate(cfg.logger, _partial_=True)(run_dir=run_dir, run_config=resolved, enabled=dist.main,
+                                                          resume=resume_from is not None,
+                                                          **tracker_identity(cfg, objective))
         n_params = model.num_parameters()
         if dist.main:
             log_derived(cfg, trainer, plan, dist, run_dir, objective, control_ids, n_params, resume_from, device,
@@ -173,6 +173,27 @@ def _train(cfg: DictConfig, trainer: Trainer, plan: Plan, dist: Dist, run_dir: P
         if tracker is not None:
             tracker.finish()
         dist.close()
+
+
+def tracker_identity(cfg: DictConfig, objective) -> dict:
+    """The wandb run's name, group and tags.
+
+    A single run is ``<task>-<objective>``; a job of a Hydra multirun is named by its overrides (Hydra's
+    ``job.override_dirname``, read unresolved: an override holding an interpolation is a name, not something
+    to evaluate) and grouped by its sweep directory's name. ``run_name`` and ``logger.group`` win when set;
+    the tags are the task and the objective, plus ``logger.tags``.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    task, obj = cfg.task.name, type(objective).__name__.lower()
+    name, group = cfg.get("run_name"), OmegaConf.select(cfg, "logger.group")
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        hc = HydraConfig.get()
+        name = name or OmegaConf.to_container(hc.job, resolve=False).get("override_dirname")
+        group = group or Path(hc.sweep.dir).name
+    tags = [task, obj, *(t for t in OmegaConf.select(cfg, "logger.tags") or [] if t not in (task, obj))]
+    return {"name": name or f"{task}-{obj}", "group": group, "tags": tags}
 
 
 def resume(resume_from: Path, model, objective, optimizer, scheduler, stream, plan: Plan, dist: Dist) -> tuple[int, int]:

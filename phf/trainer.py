@@ -262,6 +262,10 @@ class TrainingLoop:
 
     #: drop the (B, T, V) logits before backward (measured lever: experiments/benchmarks/variants.py)
     free_logits_before_backward: bool = True
+    #: values per histogram sent to the tracker: a paper step has ~10^6 predicted tokens (1024 × 1024), and
+    #: moving and sorting all of them at every log step costs more than a distribution's shape needs; an
+    #: even stride over the step's tokens (no RNG: training is unchanged) keeps 65,536 from every part of it
+    max_histogram_values: int = 2**16
 
     def __init__(self, trainer: Trainer, plan: Plan, parts: RunParts, step: int, tokens_seen: int,
                  sample_every: int = 0):
@@ -278,6 +282,9 @@ class TrainingLoop:
         self.forward = torch.compile(self.ddp_model) if trainer.compile else self.ddp_model
         self.blocks = iter(parts.stream)
         self.sums: dict[str, torch.Tensor] = {}  # running sums of logged quantities since the last row
+        # the objective's histogram tensors of the step being computed, when that step is logged:
+        # key -> [(values (B, T-1), mask (B, T-1)) per micro-batch]
+        self.histograms: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self.n_summed, self.bad_steps, self.last_row = 0, 0, {}
         self.t_last, self.tokens_last = time.perf_counter(), tokens_seen
 
@@ -290,6 +297,8 @@ class TrainingLoop:
         step's mean loss (a 0-d tensor, not synced to the host)."""
         p, accum = self.p, self.plan.accum
         step_loss = torch.zeros((), device=p.device)
+        self.histograms.clear()
+        keep_histograms = p.dist.main and self.log_due(self.step + 1)
         for micro in range(accum):
             batch = self.next_batch()  # (B, T) each
             sync = not p.dist.enabled or micro == accum - 1  # DDP all-reduces on the last micro-batch only
@@ -302,6 +311,9 @@ class TrainingLoop:
             step_loss += out.loss.detach() / accum
             for k, v in out.metrics.items():
                 self.sums[k] = self.sums.get(k, 0.0) + v.detach().float() / accum
+            if keep_histograms and out.histogram_mask is not None:
+                for k, v in out.histograms.items():
+                    self.histograms.setdefault(k, []).append((v.detach(), out.histogram_mask.detach()))
             self.sums["token_score_mean"] = self.sums.get("token_score_mean", 0.0) + batch["token_scores"].mean() / accum
         return step_loss
 
@@ -340,8 +352,22 @@ class TrainingLoop:
         """Every ``every`` steps (0 = never), except at the last step, which ``finish`` handles."""
         return bool(every) and self.step % every == 0 and self.step < self.plan.max_steps
 
+    def log_due(self, step: int) -> bool:
+        """Whether the row of optimizer step ``step`` is logged (every ``log_every`` steps and the last)."""
+        return step % self.tr.log_every == 0 or step == self.plan.max_steps
+
+    def histogram_values(self) -> dict[str, torch.Tensor]:
+        """The logged step's histogram values over all its micro-batches, masked positions excluded, at most
+        ``max_histogram_values`` of them (an even stride); 1-D, on the CPU."""
+        out = {}
+        for k, parts in self.histograms.items():
+            values = torch.cat([v[m.bool()] for v, m in parts])  # (N,)
+            stride = -(-values.numel() // self.max_histogram_values)  # ceil
+            out[f"hist/{k}"] = values[::max(stride, 1)].float().cpu()
+        return out
+
     def log_if_due(self, lr: float, bar) -> None:
-        if not (self.step % self.tr.log_every == 0 or self.step == self.plan.max_steps):
+        if not self.log_due(self.step):
             return
         now = time.perf_counter()
         tps = (self.tokens_seen - self.tokens_last) / (now - self.t_last)
@@ -349,7 +375,8 @@ class TrainingLoop:
         row.update(tokens_seen=self.tokens_seen, lr=lr, tokens_per_s=tps)
         row.update({f"scorer/{k}": v for k, v in self.p.stream.scorer_stats.items()})
         row.update({f"data/{k}": v for k, v in self.p.stream.stats.items()})
-        self.p.tracker.log(row, step=self.step)
+        self.p.tracker.log(row, step=self.step, histograms=self.histogram_values())
+        self.histograms.clear()
         bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{tps:,.0f}")
         self.last_row = row
         self.sums.clear()
@@ -362,6 +389,7 @@ class TrainingLoop:
 
     def evaluate_samples(self) -> dict:
         p = self.p
+        p.tracker.set_tokens_seen(self.tokens_seen)  # the sample tables' tokens_seen column
         metrics = p.held_out.evaluate(p.model, p.objective, p.run_dir, self.step, p.tracker)
         p.tracker.log({"tokens_seen": self.tokens_seen, **metrics}, step=self.step)
         return metrics

@@ -24,6 +24,9 @@ the file is evaluated as MLE, with a logged note). Own keys:
 Writes ``OUT/eval.json`` ({"scenarios": {name: metrics}, "heldout": ..., "kl": ..., "red_team": ...}),
 ``OUT/samples/<scenario>.jsonl`` and, when the red-team loop runs, ``OUT/red_team.json``; logs the flat
 ``eval/...`` metrics and sample tables to the configured tracker (wandb files under ``OUT/eval_tracking``).
+That is a wandb run of its own (job type ``eval``), linked to the training run it evaluates: same group,
+name ``<training run's name>-eval``, config key ``training_run_id`` (from ``RUN_DIR/wandb_run.json``), and
+its rows carry the model's ``tokens_seen`` so its charts line up with the training run's.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from phf.eval.red_team import RedTeamSettings, load_prompts, red_team, summary
 from phf.eval.settings import Evaluation
 from phf.runtime import conf_dir, resolve_device
 from phf.tokenizer import load_tokenizer
+from phf.tracking import read_metrics, stored_run
 
 log = logging.getLogger("phf.eval")
 
@@ -174,6 +178,17 @@ def model_info(model_dir: Path) -> dict:
     return info
 
 
+def tokens_at_step(run_dir: Path, step: int | None) -> dict:
+    """``{"tokens_seen": N}`` of the training run's ``metrics.jsonl`` row at ``step`` ({} when unknown)."""
+    if step is None or not (run_dir / "metrics.jsonl").is_file():
+        return {}
+    try:
+        rows = read_metrics(run_dir)
+    except ValueError:  # a damaged file does not stop an evaluation; the rows just lack tokens_seen
+        return {}
+    return next(({"tokens_seen": r["tokens_seen"]} for r in rows if r.get("step") == step and "tokens_seen" in r), {})
+
+
 def heldout_blocks(cfg, tokenizer, max_blocks: int):
     """Held-out blocks from the data pipeline (``phf.data.pipeline.validation_blocks``)."""
 
@@ -221,9 +236,13 @@ def evaluate_saved(own: dict[str, str], overrides: list[str]) -> tuple[dict, Pat
         if heldout_note:
             log.warning("held-out loss %s", heldout_note)
 
-    tracker = make_tracker(cfg, out)
+    info = model_info(model_dir)
+    if "tokens_seen" not in info and config_path is not None:  # a checkpoint: its row in the run's metrics
+        info.update(tokens_at_step(config_path.parent, info.get("step")))
+    tracker = make_tracker(cfg, out, config_path.parent if config_path is not None else None, model_dir)
     try:
-        info = model_info(model_dir)
+        if tracker is not None and info.get("tokens_seen") is not None:
+            tracker.set_tokens_seen(info["tokens_seen"])  # the sample tables' tokens_seen column
         results = evaluate(model, tokenizer, objective, scorer, cfg, out_dir=out, blocks=blocks,
                            kl="kl" not in skip, tracker=tracker)
         results["step"] = info.get("step")
@@ -282,15 +301,27 @@ def objective_name(cfg, run_dir: Path | None) -> str:
     return target.rsplit(".", 1)[-1].lower()
 
 
-def make_tracker(cfg, out: Path):
-    """The configured tracker for wandb logging (None for ``logger=none``: the files are the record)."""
+def make_tracker(cfg, out: Path, training_dir: Path | None, model_dir: Path):
+    """The configured tracker for wandb logging (None for ``logger=none``: the files are the record).
+
+    A run of its own rather than the training run resumed: an evaluation may run while training goes on
+    (a checkpoint), be repeated with other settings, or run on another machine, and none of that may
+    touch the training run's history or summary. The link is the config key ``training_run_id`` (the id
+    ``training_dir`` recorded), the same group, and the name ``<training run's name>-eval``.
+    """
     from hydra.utils import instantiate
 
     if OmegaConf.select(cfg, "logger.backend", default="none") == "none":
         return None
-    name = f"{OmegaConf.select(cfg, 'task.name')}-{objective_name(cfg, None)}-eval"
-    return instantiate(cfg.logger, _partial_=True)(run_dir=out / "eval_tracking", name=name,
-                                                   run_config=OmegaConf.to_container(cfg.task.eval, resolve=True))
+    training = (stored_run(training_dir) if training_dir is not None else None) or {}
+    name = f"{training.get('name') or OmegaConf.select(cfg, 'task.name') + '-' + objective_name(cfg, None)}-eval"
+    run_config = {**OmegaConf.to_container(cfg.task.eval, resolve=True), "training_run_id": training.get("id"),
+                  "training_run_dir": None if training_dir is None else str(training_dir), "model": str(model_dir)}
+    tags = [OmegaConf.select(cfg, "task.name"), objective_name(cfg, training_dir), "phf-eval",
+            *(OmegaConf.select(cfg, "logger.tags") or [])]
+    return instantiate(cfg.logger, _partial_=True)(run_dir=out / "eval_tracking", name=name, run_config=run_config,
+                                                   group=training.get("group") or OmegaConf.select(cfg, "logger.group"),
+                                                   tags=tags, job_type="eval")
 
 
 def _finite(x):

@@ -16,7 +16,8 @@ It returns flat metrics, logged as they are:
     eval/heldout/{loss,ppl,aligned_loss,aligned_ppl,aligned_fraction}   when blocks are given
 
 and writes every sample with its score to ``out_dir/samples/<scenario>.jsonl`` (in training:
-``out_dir/samples/step_<step>/<scenario>.jsonl``).
+``out_dir/samples/step_<step>/<scenario>.jsonl``); with a tracker, the first ``MAX_TABLE_ROWS`` of them
+also go to its ``samples/<scenario>`` table.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ from phf.scorers import build_scorer
 from phf.tokenizer import token_ids
 
 log = logging.getLogger(__name__)
+
+#: samples per scenario and evaluation sent to the tracker's table (the JSONL on disk has all of them):
+#: the table grows with every evaluation, and wandb's table view slows down past a few thousand rows
+MAX_TABLE_ROWS = 512
 
 def build_eval_scorer(cfg):
     """``task.eval.scorer`` when set (e.g. Detoxify 'unbiased' for toxicity), else the training scorer
@@ -130,7 +135,8 @@ def _scenario(name: str, sc: Scenario, ev: Evaluation, model, tokenizer, objecti
                 f.write(json.dumps({**row, "step": step}) + "\n")
     if tracker is not None:
         cols = ["prompt", "text", "score", "num_tokens"]
-        tracker.log_table(f"eval/{name}/samples", cols, [[r[c] for c in cols] for r in rows[:512]], step=step or 0)
+        # one table per scenario, growing across evaluations (the tracker adds step and tokens_seen columns)
+        tracker.log_table(f"samples/{name}", cols, [[r[c] for c in cols] for r in rows[:MAX_TABLE_ROWS]], step=step)
     log.info("eval %s: score %.4g [%.4g, %.4g], hit rate %.3g [%.3g, %.3g], expected max@%d %.4g; blank %.2f, "
              "distinct-2 %.2f, rep-4 %.2f (%d samples, %.1f samples/s)",
              name, metrics["score"], metrics["score_ci_low"], metrics["score_ci_high"], metrics["hit_rate"],

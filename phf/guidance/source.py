@@ -285,7 +285,7 @@ class RewardedObjective(Objective):
         for k in ("val_pair_accuracy", "val_loss", "fits"):
             if k in self.reward.last_fit:
                 metrics[f"guidance/{k}"] = torch.tensor(float(self.reward.last_fit[k]), device=logits.device)
-        return LossOutput(out.loss, metrics)
+        return LossOutput(out.loss, metrics, out.histograms, out.histogram_mask)
 
     def __repr__(self) -> str:
         return f"RewardedObjective({self.objective!r}, reward={type(self.reward).__name__})"

@@ -77,4 +77,6 @@ class AWR(Objective):
             "value_mean": t.mean(v),
             "value_reward_corr": masked_pearson(v.detach(), rewards, t.mask),
         }
-        return LossOutput(loss, {k: x.detach() for k, x in metrics.items()})
+        return LossOutput(loss, {k: x.detach() for k, x in metrics.items()},
+                          histograms={"weight": weights.detach(), "value": v.detach(), "advantage": advantages},
+                          histogram_mask=t.mask)

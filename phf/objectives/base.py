@@ -39,10 +39,18 @@ IGNORE_INDEX = -100
 
 @dataclass
 class LossOutput:
-    """A scalar loss plus detached scalar metrics for logging."""
+    """A scalar loss plus detached scalar metrics for logging.
+
+    ``histograms`` are detached per-position tensors (B, T-1) an objective wants to show as distributions
+    (e.g. AWR's token weights and values), with ``histogram_mask`` (B, T-1) marking the predicted positions
+    that count. They are references to tensors the loss computed anyway: no extra work on the loss path;
+    the trainer masks and logs them at log steps only.
+    """
 
     loss: torch.Tensor
     metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+    histograms: dict[str, torch.Tensor] = field(default_factory=dict)
+    histogram_mask: torch.Tensor | None = None
 
 
 @dataclass

@@ -51,4 +51,5 @@ class RWR(Objective):
             "weighted_lm_loss": loss,
             "weight_mean": t.mean(weights),
         }
-        return LossOutput(loss, {k: x.detach() for k, x in metrics.items()})
+        return LossOutput(loss, {k: x.detach() for k, x in metrics.items()},
+                          histograms={"weight": weights.detach()}, histogram_mask=t.mask)

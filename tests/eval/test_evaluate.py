@@ -80,7 +80,7 @@ def test_run_evaluation_end_to_end(cond_tok, tok, tmp_path):
     assert 0.0 <= out["eval/unconditional/hit_rate"] <= 1.0
     assert math.isfinite(out["eval/kl"]) and out["eval/kl_num_samples"] == 4
     assert out["eval/heldout/num_tokens"] == 30 and out["eval/heldout/aligned_fraction"] == 1.0
-    assert [t[0] for t in tracker.tables] == [f"eval/{s}/samples" for s in ("unconditional", "functions", "red_team_prompts")]
+    assert [t[0] for t in tracker.tables] == [f"samples/{s}" for s in ("unconditional", "functions", "red_team_prompts")]
 
 
 def test_final_evaluation_writes_plain_sample_files_and_skips_kl(tok, tmp_path):
