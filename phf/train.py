@@ -282,8 +282,13 @@ def truncate_metrics(path: Path, step: int) -> None:
     os.replace(tmp, path)
 
 
+def job(cfg: DictConfig) -> float | None:
+    """One Hydra job: train, return the validation loss (what a Hydra sweeper would minimise)."""
+    return train(cfg).get("val/loss")
+
+
 def main() -> None:
-    hydra_entry(lambda cfg: train(cfg).get("val/loss"))
+    hydra_entry(job)
 
 
 if __name__ == "__main__":
