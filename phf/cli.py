@@ -17,7 +17,7 @@ import sys
 
 from phf.entry import hydra_entry
 
-SPA_EXAMPLE = "phf-spa +experiment=spa_pep8 spa.init_from=RUN/final"
+SPA_EXAMPLE = "phf-spa +experiment=spa_pep8 spa.init_from=RUN/final"  # phf.spa.rounds.EXAMPLE
 SPA_USAGE = f"""usage: phf-spa +experiment=NAME spa.init_from=CHECKPOINT [overrides...]
 
 phf-spa finetunes a pretrained checkpoint with SPA rounds of DPO; it needs an SPA experiment (which

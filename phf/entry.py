@@ -117,7 +117,8 @@ def hydra_entry(job: Callable[[Any], Any], config_name: str = "config") -> None:
             if multirun:
                 return None
             if isinstance(e, UsageError):
-                print(f"{Path(sys.argv[0]).name}: {e}", file=sys.stderr)
+                prog = Path(sys.argv[0]).name  # phf-spa; "rounds.py" / "__main__.py" under python -m
+                print(f"{'phf' if prog.endswith('.py') else prog}: {e}", file=sys.stderr)
                 sys.exit(2)
             raise
 
