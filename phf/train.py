@@ -126,6 +126,7 @@ def _train(cfg: DictConfig, trainer: Trainer, plan: Plan, dist: Dist, run_dir: P
                                 rank=dist.rank, world_size=dist.world_size)
     prepared = {}
     if getattr(objective, "requires_prepare", False):
+        log.info("scoring %d training documents to prepare %r (data.prepare_docs)", data.prepare_docs, objective)
         prepared = objective.prepare(stream.scored_sample(data.prepare_docs))
     optimizer = make_optimizer(model, trainer.lr, trainer.weight_decay, trainer.betas, trainer.eps,
                                fused=device.type == "cuda")
