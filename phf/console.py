@@ -43,7 +43,9 @@ def duration(seconds: float) -> str:
 
 class ProgressLog:
     """One log line per logged training row, but at most one per ``every_s`` seconds, plus the first and
-    the last; ETA = the remaining steps at this session's mean time per step."""
+    the last. ETA = the remaining steps at the mean time per step since the first line (the first step
+    also waits for the data stream to start, which would inflate the estimate); on the first line, since
+    the start."""
 
     def __init__(self, logger: logging.Logger, total_steps: int, start_step: int, every_s: float,
                  enabled: bool = True, clock: Callable[[], float] = time.perf_counter):
@@ -51,6 +53,7 @@ class ProgressLog:
         self.enabled, self.clock = enabled, clock
         self.t0 = clock()
         self.last_line: float | None = None
+        self.first: tuple[int, float] | None = None  # (step, time) of the first line
 
     def row(self, step: int, loss: float, tokens_per_s: float) -> bool:
         """Log the row if it is due; returns whether a line was written."""
@@ -60,8 +63,11 @@ class ProgressLog:
         due = self.last_line is None or step >= self.total or now - self.last_line >= self.every_s
         if not due:
             return False
-        elapsed, done = now - self.t0, step - self.start
-        eta = elapsed / done * (self.total - step) if done > 0 else float("nan")
+        elapsed = now - self.t0
+        since_step, since = self.first if self.first and step > self.first[0] else (self.start, self.t0)
+        done = step - since_step
+        eta = (now - since) / done * (self.total - step) if done > 0 else float("nan")
+        self.first = self.first or (step, now)
         self.log.info("step %d/%d (%.0f%%) | loss %.4f | %s tokens/s | elapsed %s | ETA %s", step, self.total,
                       100 * step / self.total, loss, f"{tokens_per_s:,.0f}", duration(elapsed), duration(eta))
         self.last_line = now

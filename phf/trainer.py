@@ -411,6 +411,9 @@ class TrainingLoop:
         p.model.train()
         bar = tqdm(total=self.plan.max_steps, initial=self.step, disable=not (p.dist.main and self.tr.progress),
                    desc="train", unit="step", dynamic_ncols=True)
+        if p.dist.main:  # the first step also starts the data stream: say so, it can take a while
+            log.info("training from step %d: the first step also starts the data stream (documents are read, "
+                     "segmented, scored and packed until data.shuffle_buffer is full)", self.step)
         while self.step < self.plan.max_steps:
             step_loss = self.accumulate_gradients()
             grad_norm = torch.nn.utils.clip_grad_norm_(p.model.parameters(), self.tr.grad_clip)
