@@ -76,8 +76,9 @@ def test_the_wheel_installs_and_trains_outside_the_repository(tmp_path):
         assert r.returncode == 0, f"{args}: {r.stdout[-2000:]}\n{r.stderr[-4000:]}"
         return r
 
-    where = run("-c", "import sys, phf, phf.entry; print(phf.__file__); print(phf.entry.conf_dir()); "
-                      "print(any(p and str(p).startswith(%r) for p in sys.path))" % str(ROOT)).stdout.split("\n")
+    probe = ("import sys, phf, phf.entry; print(phf.__file__); print(phf.entry.conf_dir()); "
+             f"print(any(p and str(p).startswith({str(ROOT)!r}) for p in sys.path))")
+    where = run("-c", probe).stdout.split("\n")
     assert Path(where[0]).is_relative_to(site), where
     assert Path(where[1]) == site / "phf" / "conf", where
     assert where[2] == "False", "the repository is on sys.path"
