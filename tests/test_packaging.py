@@ -49,6 +49,7 @@ def test_the_wheel_installs_and_trains_outside_the_repository(tmp_path):
     """Build the wheel, install it into a fresh target, and from another directory (the repository not
     on sys.path) run ``python -m phf.train --help``, a dry run and a 2-step tiny training (~50 s)."""
     src = tmp_path / "src"
+    src.mkdir()
     for name in BUILD_INPUTS:
         if (ROOT / name).is_dir():
             shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
