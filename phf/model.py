@@ -16,7 +16,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from phf.console import hide_packed_padding_warning, quiet_hf_progress
+
 log = logging.getLogger(__name__)
+# packed blocks use EOS (the pad id) between documents: transformers' padding warning is wrong for them
+hide_packed_padding_warning()
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 
@@ -61,7 +65,8 @@ class PHFModel(nn.Module):
         from safetensors.torch import save_file
 
         path = Path(path)
-        self.lm.save_pretrained(path, safe_serialization=True)
+        with quiet_hf_progress():  # no "Writing model shards" bar per checkpoint
+            self.lm.save_pretrained(path, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(path)
         if self.value_head is not None:
@@ -77,7 +82,8 @@ class PHFModel(nn.Module):
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path} is not an HF checkpoint directory (no config.json)")
         # weights only from safetensors: a pytorch_model.bin is a pickle and is never loaded
-        lm = GPT2LMHeadModel.from_pretrained(path, use_safetensors=True, **lm_kwargs)
+        with quiet_hf_progress():  # no "Loading weights" bar
+            lm = GPT2LMHeadModel.from_pretrained(path, use_safetensors=True, **lm_kwargs)
         has_head = (path / VALUE_HEAD_FILE).is_file()
         model = cls(lm, value_head=has_head if value_head is None else value_head)
         if model.value_head is not None and has_head:

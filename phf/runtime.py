@@ -1,7 +1,8 @@
 """What every entry point shares (phf-train, phf-spa, phf-eval, phf-data, phf-score).
 
 * where the configs live (``conf_dir``) and the Hydra entry wrapper that records failures
-  (``hydra_entry``);
+  (``hydra_entry``): defined in ``phf.entry`` (no torch import, for the console scripts' start-up) and
+  re-exported here;
 * the process context: rank and world size (``Dist``), the device (``resolve_device``), the CPU
   allocator setting (``keep_freed_memory``), the run directory's lock (``RunLock``);
 * the optimizer from plain values (``make_optimizer``) and the learning-rate schedules
@@ -14,83 +15,22 @@ Nothing here knows an objective, a task or a data source.
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import math
 import os
-import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
-from omegaconf import DictConfig
 
 from phf import checkpoint as ckpt
+from phf.entry import RunDirInUse, UsageError, conf_dir, hydra_entry, record_failure  # noqa: F401 (re-exported)
 from phf.model import PHFModel
 
 log = logging.getLogger(__name__)
 
 LOCK_FILE = "phf.lock"
 SCHEDULES = ("linear", "cosine", "constant")
-
-
-# -- where the configs live, and the Hydra entry --------------------------------------------------
-def conf_dir() -> Path:
-    """``$PHF_CONF_DIR``, or ``conf/`` at the top of the repository phf runs from."""
-    return Path(os.environ.get("PHF_CONF_DIR") or Path(__file__).resolve().parent.parent / "conf")
-
-
-def record_failure(run_dir: Path, error: BaseException, overrides: Iterable[str] = (),
-                   sweep_dir: Path | None = None) -> None:
-    """Write the traceback to ``RUN_DIR/error.txt`` (and a line to the sweep's ``failures.jsonl``).
-
-    A failure to write is logged, never raised: the original error is what the caller re-raises.
-    """
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "error.txt").write_text("".join(traceback.format_exception(error)))
-    except OSError as write_error:  # e.g. an unwritable run_dir: report both, keep the original error
-        log.error("could not write %s: %s", run_dir / "error.txt", write_error)
-    if sweep_dir is None:
-        return
-    log.error("job %s failed: %s: %s (traceback in %s)", run_dir, type(error).__name__, error, run_dir / "error.txt")
-    try:
-        with open(sweep_dir / "failures.jsonl", "a") as f:
-            f.write(json.dumps({"run_dir": str(run_dir), "error": f"{type(error).__name__}: {error}",
-                                "overrides": list(overrides)}) + "\n")
-    except OSError as write_error:
-        log.error("could not write %s: %s", sweep_dir / "failures.jsonl", write_error)
-
-
-def hydra_entry(job: Callable[[DictConfig], Any], config_name: str = "config") -> None:
-    """Compose the config from ``conf_dir()`` and run ``job(cfg)``.
-
-    A failure is recorded in the run directory; in a multirun it does not end the sweep (the job's
-    result is None and the sweep's ``failures.jsonl`` names it), in a single run it is re-raised. A
-    run directory held by another live run (``RunDirInUse``) gets nothing written into it.
-    """
-    import hydra
-    from hydra.core.hydra_config import HydraConfig
-
-    # wraps: Hydra names the job (and its log file, e.g. train.log) after the module of ``job``
-    @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name=config_name)
-    @functools.wraps(job)
-    def _main(cfg: DictConfig):
-        try:
-            return job(cfg)
-        except Exception as e:
-            if isinstance(e, RunDirInUse):  # the directory belongs to the live run
-                raise
-            hc = HydraConfig.get()
-            multirun = hc.mode.name == "MULTIRUN"
-            record_failure(Path(cfg.run_dir), e, hc.overrides.task, Path(hc.sweep.dir) if multirun else None)
-            if not multirun:
-                raise
-            return None
-
-    _main()
 
 
 # -- the process ----------------------------------------------------------------------------------
@@ -166,10 +106,6 @@ def keep_freed_memory() -> bool:
         return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
     except (OSError, AttributeError):
         return False
-
-
-class RunDirInUse(RuntimeError):
-    """Another live process holds the run directory's lock."""
 
 
 class RunLock:

@@ -126,6 +126,7 @@ def _train(cfg: DictConfig, trainer: Trainer, plan: Plan, dist: Dist, run_dir: P
                                 rank=dist.rank, world_size=dist.world_size)
     prepared = {}
     if getattr(objective, "requires_prepare", False):
+        log.info("scoring %d training documents to prepare %r (data.prepare_docs)", data.prepare_docs, objective)
         prepared = objective.prepare(stream.scored_sample(data.prepare_docs))
     optimizer = make_optimizer(model, trainer.lr, trainer.weight_decay, trainer.betas, trainer.eps,
                                fused=device.type == "cuda")
@@ -303,8 +304,13 @@ def truncate_metrics(path: Path, step: int) -> None:
     os.replace(tmp, path)
 
 
+def job(cfg: DictConfig) -> float | None:
+    """One Hydra job: train, return the validation loss (what a Hydra sweeper would minimise)."""
+    return train(cfg).get("val/loss")
+
+
 def main() -> None:
-    hydra_entry(lambda cfg: train(cfg).get("val/loss"))
+    hydra_entry(job)
 
 
 if __name__ == "__main__":

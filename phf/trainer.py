@@ -33,9 +33,10 @@ from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryV
 
 from phf import checkpoint as ckpt
 from phf.card import write_model_card
+from phf.console import ProgressLog, duration
 from phf.data.pipeline import validation_blocks
 from phf.eval.capability import validation_loss
-from phf.eval.evaluate import build_eval_scorer, run_evaluation
+from phf.eval.evaluate import EvaluationCost, build_eval_scorer, estimate_cost, run_evaluation
 from phf.runtime import Dist, save_training_state
 
 log = logging.getLogger("phf.train")
@@ -75,6 +76,8 @@ _CHECKS: dict[str, tuple[Callable, str]] = {
     "warmup_fraction": (lambda v: is_num(v) and 0 <= v <= 1, "a number in [0, 1]"),
     "grad_clip": (lambda v: is_num(v) and v > 0, "a positive number"),
     "log_every": (lambda v: is_int(v) and v > 0, "a positive integer"),
+    "progress_every_s": (lambda v: is_num(v) and v >= 0, "a number of seconds >= 0"),
+    "eval_probe_tokens": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
     "eval_every": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
     "checkpoint_every": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
     "keep_checkpoints": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
@@ -137,6 +140,8 @@ class Trainer:
     resume_ignore: list[str] = field(default_factory=list)
     max_bad_steps: int = 0
     progress: bool = True
+    progress_every_s: float = 30.0
+    eval_probe_tokens: int = 8
 
     def __post_init__(self):
         """Reject wrong types and out-of-range values early, naming the key and what was expected."""
@@ -287,6 +292,11 @@ class TrainingLoop:
         self.histograms: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self.n_summed, self.bad_steps, self.last_row = 0, 0, {}
         self.t_last, self.tokens_last = time.perf_counter(), tokens_seen
+        self.t_start = self.t_last  # this session's training time, compared with the evaluation's estimate
+        # the console's progress lines when the tqdm bar is off (logs, batch jobs)
+        self.console = ProgressLog(log, plan.max_steps, step, trainer.progress_every_s,
+                                   enabled=parts.dist.main and not trainer.progress)
+        self.eval_cost: EvaluationCost | None = None
 
     # -- one optimizer step --------------------------------------------------------------------------
     def next_batch(self) -> dict[str, torch.Tensor]:
@@ -378,6 +388,7 @@ class TrainingLoop:
         self.p.tracker.log(row, step=self.step, histograms=self.histogram_values())
         self.histograms.clear()
         bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{tps:,.0f}")
+        self.console.row(self.step, row["loss"], tps)
         self.last_row = row
         self.sums.clear()
         self.n_summed, self.t_last, self.tokens_last = 0, now, self.tokens_seen
@@ -387,8 +398,22 @@ class TrainingLoop:
             self.p.tracker.log({"tokens_seen": self.tokens_seen,
                                 "val/loss": self.p.held_out.loss(self.p.model, self.p.device)}, step=self.step)
 
+    def announce_evaluation(self) -> None:
+        """Before the first evaluation: its size and rough time in one line; before the end-of-run one, a
+        warning when it will likely take longer than this session's training did (tiny smoke runs)."""
+        p = self.p
+        if self.eval_cost is None:
+            self.eval_cost = estimate_cost(p.model, p.tokenizer, p.objective, p.cfg, self.tr.eval_probe_tokens)
+            log.info("evaluation: %s", self.eval_cost.describe())
+        trained = time.perf_counter() - self.t_start
+        if self.step >= self.plan.max_steps and (self.eval_cost.seconds or 0.0) > trained:
+            log.warning("the end-of-run evaluation will likely take longer (~%s of generation) than this run's "
+                        "training did (%s): task.eval.scenarios.*.num_samples set its size, "
+                        "trainer.final_eval=false skips it", duration(self.eval_cost.seconds), duration(trained))
+
     def evaluate_samples(self) -> dict:
         p = self.p
+        self.announce_evaluation()
         p.tracker.set_tokens_seen(self.tokens_seen)  # the sample tables' tokens_seen column
         metrics = p.held_out.evaluate(p.model, p.objective, p.run_dir, self.step, p.tracker)
         p.tracker.log({"tokens_seen": self.tokens_seen, **metrics}, step=self.step)
@@ -420,6 +445,9 @@ class TrainingLoop:
         p.model.train()
         bar = tqdm(total=self.plan.max_steps, initial=self.step, disable=not (p.dist.main and self.tr.progress),
                    desc="train", unit="step", dynamic_ncols=True)
+        if p.dist.main:  # the first step also starts the data stream: say so, it can take a while
+            log.info("training from step %d: the first step also starts the data stream (documents are read, "
+                     "segmented, scored and packed until data.shuffle_buffer is full)", self.step)
         while self.step < self.plan.max_steps:
             step_loss = self.accumulate_gradients()
             grad_norm = torch.nn.utils.clip_grad_norm_(p.model.parameters(), self.tr.grad_clip)

@@ -6,7 +6,11 @@ Every ``phf.*`` import counts: module-level, function-local and ``TYPE_CHECKING`
 (``phf.train``, ``phf.model``, ...), which is its own node.
 
 * No cycle between nodes: a function-local import that "dodges" a cycle is still one.
-* ``phf.train`` is the entry point: no other module imports it (what it shares lives elsewhere).
+* ``phf.train`` is the entry point: no other module imports it (what it shares lives elsewhere). The one
+  exception is ``phf.cli``, the console scripts' module (``[project.scripts]``): ``phf-train`` must answer
+  ``--help`` and shell tab completion without importing torch, so ``phf.cli.train`` hands Hydra a job that
+  imports ``phf.train`` only when it runs. That import must stay inside a function: at module level it
+  would load torch on every Tab again. ``phf.cli`` itself must not import torch (``test_cli.py``).
 """
 
 from __future__ import annotations
@@ -113,13 +117,36 @@ def test_no_cycle_between_phf_subpackages():
         pytest.fail("import cycle between phf subpackages: " + " -> ".join(cycle) + "\n" + "\n".join(lines))
 
 
+#: the console scripts' module, allowed to import the entry points inside its functions (module doc)
+CONSOLE_SCRIPTS = "phf.cli"
+
+
+def module_level_lines(path: Path) -> set[int]:
+    """Lines of the imports that run when ``path`` is imported (not inside a function)."""
+    lines: set[int] = set()
+
+    def visit(node):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+                continue
+            if isinstance(child, ast.Import | ast.ImportFrom):
+                lines.add(child.lineno)
+            visit(child)
+
+    visit(ast.parse(path.read_text(), str(path)))
+    return lines
+
+
 def train_importers() -> dict[str, list[str]]:
     out: dict[str, list[str]] = defaultdict(list)
     for module, path in MODULES.items():
         if module == "phf.train":
             continue
+        eager = module_level_lines(path) if module == CONSOLE_SCRIPTS else None
         for target, line in phf_imports(module, path):
             if target == "phf.train" or target.startswith("phf.train."):
+                if eager is not None and line not in eager:  # phf.cli's lazy import, inside its job
+                    continue
                 out[module].append(f"{path.relative_to(ROOT.parent)}:{line}")
     return dict(out)
 
@@ -127,3 +154,15 @@ def train_importers() -> dict[str, list[str]]:
 def test_only_the_entry_point_is_phf_train():
     importers = train_importers()
     assert not importers, f"modules importing phf.train (the entry point): {importers}"
+
+
+def test_the_console_scripts_import_phf_train_lazily_and_nothing_else_may(tmp_path):
+    """The exception is exactly phf.cli's function-local import: the same import at module level of
+    phf.cli, or inside a function of any other module, is still flagged."""
+    assert any(t == "phf.train" for t, _ in phf_imports(CONSOLE_SCRIPTS, MODULES[CONSOLE_SCRIPTS]))
+    eager = tmp_path / "cli.py"
+    eager.write_text("from phf.train import job\n\ndef train():\n    from phf.train import main\n")
+    assert module_level_lines(eager) == {1}
+    lazy_elsewhere = tmp_path / "report.py"
+    lazy_elsewhere.write_text("def f():\n    from phf.train import job\n")
+    assert module_level_lines(lazy_elsewhere) == set()  # so only the CONSOLE_SCRIPTS module may do this

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -19,6 +20,8 @@ from phf.data.corpora.prose import default_cache_dir
 from phf.data.pipeline import in_validation
 from phf.data.sources import is_placeholder
 from phf.tokenizer import GPT2_EOS, load_tokenizer
+
+log = logging.getLogger(__name__)
 
 
 def _doc_texts(source, val_fraction: float, max_docs: int | None):
@@ -74,6 +77,9 @@ def fit_bpe(
     root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     target = root / "tokenizers" / f"bpe-{h.hexdigest()}"
     if not (target / "tokenizer.json").is_file():
+        # a cold cache: say what the silent minute is (fitting is once per corpus and settings)
+        log.info("fitting a byte-level BPE tokenizer (vocabulary %d) on %d training documents (%.1f M characters); "
+                 "cached in %s for the next runs", vocab_size, len(texts), sum(map(len, texts)) / 1e6, target)
         tok = _train_bpe(texts, **settings)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))

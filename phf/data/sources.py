@@ -117,14 +117,15 @@ class Source:
     def __iter__(self) -> Iterator[Document]:
         return self.iter_from(0)
 
-    def _skip(self, where: str, why: str) -> Document:
-        """Apply ``on_error`` to a bad record: raise, or record it and return a placeholder."""
+    def _skip(self, where: str, why: str, level: int = logging.WARNING) -> Document:
+        """Apply ``on_error`` to a bad record: raise, or record it, log it at ``level`` and return a
+        placeholder."""
         if self.on_error == "raise":
             prefix = "" if why.startswith(where) else f"{where}: "
             raise ValueError(f"{prefix}{why} (data.source.on_error=skip skips and counts such records)")
         skipped = self.__dict__.setdefault("skipped", {})
         skipped[where] = why
-        log.warning("skipping %s (%d skipped so far): %s", where, len(skipped), why)
+        log.log(level, "skipping %s (%d skipped so far): %s", where, len(skipped), why)
         return Document([], [], id=where)
 
     def _size_ok(self, where: str, n_chars: int) -> bool:
@@ -255,8 +256,8 @@ class LocalPythonSource(Source):
 
     Files are read in sorted path order; ``site-packages`` and caches are excluded. A file that is not
     valid UTF-8, contains NUL bytes, is not a regular file (reading a FIFO would block) or cannot be
-    read is skipped with a warning and recorded in ``skipped``, since a standard library holds such
-    test fixtures; ``on_bad_file: raise`` turns that into an error. Files outside
+    read is skipped and recorded in ``skipped``, since a standard library holds such test fixtures (one
+    line after a full pass summarises them; each file is logged at DEBUG level); ``on_bad_file: raise`` turns that into an error. Files outside
     ``min_chars``/``max_chars`` (empty ``__init__.py``, huge generated tables) are recorded in ``filtered``.
     """
 
@@ -301,7 +302,8 @@ class LocalPythonSource(Source):
         except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError
             if self.on_bad_file == "raise":
                 raise ValueError(f"{path}: unreadable Python source: {e} (data.source.on_bad_file=skip skips such files)") from e
-            self._skip(str(path), f"unreadable Python source: {e}")
+            # expected (the standard library's encoding test fixtures): one line per pass, not one per file
+            self._skip(str(path), f"unreadable Python source: {e}", level=logging.DEBUG)
             return None
         text = text.removeprefix("\ufeff")
         return text if self._size_ok(str(path), len(text)) else None
@@ -311,6 +313,18 @@ class LocalPythonSource(Source):
         for path in itertools.islice(self._files, start, None):
             text = self._read(path)
             yield Document([text], None, id=str(path.relative_to(self.root))) if text else Document([], [], id=str(path))
+        self._summarise_skipped()
+
+    def _summarise_skipped(self) -> None:
+        """After the first full pass that skipped files: one line saying how many and which (the reasons
+        are in ``skipped`` and at DEBUG level)."""
+        if not self.skipped or self.__dict__.get("_summarised"):
+            return
+        self._summarised = True
+        names = sorted(Path(p).name for p in self.skipped)
+        log.info("skipped %d of %d files of %s that are not readable UTF-8 Python source (%s%s; "
+                 "data.source.on_bad_file=raise stops instead)", len(self.skipped), len(self._files), self.root,
+                 ", ".join(names[:3]), ", ..." if len(names) > 3 else "")
 
 
 def is_placeholder(doc: Document) -> bool:

@@ -42,6 +42,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from phf.card import METADATA_FILE, read_objective_metadata
 from phf.checkpoint import check_safetensors
+from phf.console import quiet_hf_progress
 from phf.data.pipeline import validation_blocks
 from phf.eval.evaluate import build_eval_scorer, evaluate, flatten
 from phf.eval.kl import load_causal_lm
@@ -222,7 +223,8 @@ def evaluate_saved(own: dict[str, str], overrides: list[str]) -> tuple[dict, Pat
 
     device = resolve_device(own.get("device", "auto"), key="device")
     log.info("evaluating %s (config %s) on %s", model_dir, config_path or "composed from conf/", device)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True).to(device)
+    with quiet_hf_progress():
+        model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True).to(device)
     tokenizer = load_tokenizer(str(model_dir))
     objective = instantiate(cfg.objective)
     scorer = build_eval_scorer(cfg)

@@ -24,17 +24,20 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from phf.console import duration
 from phf.eval.capability import heldout_loss
 from phf.eval.kl import KLSettings, kl_from_reference
 from phf.eval.metrics import sample_metrics
 from phf.eval.red_team import load_prompts
-from phf.eval.sampling import SamplingSettings, sample_with_objective
+from phf.eval.sampling import SamplingSettings, context_length, sample_with_objective
 from phf.eval.settings import Evaluation, Scenario
 from phf.objectives.base import Objective
 from phf.scorers import build_scorer
@@ -144,6 +147,62 @@ def _scenario(name: str, sc: Scenario, ev: Evaluation, model, tokenizer, objecti
              metrics["expected_max"], metrics["blank_fraction"], metrics["distinct_2"], metrics["repetition"],
              len(samples), rate)
     return metrics
+
+
+@dataclass
+class EvaluationCost:
+    """What one ``evaluate`` will generate, before it runs: per sampling scenario (and the KL estimate)
+    its samples and the most new tokens a sample gets, the generate steps that takes in batches, and a
+    rough generation time from a short timed probe (None without one). Scoring comes on top."""
+
+    samples: dict[str, tuple[int, int]]  # name -> (samples, max new tokens per sample)
+    steps: int  # generate steps: sum over scenarios of batches × max new tokens
+    seconds: float | None
+
+    @property
+    def generated_tokens(self) -> int:
+        return sum(n * t for n, t in self.samples.values())
+
+    def describe(self) -> str:
+        parts = ", ".join(f"{name} {n} × ≤{t}" for name, (n, t) in self.samples.items())
+        total = sum(n for n, _ in self.samples.values())
+        time_part = f"; ~{duration(self.seconds)} of generation (timed probe)" if self.seconds is not None else ""
+        return (f"{total} samples ({parts} new tokens), ≤ {self.generated_tokens:,} generated tokens{time_part}, "
+                f"plus scoring {total} samples")
+
+
+def estimate_cost(model, tokenizer, objective, cfg, probe_tokens: int = 0) -> EvaluationCost:
+    """The size of ``evaluate(model, ..., cfg)`` and, with ``probe_tokens`` > 0, its generation time:
+    one batch of unconditional samples of exactly ``probe_tokens`` new tokens is timed and scaled to the
+    scenarios' generate steps (an upper bound on steps: a batch stops early when every row hit EOS). The
+    probe samples like the evaluation (RNG forked, eval mode restored), so the training is unaffected."""
+    ev = Evaluation.from_config(cfg)
+    objective = objective if objective is not None else Objective()
+    context = context_length(model)
+
+    def new_tokens(n: int) -> int:
+        return min(n, context - 1) if context else n
+
+    samples: dict[str, tuple[int, int]] = {}
+    steps = 0
+    for name, sc in ev.scenarios.items():  # max_length counts the prompt: an upper bound on new tokens
+        t = new_tokens(sc.max_length if sc.max_length is not None else sc.max_new_tokens)
+        samples[name] = (sc.num_samples, t)
+        steps += math.ceil(sc.num_samples / ev.batch_size) * t
+    if ev.kl.reference:
+        t = new_tokens(ev.kl.max_new_tokens)
+        samples["kl"] = (ev.kl.num_samples, t)
+        steps += math.ceil(ev.kl.num_samples / ev.kl.batch_size) * t
+    seconds = None
+    if probe_tokens > 0 and steps:
+        batch = min(ev.batch_size, max(n for n, _ in samples.values()))
+        probe = min(probe_tokens, new_tokens(probe_tokens))
+        settings = SamplingSettings(max_new_tokens=probe, min_new_tokens=probe, temperature=ev.temperature,
+                                    top_p=ev.top_p, top_k=ev.top_k, batch_size=batch, seed=ev.seed)
+        t0 = time.perf_counter()
+        sample_with_objective(model, tokenizer, objective, None, batch, settings)
+        seconds = (time.perf_counter() - t0) / probe * steps
+    return EvaluationCost(samples, steps, seconds)
 
 
 def flatten(results: dict) -> dict[str, float]:

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+from phf.console import quiet_hf_progress
 from phf.model import eval_mode, forked_rng, unwrap
 from phf.objectives.base import sequence_logps
 from phf.tokenizer import encode_text, load_tokenizer, token_ids
@@ -82,7 +83,8 @@ def load_causal_lm(name_or_path: str, device: torch.device | str = "cpu"):
 
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, use_safetensors=True)
+        with quiet_hf_progress():
+            model = AutoModelForCausalLM.from_pretrained(name_or_path, use_safetensors=True)
     except OSError as e:
         raise OSError(
             f"cannot load the model {name_or_path!r}: not a local checkpoint directory and not reachable on "

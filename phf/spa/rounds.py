@@ -41,7 +41,7 @@ from phf.eval.red_team import load_prompts
 from phf.eval.settings import RESERVED
 from phf.model import PHFModel
 from phf.objectives.preference import PreferenceObjective
-from phf.runtime import Dist, hydra_entry, resolve_device
+from phf.runtime import Dist, UsageError, hydra_entry, resolve_device
 from phf.scorers import build_scorer
 from phf.spa import pairs as P
 from phf.spa.train_dpo import DPOSettings, train_dpo
@@ -132,14 +132,26 @@ def _drift(metrics: dict, base: dict) -> dict[str, float]:
     return out
 
 
+EXAMPLE = "phf-spa +experiment=spa_pep8 spa.init_from=RUN/final"
+
+
+def check_command_line(cfg: DictConfig) -> None:
+    """The two things only the command line gives: an SPA experiment (the ``spa`` group) and the
+    checkpoint to start from; a ``UsageError`` names what is missing with an example command."""
+    if "spa" not in cfg:
+        raise UsageError(f"no `spa` settings: phf-spa needs an SPA experiment, which adds them "
+                         f"(+experiment=spa_pep8 or spa_pep8_scorer; see docs/spa.md). For example:\n    {EXAMPLE}")
+    if OmegaConf.is_missing(cfg.spa, "init_from") or not cfg.spa.init_from:
+        raise UsageError(f"set spa.init_from to the pretrained checkpoint SPA starts from (an HF directory with "
+                         f"its tokenizer, e.g. a phf-train run's final/). For example:\n    {EXAMPLE}")
+
+
 def run_spa(cfg: DictConfig) -> dict:
     """Run every stage of ``cfg.spa.stages``; return ``{"stages": [row, ...]}`` (also in spa_summary.json)."""
     from hydra.utils import instantiate
 
-
+    check_command_line(cfg)
     spa = cfg.spa
-    if not spa.get("init_from"):
-        raise ValueError("set spa.init_from to the pretrained checkpoint SPA starts from (an HF dir, e.g. RUN/final)")
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.trainer.device, Dist().local_rank)

@@ -259,7 +259,9 @@ print(json.dumps({{"blocks": n, "tokens": s.stats["tokens"], "cpu_s": time.proce
 
 
 # -- data: the Python-source corpus -----------------------------------------------------------------
-def test_python_sources_skip_unreadable_files_with_a_warning(tmp_path, caplog):
+def test_python_sources_skip_unreadable_files_summarised_in_one_line(tmp_path, caplog):
+    """The standard library holds encoding test fixtures: each skipped file is logged at DEBUG, and one
+    INFO line after the pass says how many and which (once per source, not once per pass)."""
     (tmp_path / "a.py").write_text("x = 1\n")
     (tmp_path / "b.py").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")  # binary
     (tmp_path / "c.py").write_bytes(b"s = '\xe9'\n")  # latin-1, not UTF-8
@@ -268,13 +270,17 @@ def test_python_sources_skip_unreadable_files_with_a_warning(tmp_path, caplog):
     (tmp_path / "f.py").write_bytes(b"y = 2\r\n")  # CRLF: kept verbatim
     (tmp_path / "g.py").write_text("")  # empty __init__-style file: filtered, recorded
     src = LocalPythonSource(root=str(tmp_path))
-    with caplog.at_level(logging.WARNING, logger="phf.data.sources"):
+    with caplog.at_level(logging.DEBUG, logger="phf.data.sources"):
         texts = [d.text for d in src if d.texts]
+        list(src)  # a second pass: no second summary
     assert texts == ["x = 1\n", "y = 2\r\n"]
     assert sorted(Path(p).name for p in src.skipped) == ["b.py", "c.py", "d.py", "e.py"]
     assert "NUL" in src.skipped[str(tmp_path / "b.py")] and "not a regular file" in src.skipped[str(tmp_path / "d.py")]
     assert list(src.filtered) == [str(tmp_path / "g.py")]
-    assert caplog.text.count("skipping") == 4
+    assert [r.levelno for r in caplog.records if "skipping" in r.getMessage()] == [logging.DEBUG] * 8  # 2 passes
+    summary = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert summary == [f"skipped 4 of 7 files of {tmp_path} that are not readable UTF-8 Python source "
+                       f"(b.py, c.py, d.py, ...; data.source.on_bad_file=raise stops instead)"]
     with pytest.raises(ValueError, match=r"b\.py: unreadable Python source: contains NUL bytes"):
         list(LocalPythonSource(root=str(tmp_path), on_bad_file="raise"))
 

@@ -293,6 +293,9 @@ class CorpusCache:
                     return self.dir
                 if self.dir.exists():  # a damaged build (no manifest): start over
                     shutil.rmtree(self.dir)
+                # a cold cache: say what the silent minute is (once per machine, corpus and settings)
+                log.info("building the corpus %s from this machine's prose (once; cached in %s)", self.dir.name,
+                         self.dir)
                 docs, truth, info = builder()
                 tmp = Path(tempfile.mkdtemp(prefix=f".{self.dir.name}-", dir=self.dir.parent))
                 _write_jsonl(tmp / "docs.jsonl", docs)
