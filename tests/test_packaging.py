@@ -80,8 +80,12 @@ def test_the_wheel_installs_and_trains_outside_the_repository(tmp_path):
         assert r.returncode == 0, f"{args}: {r.stdout[-2000:]}\n{r.stderr[-4000:]}"
         return r
 
-    probe = ("import sys, phf, phf.entry; print(phf.__file__); print(phf.entry.conf_dir()); "
-             f"print(any(p and str(p).startswith({str(ROOT)!r}) for p in sys.path))")
+    # the repository on sys.path = an entry inside it that is not the interpreter's own prefix (a .venv
+    # created inside the clone, as `make install` does, is the environment, not the repository)
+    probe = ("import os, sys, phf, phf.entry; print(phf.__file__); print(phf.entry.conf_dir()); "
+             f"root = {str(ROOT)!r}; prefix = os.path.realpath(sys.prefix); "
+             "print(any(p and os.path.realpath(p).startswith(root) "
+             "and not os.path.realpath(p).startswith(prefix) for p in sys.path))")
     where = run("-c", probe).stdout.split("\n")
     assert Path(where[0]).is_relative_to(site), where
     assert Path(where[1]) == site / "phf" / "conf", where
