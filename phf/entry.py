@@ -1,6 +1,7 @@
 """What the entry points share before anything heavy is imported: where the configs are
-(``conf_dir``), the Hydra entry that records failures (``hydra_entry``, ``record_failure``) and the
-errors it treats specially (``RunDirInUse``, ``UsageError``).
+(``conf_dir``), the Hydra entry that records failures (``hydra_entry``, ``record_failure``), the
+errors it treats specially (``RunDirInUse``, ``UsageError``) and ``flatten``, the dotted view of a
+resolved config that the resume check and phf-report compare runs by.
 
 This module imports neither torch nor transformers (nor any phf module that does): the console
 scripts (``phf.cli``) compose the config, answer ``--help`` and shell tab completion
@@ -33,6 +34,18 @@ class RunDirInUse(RuntimeError):
 class UsageError(ValueError):
     """The command line is incomplete (e.g. ``phf-spa`` without ``+experiment=...``): a single run
     prints the message and exits with status 2 instead of a traceback."""
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``; an empty mapping stays a leaf."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
 
 
 def _has_config(path: Path) -> bool:

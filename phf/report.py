@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from phf.entry import flatten
 from phf.eval.metrics import mean, sample_metrics
 from phf.tracking import Tracker, stored_run
 
@@ -372,17 +373,6 @@ LOCATION_KEYS = {"run_dir", "run_name", "cache_dir"}
 ABSENT = "–"
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(_flat(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def _is_location(key: str, value, run_dir) -> bool:
     if key == "hydra" or key.startswith("hydra.") or key.rsplit(".", 1)[-1] in LOCATION_KEYS:
         return True
@@ -445,7 +435,7 @@ def _config_dimensions(runs: list[Run]) -> list[str]:
     count only where they differ between runs with the same ``X``."""
     leaves: set[str] = set()
     for r in runs:
-        leaves |= {k for k, v in _flat(r.cfg).items() if not _is_location(k, v, r.cfg.get("run_dir"))}
+        leaves |= {k for k, v in flatten(r.cfg).items() if not _is_location(k, v, r.cfg.get("run_dir"))}
     keys = _differing(runs, sorted(leaves))
     nodes = {k.rsplit("._target_", 1)[0] for k in keys if k.endswith("._target_")}
     nodes |= {n for n in ("objective", "task") if len({swept_value(r, n) for r in runs}) > 1}

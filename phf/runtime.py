@@ -24,7 +24,14 @@ from pathlib import Path
 import torch
 
 from phf import checkpoint as ckpt
-from phf.entry import RunDirInUse, UsageError, conf_dir, hydra_entry, record_failure  # noqa: F401 (re-exported)
+from phf.entry import (  # noqa: F401 (re-exported)
+    RunDirInUse,
+    UsageError,
+    conf_dir,
+    flatten,
+    hydra_entry,
+    record_failure,
+)
 from phf.model import PHFModel
 
 log = logging.getLogger(__name__)
@@ -238,21 +245,10 @@ def restore_training_state(path: Path, model, optimizer, scheduler, rank: int = 
     return state
 
 
-def _flatten(d, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def config_differences(stored: dict, new: dict, keys, ignore) -> list[str]:
     """``key: old -> new`` for every leaf under ``keys`` (minus ``ignore`` prefixes) that differs."""
     def pick(c: dict) -> dict:
-        flat = _flatten({k: c.get(k) for k in keys})
+        flat = flatten({k: c.get(k) for k in keys})
         return {k: v for k, v in flat.items() if not any(k == i or k.startswith(i + ".") for i in ignore)}
 
     old, cur = pick(stored), pick(new)
