@@ -73,11 +73,11 @@ laptop-pii-finetune: install ## after laptop-pii: MLE's step-750 checkpoint + 75
 		hydra/launcher=joblib hydra.launcher.n_jobs=2 hydra.sweep.dir=$(LAPTOP_DIR)/laptop_pii_finetune $(HYDRA_ARGS)
 	$(PY) -m phf.report $(LAPTOP_DIR)/laptop_pii_finetune
 
-repro-%: install ## repro-{toxicity,pii,pep8}: the paper's pretraining sweep (GPU, network; see README)
+repro-toxicity repro-pii repro-pep8: repro-%: install ## repro-{toxicity,pii,pep8}: the paper's pretraining sweep (GPU, network; see README)
 	$(VENV)/bin/phf-train -m +experiment=$*_pretrain objective=$(OBJECTIVES) \
 		hydra.sweep.dir=$(PAPER_DIR)/$*_pretrain $(LAUNCHER) $(HYDRA_ARGS)
 
-finetune-%: install ## finetune-{toxicity,pii,pep8}: the paper's finetuning from repro-<task>'s MLE halfway checkpoint
+finetune-toxicity finetune-pii finetune-pep8: finetune-%: install ## finetune-{toxicity,pii,pep8}: the paper's finetuning from repro-<task>'s MLE halfway checkpoint
 	@ckpt=$$(ls -d $(PAPER_DIR)/$*_pretrain/*mle/checkpoints/step_* 2>/dev/null | head -n 1); \
 	if [ -z "$$ckpt" ]; then echo "no MLE checkpoint under $(PAPER_DIR)/$*_pretrain/*mle/checkpoints: run make repro-$* first" >&2; exit 1; fi; \
 	$(VENV)/bin/phf-train -m +experiment=$*_finetune objective=$(OBJECTIVES) paper.finetune_from=$$ckpt \
