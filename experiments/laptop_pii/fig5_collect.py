@@ -3,7 +3,7 @@ vs MLE-then-finetune runs of laptop_pii_finetune, from the samples phf-train (fi
 (checkpoints) wrote. Intervals: 95% bootstrap over samples (per seed) and the two-level bootstrap of
 phf-report over seeds and samples (pooled row).
 
-    python experiments/laptop_pii_finetune/collect.py SWEEP_DIR FINETUNE_DIR EVAL_DIR OUT_DIR
+    python experiments/laptop_pii/fig5_collect.py SWEEP_DIR FINETUNE_DIR EVAL_DIR OUT_DIR
 
 EVAL_DIR/<run>/step_<N>/samples/unconditional.jsonl are phf-eval outputs at the runs' checkpoints
 (<run> = mle-seed1, conditional-seed1, ft-conditional-seed1, ...). Writes OUT_DIR/over_tokens.csv,
