@@ -11,8 +11,11 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TLDEXTR
 TMPENV = tmp=$$(mktemp -d) && export HF_HOME=$$tmp/hf WANDB_DIR=$$tmp/wandb PHF_CACHE_DIR=$$tmp/phf-cache
 DEMO_DIR ?= outputs/demo
 SWEEP_DIR ?= outputs/demo_sweep
+LAPTOP_DIR ?= outputs/laptop
 PAPER_DIR ?= runs/paper
 OBJECTIVES := mle,filtering,conditional,unlikelihood,rwr,awr
+FINETUNE_OBJECTIVES ?= conditional
+comma := ,
 SEEDS ?= 1,2
 # where a sweep's jobs go: LAUNCHER="hydra/launcher=slurm_gpu hydra.launcher.partition=gpu"; any override: HYDRA_ARGS="..."
 LAUNCHER ?=
@@ -20,11 +23,11 @@ HYDRA_ARGS ?=
 # two single-threaded jobs at a time beat one two-threaded job on 2 cores (docs/training.md, Launchers)
 CPU_PAIR := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
-.PHONY: help install test test-slow test-gpu test-all demo demo-sweep repro-toxicity repro-pii repro-pep8 \
-	finetune-toxicity finetune-pii finetune-pep8 report bench lint clean
+.PHONY: help install test test-slow test-gpu test-all demo demo-sweep laptop-toxicity laptop-pii laptop-pep8 repro-toxicity repro-pii repro-pep8 \
+	laptop-pii-finetune finetune-toxicity finetune-pii finetune-pep8 report bench lint clean
 
 help: ## show this help
-	@grep -E '^[a-zA-Z_%-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_% -]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
 install: $(VENV)/.installed ## create .venv with phf (editable), its dependencies and dev tools
 
@@ -57,11 +60,24 @@ demo-sweep: install ## offline CPU, < 1 h on 2 cores: six objectives x 2 seeds o
 		hydra/launcher=joblib hydra.launcher.n_jobs=2 hydra.sweep.dir=$(SWEEP_DIR) $(HYDRA_ARGS)
 	$(PY) -m phf.report $(SWEEP_DIR) && cat $(SWEEP_DIR)/report.md
 
-repro-%: install ## repro-{toxicity,pii,pep8}: the paper's pretraining sweep (GPU, network; see docs/paper.md)
+laptop-toxicity laptop-pii laptop-pep8: laptop-%: install ## laptop-{toxicity,pii,pep8}: six objectives x 2 seeds on the task's local corpus, offline CPU, ~40 min on 2 cores
+	$(OFFLINE) $(CPU_PAIR) $(VENV)/bin/phf-train -m +experiment=laptop_$* objective=$(OBJECTIVES) seed=$(SEEDS) \
+		hydra/launcher=joblib hydra.launcher.n_jobs=2 hydra.sweep.dir=$(LAPTOP_DIR)/laptop_$* $(HYDRA_ARGS)
+	$(PY) -m phf.report $(LAPTOP_DIR)/laptop_$* && cat $(LAPTOP_DIR)/laptop_$*/report.md
+
+laptop-pii-finetune: install ## after laptop-pii: MLE's step-750 checkpoint + 750 steps of conditional (paper Fig. 5)
+	@for s in $(subst $(comma), ,$(SEEDS)); do ckpt=$(LAPTOP_DIR)/laptop_pii/mle-seed$$s/checkpoints/step_00000750; \
+	if [ ! -d "$$ckpt" ]; then echo "no $$ckpt: run make laptop-pii first" >&2; exit 1; fi; done
+	$(OFFLINE) $(CPU_PAIR) $(VENV)/bin/phf-train -m +experiment=laptop_pii_finetune objective=$(FINETUNE_OBJECTIVES) seed=$(SEEDS) \
+		'laptop.finetune_from=$(LAPTOP_DIR)/laptop_pii/mle-seed$${seed}/checkpoints/step_00000750' \
+		hydra/launcher=joblib hydra.launcher.n_jobs=2 hydra.sweep.dir=$(LAPTOP_DIR)/laptop_pii_finetune $(HYDRA_ARGS)
+	$(PY) -m phf.report $(LAPTOP_DIR)/laptop_pii_finetune
+
+repro-toxicity repro-pii repro-pep8: repro-%: install ## repro-{toxicity,pii,pep8}: the paper's pretraining sweep (GPU, network; see docs/paper.md)
 	$(VENV)/bin/phf-train -m +experiment=$*_pretrain objective=$(OBJECTIVES) \
 		hydra.sweep.dir=$(PAPER_DIR)/$*_pretrain $(LAUNCHER) $(HYDRA_ARGS)
 
-finetune-%: install ## finetune-{toxicity,pii,pep8}: the paper's finetuning from repro-<task>'s MLE halfway checkpoint
+finetune-toxicity finetune-pii finetune-pep8: finetune-%: install ## finetune-{toxicity,pii,pep8}: the paper's finetuning from repro-<task>'s MLE halfway checkpoint
 	@ckpt=$$(ls -d $(PAPER_DIR)/$*_pretrain/*mle/checkpoints/step_* 2>/dev/null | head -n 1); \
 	if [ -z "$$ckpt" ]; then echo "no MLE checkpoint under $(PAPER_DIR)/$*_pretrain/*mle/checkpoints: run make repro-$* first" >&2; exit 1; fi; \
 	$(VENV)/bin/phf-train -m +experiment=$*_finetune objective=$(OBJECTIVES) paper.finetune_from=$$ckpt \

@@ -239,3 +239,70 @@ def test_laptop_experiment_composes_for_every_task(task, data, tmp_path):
     assert cfg.tokenizer._target_ == "phf.data.bpe.fit_bpe" and cfg.tokenizer.source == cfg.data.source
     assert cfg.trainer.device == "cpu" and cfg.task.eval.scenarios.unconditional.num_samples == 128
     assert hasattr(instantiate(cfg.data.source), "iter_from")
+
+
+# -- the laptop sweeps (issue 19) ------------------------------------------------------------------------
+LAPTOP = {"laptop_toxicity": ("toxicity_profanity", "phf.data.corpora.LocalToxicitySource"),
+          "laptop_pii": ("pii", "phf.data.corpora.LocalPIISource"),
+          "laptop_pep8": ("pep8", "phf.data.sources.LocalPythonSource")}
+LAPTOP_TOKENS = 1500 * 8 * 128  # every laptop run: 1,500 steps of 8 × 128 tokens
+
+
+def _laptop_tokens(cfg) -> int:
+    return int(cfg.trainer.start_tokens) + cfg.trainer.max_steps * cfg.trainer.effective_batch_size * cfg.model.block_size
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+@pytest.mark.parametrize("name", sorted(LAPTOP))
+def test_laptop_sweeps_resolve_with_one_budget(name, objective, tmp_path):
+    """`make laptop-<task>`: every objective resolves on the task's local corpus with the fitted BPE, offline
+    on CPU, with the same token budget and the task's own objective hyperparameters."""
+    task, source = LAPTOP[name]
+    cfg = compose_run([f"+experiment={name}", f"objective={objective}", "seed=2", f"run_dir={tmp_path}",
+                       f"cache_dir={tmp_path / 'cache'}"])
+    resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    assert cfg.task.name == task and cfg.data.source._target_ == source
+    assert cfg.tokenizer._target_ == "phf.data.bpe.fit_bpe" and cfg.trainer.device == "cpu"
+    assert _laptop_tokens(cfg) == LAPTOP_TOKENS and cfg.trainer.lr == 2e-3 and cfg.seed == 2
+    assert cfg.task.eval.scenarios.unconditional.num_samples == 128
+    if objective != "mle":  # the objective reads its hyperparameters from the task
+        for key, value in cfg.task.objectives[objective].items():
+            assert resolved["objective"][key] == value, (objective, key)
+
+
+def test_laptop_toxicity_corpus_shows_the_behaviour_enough(tmp_path):
+    """The toxicity corpus has the PII demo's settings (MLE must see enough abuse to learn to write it)."""
+    tox = compose_run(["+experiment=laptop_toxicity", f"run_dir={tmp_path}"]).data.source
+    pii = compose_run(["+experiment=laptop_pii", f"run_dir={tmp_path}"]).data.source
+    for key in ("n_docs", "fraction", "max_injections", "max_chars"):
+        assert tox[key] == pii[key], key
+    assert (tox.n_docs, tox.fraction, tox.max_injections, tox.max_chars) == (3000, 0.6, 4, 1500)
+
+
+def test_laptop_pii_is_the_demo_sweep_with_checkpoints(tmp_path):
+    """laptop_pii trains exactly the demo sweep's runs; only the checkpoints (for the finetuning) differ."""
+    lap = compose_run(["+experiment=laptop_pii", "objective=conditional", f"run_dir={tmp_path}"])
+    demo = compose_run(["+experiment=demo_sweep", "objective=conditional", f"run_dir={tmp_path}"])
+    assert lap.trainer.checkpoint_every == 375 and lap.trainer.keep_checkpoints == 0
+    lap, demo = (OmegaConf.to_container(c, resolve=True) for c in (lap, demo))
+    for key in ("checkpoint_every", "keep_checkpoints"):
+        del lap["trainer"][key], demo["trainer"][key]
+    assert lap == demo
+
+
+def test_laptop_pii_finetune_continues_mles_halfway_checkpoint(tmp_path):
+    """Fig. 5 at laptop scale: MLE's step-750 checkpoint + 750 steps of the objective = the from-scratch budget,
+    on the data MLE would read next, with the from-scratch run's learning rate at step 750."""
+    ckpt = str(tmp_path / "mle-seed1" / "checkpoints" / "step_00000750")
+    cfg = compose_run(["+experiment=laptop_pii_finetune", "objective=conditional", f"run_dir={tmp_path}",
+                       f"laptop.finetune_from={ckpt}"])
+    assert cfg.model.init_from == ckpt and cfg.trainer.data_state_from == ckpt
+    assert cfg.trainer.start_tokens == 750 * 1024 and _laptop_tokens(cfg) == LAPTOP_TOKENS
+    scratch = compose_run(["+experiment=laptop_pii", "objective=conditional", f"run_dir={tmp_path}"])
+    warmup = int(scratch.trainer.warmup_fraction * scratch.trainer.max_steps)
+    lr_at_750 = scratch.trainer.lr * (scratch.trainer.max_steps - 750) / (scratch.trainer.max_steps - warmup)
+    assert cfg.trainer.lr == pytest.approx(lr_at_750, rel=0.02)
+    assert cfg.data == scratch.data and cfg.task == scratch.task and cfg.objective == scratch.objective
+    with pytest.raises(Exception, match="finetune_from"):
+        OmegaConf.to_container(compose_run(["+experiment=laptop_pii_finetune", f"run_dir={tmp_path}"]),
+                               resolve=True, throw_on_missing=True)
