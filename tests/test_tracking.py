@@ -6,6 +6,7 @@ phf-report's plots logged as images."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -25,10 +26,22 @@ def wandb_files(run_dir: Path) -> list[Path]:
     return sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
 
 
+def complete_records(path: Path, timeout_s: float = 60.0) -> list:
+    """The records of a wandb transaction log once its ``exit`` record is written: in offline mode
+    wandb's service process writes the log after ``finish()`` has returned, so a log read at once can
+    still lack the last rows. After ``timeout_s`` (a run killed before its exit) the records so far."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        records = list(offline_records(path))
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
 def read_back(path: Path) -> dict:
     """What one wandb process wrote: its run record, metric definitions and history rows ({key: value})."""
     out: dict = {"run": None, "metrics": [], "history": [], "config": {}}
-    for r in offline_records(path):
+    for r in complete_records(path):
         kind = r.WhichOneof("record_type")
         if kind == "run":
             out["run"] = r.run
