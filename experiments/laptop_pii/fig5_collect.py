@@ -34,7 +34,7 @@ def points(sweep: Path, finetune: Path, evals: Path, objective: str) -> dict:
     """{(arm, seed, tokens): scores}"""
     out = {}
     for seed in (1, 2):
-        for arm, run, base in (("MLE from scratch", f"mle-seed{seed}", 0),
+        for arm, run, _base in (("MLE from scratch", f"mle-seed{seed}", 0),
                                (f"{objective} from scratch", f"{objective}-seed{seed}", 0)):
             for step_dir in sorted((evals / run).glob("step_*")):
                 if not (step_dir / "eval.json").is_file():  # phf-eval writes eval.json last
