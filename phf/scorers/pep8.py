@@ -4,11 +4,22 @@ score(text) = #violations(text) / len(text). For line segments of a file, the wh
 once (blank-line and indentation rules need the context) and each violation is attributed to the
 segment that holds its position: score(line) = #violations on the line / len(line), as the paper's
 data builder intended.
+
+pycodestyle has known crashes on some malformed code (e.g. an ``IndexError`` in ``continued_indentation``,
+PyCQA/pycodestyle#388/#713); a model's samples reach them. The original scorer returned 0 for such a text,
+which rewards exactly the broken code. Here a check that crashes on a logical line counts as one
+violation there, ``E902`` (pycodestyle's own code for "could not check"), the other checks still run,
+and a warning names the check and the line.
 """
 
 from __future__ import annotations
 
+import inspect
+import logging
+
 from phf.scorers.base import Scorer
+
+log = logging.getLogger(__name__)
 
 
 class PEP8Scorer(Scorer):
@@ -50,7 +61,7 @@ class PEP8Scorer(Scorer):
                     found.append((line_number, offset, msg))
 
         report = _Collect(self._options)
-        pycodestyle.Checker(filename="<phf>", lines=lines, options=self._options, report=report).check_all()
+        _checker_class()(filename="<phf>", lines=lines, options=self._options, report=report).check_all()
         return found
 
     def score(self, texts: list[str]) -> list[float]:
@@ -74,6 +85,35 @@ class PEP8Scorer(Scorer):
             char = min(line_starts[line] + max(offset, 0), len(text) - 1)
             counts[_segment_of(seg_ends, char)] += 1
         return [c / len(s) if s else 0.0 for c, s in zip(counts, segments, strict=True)]
+
+
+_CHECKER = None
+
+
+def _checker_class():
+    """A pycodestyle ``Checker`` whose crashing checks report E902 instead of aborting the text."""
+    global _CHECKER
+    if _CHECKER is None:
+        import pycodestyle
+
+        class _Checker(pycodestyle.Checker):
+            def run_check(self, check, argument_names):
+                try:
+                    result = super().run_check(check, argument_names)
+                    # logical checks are generators: they fail while iterated, so iterate here
+                    return list(result) if inspect.isgenerator(result) else result
+                except Exception as exc:  # noqa: BLE001 — pycodestyle's bug on malformed input, reported below
+                    row = getattr(self, "line_number", 0)
+                    line = self.lines[row - 1] if 0 < row <= len(self.lines) else ""
+                    log.warning("pycodestyle's %s crashed (%s: %s) near line %d %r: counted as one E902 violation",
+                                check.__name__, type(exc).__name__, exc, row, line[:80])
+                    msg = f"E902 pycodestyle {check.__name__} failed: {type(exc).__name__}"
+                    if any(check is c for _, c, _ in self._logical_checks):
+                        return [(0, msg)]
+                    return (0, msg)
+
+        _CHECKER = _Checker
+    return _CHECKER
 
 
 def _segment_of(seg_ends: list[int], char: int) -> int:

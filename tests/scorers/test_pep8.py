@@ -56,3 +56,26 @@ def test_in_context_line_attribution_sums_to_the_file_total():
 def test_empty_input_scores_zero():
     assert PEP8Scorer().score([""]) == [0.0]
     assert PEP8Scorer().score_document([]) == []
+
+
+# A model sample (minimised) on which pycodestyle's continued_indentation raises IndexError
+# (PyCQA/pycodestyle#388, #713); found by the laptop PEP8 sweep's red-team evaluation.
+CRASHING = '               ) i_\n._ """ buffers\n """ """ None'
+
+
+def test_a_crashing_pycodestyle_check_counts_as_one_violation_not_zero(caplog):
+    """The original scored such a text 0 (the best possible score) for malformed code. Here the crash
+    is one E902 on its logical line, added to what the other checks found, with a warning."""
+    with pytest.raises(IndexError):  # the bug is pycodestyle's: the plain checker aborts the text
+        lines = [line + "\n" for line in CRASHING.split("\n")]
+        lines[-1] = lines[-1][:-1]
+        pycodestyle.Checker(filename="x", lines=lines, options=pycodestyle.StyleGuide(
+            quiet=True, config_file=False).options).check_all()
+    scorer = PEP8Scorer()
+    with caplog.at_level("WARNING", logger="phf.scorers.pep8"):
+        found = scorer.violations(CRASHING)
+    e902 = [v for v in found if v[2].startswith("E902")]
+    assert len(e902) == 1 and "continued_indentation" in e902[0][2]
+    assert len(found) > 1  # the other checks still ran (indentation, whitespace, W292 ...)
+    assert "continued_indentation crashed" in caplog.text
+    assert scorer.score([CRASHING]) == [len(found) / len(CRASHING)]
