@@ -14,7 +14,7 @@ SWEEP_DIR ?= outputs/demo_sweep
 LAPTOP_DIR ?= outputs/laptop
 PAPER_DIR ?= runs/paper
 OBJECTIVES := mle,filtering,conditional,unlikelihood,rwr,awr
-FINETUNE_OBJECTIVES ?= conditional
+FINETUNE_OBJECTIVES ?= conditional,unlikelihood
 comma := ,
 SEEDS ?= 1,2
 # where a sweep's jobs go: LAUNCHER="hydra/launcher=slurm_gpu hydra.launcher.partition=gpu"; any override: HYDRA_ARGS="..."
@@ -24,7 +24,7 @@ HYDRA_ARGS ?=
 CPU_PAIR := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 .PHONY: help install test test-slow test-gpu test-all demo demo-sweep laptop-toxicity laptop-pii laptop-pep8 repro-toxicity repro-pii repro-pep8 \
-	laptop-pii-finetune finetune-toxicity finetune-pii finetune-pep8 report bench lint clean
+	laptop-pii-finetune laptop-pii-seeds finetune-toxicity finetune-pii finetune-pep8 report bench lint clean
 
 help: ## show this help
 	@grep -E '^[a-zA-Z0-9_% -]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -65,13 +65,35 @@ laptop-toxicity laptop-pii laptop-pep8: laptop-%: install ## laptop-{toxicity,pi
 		hydra/launcher=joblib hydra.launcher.n_jobs=2 hydra.sweep.dir=$(LAPTOP_DIR)/laptop_$* $(HYDRA_ARGS)
 	$(PY) -m phf.report $(LAPTOP_DIR)/laptop_$* && cat $(LAPTOP_DIR)/laptop_$*/report.md
 
-laptop-pii-finetune: install ## after laptop-pii: MLE's step-750 checkpoint + 750 steps of conditional (paper Fig. 5)
+laptop-pii-finetune: install ## after laptop-pii: MLE's step-750 checkpoint + 750 steps of conditional / unlikelihood (paper Fig. 5)
 	@for s in $(subst $(comma), ,$(SEEDS)); do ckpt=$(LAPTOP_DIR)/laptop_pii/mle-seed$$s/checkpoints/step_00000750; \
 	if [ ! -d "$$ckpt" ]; then echo "no $$ckpt: run make laptop-pii first" >&2; exit 1; fi; done
 	$(OFFLINE) $(CPU_PAIR) $(VENV)/bin/phf-train -m +experiment=laptop_pii_finetune objective=$(FINETUNE_OBJECTIVES) seed=$(SEEDS) \
 		'laptop.finetune_from=$(LAPTOP_DIR)/laptop_pii/mle-seed$${seed}/checkpoints/step_00000750' \
 		hydra/launcher=joblib hydra.launcher.n_jobs=2 hydra.sweep.dir=$(LAPTOP_DIR)/laptop_pii_finetune $(HYDRA_ARGS)
 	$(PY) -m phf.report $(LAPTOP_DIR)/laptop_pii_finetune
+	@# misalignment at the checkpoints: from scratch (375/750/1125 steps) and finetuned (its step 375)
+	@set -e; E=$(LAPTOP_DIR)/laptop_pii_fig5_evals; for o in mle $(subst $(comma), ,$(FINETUNE_OBJECTIVES)); do \
+	for s in $(subst $(comma), ,$(SEEDS)); do \
+	for k in 00000375 00000750 00001125; do \
+	$(OFFLINE) $(CPU_PAIR) $(VENV)/bin/phf-eval checkpoint=$(LAPTOP_DIR)/laptop_pii/$$o-seed$$s/checkpoints/step_$$k \
+		skip=heldout,kl,red_team out=$$E/$$o-seed$$s/step_$$k; done; \
+	if [ $$o != mle ]; then $(OFFLINE) $(CPU_PAIR) $(VENV)/bin/phf-eval \
+		checkpoint=$(LAPTOP_DIR)/laptop_pii_finetune/$$o-seed$$s/checkpoints/step_00000375 \
+		skip=heldout,kl,red_team out=$$E/ft-$$o-seed$$s/step_00000375; fi; done; done; \
+	for o in $(subst $(comma), ,$(FINETUNE_OBJECTIVES)); do $(PY) experiments/laptop_pii/fig5_collect.py \
+		$(LAPTOP_DIR)/laptop_pii $(LAPTOP_DIR)/laptop_pii_finetune $$E $(LAPTOP_DIR)/laptop_pii_fig5/$$o $$o; done
+
+laptop-pii-seeds: install ## after laptop-pii: guidance (guided_mle, rwr, awr with reward=guidance) and SPA from MLE, one table
+	@for s in $(subst $(comma), ,$(SEEDS)); do m=$(LAPTOP_DIR)/laptop_pii/mle-seed$$s/final; \
+	if [ ! -d "$$m" ]; then echo "no $$m: run make laptop-pii first" >&2; exit 1; fi; done
+	$(OFFLINE) $(CPU_PAIR) $(VENV)/bin/phf-train -m +experiment=laptop_pii reward=guidance objective=guided_mle,rwr,awr \
+		seed=$(SEEDS) hydra/launcher=joblib hydra.launcher.n_jobs=2 hydra.sweep.dir=$(LAPTOP_DIR)/laptop_pii_guidance $(HYDRA_ARGS)
+	@set -e; pids=; for s in $(subst $(comma), ,$(SEEDS)); do \
+	$(OFFLINE) $(CPU_PAIR) $(VENV)/bin/phf-spa +experiment=spa_pii spa.init_from=$(LAPTOP_DIR)/laptop_pii/mle-seed$$s/final \
+		seed=$$s hydra.run.dir=$(LAPTOP_DIR)/spa_pii/seed$$s & pids="$$pids $$!"; done; for p in $$pids; do wait $$p; done
+	$(PY) experiments/laptop_pii/seed_methods_collect.py $(LAPTOP_DIR)/laptop_pii $(LAPTOP_DIR)/laptop_pii_guidance \
+		$(LAPTOP_DIR)/spa_pii $(LAPTOP_DIR)/laptop_pii_seed_methods
 
 repro-toxicity repro-pii repro-pep8: repro-%: install ## repro-{toxicity,pii,pep8}: the paper's pretraining sweep (GPU, network; see docs/paper.md)
 	$(VENV)/bin/phf-train -m +experiment=$*_pretrain objective=$(OBJECTIVES) \

@@ -9,7 +9,7 @@ from phf.spa.train_dpo import DPOSettings
 from tests.conftest import compose
 
 
-@pytest.mark.parametrize("experiment", ["spa_pep8", "spa_pep8_scorer"])
+@pytest.mark.parametrize("experiment", ["spa_pep8", "spa_pep8_scorer", "spa_pii"])
 def test_spa_experiments_compose(experiment, tmp_path):
     cfg = compose([f"+experiment={experiment}", f"run_dir={tmp_path}", "spa.init_from=x"])
     obj = instantiate(cfg.objective)
@@ -19,7 +19,7 @@ def test_spa_experiments_compose(experiment, tmp_path):
     stages = cfg.spa.stages
     assert list(stages) == ["seed", "round1", "round2"] and all(s.labeler in LABELERS for s in stages.values())
     n = [s.num_prompts for s in stages.values()]
-    if experiment == "spa_pep8":
+    if experiment in ("spa_pep8", "spa_pii"):
         assert [s.labeler for s in stages.values()] == ["scorer", "implicit", "implicit"]
         assert n[0] / sum(n) == pytest.approx(0.05)  # the scorer labels a 5% seed
     else:
@@ -31,3 +31,15 @@ def test_unknown_train_key_is_an_error():
         DPOSettings.from_config({"learning_rate": 1e-4})
     with pytest.raises(ValueError, match="multiple"):
         DPOSettings.from_config({"batch_size": 3, "effective_batch_size": 4})
+
+
+def test_spa_pii_is_evaluated_like_the_laptop_pii_sweep(tmp_path):
+    """SPA's row sits in the laptop PII table only if data, tokenizer, model and evaluation are the sweep's."""
+    from omegaconf import OmegaConf
+
+    spa = compose(["+experiment=spa_pii", f"run_dir={tmp_path}", "spa.init_from=x"])
+    sweep = compose(["+experiment=laptop_pii", "objective=conditional", f"run_dir={tmp_path}"])
+    for key in ("data", "tokenizer", "model", "task"):
+        assert OmegaConf.to_container(spa[key]) == OmegaConf.to_container(sweep[key]), key
+    assert spa.spa.score_prompt is False  # the eval's unconditional scenario scores the response only
+    assert spa.spa.prompts.mix.signatures == 0  # nothing to mine in prose

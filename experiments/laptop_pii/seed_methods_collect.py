@@ -1,0 +1,119 @@
+"""The seed methods beside PHF's objectives on the laptop PII task (issue 19, deliverable 3): one table of
+the final models' unconditional samples, all evaluated with the same settings (task.eval of
+experiment/laptop_pii: 128 samples, T 0.7, top-p 0.9, sampling seed 0, presidio entities per character).
+
+Rows: the six objectives of `make laptop-pii` (per-token scores broadcast from sentences), RWR/AWR and
+guided MLE on learned token rewards (`reward=guidance`), and SPA (DPO rounds, experiment/spa_pii.yaml)
+started from each seed's final MLE model. Intervals: two-level bootstrap over the 2 seeds and the samples
+(phf-report's); held-out loss on the same 64 held-out blocks (nats/token), per seed.
+
+    python experiments/laptop_pii/seed_methods_collect.py SWEEP_DIR GUIDANCE_DIR SPA_DIR OUT_DIR
+
+SWEEP_DIR/<objective>-seed<s>/ and GUIDANCE_DIR/<objective>-seed<s>/ are phf-train runs (final samples
+under samples/step_*/); SPA_DIR/seed<s>/ are phf-spa runs (spa_summary.json, round2/samples/step_*/).
+Writes OUT_DIR/seed_methods.md and OUT_DIR/seed_methods.csv.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from phf.eval.metrics import blank_fraction, distinct_n
+from phf.report import hierarchical_ci
+
+SCENARIO = "unconditional"
+SEEDS = (1, 2)
+
+
+def _samples(samples_dir: Path) -> list[dict]:
+    steps = sorted(samples_dir.glob("step_*"))
+    if not steps:
+        raise SystemExit(f"{samples_dir}: no step_* sample directory")
+    path = steps[-1] / f"{SCENARIO}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _heldout_train(run: Path) -> float:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    vals = [r["eval/heldout/loss"] for r in rows if "eval/heldout/loss" in r]
+    if not vals:
+        raise SystemExit(f"{run / 'metrics.jsonl'}: no eval/heldout/loss row")
+    return float(vals[-1])
+
+
+def collect(sweep: Path, guidance: Path, spa: Path) -> list[dict]:
+    """One dict per method: per-seed samples, held-out losses and tokens trained."""
+    methods: list[tuple[str, str, list]] = []  # (method, reward, [(samples, heldout, tokens) per seed])
+    for directory, reward, objectives in ((sweep, "segment", ("mle", "filtering", "conditional", "unlikelihood",
+                                                              "rwr", "awr")),
+                                          (guidance, "guidance", ("guided_mle", "rwr", "awr"))):
+        for obj in objectives:
+            runs = [directory / f"{obj}-seed{s}" for s in SEEDS]
+            missing = [str(r) for r in runs if not (r / "samples").is_dir()]
+            if missing:
+                print(f"skipping {obj} ({reward}): no samples in {missing}", file=sys.stderr)
+                continue
+            per_seed = []
+            for r in runs:
+                rows = _samples(r / "samples")
+                per_seed.append((rows, _heldout_train(r), rows[0].get("step", 0) * 1024))
+            methods.append((obj, reward, per_seed))
+    spa_runs = [spa / f"seed{s}" for s in SEEDS]
+    if all((r / "spa_summary.json").is_file() for r in spa_runs):
+        per_seed = []
+        for r in spa_runs:
+            last = json.loads((r / "spa_summary.json").read_text())["stages"][-1]
+            rows = _samples(r / last["stage"] / "samples")
+            extra = int(last["spa/cumulative/tokens_trained"])
+            per_seed.append((rows, float(last["eval/heldout/loss"]), 1500 * 1024 + extra))
+        methods.append(("spa (from MLE)", "scorer seed + implicit", per_seed))
+    else:
+        print(f"skipping SPA: no spa_summary.json in {spa_runs}", file=sys.stderr)
+
+    out = []
+    for name, reward, per_seed in methods:
+        scores = [[float(x["score"]) for x in rows] for rows, _, _ in per_seed]
+        hits = [[float(s > 0) for s in v] for v in scores]
+        texts = [[x["text"] for x in rows] for rows, _, _ in per_seed]
+        lo, hi = hierarchical_ci(scores)
+        hlo, hhi = hierarchical_ci(hits)
+        out.append({
+            "method": name, "reward": reward, "seeds": len(per_seed), "samples": sum(map(len, scores)),
+            "misalignment": float(np.mean([np.mean(v) for v in scores])), "lo": lo, "hi": hi,
+            "hit_rate": float(np.mean([np.mean(v) for v in hits])), "hit_lo": hlo, "hit_hi": hhi,
+            "heldout": float(np.mean([h for _, h, _ in per_seed])),
+            "heldout_per_seed": " / ".join(f"{h:.3f}" for _, h, _ in per_seed),
+            # per seed, then averaged (as phf-report): pooling two seeds' texts would lower distinct-2
+            "blank": float(np.mean([blank_fraction(t) for t in texts])),
+            "distinct_2": float(np.mean([distinct_n(t, 2) for t in texts])),
+            "tokens": int(np.mean([t for _, _, t in per_seed])),
+        })
+    return out
+
+
+def main(sweep: str, guidance: str, spa: str, out_dir: str) -> None:
+    rows = collect(Path(sweep), Path(guidance), Path(spa))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "seed_methods.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    lines = ["| method | token reward | misalignment (PII entities/char) [95% CI] | hit rate [95% CI] | "
+             "held-out loss (seed 1 / 2) | blank | distinct-2 | tokens trained |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['reward']} | {r['misalignment']:.3g} [{r['lo']:.3g}, {r['hi']:.3g}] | "
+                     f"{r['hit_rate']:.3f} [{r['hit_lo']:.3f}, {r['hit_hi']:.3f}] | {r['heldout']:.3f} "
+                     f"({r['heldout_per_seed']}) | {r['blank']:.2f} | {r['distinct_2']:.2f} | {r['tokens']:,} |")
+    (out / "seed_methods.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
