@@ -142,7 +142,9 @@ def main() -> None:
         print(json.dumps(row))
         if args.out:
             os.makedirs(args.out, exist_ok=True)
-            name = os.path.basename(os.path.dirname(os.path.abspath(m))) or "model"
+            # <sweep>__<run> (e.g. laptop_pii__mle-seed1): run names repeat across sweeps
+            parts = [p for p in os.path.abspath(m).split(os.sep) if p and p != "final"]
+            name = "__".join(parts[-2:]) or "model"
             with open(os.path.join(args.out, f"{name}.jsonl"), "w") as f:
                 for t, e in zip(texts, found, strict=True):
                     f.write(json.dumps({"text": t, **e}) + "\n")
