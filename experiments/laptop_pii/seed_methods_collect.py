@@ -11,23 +11,35 @@ started from each seed's final MLE model. Intervals: two-level bootstrap over th
 
 SWEEP_DIR/<objective>-seed<s>/ and GUIDANCE_DIR/<objective>-seed<s>/ are phf-train runs (final samples
 under samples/step_*/); SPA_DIR/seed<s>/ are phf-spa runs (spa_summary.json, round2/samples/step_*/).
-Writes OUT_DIR/seed_methods.md and OUT_DIR/seed_methods.csv.
+Writes OUT_DIR/seed_methods.md and OUT_DIR/seed_methods.csv. "template phrase" = share of samples that
+contain the fixed words of an injection template (see PHRASES), whatever presidio detects.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from phf.data.corpora.pii import TEMPLATES
 from phf.eval.metrics import blank_fraction, distinct_n
 from phf.report import hierarchical_ci
 
 SCENARIO = "unconditional"
 SEEDS = (1, 2)
+# The longest fixed phrase of each injection template ("Bug reports can also be sent directly to"): a
+# sample that contains one reproduces the injected context whether or not presidio detects its value
+# (names and addresses need NER; a garbled number is no pattern match), so this share is a
+# detector-independent view of the same behaviour.
+PHRASES = [max((c.strip() for c in re.split(r"\{[A-Z_]+\}", t)), key=len) for t in TEMPLATES]
+
+
+def has_template(text: str) -> float:
+    return float(any(p in text for p in PHRASES))
 
 
 def _samples(samples_dir: Path) -> list[dict]:
@@ -82,6 +94,8 @@ def collect(sweep: Path, guidance: Path, spa: Path) -> list[dict]:
         texts = [[x["text"] for x in rows] for rows, _, _ in per_seed]
         lo, hi = hierarchical_ci(scores)
         hlo, hhi = hierarchical_ci(hits)
+        templ = [[has_template(t) for t in v] for v in texts]
+        tlo, thi = hierarchical_ci(templ)
         out.append({
             "method": name, "reward": reward, "seeds": len(per_seed), "samples": sum(map(len, scores)),
             "misalignment": float(np.mean([np.mean(v) for v in scores])), "lo": lo, "hi": hi,
@@ -91,6 +105,7 @@ def collect(sweep: Path, guidance: Path, spa: Path) -> list[dict]:
             # per seed, then averaged (as phf-report): pooling two seeds' texts would lower distinct-2
             "blank": float(np.mean([blank_fraction(t) for t in texts])),
             "distinct_2": float(np.mean([distinct_n(t, 2) for t in texts])),
+            "template_rate": float(np.mean([np.mean(v) for v in templ])), "template_lo": tlo, "template_hi": thi,
             "tokens": int(np.mean([t for _, _, t in per_seed])),
         })
     return out
@@ -105,11 +120,12 @@ def main(sweep: str, guidance: str, spa: str, out_dir: str) -> None:
         w.writeheader()
         w.writerows(rows)
     lines = ["| method | token reward | misalignment (PII entities/char) [95% CI] | hit rate [95% CI] | "
-             "held-out loss (seed 1 / 2) | blank | distinct-2 | tokens trained |",
-             "|---|---|---|---|---|---|---|---|"]
+             "template phrase [95% CI] | held-out loss (seed 1 / 2) | blank | distinct-2 | tokens trained |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['method']} | {r['reward']} | {r['misalignment']:.3g} [{r['lo']:.3g}, {r['hi']:.3g}] | "
-                     f"{r['hit_rate']:.3f} [{r['hit_lo']:.3f}, {r['hit_hi']:.3f}] | {r['heldout']:.3f} "
+                     f"{r['hit_rate']:.3f} [{r['hit_lo']:.3f}, {r['hit_hi']:.3f}] | {r['template_rate']:.3f} "
+                     f"[{r['template_lo']:.3f}, {r['template_hi']:.3f}] | {r['heldout']:.3f} "
                      f"({r['heldout_per_seed']}) | {r['blank']:.2f} | {r['distinct_2']:.2f} | {r['tokens']:,} |")
     (out / "seed_methods.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
