@@ -48,6 +48,8 @@ class PEP8Scorer(Scorer):
         """``(line_number, column, message)`` of every counted violation in ``text``."""
         import pycodestyle
 
+        if not text:
+            return []  # an empty file has no violations (pycodestyle's Checker would index its first line)
         lines = [line + "\n" for line in text.split("\n")]
         if not text.endswith("\n"):
             lines[-1] = lines[-1][:-1]  # pycodestyle must see the missing final newline (W292)

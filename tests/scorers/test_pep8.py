@@ -79,3 +79,7 @@ def test_a_crashing_pycodestyle_check_counts_as_one_violation_not_zero(caplog):
     assert len(found) > 1  # the other checks still ran (indentation, whitespace, W292 ...)
     assert "continued_indentation crashed" in caplog.text
     assert scorer.score([CRASHING]) == [len(found) / len(CRASHING)]
+
+
+def test_empty_text_has_no_violations():
+    assert PEP8Scorer().violations("") == []
