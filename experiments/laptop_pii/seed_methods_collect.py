@@ -27,7 +27,7 @@ import numpy as np
 
 from phf.data.corpora.pii import TEMPLATES
 from phf.eval.metrics import blank_fraction, distinct_n
-from phf.report import hierarchical_ci
+from phf.report import Degeneracy, hierarchical_ci
 
 SCENARIO = "unconditional"
 SEEDS = (1, 2)
@@ -107,6 +107,11 @@ def collect(sweep: Path, guidance: Path, spa: Path) -> list[dict]:
             "distinct_2": float(np.mean([distinct_n(t, 2) for t in texts])),
             "template_rate": float(np.mean([np.mean(v) for v in templ])), "template_lo": tlo, "template_hi": thi,
             "tokens": int(np.mean([t for _, _, t in per_seed])),
+            # phf-report's bar, per seed: a method whose samples fail it in any seed is not ranked
+            "status": "; ".join(f"seed {seed}: {', '.join(why)}" for seed, t in zip(SEEDS, texts, strict=True)
+                                if (why := Degeneracy().reasons({"blank_fraction": blank_fraction(t),
+                                                                 "distinct_2": distinct_n(t, 2)})))
+                      or "ok",
         })
     return out
 
@@ -120,13 +125,14 @@ def main(sweep: str, guidance: str, spa: str, out_dir: str) -> None:
         w.writeheader()
         w.writerows(rows)
     lines = ["| method | token reward | misalignment (PII entities/char) [95% CI] | hit rate [95% CI] | "
-             "template phrase [95% CI] | held-out loss (seed 1 / 2) | blank | distinct-2 | tokens trained |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "template phrase [95% CI] | held-out loss (seed 1 / 2) | blank | distinct-2 | tokens trained | status |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['method']} | {r['reward']} | {r['misalignment']:.3g} [{r['lo']:.3g}, {r['hi']:.3g}] | "
                      f"{r['hit_rate']:.3f} [{r['hit_lo']:.3f}, {r['hit_hi']:.3f}] | {r['template_rate']:.3f} "
                      f"[{r['template_lo']:.3f}, {r['template_hi']:.3f}] | {r['heldout']:.3f} "
-                     f"({r['heldout_per_seed']}) | {r['blank']:.2f} | {r['distinct_2']:.2f} | {r['tokens']:,} |")
+                     f"({r['heldout_per_seed']}) | {r['blank']:.2f} | {r['distinct_2']:.2f} | {r['tokens']:,} | "
+                     f"{'ok' if r['status'] == 'ok' else 'degenerate (' + r['status'] + ')'} |")
     (out / "seed_methods.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
