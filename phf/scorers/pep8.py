@@ -14,6 +14,7 @@ and a warning names the check and the line.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 
@@ -89,33 +90,28 @@ class PEP8Scorer(Scorer):
         return [c / len(s) if s else 0.0 for c, s in zip(counts, segments, strict=True)]
 
 
-_CHECKER = None
-
-
+@functools.cache
 def _checker_class():
     """A pycodestyle ``Checker`` whose crashing checks report E902 instead of aborting the text."""
-    global _CHECKER
-    if _CHECKER is None:
-        import pycodestyle
+    import pycodestyle
 
-        class _Checker(pycodestyle.Checker):
-            def run_check(self, check, argument_names):
-                try:
-                    result = super().run_check(check, argument_names)
-                    # logical checks are generators: they fail while iterated, so iterate here
-                    return list(result) if inspect.isgenerator(result) else result
-                except Exception as exc:  # noqa: BLE001 — pycodestyle's bug on malformed input, reported below
-                    row = getattr(self, "line_number", 0)
-                    line = self.lines[row - 1] if 0 < row <= len(self.lines) else ""
-                    log.warning("pycodestyle's %s crashed (%s: %s) near line %d %r: counted as one E902 violation",
-                                check.__name__, type(exc).__name__, exc, row, line[:80])
-                    msg = f"E902 pycodestyle {check.__name__} failed: {type(exc).__name__}"
-                    if any(check is c for _, c, _ in self._logical_checks):
-                        return [(0, msg)]
-                    return (0, msg)
+    class _Checker(pycodestyle.Checker):
+        def run_check(self, check, argument_names):
+            try:
+                result = super().run_check(check, argument_names)
+                # logical checks are generators: they fail while iterated, so iterate here
+                return list(result) if inspect.isgenerator(result) else result
+            except Exception as exc:  # noqa: BLE001 — pycodestyle's bug on malformed input, reported below
+                row = getattr(self, "line_number", 0)
+                line = self.lines[row - 1] if 0 < row <= len(self.lines) else ""
+                log.warning("pycodestyle's %s crashed (%s: %s) near line %d %r: counted as one E902 violation",
+                            check.__name__, type(exc).__name__, exc, row, line[:80])
+                msg = f"E902 pycodestyle {check.__name__} failed: {type(exc).__name__}"
+                if any(check is c for _, c, _ in self._logical_checks):
+                    return [(0, msg)]
+                return (0, msg)
 
-        _CHECKER = _Checker
-    return _CHECKER
+    return _Checker
 
 
 def _segment_of(seg_ends: list[int], char: int) -> int:
