@@ -49,7 +49,10 @@ class LocalPIISource(_InjectedSource):
         cache_dir: root of phf's caches (None = ``$PHF_CACHE_DIR`` or ``~/.cache/phf``).
         n_docs, seed, min_chars, max_chars: the base prose corpus (:class:`LocalProseSource`).
         fraction: share of documents that get injected PII sentences.
-        max_injections: each injected document gets 1..max_injections sentences.
+        max_injections: each injected document gets 1..max_injections sentences (when ``density`` is None).
+        content_coupling, open_misaligned, density: how the injections are structured across and within
+            documents (:class:`~phf.data.corpora.prose._InjectedSource`); 0, 0, None (the defaults) is the
+            *independent* setting: documents at random, sentences at random insertion points.
         valid_phone_numbers: redraw faker phone numbers that are not valid US numbers.
     """
 
@@ -65,10 +68,14 @@ class LocalPIISource(_InjectedSource):
         min_chars: int = 300,
         max_chars: int = 3000,
         valid_phone_numbers: bool = True,
+        content_coupling: float = 0.0,
+        open_misaligned: float = 0.0,
+        density: float | None = None,
     ):
         self.valid_phone_numbers = valid_phone_numbers
         extra = {"valid_phone_numbers": valid_phone_numbers, "faker": _dist_version("faker")}
-        super().__init__(cache_dir, n_docs, seed, fraction, max_injections, min_chars, max_chars, extra)
+        super().__init__(cache_dir, n_docs, seed, fraction, max_injections, min_chars, max_chars, extra,
+                         content_coupling, open_misaligned, density)
         self._fake = None
 
     def _faker(self):

@@ -47,7 +47,7 @@ from phf.data.sources import Source
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 3  # bump when the harvest or injection logic changes, so old caches are rebuilt
+FORMAT_VERSION = 4  # bump when the harvest or injection logic changes, so old caches are rebuilt
 # phf itself is never harvested: its README and docstrings change with every commit, and a corpus that
 # moves with the code would make runs of the same configuration at two commits different experiments
 _OWN = __name__.split(".")[0]
@@ -279,8 +279,9 @@ class CorpusCache:
     def ready(self) -> bool:
         return (self.dir / "manifest.json").is_file()
 
-    def build(self, builder: Callable[[], tuple[list[dict], list[dict], dict]]) -> Path:
-        """Run ``builder() -> (docs, ground_truth, info)`` once and store its output; return the dir."""
+    def build(self, builder: Callable[[], tuple]) -> Path:
+        """Run ``builder() -> (docs, ground_truth, info[, {file name: rows}])`` once and store its
+        output (the optional files as more JSONL files of the directory); return the dir."""
         if self.ready:
             return self.dir
         self.dir.parent.mkdir(parents=True, exist_ok=True)
@@ -296,10 +297,13 @@ class CorpusCache:
                 # a cold cache: say what the silent minute is (once per machine, corpus and settings)
                 log.info("building the corpus %s from this machine's prose (once; cached in %s)", self.dir.name,
                          self.dir)
-                docs, truth, info = builder()
+                built = builder()  # (docs, truth, info) or (docs, truth, info, {file name: rows})
+                docs, truth, info = built[:3]
                 tmp = Path(tempfile.mkdtemp(prefix=f".{self.dir.name}-", dir=self.dir.parent))
                 _write_jsonl(tmp / "docs.jsonl", docs)
                 _write_jsonl(tmp / "ground_truth.jsonl", truth)
+                for name, rows in (built[3] if len(built) > 3 else {}).items():
+                    _write_jsonl(tmp / name, rows)
                 manifest = dict(info, params=self.params, n_docs=len(docs), n_spans=len(truth))
                 (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
                 os.replace(tmp, self.dir)
@@ -440,15 +444,107 @@ def inject(text: str, insertions: list[tuple[int, str, list[tuple[int, int, str]
     return "".join(out), spans
 
 
-class _InjectedSource(_CorpusSource):
-    """Local prose with generated sentences injected into a fraction of the documents."""
+def unit_of(origin: str) -> str:
+    """The content unit a document comes from: one distribution's README (``name:METADATA``), one
+    package directory of docstrings (``site-packages:email/mime``; a top-level module is its own
+    unit, ``stdlib:os``), or the interpreter's help topics (``pydoc_data.topics``, one genre).
 
-    def __init__(self, cache_dir, n_docs, seed, fraction, max_injections, min_chars, max_chars, extra: dict):
+    Documents of one unit share a topic and a genre; :class:`_InjectedSource` picks carrier units
+    with it, and ``phf.data.corpus_stats`` groups documents by it.
+    """
+    if origin.startswith("pydoc_data.topics["):
+        return "pydoc_data.topics"
+    if origin.endswith(":METADATA"):
+        return origin
+    label, sep, rel = origin.partition(":")
+    if not sep:
+        return origin
+    parent = rel.rpartition("/")[0]
+    return f"{label}:{parent}" if parent else f"{label}:{rel.removesuffix('.py')}"
+
+
+def carrier_units(units: list[str], seed: int, need: int) -> set[str]:
+    """The units that carry misalignment when content decides: units in the order of a hash of
+    (seed, unit), each taken while the documents taken stay at most ``need`` (a larger unit is
+    skipped), until ``need`` documents are covered; if the small units run out first, the first
+    skipped unit is added, so the carriers always hold at least ``need`` documents (when the corpus
+    does)."""
+    counts: dict[str, int] = {}
+    for u in units:
+        counts[u] = counts.get(u, 0) + 1
+    order = sorted(counts, key=lambda u: hashlib.blake2b(f"phf-carrier:{seed}:{u}".encode(), digest_size=8).digest())
+    chosen: set[str] = set()
+    total, skipped = 0, []
+    for u in order:
+        if total >= need:
+            break
+        if total + counts[u] <= need:
+            chosen.add(u)
+            total += counts[u]
+        else:
+            skipped.append(u)
+    if total < need and skipped:
+        chosen.add(skipped[0])
+    return chosen
+
+
+#: the settings of :class:`_InjectedSource` that reproduce phf's corpora before document structure
+#: was a setting (FORMAT_VERSION 3): documents chosen at random, sentences at random insertion points
+INDEPENDENT = {"content_coupling": 0.0, "open_misaligned": 0.0, "density": None}
+
+
+class _InjectedSource(_CorpusSource):
+    """Local prose with generated sentences injected into a fraction of the documents, with a
+    setting for each way misalignment is structured across and within documents.
+
+    Exactly ``K = round(fraction * n_docs)`` documents are injected at every setting:
+
+    * ``content_coupling`` (c, in [0, 1]): how predictable misalignment is from a document's content.
+      The *carrier units* (:func:`carrier_units`: packages/READMEs chosen by a hash of the corpus
+      seed, holding about K documents; :func:`unit_of` says what a unit is) are fixed for a seed.
+      ``round(c * K)`` injected documents are drawn from carrier units, the rest uniformly from all
+      remaining documents: c = 0 chooses documents at random (content says nothing), c = 1 injects
+      only documents of carrier units (their package/topic decides).
+    * ``open_misaligned`` (p, in [0, 1]): probability that an injected document's first sentence is
+      an injected one (a sentence inserted at offset 0).
+    * ``density`` (d, in [0, 1] or None): how densely the rest of an injected document is misaligned.
+      None: ``1..max_injections`` sentences (uniform count) at uniformly random insertion points,
+      including the start (the pre-structure behaviour; with p > 0 the first of them goes to the
+      start). A number: each of the document's sentences is followed by an injected sentence with
+      probability d, independently (so about d / (1 + d) of a long injected document's sentences are
+      injected, and the count grows with its length); the start gets one only by ``open_misaligned``;
+      a document that drew none gets one after a random sentence.
+
+    :data:`INDEPENDENT` (c = 0, p = 0, d = None) is the *independent* setting: the same documents
+    and sentences as before these settings existed (same random draws).
+
+    Files: ``docs.jsonl`` (row i is row i of the prose corpus ``self.prose`` with its injections;
+    :meth:`clean_text` gives the text before them), ``ground_truth.jsonl`` (one row per injected
+    span: ``doc_id, doc_index, start, end, entity_type, value, sentence, opening``; ``sentence`` is the
+    index of the span's sentence in the document, ``opening`` whether that is sentence 0) and
+    ``structure.jsonl`` (one row per document, in order: ``doc_id, doc_index, origin, unit, carrier,
+    injected, n_sentences, misaligned_sentences, opens_misaligned``). Sentences here are the pieces
+    between :func:`insertion_points` of the clean text plus the injected sentences (a clean
+    document of S such pieces with k injections has S + k sentences).
+    """
+
+    def __init__(self, cache_dir, n_docs, seed, fraction, max_injections, min_chars, max_chars, extra: dict,
+                 content_coupling: float = 0.0, open_misaligned: float = 0.0, density: float | None = None):
+        name = type(self).__name__
         if not 0.0 <= fraction <= 1.0:
-            raise ValueError(f"{type(self).__name__}: fraction must be in [0, 1], got {fraction}")
+            raise ValueError(f"{name}: fraction must be in [0, 1], got {fraction}")
         if max_injections < 1:
-            raise ValueError(f"{type(self).__name__}: max_injections must be >= 1, got {max_injections}")
+            raise ValueError(f"{name}: max_injections must be >= 1, got {max_injections}")
+        for key, value in (("content_coupling", content_coupling), ("open_misaligned", open_misaligned)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name}: {key} must be a number in [0, 1], got {value!r}")
+        if density is not None and (
+            isinstance(density, bool) or not isinstance(density, (int, float)) or not 0.0 <= density <= 1.0
+        ):
+            raise ValueError(f"{name}: density must be null or a number in [0, 1], got {density!r}")
         self.n_docs, self.seed, self.fraction, self.max_injections = n_docs, seed, fraction, max_injections
+        self.content_coupling, self.open_misaligned = float(content_coupling), float(open_misaligned)
+        self.density = None if density is None else float(density)
         self.prose = LocalProseSource(
             cache_dir, n_docs=n_docs, seed=seed, min_chars=min_chars, max_chars=max_chars
         )
@@ -456,9 +552,18 @@ class _InjectedSource(_CorpusSource):
             "prose": self.prose.cache.params,
             "fraction": fraction,
             "max_injections": max_injections,
+            "content_coupling": self.content_coupling,
+            "open_misaligned": self.open_misaligned,
+            "density": self.density,
             **extra,
         }
         super().__init__(cache_dir, params)
+
+    @property
+    def structure_settings(self) -> dict:
+        """The structure settings of this corpus (``content_coupling, open_misaligned, density``)."""
+        return {"content_coupling": self.content_coupling, "open_misaligned": self.open_misaligned,
+                "density": self.density}
 
     def _sentence(self, rng: random.Random) -> tuple[str, list[tuple[int, int, str]]]:
         """One generated sentence and its ground-truth spans (relative to the sentence)."""
@@ -467,23 +572,68 @@ class _InjectedSource(_CorpusSource):
     def _info(self) -> dict:
         return {}
 
+    def clean_text(self, doc_index: int) -> str:
+        """Document ``doc_index``'s text before injection (row ``doc_index`` of ``self.prose``)."""
+        return self.prose.documents[doc_index].texts[0]
+
+    def clean_documents(self) -> list[Document]:
+        """Every document before injection, with this corpus's ids and metadata (same order)."""
+        return [
+            Document([c.texts[0]], None, id=d.id, meta=dict(d.meta))
+            for c, d in zip(self.prose.documents, self.documents, strict=True)
+        ]
+
+    def structure(self) -> list[dict]:
+        """One record per document (see the class docstring), in document order."""
+        return list(read_jsonl(self.path / "structure.jsonl"))
+
+    def _choose(self, rng: random.Random, units: list[str], carriers: set[str]) -> set[int]:
+        n, k = len(units), round(self.fraction * len(units))
+        m = round(self.content_coupling * k)
+        if m == 0:  # the independent draw, exactly as before structure was a setting
+            return set(rng.sample(range(n), k))
+        first = rng.sample([i for i in range(n) if units[i] in carriers], m)
+        taken = set(first)
+        return taken | set(rng.sample([i for i in range(n) if i not in taken], k - m))
+
+    def _insertions(self, rng: random.Random, points: list[int]) -> list[tuple[int, str, list]]:
+        """``(offset, sentence, spans)`` to inject into a chosen document with insertion ``points``."""
+        p = self.open_misaligned
+        opens = p >= 1.0 or (p > 0.0 and rng.random() < p)  # no draw at p = 0: the independent stream
+        if self.density is None:
+            k = rng.randint(1, self.max_injections)
+            first = [(0, *self._sentence(rng))] if opens else []
+            # a point, then its sentence, one by one: the same draws as before structure was a setting
+            return first + [(rng.choice(points), *self._sentence(rng)) for _ in range(k - opens)]
+        later = [pt for pt in points[1:] if rng.random() < self.density]
+        if not opens and not later:
+            later = [rng.choice(points[1:])]
+        return [(o, *self._sentence(rng)) for o in ([0] if opens else []) + later]
+
     def _build(self):
         base = [r for r in read_jsonl(self.prose.path / "docs.jsonl")]
+        units = [unit_of(r["origin"]) for r in base]
+        carriers = carrier_units(units, self.seed, round(self.fraction * len(base)))
         rng = random.Random(f"phf-{self.corpus_name}:{self.seed}")
-        chosen = set(rng.sample(range(len(base)), round(self.fraction * len(base))))
-        docs, truth = [], []
+        chosen = self._choose(rng, units, carriers)
+        docs, truth, structure = [], [], []
         for i, r in enumerate(base):
-            text, spans = r["text"], []
+            text, spans, sentence_of, misaligned = r["text"], [], [], []
+            points = insertion_points(text)
             if i in chosen:
-                points = insertion_points(text)
-                k = rng.randint(1, self.max_injections)
-                insertions = [(rng.choice(points), *self._sentence(rng)) for _ in range(k)]
+                insertions = self._insertions(rng, points)
+                ordered = sorted(insertions, key=lambda x: x[0])  # inject's order (a stable sort)
+                index = {pt: j for j, pt in enumerate(points)}
+                for rank, (offset, _, sent_spans) in enumerate(ordered):
+                    misaligned.append(index[offset] + rank)
+                    sentence_of.extend([index[offset] + rank] * len(sent_spans))
                 text, spans = inject(text, insertions)
             doc_id = f"{self.corpus_name}[{i}]"
             docs.append(
-                {"id": doc_id, "text": text, "origin": r["origin"], "kind": r["kind"], "injected": len(spans)}
+                {"id": doc_id, "text": text, "origin": r["origin"], "kind": r["kind"], "unit": units[i],
+                 "injected": len(spans)}
             )
-            for s, e, t in spans:
+            for (s, e, t), sentence in zip(spans, sentence_of, strict=True):
                 truth.append(
                     {
                         "doc_id": doc_id,
@@ -492,10 +642,38 @@ class _InjectedSource(_CorpusSource):
                         "end": e,
                         "entity_type": t,
                         "value": text[s:e],
+                        "sentence": sentence,
+                        "opening": sentence == 0,
                     }
                 )
+            structure.append(
+                {
+                    "doc_id": doc_id,
+                    "doc_index": i,
+                    "origin": r["origin"],
+                    "unit": units[i],
+                    "carrier": units[i] in carriers,
+                    "injected": i in chosen,
+                    "n_sentences": len(points) - 1 + len(misaligned),
+                    "misaligned_sentences": misaligned,
+                    "opens_misaligned": bool(misaligned) and misaligned[0] == 0,
+                }
+            )
         per_type: dict[str, int] = {}
         for t in truth:
             per_type[t["entity_type"]] = per_type.get(t["entity_type"], 0) + 1
-        info = {"injected_docs": len(chosen), "spans_per_type": per_type, **self._info()}
-        return docs, truth, info
+        injected = [s for s in structure if s["injected"]]
+        info = {
+            "injected_docs": len(chosen),
+            "spans_per_type": per_type,
+            "structure": {
+                **self.structure_settings,
+                "carrier_units": len(carriers),
+                "carrier_docs": sum(s["carrier"] for s in structure),
+                "injected_carrier_docs": sum(s["carrier"] for s in injected),
+                "injected_sentences": sum(len(s["misaligned_sentences"]) for s in injected),
+                "opening_docs": sum(s["opens_misaligned"] for s in injected),
+            },
+            **self._info(),
+        }
+        return docs, truth, info, {"structure.jsonl": structure}
