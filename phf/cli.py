@@ -7,7 +7,7 @@ these functions load only Hydra and ``phf.entry`` and import the job's module in
 Hydra has composed the config and decided that a job runs. ``python -m phf.train`` / ``torchrun -m
 phf.train`` and ``python -m phf.spa`` still work as before (``phf.train.main``, ``phf.spa.rounds.main``).
 
-The non-Hydra commands (phf-eval, phf-data, phf-report, phf-score) parse their own arguments; they are
+The non-Hydra commands (phf-eval, phf-data, phf-corpus-stats, phf-report, phf-score) parse their own arguments; they are
 listed here too so every script starts the same way, and import their module when called.
 """
 
@@ -71,6 +71,13 @@ def evaluate() -> None:
 def data() -> None:
     """``phf-data`` (``phf.data_cli.main``)."""
     from phf.data_cli import main
+
+    main()
+
+
+def corpus_stats() -> None:
+    """``phf-corpus-stats`` (``phf.corpus_stats_cli.main``)."""
+    from phf.corpus_stats_cli import main
 
     main()
 

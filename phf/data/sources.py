@@ -144,12 +144,15 @@ class JsonlSource(Source):
     Lines end at ``\\n`` only: a ``\\r\\n`` line end is fine and ``\\u2028`` inside a string stays text;
     a UTF-8 BOM is accepted at the start of any line (concatenated files); blank lines are ignored.
     A raw NUL byte is refused as binary data (a ``\\u0000`` escape is valid JSON and kept as text).
-    Lines are parsed one at a time, so a 10 MB line costs about 10 MB plus its parse.
+    Lines are parsed one at a time, so a 10 MB line costs about 10 MB plus its parse. ``meta_keys``:
+    keys of each record copied into ``Document.meta`` (e.g. ``[origin, unit]`` for
+    ``phf.data.corpus_stats``'s groups); a record without one is a bad record.
     """
 
     def __init__(self, path: str | list[str], text_key: str = "text", on_error: str = "raise",
                  min_chars: int = 0, max_chars: int | None = None, min_score: float | None = 0.0,
-                 avg_score_tolerance: float | None = 1e-4):
+                 avg_score_tolerance: float | None = 1e-4, meta_keys: list[str] | tuple[str, ...] = ()):
+        self.meta_keys = [meta_keys] if isinstance(meta_keys, str) else list(meta_keys)
         self.paths = [path] if isinstance(path, str) else list(path)
         if not self.paths:
             raise ValueError("JsonlSource needs at least one path (data.source.path=FILE)")
@@ -180,6 +183,10 @@ class JsonlSource(Source):
             doc = record_to_document(record, where, self.text_key, self.min_score, self.avg_score_tolerance)
         except ValueError as e:
             return self._skip(where, str(e))
+        missing = [k for k in self.meta_keys if k not in record]
+        if missing:
+            return self._skip(where, f"no key {missing[0]!r} (data.source.meta_keys asks for {self.meta_keys})")
+        doc.meta = {k: record[k] for k in self.meta_keys}
         return doc if self._size_ok(where, len(doc.text)) else Document([], [], id=where)
 
     def iter_from(self, start: int) -> Iterator[Document]:
