@@ -22,7 +22,7 @@ threshold, ``data=`` the corpus), plus its own:
 Prints the statistic of :mod:`phf.data.corpus_stats` (defined there): the misaligned-document and
 segment rates, P(a later segment is misaligned | the first is aligned / misaligned), the opening lift,
 the reduction the paper's sampling protocol could give (``protocol_ratio``) and how predictable
-misalignment is from a document's content unit (``content_icc``), with Wilson intervals.
+misalignment is from a document's content unit (``content_kappa``), with Wilson intervals.
 """
 
 from __future__ import annotations

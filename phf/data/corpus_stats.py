@@ -18,13 +18,15 @@ The statistic (:func:`structure_stats`), for documents given as a list of per-se
   (conditional / MLE) that the paper's protocol (condition on ``<|aligned|>`` once, both control
   tokens banned afterwards) would give a model that learned this corpus exactly; 1 = the opening says
   nothing about the rest.
-* Content: ``content_icc``: the intraclass correlation of the misaligned-document flag within content
-  units (one-way ANOVA estimator, ICC(1)): (MSB - MSW) / (MSB + (n0 - 1) MSW), with MSB and MSW the
-  between- and within-unit mean squares of the 0/1 flag and n0 = (N - sum n_g^2 / N) / (k - 1) the
-  adjusted mean unit size, for N documents in k units. About 0 when misalignment ignores the unit
-  (documents at random), 1 when the unit decides (every unit all-misaligned or all-clean); it is
-  corrected for unit size, unlike the share of variance explained (eta squared), which single-document
-  units would inflate. None when undefined (one unit, or every unit a single document).
+* Content: ``content_kappa``: how predictable misalignment is from a document's content unit (its
+  package, README, genre: ``group=``). Two documents of one unit agree when both are misaligned or
+  both clean; ``content_kappa`` = (P_o - P_e) / (1 - P_e), with P_o the chance that a document agrees
+  with another document of its unit (averaged over the documents of units with >= 2 documents) and
+  P_e = p^2 + (1 - p)^2 the chance for two documents drawn at random (p: their misaligned share),
+  i.e. Cohen's kappa of same-unit pairs (:func:`content_kappa`). 0: the unit says nothing (documents
+  misaligned at random), 1: the unit decides (every unit all-misaligned or all-clean), < 0: units mix
+  more than chance. Single-document units carry no information about it and are left out
+  (``units_2plus_docs`` says how many units count).
 
 Intervals: Wilson score intervals (documents are independent trials; the segment-level ones treat
 segments as independent, which they are not within a document, so they are narrower than the truth);
@@ -71,23 +73,29 @@ def mover_ratio(a: dict | None, b: dict | None) -> dict | None:
     return {"ratio": p1 / p2, "lo": max(0.0, lo), "hi": hi}
 
 
-def icc(groups: Sequence[str], y: Sequence[bool]) -> float | None:
-    """ICC(1) of the 0/1 values ``y`` within ``groups`` (the one-way ANOVA estimator; module docstring)."""
+def content_kappa(groups: Sequence[str], y: Sequence[bool]) -> float | None:
+    """How much more often two documents of one content unit agree (both misaligned or both clean)
+    than two documents drawn at random, on Cohen's kappa scale (module docstring).
+
+    Over the documents of units with at least 2 documents (a unit of n documents, m misaligned):
+    P_g = (m (m - 1) + (n - m)(n - m - 1)) / (n (n - 1)) is the chance that another document of the
+    unit agrees with one of its documents; P_o = the mean of P_g over those documents (each unit
+    weighted by n); P_e = p^2 + (1 - p)^2 with p their misaligned share; kappa = (P_o - P_e) / (1 - P_e).
+    None when no unit has 2 documents or all of them agree by chance alone (P_e = 1).
+    """
     sizes: dict[str, list[int]] = {}
     for g, v in zip(groups, y, strict=True):
         sizes.setdefault(g, [0, 0])
         sizes[g][0] += 1
         sizes[g][1] += int(bool(v))
-    n, k = len(y), len(sizes)
-    if k < 2 or n <= k:
+    units = [(n, m) for n, m in sizes.values() if n >= 2]
+    total = sum(n for n, _ in units)
+    if not total:
         return None
-    mean = sum(m for _, m in sizes.values()) / n
-    ssb = sum(c * (m / c - mean) ** 2 for c, m in sizes.values())
-    ssw = sum(m * (1 - m / c) ** 2 + (c - m) * (m / c) ** 2 for c, m in sizes.values())
-    msb, msw = ssb / (k - 1), ssw / (n - k)
-    n0 = (n - sum(c * c for c, _ in sizes.values()) / n) / (k - 1)
-    den = msb + (n0 - 1) * msw
-    return None if den == 0 else (msb - msw) / den
+    p = sum(m for _, m in units) / total
+    p_o = sum((m * (m - 1) + (n - m) * (n - m - 1)) / (n - 1) for n, m in units) / total
+    p_e = p * p + (1 - p) * (1 - p)
+    return None if p_e == 1 else (p_o - p_e) / (1 - p_e)
 
 
 def structure_stats(docs: Sequence[tuple[str, Sequence[bool]]], confidence: float = 0.95) -> dict:
@@ -122,9 +130,17 @@ def structure_stats(docs: Sequence[tuple[str, Sequence[bool]]], confidence: floa
         "later_seg": later_seg,
         "opening_lift_seg": lift_seg,
         "protocol_ratio": protocol,
-        "content_icc": icc([g for g, _ in docs], mis),
+        "content_kappa": content_kappa([g for g, _ in docs], mis),
+        "units_2plus_docs": sum(1 for c in _counts(g for g, _ in docs).values() if c >= 2),
         "confidence": confidence,
     }
+
+
+def _counts(items) -> dict:
+    out: dict = {}
+    for x in items:
+        out[x] = out.get(x, 0) + 1
+    return out
 
 
 # -- documents → flags ----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from phf.corpus_stats_cli import main
-from phf.data.corpus_stats import flags_from_truth, icc, mover_ratio, structure_stats, wilson
+from phf.data.corpus_stats import content_kappa, flags_from_truth, mover_ratio, structure_stats, wilson
 
 T, F = True, False
 
@@ -22,7 +22,7 @@ def test_structure_stats_by_hand():
     doc_rate 2/4, segment_rate 3/10, first_rate 1/4, density mean(2/3, 1/3) = 1/2;
     later_doc|first_aligned 1/2 (d2 of d2, d3), later_doc|first_misaligned 1/1, opening_lift 2;
     later_seg|first_aligned 1/4, later_seg|first_misaligned 1/2 (lift 2), later_seg 2/6,
-    protocol_ratio (1/4) / (1/3) = 3/4; units u = (1, 1), v = (0, 0): the unit decides, ICC 1."""
+    protocol_ratio (1/4) / (1/3) = 3/4; units u = (1, 1), v = (0, 0): the unit decides, kappa 1."""
     s = structure_stats([("u", [T, T, F]), ("u", [F, F, T]), ("v", [F, F, F]), ("v", [F])])
     assert (s["documents"], s["segments"], s["units"]) == (4, 10, 2)
     assert (s["doc_rate"]["k"], s["doc_rate"]["n"]) == (2, 4)
@@ -36,7 +36,7 @@ def test_structure_stats_by_hand():
     assert (s["later_seg|first_misaligned"]["k"], s["later_seg|first_misaligned"]["n"]) == (1, 2)
     assert s["opening_lift_seg"] == pytest.approx(2.0)
     assert s["protocol_ratio"] == pytest.approx(0.75)
-    assert s["content_icc"] == pytest.approx(1.0)
+    assert s["content_kappa"] == pytest.approx(1.0) and s["units_2plus_docs"] == 2
 
 
 def test_wilson_is_never_zero_width_at_zero_hits():
@@ -57,12 +57,15 @@ def test_mover_ratio():
     assert mover_ratio(wilson(3, 10), wilson(0, 10)) is None
 
 
-def test_icc_by_hand():
-    """Units a = (1, 0), b = (1, 0): unit means equal the grand mean, MSB = 0; SSW = 4 * 0.25 = 1,
-    MSW = 1 / (4 - 2) = 0.5, n0 = (4 - 8/4) / 1 = 2: ICC = (0 - 0.5) / (0 + 1 * 0.5) = -1 (members of
-    one unit disagree). One unit, or only single-document units: undefined."""
-    assert icc(["a", "a", "b", "b"], [1, 0, 1, 0]) == pytest.approx(-1.0)
-    assert icc(["a", "a"], [1, 0]) is None and icc(["a", "b"], [1, 0]) is None
+def test_content_kappa_by_hand():
+    """Units a = (1, 0), b = (1, 0): P_a = P_b = (0 + 0) / 2 = 0 (the two always disagree), P_o = 0;
+    p = 1/2, P_e = 1/2: kappa = (0 - 1/2) / (1/2) = -1. Units a = (1, 1, 1), b = (0, 0, 0), c = (1):
+    c is a single document and left out; P_o = 1, p = 1/2, kappa = 1. Units a = (1, 1, 0, 0),
+    b = (1, 1, 0, 0): P_g = (2 + 2) / 12 = 1/3, P_e = 1/2, kappa = (1/3 - 1/2) / (1/2) = -1/3."""
+    assert content_kappa(["a", "a", "b", "b"], [1, 0, 1, 0]) == pytest.approx(-1.0)
+    assert content_kappa(list("aaabbbc"), [1, 1, 1, 0, 0, 0, 1]) == pytest.approx(1.0)
+    assert content_kappa(list("aaaabbbb"), [1, 1, 0, 0, 1, 1, 0, 0]) == pytest.approx(-1 / 3)
+    assert content_kappa(["a", "b"], [1, 0]) is None and content_kappa(["a", "a"], [1, 1]) is None
 
 
 def test_flags_from_truth_follow_structure_jsonl(tmp_path):
