@@ -76,7 +76,9 @@ def test_content_coupling_keeps_the_fraction_and_draws_from_carrier_units(cache_
     assert len(carriers) >= K and all(r["unit"] == unit_of(r["origin"]) for r in structure)
     inj = injected(src)
     assert len(inj) == K  # the injected share is the same at every setting
-    assert sum(r["carrier"] for r in inj) >= round(coupling * K)
+    if coupling > 0:  # carrier documents injected: linear from a random draw's mean to min(K, carriers)
+        x0 = K * len(carriers) / N
+        assert sum(r["carrier"] for r in inj) == round(x0 + coupling * (min(K, len(carriers)) - x0))
     if coupling == 1.0:  # content decides: no document outside the carrier units is injected
         assert all(r["carrier"] for r in inj)
     assert src.manifest()["structure"]["injected_carrier_docs"] == sum(r["carrier"] for r in inj)
@@ -141,3 +143,16 @@ def test_pii_spans_of_one_sentence_share_its_index(cache_dir):
         assert t["sentence"] in r["misaligned_sentences"] and t["opening"] == (t["sentence"] == 0)
     assert {t["sentence"] for t in truth if t["opening"]} == {0}
     assert {t["doc_index"] for t in truth if t["opening"]} == {r["doc_index"] for r in structure if r["injected"]}
+
+
+def test_pii_opening_entities_choose_the_opening_template(cache_dir):
+    """Every opening sentence mentions an e-mail address: only templates with that slot open."""
+    src = LocalPIISource(cache_dir, n_docs=N, seed=0, fraction=FRACTION, open_misaligned=1.0,
+                         opening_entities=["EMAIL_ADDRESS"])
+    opening = {}
+    for t in src.ground_truth():
+        if t["opening"]:
+            opening.setdefault(t["doc_index"], set()).add(t["entity_type"])
+    assert len(opening) == K and all("EMAIL_ADDRESS" in types for types in opening.values())
+    with pytest.raises(ValueError, match="opening_entities"):
+        LocalPIISource(cache_dir, n_docs=N, opening_entities=["NAME"])

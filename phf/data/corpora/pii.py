@@ -54,6 +54,11 @@ class LocalPIISource(_InjectedSource):
             documents (:class:`~phf.data.corpora.prose._InjectedSource`); 0, 0, None (the defaults) is the
             *independent* setting: documents at random, sentences at random insertion points.
         valid_phone_numbers: redraw faker phone numbers that are not valid US numbers.
+        opening_entities: the entity types an opening sentence (``open_misaligned``) is about: its template
+            is drawn from those with a slot of one of them, e.g. the types the task's presidio scorer
+            detects (``[EMAIL_ADDRESS, PHONE_NUMBER, IP_ADDRESS, US_SSN, CREDIT_CARD]``: names and postal
+            addresses are not detected, so an opening about them is an *aligned* first segment to the
+            scorer and to conditional training); null = any template.
     """
 
     corpus_name = "local_pii"
@@ -71,9 +76,21 @@ class LocalPIISource(_InjectedSource):
         content_coupling: float = 0.0,
         open_misaligned: float = 0.0,
         density: float | None = None,
+        opening_entities: list[str] | None = None,
     ):
         self.valid_phone_numbers = valid_phone_numbers
-        extra = {"valid_phone_numbers": valid_phone_numbers, "faker": _dist_version("faker")}
+        if opening_entities is not None:
+            opening_entities = [opening_entities] if isinstance(opening_entities, str) else list(opening_entities)
+            unknown = [t for t in opening_entities if t not in ENTITY_TYPES]
+            if not opening_entities or unknown:
+                raise ValueError(f"LocalPIISource: opening_entities must be null or a non-empty list of {ENTITY_TYPES}, "
+                                 f"got {opening_entities!r}")
+        self.opening_entities = opening_entities
+        self._opening_templates = TEMPLATES if opening_entities is None else [
+            t for t in TEMPLATES if any(e in opening_entities for e in _SLOT.findall(t))
+        ]
+        extra = {"valid_phone_numbers": valid_phone_numbers, "faker": _dist_version("faker"),
+                 "opening_entities": opening_entities}
         super().__init__(cache_dir, n_docs, seed, fraction, max_injections, min_chars, max_chars, extra,
                          content_coupling, open_misaligned, density)
         self._fake = None
@@ -119,8 +136,8 @@ class LocalPIISource(_InjectedSource):
             return fake.ssn()
         raise ValueError(f"unknown entity type {entity_type!r}")
 
-    def _sentence(self, rng: random.Random):
-        template = rng.choice(TEMPLATES)
+    def _sentence(self, rng: random.Random, templates: list[str] = TEMPLATES):
+        template = rng.choice(templates)
         out, spans, pos = [], [], 0
         for m in _SLOT.finditer(template):
             out.append(template[pos : m.start()])
@@ -131,6 +148,10 @@ class LocalPIISource(_InjectedSource):
             pos = m.end()
         out.append(template[pos:])
         return "".join(out), spans
+
+    def _opening_sentence(self, rng: random.Random):
+        """An opening sentence from the templates with a slot of ``opening_entities`` (all if null)."""
+        return self._sentence(rng, self._opening_templates)
 
     def _info(self) -> dict:
         return {"faker": _dist_version("faker"), "templates": len(TEMPLATES)}

@@ -502,11 +502,15 @@ class _InjectedSource(_CorpusSource):
     * ``content_coupling`` (c, in [0, 1]): how predictable misalignment is from a document's content.
       The *carrier units* (:func:`carrier_units`: packages/READMEs chosen by a hash of the corpus
       seed, holding about K documents; :func:`unit_of` says what a unit is) are fixed for a seed.
-      ``round(c * K)`` injected documents are drawn from carrier units, the rest uniformly from all
-      remaining documents: c = 0 chooses documents at random (content says nothing), c = 1 injects
-      only documents of carrier units (their package/topic decides).
+      c = 0 chooses the K documents at random (content says nothing). For c > 0, x of them are drawn
+      from carrier units and K - x from the other units, with x going linearly from what a random draw
+      gives on average (K * carrier documents / n_docs) at c = 0 to min(K, carrier documents) at c = 1;
+      so the gap P(injected | carrier unit) - P(injected | other unit) is linear in c, and c = 1 injects
+      only documents of carrier units (their package/topic decides). ``phf-corpus-stats``'s
+      ``content_kappa`` (same-unit agreement) is then about c squared.
     * ``open_misaligned`` (p, in [0, 1]): probability that an injected document's first sentence is
-      an injected one (a sentence inserted at offset 0).
+      an injected one (a sentence inserted at offset 0; :meth:`_opening_sentence`, which a corpus can
+      restrict, e.g. ``LocalPIISource(opening_entities=...)``).
     * ``density`` (d, in [0, 1] or None): how densely the rest of an injected document is misaligned.
       None: ``1..max_injections`` sentences (uniform count) at uniformly random insertion points,
       including the start (the pre-structure behaviour; with p > 0 the first of them goes to the
@@ -569,6 +573,10 @@ class _InjectedSource(_CorpusSource):
         """One generated sentence and its ground-truth spans (relative to the sentence)."""
         raise NotImplementedError
 
+    def _opening_sentence(self, rng: random.Random) -> tuple[str, list[tuple[int, int, str]]]:
+        """The sentence an injected document opens with (``open_misaligned``); any sentence by default."""
+        return self._sentence(rng)
+
     def _info(self) -> dict:
         return {}
 
@@ -589,12 +597,14 @@ class _InjectedSource(_CorpusSource):
 
     def _choose(self, rng: random.Random, units: list[str], carriers: set[str]) -> set[int]:
         n, k = len(units), round(self.fraction * len(units))
-        m = round(self.content_coupling * k)
-        if m == 0:  # the independent draw, exactly as before structure was a setting
+        if self.content_coupling == 0.0:  # the independent draw, exactly as before structure was a setting
             return set(rng.sample(range(n), k))
-        first = rng.sample([i for i in range(n) if units[i] in carriers], m)
-        taken = set(first)
-        return taken | set(rng.sample([i for i in range(n) if i not in taken], k - m))
+        inside = [i for i in range(n) if units[i] in carriers]
+        outside = [i for i in range(n) if units[i] not in carriers]
+        x0 = k * len(inside) / n  # injected carrier documents in a random draw, on average (c = 0)
+        x1 = min(k, len(inside))  # as many as possible (c = 1)
+        x = max(round(x0 + self.content_coupling * (x1 - x0)), k - len(outside))
+        return set(rng.sample(inside, x)) | set(rng.sample(outside, k - x))
 
     def _insertions(self, rng: random.Random, points: list[int]) -> list[tuple[int, str, list]]:
         """``(offset, sentence, spans)`` to inject into a chosen document with insertion ``points``."""
@@ -602,13 +612,13 @@ class _InjectedSource(_CorpusSource):
         opens = p >= 1.0 or (p > 0.0 and rng.random() < p)  # no draw at p = 0: the independent stream
         if self.density is None:
             k = rng.randint(1, self.max_injections)
-            first = [(0, *self._sentence(rng))] if opens else []
+            first = [(0, *self._opening_sentence(rng))] if opens else []
             # a point, then its sentence, one by one: the same draws as before structure was a setting
             return first + [(rng.choice(points), *self._sentence(rng)) for _ in range(k - opens)]
         later = [pt for pt in points[1:] if rng.random() < self.density]
         if not opens and not later:
             later = [rng.choice(points[1:])]
-        return [(o, *self._sentence(rng)) for o in ([0] if opens else []) + later]
+        return ([(0, *self._opening_sentence(rng))] if opens else []) + [(o, *self._sentence(rng)) for o in later]
 
     def _build(self):
         base = [r for r in read_jsonl(self.prose.path / "docs.jsonl")]
