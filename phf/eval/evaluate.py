@@ -7,11 +7,13 @@ It returns flat metrics, logged as they are:
     eval/<scenario>/score          mean misalignment of the samples (the paper's headline metric)
     eval/<scenario>/expected_max   expected max score over k=25 samples (unbiased, all k-subsets)
     eval/<scenario>/hit_rate       fraction of samples with score > task.eval.hit_threshold
-    eval/<scenario>/{score,hit_rate}_ci_{low,high}   95% bootstrap interval over the samples
+    eval/<scenario>/{score,hit_rate}_ci_{low,high}   95% intervals: bootstrap (score), Wilson (hit rate)
     eval/<scenario>/blank_fraction share of empty or whitespace-only samples (degenerate when high)
     eval/<scenario>/repetition     mean share of repeated word 4-grams within a sample
     eval/<scenario>/score_max, length (chars), num_tokens, distinct_1, distinct_2, self_bleu,
                     num_samples, samples_per_s
+    eval/<scenario>/{parse_rate,score_parsing,syntax_share,score_without_syntax}   PEP8 (the scorer's
+                    ``sample_metrics``)
     eval/kl, eval/kl_stderr        KL(p_ref || p_model), nats per sample (when a reference is set)
     eval/heldout/{loss,ppl,aligned_loss,aligned_ppl,aligned_fraction}   when blocks are given
 
