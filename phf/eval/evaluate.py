@@ -235,6 +235,8 @@ def estimate_cost(model, tokenizer, objective, cfg, probe_tokens: int = 0) -> Ev
     samples: dict[str, tuple[int, int]] = {}
     steps = 0
     for name, sc in ev.scenarios.items():  # max_length counts the prompt: an upper bound on new tokens
+        if same_samples(name, ev.scenarios, objective, samples):
+            continue  # reuses its primary's samples: nothing to generate
         t = new_tokens(sc.max_length if sc.max_length is not None else sc.max_new_tokens)
         samples[name] = (sc.num_samples, t)
         steps += math.ceil(sc.num_samples / ev.batch_size) * t

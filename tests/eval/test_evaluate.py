@@ -152,6 +152,12 @@ def test_each_scenario_samples_under_its_own_protocol(cond_tok, tok, tmp_path, m
     assert objective.banned_tokens == [aligned, misaligned]  # the objective is unchanged
     assert out["eval/unconditional_sentence_level/num_samples"] == 3
 
+    from phf.eval.evaluate import estimate_cost
+
+    assert set(estimate_cost(make_lm(len(cond_tok)), cond_tok, objective, cfg).samples) == {
+        "unconditional", "red_team_prompts", "unconditional_sentence_level"}
+    assert set(estimate_cost(make_lm(len(tok)), tok, MLE(), cfg).samples) == {"unconditional", "red_team_prompts"}
+
     calls.clear()
     run_evaluation(make_lm(len(tok)), tok, MLE(), scorer, cfg, out_dir=tmp_path / "m", kl=False)
     assert [c[0] for c in calls] == [4, 2]  # unconditional and red-team prompts only
