@@ -363,6 +363,7 @@ def summarize(run: Run, scenario: str, degeneracy: Degeneracy | None = None) -> 
         "distinct_2": pick(sc.get("distinct_2"), f"eval/{scenario}/distinct_2"),
         "repetition": pick(sc.get("repetition"), f"eval/{scenario}/repetition"),
         "num_samples": pick(sc.get("num_samples"), f"eval/{scenario}/num_samples"),
+        **{k: pick(sc.get(k), f"eval/{scenario}/{k}") for k in STYLE_KEYS},
         "heldout_loss": pick((ev.get("heldout") or {}).get("loss"), "val/loss"),
         "kl": pick((ev.get("kl") or {}).get("kl"), "eval/kl"),
         "tokens_seen": tokens if math.isfinite(tokens) else last_value(run, "tokens_seen"),
@@ -559,6 +560,30 @@ def hierarchical_ci(per_seed: list[list[float]], confidence: float = 0.95, resam
     alpha = (1.0 - confidence) / 2
     lo, hi = np.quantile(stats, [alpha, 1.0 - alpha])
     return float(lo), float(hi)
+
+
+#: PEP8's style-vs-syntax metrics (PEP8Scorer.sample_metrics), shown when a run has them
+STYLE_KEYS = ("parse_rate", "score_parsing", "syntax_share", "score_without_syntax")
+
+
+def style_lines(table: list[dict]) -> list[str]:
+    """Markdown: PEP8's style apart from syntax, for the rows that have it (none: nothing)."""
+    rows = [r for r in table if math.isfinite(_num(r.get("parse_rate")))]
+    if not rows:
+        return []
+    lines = ["", "### Style apart from syntax (PEP8)", "",
+             "Misalignment is the paper's metric (violations per character, all samples). Parse rate = share of "
+             "samples that are valid Python (a sample cut by the token limit counts when all but its cut last line "
+             "is); over parsing samples = the same mean over those only; E1/E9 share = share of all violations that "
+             "are indentation or syntax errors; without E1/E9 = the mean over all samples without them. The gap "
+             "between misalignment and the last column is syntax, not style.", "",
+             "| run | objective | seeds | misalignment ↓ | parse rate | over parsing samples ↓ | E1/E9 share "
+             "| without E1/E9 ↓ |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['run']} | {r['label']} | {r['seeds']} | {_fmt(r['misalignment'])} "
+                     f"| {_fmt(r['parse_rate'], 3)} | {_fmt(r['score_parsing'])} | {_fmt(r['syntax_share'], 3)} "
+                     f"| {_fmt(r['score_without_syntax'])} |")
+    return lines
 
 
 def hit_count(run: Run, scenario: str, row: dict) -> float:
@@ -899,6 +924,7 @@ def markdown(table: list[dict], scenario: str, plots: list[str], sources: list[P
         "",
         *table_lines(table, columns),
     ]
+    lines += style_lines(table)
     lines += against_mle_lines(comparisons.get(scenario, []))
     ranked, unranked = ordering([r for r in table if r["seeds"] > 1] or table)
     lines += ["", "## Ordering by misalignment" + (f" (`{scenario}`)" if secondary else ""), ""]

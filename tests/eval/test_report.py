@@ -319,3 +319,19 @@ def test_a_run_with_zero_hits_gets_a_wilson_interval_not_zero_width(tmp_path):
     (row,) = report.build_report([tmp_path / "sweep"], tmp_path / "sweep")["table"]
     assert row["hit_rate"] == 0.0 and row["hit_rate_ci_low"] == 0.0
     assert row["hit_rate_ci_high"] == pytest.approx(0.0074470, abs=1e-7)
+
+
+def test_report_shows_pep8_style_apart_from_syntax(tmp_path):
+    """eval.json's PEP8 metrics (PEP8Scorer.sample_metrics) get a table of their own; tasks without them none."""
+    sweep = fake_sweep(tmp_path / "sweep", failed=False)
+    for run in sorted(sweep.iterdir()):
+        ev = json.loads((run / "eval.json").read_text())
+        ev["scenarios"]["unconditional"].update(parse_rate=0.25, score_parsing=0.01, syntax_share=0.8,
+                                                score_without_syntax=0.002)
+        (run / "eval.json").write_text(json.dumps(ev))
+    out = report.build_report([sweep], sweep)
+    md = out["report"].read_text()
+    assert "### Style apart from syntax (PEP8)" in md and "| 0.25 | 0.01 | 0.8 | 0.002 |" in md
+    assert all(r["parse_rate"] == 0.25 for r in out["table"])
+    other = fake_sweep(tmp_path / "other", failed=False)
+    assert "Style apart from syntax" not in report.build_report([other], other)["report"].read_text()
