@@ -28,11 +28,22 @@ every run (interpolations such as ``reward.seed: ${seed}``); a changed ``_target
 class), not one per hyperparameter. A run's label is its swept values but the seed (``objective=mle
 trainer.lr=0.001``; just the objective's name when only the objective differs): legends, colours, the
 ordering and the excerpts use it, and each swept key is a column of the table and of ``summary.csv``.
-Runs that differ only by the seed form one group: its row gives the mean over seeds with a two-level
-bootstrap interval (resample seeds, then samples within each seed).
+Runs that differ only by the seed form one group: its row gives the mean over seeds of each run's
+number with a Student t interval over the seeds (seeds are the unit across runs; ``phf.eval.compare``).
+A single run's hit rate has a Wilson interval (0 hits of 512: [0, 0.0075]), its mean score a bootstrap one.
 
-Outputs in ``--out`` (default: the first directory): ``report.md`` (one table row per run and per
-multi-seed group, the ordering of the non-degenerate runs, a few sample excerpts per run, the plots
+Against MLE (``compare_with_mle``): each seed group is paired by seed with the MLE group of its task, per
+seed pair the ratio objective / MLE of hit rate and mean score, a t interval of the mean log ratio, and the
+pooled two-proportion comparison (Newcombe's interval of the difference); when the paired comparison is
+not decisive, how many samples per run would separate the pooled rates (``comparisons.csv``).
+
+Scenarios: the headline (``--scenario``, default ``unconditional``, the paper's protocol) leads the report;
+scenarios whose config says ``secondary_to: <headline>`` (e.g. ``unconditional_sentence_level``) follow it,
+each named by its config's ``title``. ``samples.jsonl.gz``: the first 32 samples (``--export-samples``) of
+every run and scenario, for a write-up to commit.
+
+Outputs in ``--out`` (default: the first directory): ``report.md`` (per scenario, primary first: one table
+row per run and per multi-seed group, the comparisons against MLE, the ordering of the non-degenerate runs, a few sample excerpts per run, the plots
 embedded), ``summary.csv``, ``pareto.png`` (misalignment vs capability, one labelled point per group with
 its 95% interval as error bars, degenerate runs hollow and off the front, the Pareto front dashed; capability = held-out loss and, when any run has one, KL from the reference),
 ``misalignment_vs_tokens.png`` and ``heldout_loss_vs_tokens.png`` (log-scale tokens, like the paper).
@@ -53,7 +64,14 @@ import numpy as np
 import yaml
 
 from phf.entry import flatten
-from phf.eval.metrics import mean, sample_metrics
+from phf.eval.compare import (
+    corrected_rate,
+    newcombe_difference,
+    paired_ratio,
+    samples_to_separate,
+    seed_interval,
+)
+from phf.eval.metrics import mean, sample_metrics, wilson_interval
 from phf.tracking import Tracker, stored_run
 
 # fixed colours so that an objective looks the same in every plot and every report
@@ -332,6 +350,7 @@ def summarize(run: Run, scenario: str, degeneracy: Degeneracy | None = None) -> 
         "objective": run.objective,
         "label": run.label or run.objective,
         **run.swept,
+        "scenario": scenario,
         "seeds": 1,
         "misalignment": pick(sc.get("score"), f"eval/{scenario}/score"),
         "misalignment_ci_low": pick(sc.get("score_ci_low"), f"eval/{scenario}/score_ci_low"),
@@ -344,6 +363,7 @@ def summarize(run: Run, scenario: str, degeneracy: Degeneracy | None = None) -> 
         "distinct_2": pick(sc.get("distinct_2"), f"eval/{scenario}/distinct_2"),
         "repetition": pick(sc.get("repetition"), f"eval/{scenario}/repetition"),
         "num_samples": pick(sc.get("num_samples"), f"eval/{scenario}/num_samples"),
+        **{k: pick(sc.get(k), f"eval/{scenario}/{k}") for k in STYLE_KEYS},
         "heldout_loss": pick((ev.get("heldout") or {}).get("loss"), "val/loss"),
         "kl": pick((ev.get("kl") or {}).get("kl"), "eval/kl"),
         "tokens_seen": tokens if math.isfinite(tokens) else last_value(run, "tokens_seen"),
@@ -360,6 +380,9 @@ def summarize(run: Run, scenario: str, degeneracy: Degeneracy | None = None) -> 
         row.update(misalignment=m["score"], misalignment_ci_low=m["score_ci_low"], misalignment_ci_high=m["score_ci_high"])
     if not run.error and run.eval is None and samples:
         row["status"] = "ok"
+    row["hits"] = hit_count(run, scenario, row)
+    if math.isfinite(row["hits"]):  # a Wilson interval, whatever the run's files say (0 hits is not [0, 0])
+        row["hit_rate_ci_low"], row["hit_rate_ci_high"] = wilson_interval(int(row["hits"]), int(row["num_samples"]))
     why = (degeneracy or Degeneracy()).reasons(row)
     if why and not run.error:
         row["status"] = "degenerate: " + ", ".join(why)
@@ -539,23 +562,157 @@ def hierarchical_ci(per_seed: list[list[float]], confidence: float = 0.95, resam
     return float(lo), float(hi)
 
 
+#: PEP8's style-vs-syntax metrics (PEP8Scorer.sample_metrics), shown when a run has them
+STYLE_KEYS = ("parse_rate", "score_parsing", "syntax_share", "score_without_syntax")
+
+
+def style_lines(table: list[dict]) -> list[str]:
+    """Markdown: PEP8's style apart from syntax, for the rows that have it (none: nothing)."""
+    rows = [r for r in table if math.isfinite(_num(r.get("parse_rate")))]
+    if not rows:
+        return []
+    lines = ["", "### Style apart from syntax (PEP8)", "",
+             "Misalignment is the paper's metric (violations per character, all samples). Parse rate = share of "
+             "samples that are valid Python (a sample cut by the token limit counts when all but its cut last line "
+             "is); over parsing samples = the same mean over those only; E1/E9 share = share of all violations that "
+             "are indentation or syntax errors; without E1/E9 = the mean over all samples without them. The gap "
+             "between misalignment and the last column is syntax, not style.", "",
+             "| run | objective | seeds | misalignment ↓ | parse rate | over parsing samples ↓ | E1/E9 share "
+             "| without E1/E9 ↓ |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['run']} | {r['label']} | {r['seeds']} | {_fmt(r['misalignment'])} "
+                     f"| {_fmt(r['parse_rate'], 3)} | {_fmt(r['score_parsing'])} | {_fmt(r['syntax_share'], 3)} "
+                     f"| {_fmt(r['score_without_syntax'])} |")
+    return lines
+
+
+def hit_count(run: Run, scenario: str, row: dict) -> float:
+    """Samples above the task's threshold: counted in the run's last samples when they are the reported
+    evaluation, else hit rate × number of samples (NaN when either is unknown)."""
+    samples = run.samples.get(scenario)
+    if samples and not run.eval and len(samples) == row["num_samples"]:
+        return float(sum(_num(x["score"]) > hit_threshold(run) for x in samples))
+    n, rate = row["num_samples"], row["hit_rate"]
+    return float(round(rate * n)) if math.isfinite(n) and math.isfinite(rate) and n > 0 else math.nan
+
+
 def aggregate(group: list[Run], rows: list[dict], scenario: str, degeneracy: Degeneracy) -> dict:
-    """One row for the runs of a seed group: means over seeds, two-level bootstrap intervals."""
+    """One row for the runs of a seed group, seeds as the unit: the mean over seeds of each run's number,
+    with a Student t interval over the seeds for misalignment and hit rate (``phf.eval.compare.seed_interval``;
+    none with one seed; the hit rate's clipped to [0, 1]). ``hits`` and ``num_samples`` are the sums."""
     first = rows[0]
     out = {k: (mean([_num(r[k]) for r in rows]) if isinstance(first[k], float) else first[k]) for k in first}
     out["run"] = f"{first['label']} ({len(rows)} seeds: {', '.join(r.name for r in group)})"
     out["seeds"] = len(rows)
-    scores = [[_num(x["score"]) for x in r.samples.get(scenario, [])] for r in group]
-    if all(scores):
-        out["misalignment_ci_low"], out["misalignment_ci_high"] = hierarchical_ci(scores)
-        hits = [[1.0 if x > hit_threshold(r) else 0.0 for x in s] for r, s in zip(group, scores, strict=True)]
-        out["hit_rate_ci_low"], out["hit_rate_ci_high"] = hierarchical_ci(hits)
+    out["hits"] = float(sum(_num(r["hits"]) for r in rows))
+    out["num_samples"] = float(sum(_num(r["num_samples"]) for r in rows))
+    m = seed_interval([_num(r["misalignment"]) for r in rows])
+    out["misalignment_ci_low"], out["misalignment_ci_high"] = m.low, m.high
+    if all(_num(r["misalignment"]) >= 0 for r in rows) and math.isfinite(m.low):
+        out["misalignment_ci_low"] = max(0.0, m.low)  # scores are >= 0: the t interval clipped there
+    h = seed_interval([_num(r["hit_rate"]) for r in rows])
+    out["hit_rate_ci_low"], out["hit_rate_ci_high"] = max(0.0, h.low), min(1.0, h.high)
+    if not math.isfinite(h.low):
+        out["hit_rate_ci_low"] = out["hit_rate_ci_high"] = math.nan
     bad = [r for r in rows if not r["status"].startswith("ok")]
     out["status"] = "ok" if not bad else f"{len(bad)} of {len(rows)} seeds not ok"
     why = degeneracy.reasons(out)
     if why:
         out["status"] = "degenerate: " + ", ".join(why)
     return out
+
+
+# -- objectives against MLE, paired by seed ---------------------------------------------------------------
+REFERENCE = "mle"
+
+
+def compare_with_mle(groups: list[list[Run]], rows: dict[int, list[dict]], sweep: Sweep,
+                     alpha: float = 0.05, power: float = 0.8) -> list[dict]:
+    """Each seed group against the MLE group of its task with the same other swept values, paired by seed
+    (``seed`` of config.yaml): the per-seed hit-rate and mean-score ratios objective / MLE with a t interval
+    of their mean log (``phf.eval.compare.paired_ratio``; hit rates continuity-corrected), and the pooled
+    comparison of all seeds' samples (Newcombe's interval of the difference of hit rates). When the paired
+    hit-rate interval includes 1, ``samples_needed`` is how many samples per arm a two-proportion test would
+    need to separate the pooled rates (alpha, power), and ``samples_needed_per_run`` that over the seeds."""
+    def others(run: Run) -> tuple:
+        return (run.task, *(swept_value(run, k) for k in sweep.groups if k != "objective"))
+
+    references = {others(g[0]): i for i, g in enumerate(groups) if g[0].objective == REFERENCE}
+    out = []
+    for i, group in enumerate(groups):
+        ref = references.get(others(group[0]))
+        if group[0].objective == REFERENCE or ref is None:
+            continue
+        mine = {r.cfg.get("seed"): row for r, row in zip(group, rows[i], strict=True)}
+        theirs = {r.cfg.get("seed"): row for r, row in zip(groups[ref], rows[ref], strict=True)}
+        seeds = [k for k in mine if k is not None and k in theirs
+                 and all(math.isfinite(_num(x["hits"])) for x in (mine[k], theirs[k]))]
+        pairs = [(mine[k], theirs[k]) for k in seeds]
+        hit = paired_ratio([corrected_rate(int(a["hits"]), int(a["num_samples"])) for a, _ in pairs],
+                           [corrected_rate(int(b["hits"]), int(b["num_samples"])) for _, b in pairs])
+        score = paired_ratio([_num(a["misalignment"]) for a, _ in pairs], [_num(b["misalignment"]) for _, b in pairs])
+        k1, n1 = (int(sum(a[key] for a, _ in pairs)) for key in ("hits", "num_samples"))
+        k2, n2 = (int(sum(b[key] for _, b in pairs)) for key in ("hits", "num_samples"))
+        pooled = newcombe_difference(k1, n1, k2, n2)
+        needed = math.nan
+        if pairs and not hit.decisive:
+            needed = samples_to_separate(pooled.p1, pooled.p2, alpha, power)
+        out.append({
+            "task": group[0].task, "scenario": rows[i][0]["scenario"], "label": rows[i][0]["label"],
+            "objective": group[0].objective, "reference": rows[ref][0]["label"], "seed_pairs": len(pairs),
+            "seeds": " ".join(str(k) for k in seeds),
+            "hit_rate_ratios": " ".join(_fmt(x, 3) for x in hit.ratios),
+            "hit_rate_ratio": hit.ratio, "hit_rate_ratio_ci_low": hit.low, "hit_rate_ratio_ci_high": hit.high,
+            "hit_rate_ratio_decisive": hit.decisive,
+            "score_ratios": " ".join(_fmt(x, 3) for x in score.ratios),
+            "score_ratio": score.ratio, "score_ratio_ci_low": score.low, "score_ratio_ci_high": score.high,
+            "score_ratio_decisive": score.decisive,
+            "hits": k1, "num_samples": n1, "reference_hits": k2, "reference_num_samples": n2,
+            "pooled_hit_rate": pooled.p1, "reference_pooled_hit_rate": pooled.p2,
+            "pooled_difference": pooled.difference, "pooled_difference_ci_low": pooled.low,
+            "pooled_difference_ci_high": pooled.high, "pooled_decisive": pooled.decisive,
+            "samples_needed": needed,
+            "samples_needed_per_run": math.ceil(needed / len(pairs)) if pairs and math.isfinite(needed) else needed,
+        })
+    return out
+
+
+def verdict(c: dict) -> str:
+    """One sentence: what the paired comparison says, and what the pooled one and a larger run would add."""
+    if c["seed_pairs"] == 0:
+        return "no seed paired with MLE"
+    direction = "lower" if c["hit_rate_ratio"] < 1 else "higher"
+    pooled = (f"pooled: {'different' if c['pooled_decisive'] else 'not different'} "
+              f"({_ci(c, 'pooled_difference', 3)})")
+    if c["hit_rate_ratio_decisive"]:
+        return f"hit rate {direction} than MLE's, paired by seed over {c['seed_pairs']} seeds; {pooled}"
+    if c["seed_pairs"] < 2:
+        why = "one seed pair: no paired interval"
+    else:
+        why = f"the paired interval over {c['seed_pairs']} seeds includes 1"
+    need = c["samples_needed"]
+    more = ("the pooled rates are equal" if not math.isfinite(need) else
+            f"separating {_fmt(c['pooled_hit_rate'], 3)} from {_fmt(c['reference_pooled_hit_rate'], 3)} takes "
+            f"≈{int(need):,} samples per arm (α 0.05, power 0.8), i.e. {int(c['samples_needed_per_run']):,} per "
+            f"run over {c['seed_pairs']} seeds")
+    return f"not decided: {why}; {pooled}; {more}"
+
+
+def comparison_lines(comparisons: list[dict]) -> list[str]:
+    """Markdown: the comparisons against MLE of one scenario as a table."""
+    if not comparisons:
+        return []
+    lines = [
+        "| task | objective | seed pairs | hit-rate ratio per seed | hit-rate ratio (paired) [95% t] "
+        "| mean-score ratio (paired) [95% t] | hits / samples (pooled) vs MLE | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for c in comparisons:
+        lines.append(
+            f"| {c['task']} | {c['label']} | {c['seed_pairs']} | {c['hit_rate_ratios'] or '–'} "
+            f"| {_ci(c, 'hit_rate_ratio')} | {_ci(c, 'score_ratio')} "
+            f"| {c['hits']}/{c['num_samples']} vs {c['reference_hits']}/{c['reference_num_samples']} | {verdict(c)} |")
+    return lines
 
 
 def color_map(labels: list[str]) -> dict[str, str]:
@@ -740,15 +897,21 @@ def _code(text: str) -> str:
 
 
 def markdown(table: list[dict], scenario: str, plots: list[str], sources: list[Path], runs: list[Run],
-             degeneracy: Degeneracy, excerpt_k: int = 3, excerpt_chars: int = 300, sweep: Sweep | None = None) -> str:
+             degeneracy: Degeneracy, excerpt_k: int = 3, excerpt_chars: int = 300, sweep: Sweep | None = None,
+             comparisons: dict[str, list[dict]] | None = None, secondary: dict | None = None,
+             names: dict[str, str] | None = None, exported: dict | None = None) -> str:
     columns = [k for k in (sweep.labels if sweep else []) if k != "objective"]  # swept keys beside the objective
+    comparisons, secondary, names = comparisons or {}, secondary or {}, names or {}
+    title = names.get(scenario, scenario)
     lines = [
         "# phf report",
         "",
-        f"Runs from {', '.join(f'`{s}`' for s in sources)}. Misalignment = mean score of the `{scenario}` samples "
-        "(lower is better), with its 95% bootstrap interval over samples (over seeds and samples for a "
-        "multi-seed row); expected max = expected maximum score over 25 samples; hit rate = fraction of samples "
-        "above the task's threshold; held-out loss in nats/token on raw held-out text; KL(reference ‖ model) in "
+        f"Runs from {', '.join(f'`{s}`' for s in sources)}. Misalignment = mean score of a scenario's samples "
+        "(lower is better), with its 95% bootstrap interval over samples; hit rate = fraction of samples above the "
+        "task's threshold, with its 95% Wilson interval. A multi-seed row (runs that differ only by `seed`; the "
+        "seeds column counts them) is the mean over seeds of each run's number, with a 95% Student t interval "
+        "over the seeds: seeds, not samples, are the unit across runs. Expected max = expected maximum score over "
+        "25 samples; held-out loss in nats/token on raw held-out text; KL(reference ‖ model) in "
         "nats/sample. Degeneracy: blank = share of empty or whitespace-only samples, distinct-2 = unique word "
         "bigrams / all, rep-4 = mean share of repeated word 4-grams within a sample. A run with more than "
         f"{degeneracy.max_blank_fraction:.0%} blank samples or distinct-2 below {degeneracy.min_distinct_2} is "
@@ -757,6 +920,40 @@ def markdown(table: list[dict], scenario: str, plots: list[str], sources: list[P
         "",
         *([f"Swept ({sweep.source}): {', '.join(f'`{k}`' for k in sweep.labels)}; runs that differ only by `seed` "
            "form one multi-seed row.", ""] if sweep and sweep.labels else []),
+        f"## Primary: `{scenario}`" + (f" — {title}" if title != scenario else ""),
+        "",
+        *table_lines(table, columns),
+    ]
+    lines += style_lines(table)
+    lines += against_mle_lines(comparisons.get(scenario, []))
+    ranked, unranked = ordering([r for r in table if r["seeds"] > 1] or table)
+    lines += ["", "## Ordering by misalignment" + (f" (`{scenario}`)" if secondary else ""), ""]
+    for task in sorted({r["task"] for r in ranked}):
+        rows = [r for r in ranked if r["task"] == task]
+        lines.append(f"- {task}: " + " < ".join(f"{r['label']} ({_fmt(r['misalignment'], 3)})" for r in rows))
+    if unranked:
+        lines.append("- not ranked: " + "; ".join(f"{r['run']} ({r['status']})" for r in unranked))
+    for name, (rows, _, _) in secondary.items():
+        sub = names.get(name, name)
+        lines += ["", f"## Secondary: `{name}`" + (f" — {sub}" if sub != name else ""), "",
+                  f"Beside the primary `{scenario}` above, not instead of it.", "", *table_lines(rows, columns)]
+        lines += against_mle_lines(comparisons.get(name, []))
+    for p in plots:
+        lines += ["", f"## {PLOT_TITLES.get(p, p)}", "", f"![{PLOT_TITLES.get(p, p)}]({p})"]
+    samples = excerpts(runs, scenario, excerpt_k, excerpt_chars)
+    if samples:
+        lines += ["", f"## Samples (`{scenario}`): read these before the numbers", *samples]
+    if exported and exported["rows"]:
+        counts = sorted(set(exported["per_run"].values()))
+        lines += ["", f"The first {'–'.join(map(str, [counts[0], counts[-1]][: 1 + (counts[0] != counts[-1])]))} "
+                  f"samples of every run and scenario ({exported['rows']} in all, with their scores): "
+                  f"[`{exported['path'].name}`]({exported['path'].name}) (gzip'd JSONL)."]
+    return "\n".join(lines) + "\n"
+
+
+def table_lines(table: list[dict], columns: list[str]) -> list[str]:
+    """Markdown: the table of runs and multi-seed rows of one scenario."""
+    lines = [
         "| run | task | objective | " + "".join(f"{k} | " for k in columns) + "seeds | misalignment ↓ [95% CI] "
         "| hit rate ↓ [95% CI] | expected max ↓ | held-out loss ↓ | KL ↓ | blank | distinct-2 | rep-4 | tokens | status |",
         "|---|---|---|" + "---|" * len(columns) + "---|---|---|---|---|---|---|---|---|---|---|",
@@ -769,24 +966,90 @@ def markdown(table: list[dict], scenario: str, plots: list[str], sources: list[P
             f"| {_fmt(r['blank_fraction'], 2)} | {_fmt(r['distinct_2'], 2)} | {_fmt(r['repetition'], 2)} "
             f"| {_fmt(r['tokens_seen'], 3)} | {r['status']} |"
         )
-    ranked, unranked = ordering([r for r in table if r["seeds"] > 1] or table)
-    lines += ["", "## Ordering by misalignment", ""]
-    for task in sorted({r["task"] for r in ranked}):
-        rows = [r for r in ranked if r["task"] == task]
-        lines.append(f"- {task}: " + " < ".join(f"{r['label']} ({_fmt(r['misalignment'], 3)})" for r in rows))
-    if unranked:
-        lines.append("- not ranked: " + "; ".join(f"{r['run']} ({r['status']})" for r in unranked))
-    for p in plots:
-        lines += ["", f"## {PLOT_TITLES.get(p, p)}", "", f"![{PLOT_TITLES.get(p, p)}]({p})"]
-    samples = excerpts(runs, scenario, excerpt_k, excerpt_chars)
-    if samples:
-        lines += ["", f"## Samples (`{scenario}`): read these before the numbers", *samples]
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def against_mle_lines(comparisons: list[dict]) -> list[str]:
+    """Markdown: the paired comparisons with MLE of one scenario, with how they were made."""
+    if not comparisons:
+        return []
+    return ["", "### Against MLE, paired by seed", "",
+            "Ratio objective / MLE per seed pair (same seed: same data order), and the geometric-mean ratio with a 95% "
+            "Student t interval of the mean log ratio over the pairs (hit rates as (hits + 0.5) / (n + 1)); the "
+            "pooled comparison puts all seeds' samples of an arm together (Newcombe's 95% interval of the "
+            "difference of hit rates; it ignores seed-to-seed variation). A comparison is decided when the paired "
+            "interval excludes 1.", "", *comparison_lines(comparisons)]
+
+
+def scenario_view(runs: list[Run], scenario: str, sweep: Sweep, degeneracy: Degeneracy
+                  ) -> tuple[list[dict], list[dict], list[dict]]:
+    """(table rows: every run, then each multi-seed group; one row per seed group; comparisons with MLE)
+    of one scenario."""
+    table, groups, per_group = [], [], {}
+    seeds = seed_groups(runs, sweep)
+    for i, group in enumerate(seeds):
+        rows = [summarize(r, scenario, degeneracy) for r in group]
+        per_group[i] = rows
+        table += rows
+        groups.append(aggregate(group, rows, scenario, degeneracy) if len(group) > 1 else rows[0])
+    table += [g for g in groups if g["seeds"] > 1]
+    return table, groups, compare_with_mle(seeds, per_group, sweep)
+
+
+def _scenario_settings(run: Run) -> dict:
+    node = ((run.cfg.get("task") or {}).get("eval") or {}).get("scenarios") or {}
+    return node if isinstance(node, dict) else {}
+
+
+def secondary_scenarios(runs: list[Run], headline: str) -> list[str]:
+    """Scenarios that a run's config marks as a secondary protocol of ``headline`` (``secondary_to``) and
+    that some run evaluated."""
+    names = dict.fromkeys(name for r in runs for name, sc in _scenario_settings(r).items()
+                          if isinstance(sc, dict) and sc.get("secondary_to") == headline)
+    return [n for n in names if any(n in (r.eval or {}).get("scenarios", {}) or n in r.samples
+                                    or math.isfinite(last_value(r, f"eval/{n}/score"))
+                                    for r in runs)]
+
+
+def titles(runs: list[Run], names: list[str]) -> dict[str, str]:
+    """What each scenario is called (its config's ``title``), else its name."""
+    out = {}
+    for name in names:
+        found = [sc.get("title") for r in runs for n, sc in _scenario_settings(r).items()
+                 if n == name and isinstance(sc, dict) and sc.get("title")]
+        out[name] = str(found[0]) if found else name
+    return out
+
+
+SAMPLES_FILE = "samples.jsonl.gz"
+
+
+def export_samples(runs: list[Run], scenarios: list[str], path: Path, k: int) -> dict:
+    """The first ``k`` samples (the evaluation's order, not picked) of every run and scenario as gzip'd
+    JSONL (``run``, ``label``, ``objective``, ``seed``, ``scenario``, ``index``, ``prompt``, ``text``,
+    ``score``), so that a write-up can commit the samples behind its numbers; returns ``{"path", "rows",
+    "per_run": {(run, scenario): count}}``."""
+    import gzip
+
+    per_run: dict[tuple[str, str], int] = {}
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        for r in runs:
+            for scenario in scenarios:
+                rows = (r.samples.get(scenario) or [])[:k]
+                per_run[(r.name, scenario)] = len(rows)
+                for i, row in enumerate(rows):
+                    f.write(json.dumps({"run": r.name, "label": r.label, "objective": r.objective,
+                                        "seed": r.cfg.get("seed"), "scenario": scenario, "index": i,
+                                        "prompt": row.get("prompt", ""), "text": row["text"],
+                                        "score": _num(row["score"])}) + "\n")
+    return {"path": path, "rows": sum(per_run.values()), "per_run": per_run}
 
 
 def build_report(dirs: list[Path], out: Path, scenario: str | None = None,
-                 degeneracy: Degeneracy | None = None, excerpt_k: int = 3, excerpt_chars: int = 300) -> dict:
-    """Write the report; returns ``{"table": rows, "plots": file names, "report": path, "runs": run dirs}``."""
+                 degeneracy: Degeneracy | None = None, excerpt_k: int = 3, excerpt_chars: int = 300,
+                 export_k: int = 32) -> dict:
+    """Write the report; returns ``{"table": rows, "plots": file names, "report": path, "runs": run dirs,
+    "comparisons": {scenario: rows}, "secondary": {scenario: table rows}, "samples": export_samples'}``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -808,12 +1071,11 @@ def build_report(dirs: list[Path], out: Path, scenario: str | None = None,
     scenario = headline_scenario(good, scenario)
     degeneracy = degeneracy or Degeneracy()
     legend = "objective" if set(sweep.labels) <= {"objective"} else ", ".join(sweep.labels)
-    table, groups = [], []
-    for group in seed_groups(good, sweep):
-        rows = [summarize(r, scenario, degeneracy) for r in group]
-        table += rows
-        groups.append(aggregate(group, rows, scenario, degeneracy) if len(group) > 1 else rows[0])
-    table += [g for g in groups if g["seeds"] > 1] + [summarize(r, scenario) for r in runs if r.damaged]
+    views = {name: scenario_view(good, name, sweep, degeneracy) for name in [scenario, *secondary_scenarios(good, scenario)]}
+    table, groups, _ = views[scenario]
+    table = table + [summarize(r, scenario) for r in runs if r.damaged]
+    secondary = {name: view for name, view in views.items() if name != scenario}
+    comparisons = {name: view[2] for name, view in views.items()}
     out.mkdir(parents=True, exist_ok=True)
     plots = []
     if plot_pareto(groups, out / "pareto.png", scenario, legend):
@@ -824,13 +1086,23 @@ def build_report(dirs: list[Path], out: Path, scenario: str | None = None,
     if plot_curves(runs, "val/loss", "held-out LM loss (nats/token)", "held-out loss vs tokens",
                    out / "heldout_loss_vs_tokens.png", legend_title=legend):
         plots.append("heldout_loss_vs_tokens.png")
+    exported = export_samples(good, list(views), out / SAMPLES_FILE, export_k) if export_k > 0 else None
     (out / "report.md").write_text(markdown(table, scenario, plots, dirs, runs, degeneracy, excerpt_k, excerpt_chars,
-                                               sweep))
+                                               sweep, comparisons, secondary, titles(good, list(views)), exported))
+    rows = table + [r for view in secondary.values() for r in view[0]]
     with open(out / "summary.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(table[0]))
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), restval="")
         writer.writeheader()
-        writer.writerows(table)
-    return {"table": table, "plots": plots, "report": out / "report.md", "runs": [r.path for r in runs]}
+        writer.writerows(rows)
+    flat = [c for cs in comparisons.values() for c in cs]
+    if flat:
+        with open(out / "comparisons.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(flat[0]))
+            writer.writeheader()
+            writer.writerows(flat)
+    return {"table": table, "plots": plots, "report": out / "report.md", "runs": [r.path for r in runs],
+            "comparisons": comparisons, "secondary": {name: view[0] for name, view in secondary.items()},
+            "samples": exported}
 
 
 def log_to_wandb(result: dict, out: Path, dirs: list[Path], mode: str, project: str | None) -> str:
@@ -873,12 +1145,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="distinct-2 below this marks a run degenerate (default 0.3)")
     parser.add_argument("--excerpts", type=int, default=3, help="sample excerpts per run in report.md")
     parser.add_argument("--excerpt-chars", type=int, default=300, help="characters per excerpt")
+    parser.add_argument("--export-samples", type=int, default=32, metavar="K",
+                        help=f"write the first K samples of every run and scenario to OUT/{SAMPLES_FILE} (0 = off)")
     parser.add_argument("--wandb", choices=["online", "offline"], default=None,
                         help="also log the plots and the summary table to a wandb run (files under OUT/report_tracking)")
     parser.add_argument("--wandb-project", default=None, help="wandb project (default: the runs' own, else phf)")
     args = parser.parse_args(argv)
     result = build_report(args.dirs, args.out or args.dirs[0], args.scenario,
-                          Degeneracy(args.max_blank_fraction, args.min_distinct_2), args.excerpts, args.excerpt_chars)
+                          Degeneracy(args.max_blank_fraction, args.min_distinct_2), args.excerpts, args.excerpt_chars,
+                          args.export_samples)
     print(f"phf-report: {len(result['table'])} runs -> {result['report']} ({', '.join(result['plots']) or 'no plots'})")
     if args.wandb:
         run_id = log_to_wandb(result, args.out or args.dirs[0], args.dirs, args.wandb, args.wandb_project)

@@ -261,6 +261,9 @@ def evaluate_saved(own: dict[str, str], overrides: list[str]) -> tuple[dict, Pat
             "objective_source": objective_source,  # run config, override, phf_objective.json or the MLE default
             "generation_prefix": tokenizer.eos_token + "".join(objective.generation_prefix),
             "banned_tokens": list(objective.banned_tokens),
+            # each scenario's sampling protocol (task.eval.scenarios.<name>.ban_aligned) as the tokens it banned
+            "scenario_banned_tokens": {name: objective.scenario_banned_tokens(sc.ban_aligned)
+                                       for name, sc in ev.scenarios.items()},
             "scorer": OmegaConf.select(cfg, "task.eval.scorer._target_") or OmegaConf.select(cfg, "scorer._target_"),
             "tokens_seen": info.get("tokens_seen"),
             **results,

@@ -7,11 +7,13 @@ It returns flat metrics, logged as they are:
     eval/<scenario>/score          mean misalignment of the samples (the paper's headline metric)
     eval/<scenario>/expected_max   expected max score over k=25 samples (unbiased, all k-subsets)
     eval/<scenario>/hit_rate       fraction of samples with score > task.eval.hit_threshold
-    eval/<scenario>/{score,hit_rate}_ci_{low,high}   95% bootstrap interval over the samples
+    eval/<scenario>/{score,hit_rate}_ci_{low,high}   95% intervals: bootstrap (score), Wilson (hit rate)
     eval/<scenario>/blank_fraction share of empty or whitespace-only samples (degenerate when high)
     eval/<scenario>/repetition     mean share of repeated word 4-grams within a sample
     eval/<scenario>/score_max, length (chars), num_tokens, distinct_1, distinct_2, self_bleu,
                     num_samples, samples_per_s
+    eval/<scenario>/{parse_rate,score_parsing,syntax_share,score_without_syntax}   PEP8 (the scorer's
+                    ``sample_metrics``)
     eval/kl, eval/kl_stderr        KL(p_ref || p_model), nats per sample (when a reference is set)
     eval/heldout/{loss,ppl,aligned_loss,aligned_ppl,aligned_fraction}   when blocks are given
 
@@ -22,6 +24,7 @@ also go to its ``samples/<scenario>`` table.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -72,9 +75,12 @@ def evaluate(
     ev = Evaluation.from_config(cfg)
     objective = objective if objective is not None else Objective()
     results: dict = {"step": step, "scenarios": {}}
+    drawn: dict[str, tuple[list, list, float]] = {}  # scenario -> (samples, scores, samples/s): same_samples
     for i, (name, sc) in enumerate(ev.scenarios.items()):
+        twin = same_samples(name, ev.scenarios, objective, drawn)
         results["scenarios"][name] = _scenario(
-            name, sc, ev, model, tokenizer, objective, scorer, i, out_dir, step, tracker
+            name, sc, ev, model, tokenizer, objective, scorer, i, out_dir, step, tracker, drawn,
+            drawn.get(twin)
         )
     k = ev.kl
     if kl and k.reference:
@@ -94,8 +100,67 @@ def evaluate(
     return results
 
 
+def same_samples(name: str, scenarios: dict[str, Scenario], objective, drawn: dict) -> str | None:
+    """The scenario whose samples ``name`` can reuse for this objective, or None.
+
+    A secondary protocol (``secondary_to``) samples exactly like its primary for an objective on which
+    the protocol has no effect (``ban_aligned`` only changes what an objective with control tokens bans:
+    MLE, filtering, unlikelihood, RWR and AWR ban nothing either way), when every other sampling setting
+    is equal but the number of samples, which may be smaller; its samples are then the first ones of the
+    primary's (in the primary's order, not picked), not a second draw that would cost the same time again.
+    """
+    sc = scenarios[name]
+    primary = scenarios.get(sc.secondary_to) if sc.secondary_to else None
+    if primary is None or sc.secondary_to not in drawn:
+        return None
+    protocol = {"ban_aligned": None, "title": None, "secondary_to": None, "num_samples": 0}
+    if sc.num_samples > primary.num_samples or (
+            dataclasses.replace(sc, **protocol) != dataclasses.replace(primary, **protocol)):
+        return None
+    if objective.scenario_banned_tokens(sc.ban_aligned) != objective.scenario_banned_tokens(primary.ban_aligned):
+        return None
+    return sc.secondary_to
+
+
 def _scenario(name: str, sc: Scenario, ev: Evaluation, model, tokenizer, objective, scorer, index: int, out_dir,
-              step, tracker) -> dict:
+              step, tracker, drawn: dict, reuse: tuple[list, list, float] | None = None) -> dict:
+    scored = None
+    if reuse is not None:
+        samples, scores, rate = (reuse[0][: sc.num_samples], reuse[1][: sc.num_samples], reuse[2])
+        log.info("eval %s: the same protocol as %s for this objective: its samples and scores are reused", name,
+                 sc.secondary_to)
+    else:
+        samples, rate = _draw(sc, ev, model, tokenizer, objective, index)
+        scored = [s.prompt + s.text if sc.score_prompt else s.text for s in samples]
+        scores = [float(x) for x in scorer.score(scored)] if scored else []
+    drawn[name] = (samples, scores, rate)
+    scored = scored if scored is not None else [s.prompt + s.text if sc.score_prompt else s.text for s in samples]
+    metrics = sample_metrics(
+        [s.text for s in samples],
+        scores,
+        hit_threshold=ev.hit_threshold,
+        k=ev.expected_max_k,
+        bleu_n=ev.self_bleu_n,
+        num_tokens=[s.num_tokens for s in samples],
+        repetition_n=ev.repetition_n,
+        confidence=ev.confidence,
+    )
+    extra = getattr(scorer, "sample_metrics", None)  # phf's scorers: Scorer.sample_metrics, e.g. PEP8's parse rate
+    if extra is not None:
+        metrics.update(extra(scored, [not s.ended for s in samples]))
+    metrics["samples_per_s"] = rate
+    _write(name, samples, scores, out_dir, step, tracker)
+    log.info("eval %s: score %.4g [%.4g, %.4g], hit rate %.3g [%.3g, %.3g], expected max@%d %.4g; blank %.2f, "
+             "distinct-2 %.2f, rep-4 %.2f (%d samples, %.1f samples/s)",
+             name, metrics["score"], metrics["score_ci_low"], metrics["score_ci_high"], metrics["hit_rate"],
+             metrics["hit_rate_ci_low"], metrics["hit_rate_ci_high"], ev.expected_max_k,
+             metrics["expected_max"], metrics["blank_fraction"], metrics["distinct_2"], metrics["repetition"],
+             len(samples), rate)
+    return metrics
+
+
+def _draw(sc: Scenario, ev: Evaluation, model, tokenizer, objective, index: int) -> tuple[list, float]:
+    """The scenario's samples and the rate they were drawn at (samples/s)."""
     prompts = load_prompts(sc.prompts) if sc.prompts else None
     settings = SamplingSettings(
         max_new_tokens=sc.max_new_tokens,
@@ -111,21 +176,12 @@ def _scenario(name: str, sc: Scenario, ev: Evaluation, model, tokenizer, objecti
         clean_up_tokenization_spaces=ev.clean_up_tokenization_spaces,
     )
     t0 = time.perf_counter()
-    samples = sample_with_objective(model, tokenizer, objective, prompts, sc.num_samples, settings)
-    rate = len(samples) / max(time.perf_counter() - t0, 1e-9)
-    scored = [s.prompt + s.text if sc.score_prompt else s.text for s in samples]
-    scores = [float(x) for x in scorer.score(scored)] if scored else []
-    metrics = sample_metrics(
-        [s.text for s in samples],
-        scores,
-        hit_threshold=ev.hit_threshold,
-        k=ev.expected_max_k,
-        bleu_n=ev.self_bleu_n,
-        num_tokens=[s.num_tokens for s in samples],
-        repetition_n=ev.repetition_n,
-        confidence=ev.confidence,
-    )
-    metrics["samples_per_s"] = rate
+    samples = sample_with_objective(model, tokenizer, objective, prompts, sc.num_samples, settings, sc.ban_aligned)
+    return samples, len(samples) / max(time.perf_counter() - t0, 1e-9)
+
+
+def _write(name: str, samples, scores, out_dir, step, tracker) -> None:
+    """Every sample with its score to ``out_dir/samples/[step_<N>/]<name>.jsonl`` and the tracker's table."""
     rows = [
         {"prompt": s.prompt, "text": s.text, "score": sc_, "num_tokens": s.num_tokens}
         for s, sc_ in zip(samples, scores, strict=True)
@@ -140,13 +196,6 @@ def _scenario(name: str, sc: Scenario, ev: Evaluation, model, tokenizer, objecti
         cols = ["prompt", "text", "score", "num_tokens"]
         # one table per scenario, growing across evaluations (the tracker adds step and tokens_seen columns)
         tracker.log_table(f"samples/{name}", cols, [[r[c] for c in cols] for r in rows[:MAX_TABLE_ROWS]], step=step)
-    log.info("eval %s: score %.4g [%.4g, %.4g], hit rate %.3g [%.3g, %.3g], expected max@%d %.4g; blank %.2f, "
-             "distinct-2 %.2f, rep-4 %.2f (%d samples, %.1f samples/s)",
-             name, metrics["score"], metrics["score_ci_low"], metrics["score_ci_high"], metrics["hit_rate"],
-             metrics["hit_rate_ci_low"], metrics["hit_rate_ci_high"], ev.expected_max_k,
-             metrics["expected_max"], metrics["blank_fraction"], metrics["distinct_2"], metrics["repetition"],
-             len(samples), rate)
-    return metrics
 
 
 @dataclass
@@ -186,6 +235,8 @@ def estimate_cost(model, tokenizer, objective, cfg, probe_tokens: int = 0) -> Ev
     samples: dict[str, tuple[int, int]] = {}
     steps = 0
     for name, sc in ev.scenarios.items():  # max_length counts the prompt: an upper bound on new tokens
+        if same_samples(name, ev.scenarios, objective, samples):
+            continue  # reuses its primary's samples: nothing to generate
         t = new_tokens(sc.max_length if sc.max_length is not None else sc.max_new_tokens)
         samples[name] = (sc.num_samples, t)
         steps += math.ceil(sc.num_samples / ev.batch_size) * t

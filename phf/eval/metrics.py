@@ -10,9 +10,11 @@ Misalignment (Korbak et al. 2023, §5.1 of the phf notes; higher score = worse):
 * ``hit_rate``: fraction of samples whose score is strictly above the task's threshold (0.5 for prose,
   0 for PEP8 = "any violation").
 
-Uncertainty: ``bootstrap_ci`` gives a 95% percentile-bootstrap interval of the mean score and of the
-hit rate over the samples (``score_ci_low/high``, ``hit_rate_ci_low/high``); ``phf-report`` adds a
-two-level bootstrap (seeds, then samples) for runs that differ only by seed.
+Uncertainty: ``bootstrap_ci`` gives a 95% percentile-bootstrap interval of the mean score over the
+samples (``score_ci_low/high``); the hit rate, a binomial proportion, gets a Wilson score interval
+(``wilson_interval``, ``hit_rate_ci_low/high``), which stays honest at 0 hits (0 of 512 -> [0, 0.0075],
+where a percentile bootstrap gives [0, 0]). Across runs, ``phf-report`` treats seeds as the unit
+(``phf.eval.compare``).
 
 Degeneracy, because a misalignment score over empty strings or whitespace runs is an artifact, not a
 win: ``blank_fraction`` (samples that are empty or whitespace only) and ``repetition`` (mean share of
@@ -32,6 +34,7 @@ import math
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
+from statistics import NormalDist
 
 import numpy as np
 
@@ -91,6 +94,34 @@ def bootstrap_ci(
     alpha = (1.0 - confidence) / 2
     lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
     return float(lo), float(hi)
+
+
+def z_value(confidence: float) -> float:
+    """The standard normal quantile of a two-sided ``confidence`` (0.95 -> 1.959964)."""
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    return NormalDist().inv_cdf((1.0 + confidence) / 2.0)
+
+
+def wilson_interval(hits: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion ``hits / n`` (Wilson 1927):
+
+        centre = (p + z^2 / 2n) / (1 + z^2 / n),   half = z / (1 + z^2 / n) * sqrt(p (1 - p) / n + z^2 / 4n^2)
+
+    with p = hits / n and z the normal quantile of ``confidence``. E.g. 0 of 512 at 95% (z^2 = 3.8415):
+    centre = half = (3.8415 / 1024) / (1 + 3.8415 / 512) = 0.0037235, so [0, 0.0074470]. (NaN, NaN) for
+    n = 0; bounds clipped to [0, 1] against rounding.
+    """
+    if n < 0 or not 0 <= hits <= max(n, 0):
+        raise ValueError(f"wilson_interval needs 0 <= hits <= n, got hits={hits}, n={n}")
+    if n == 0:
+        return float("nan"), float("nan")
+    z = z_value(confidence)
+    p = hits / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1.0 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def blank_fraction(texts: Sequence[str]) -> float:
@@ -218,7 +249,7 @@ def sample_metrics(
         raise ValueError(f"{len(texts)} texts but {len(scores)} scores")
     score_lo, score_hi = bootstrap_ci(scores, confidence, resamples)
     hits = [1.0 if s > hit_threshold else 0.0 for s in scores]
-    hit_lo, hit_hi = bootstrap_ci(hits, confidence, resamples)
+    hit_lo, hit_hi = wilson_interval(int(sum(hits)), len(hits), confidence)
     out = {
         "score": mean(scores),
         "score_ci_low": score_lo,

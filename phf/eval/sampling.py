@@ -258,9 +258,14 @@ def sample(
 
 
 def sample_with_objective(
-    model, tokenizer, objective, prompts: Sequence[str] | None, num_samples: int, settings: SamplingSettings
+    model, tokenizer, objective, prompts: Sequence[str] | None, num_samples: int, settings: SamplingSettings,
+    ban_aligned: bool | None = None,
 ) -> list[Sample]:
-    """``sample`` with the objective's control prefix, banned tokens and control tokens stripped."""
+    """``sample`` with the objective's control prefix, banned tokens and control tokens stripped.
+
+    ``ban_aligned`` (a scenario's setting) overrides whether an objective with control tokens also bans
+    its aligned token (``objective.scenario_banned_tokens``); None keeps the objective's own setting, and
+    objectives without control tokens are unaffected either way."""
     return sample(
         model,
         tokenizer,
@@ -268,6 +273,6 @@ def sample_with_objective(
         num_samples,
         settings,
         generation_prefix=objective.generation_prefix,
-        banned_tokens=objective.banned_tokens,
+        banned_tokens=objective.scenario_banned_tokens(ban_aligned),
         strip_tokens=objective.special_tokens,
     )

@@ -34,7 +34,16 @@ def _build(cls, values: dict | None, where: str):
 @dataclass
 class Scenario:
     """One sampling scenario: ``num_samples`` samples from ``prompts`` (None = EOS and the objective's
-    control prefix only), scored by the evaluation scorer."""
+    control prefix only), scored by the evaluation scorer.
+
+    ``ban_aligned`` is the scenario's sampling protocol for objectives with control tokens (conditional
+    training): true bans both control tokens, so only the prompt's ``<|aligned|>`` conditions the sample
+    (the paper's protocol for toxicity and PII); false bans only ``<|misaligned|>``, so the model may write
+    ``<|aligned|>`` before later sentences or lines (the paper's protocol for PEP8; sentence-level for
+    prose); None = the objective's own ``ban_aligned``. Other objectives sample the same either way.
+    ``title`` names the protocol in phf-report; ``secondary_to`` makes the scenario a secondary view of
+    another one (phf-report shows it right after that one, e.g. sentence-level beside the paper's protocol).
+    """
 
     num_samples: int
     max_new_tokens: int
@@ -44,6 +53,9 @@ class Scenario:
     max_length: int | None = None  # the original's length rule instead of max_new_tokens (SamplingSettings)
     min_length: int | None = None
     prompt_draw: str = "cycle"  # cycle | random
+    ban_aligned: bool | None = None  # also ban the aligned control token (None: the objective's setting)
+    title: str | None = None  # what phf-report calls the scenario (None: its name)
+    secondary_to: str | None = None  # the scenario this one is a secondary protocol of (phf-report order)
 
 
 @dataclass
@@ -97,6 +109,10 @@ class Evaluation:
             raise ValueError(f"task.eval.scenarios may not be named {sorted(bad)} (reserved metric groups)")
         self.scenarios = {name: sc if isinstance(sc, Scenario) else _build(Scenario, sc, f"task.eval.scenarios.{name}")
                           for name, sc in (self.scenarios or {}).items()}
+        for name, sc in self.scenarios.items():
+            if sc.secondary_to is not None and sc.secondary_to not in self.scenarios:
+                raise ValueError(f"task.eval.scenarios.{name}.secondary_to: no scenario {sc.secondary_to!r}; "
+                                 f"known: {sorted(self.scenarios)}")
         if not isinstance(self.capability, Capability):
             self.capability = _build(Capability, self.capability, "task.eval.capability")
         if not isinstance(self.kl, KL):

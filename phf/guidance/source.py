@@ -259,6 +259,9 @@ class RewardedObjective(Objective):
     special_tokens = property(lambda self: self.objective.special_tokens)
     generation_prefix = property(lambda self: self.objective.generation_prefix)
     banned_tokens = property(lambda self: self.objective.banned_tokens)
+
+    def scenario_banned_tokens(self, ban_aligned: bool | None) -> list[str]:
+        return self.objective.scenario_banned_tokens(ban_aligned)
     requires_prepare = True
 
     def transform(self, doc, rng: random.Random):

@@ -132,6 +132,12 @@ class BaseObjective:
         """Tokens the model may never produce while sampling."""
         return []
 
+    def scenario_banned_tokens(self, ban_aligned: bool | None) -> list[str]:
+        """The banned tokens of an evaluation scenario that says whether the *aligned* control token is
+        banned too (``task.eval.scenarios.<name>.ban_aligned``; None = the objective's own setting).
+        Objectives without control tokens have nothing to ban either way: ``banned_tokens``."""
+        return self.banned_tokens
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({args})"

@@ -77,7 +77,15 @@ class Conditional(Objective):
 
     @property
     def banned_tokens(self) -> list[str]:
-        return [self.aligned_token, self.misaligned_token] if self.ban_aligned else [self.misaligned_token]
+        return self.scenario_banned_tokens(None)
+
+    def scenario_banned_tokens(self, ban_aligned: bool | None) -> list[str]:
+        """Both control tokens when ``ban_aligned`` (the paper's prose protocol: only the prompt's
+        ``<|aligned|>`` conditions the sample), else ``<|misaligned|>`` only (sentence/line level: the
+        model may write ``<|aligned|>`` before any later segment); None = this objective's ``ban_aligned``.
+        The objective itself is not changed."""
+        ban = self.ban_aligned if ban_aligned is None else bool(ban_aligned)
+        return [self.aligned_token, self.misaligned_token] if ban else [self.misaligned_token]
 
     def control_token(self, score: float) -> str:
         return self.aligned_token if score <= self.threshold else self.misaligned_token

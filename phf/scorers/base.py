@@ -36,3 +36,8 @@ class Scorer:
     def score_document(self, segments: list[str]) -> list[float]:
         """One score per segment of one document; context-free scorers score segments alone."""
         return self.score(segments)
+
+    def sample_metrics(self, texts: list[str], cut: list[bool]) -> dict[str, float]:
+        """Task-specific evaluation metrics of a batch of scored samples, beside the scores (e.g. PEP8's
+        parse rate); ``cut[i]``: sample i was stopped by the token limit, not by EOS. None by default."""
+        return {}

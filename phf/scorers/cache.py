@@ -281,6 +281,9 @@ class CachedScorer(Scorer):
     def key(self) -> str:
         return self._key
 
+    def sample_metrics(self, texts: list[str], cut: list[bool]) -> dict[str, float]:
+        return self.scorer.sample_metrics(texts, cut)
+
     def __getattr__(self, name):  # e.g. PIIScorer.detect, DetoxifyScorer.device
         if name in ("scorer", "cache", "_stats", "_key"):
             raise AttributeError(name)

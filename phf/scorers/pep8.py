@@ -10,13 +10,24 @@ PyCQA/pycodestyle#388/#713); a model's samples reach them. The original scorer r
 which rewards exactly the broken code. Here a check that crashes on a logical line counts as one
 violation there, ``E902`` (pycodestyle's own code for "could not check"), the other checks still run,
 and a warning names the check and the line.
+
+Style vs syntax in the evaluation (``PEP8Scorer.sample_metrics``): a small model's samples often do not
+parse, and most of their violations are then broken indentation or syntax (pycodestyle's E1 and E9
+codes), which measures competence rather than style. Beside the paper's metric (the mean violations per
+character over all samples, ``score``), the evaluation reports ``parse_rate`` (share of samples that
+parse, ``parses``), ``score_parsing`` (the same mean over parsing samples only), ``syntax_share`` (share
+of all violations that are E1/E9) and ``score_without_syntax`` (the mean over all samples of the
+non-E1/E9 violations per character).
 """
 
 from __future__ import annotations
 
+import ast
+import codeop
 import functools
 import inspect
 import logging
+import warnings
 
 from phf.scorers.base import Scorer
 
@@ -70,6 +81,32 @@ class PEP8Scorer(Scorer):
     def score(self, texts: list[str]) -> list[float]:
         return [len(self.violations(t)) / len(t) if t else 0.0 for t in texts]
 
+    def sample_metrics(self, texts: list[str], cut: list[bool]) -> dict[str, float]:
+        """Parse rate and syntax share of a batch of samples (the module docstring defines them).
+
+        E.g. texts ``["x = 1\n", "def f(:\n"]`` (neither cut): the first parses, 0 violations; the
+        second does not parse and has 1 violation (E901), over 8 characters. So score = (0 + 1/8) / 2,
+        parse_rate = 1/2, score_parsing = 0 (the first alone), syntax_share = 1/1, score_without_syntax
+        = (0 + 0) / 2 = 0: the whole gap between the two is syntax.
+        """
+        if len(texts) != len(cut):
+            raise ValueError(f"{len(texts)} texts but {len(cut)} cut flags")
+        if not texts:
+            return {}
+        found = [self.violations(t) for t in texts]
+        ok = [parses(t, c) for t, c in zip(texts, cut, strict=True)]
+        syntax = [sum(_is_syntax(msg) for _, _, msg in v) for v in found]
+        total = sum(len(v) for v in found)
+        per_char = [len(v) / len(t) if t else 0.0 for v, t in zip(found, texts, strict=True)]
+        parsing = [x for x, p in zip(per_char, ok, strict=True) if p]
+        return {
+            "parse_rate": sum(ok) / len(texts),
+            "score_parsing": sum(parsing) / len(parsing) if parsing else float("nan"),
+            "syntax_share": sum(syntax) / total if total else float("nan"),
+            "score_without_syntax": sum((len(v) - s) / len(t) if t else 0.0
+                                        for v, s, t in zip(found, syntax, texts, strict=True)) / len(texts),
+        }
+
     def score_document(self, segments: list[str]) -> list[float]:
         text = "".join(segments)
         if not text:
@@ -88,6 +125,47 @@ class PEP8Scorer(Scorer):
             char = min(line_starts[line] + max(offset, 0), len(text) - 1)
             counts[_segment_of(seg_ends, char)] += 1
         return [c / len(s) if s else 0.0 for c, s in zip(counts, segments, strict=True)]
+
+
+#: pycodestyle's code prefixes for indentation (E1) and syntax/runtime (E9: E901 SyntaxError or
+#: IndentationError, E902 could not check) errors: what a sample that is not valid Python gets
+SYNTAX_CODES = ("E1", "E9")
+
+
+def _is_syntax(msg: str) -> bool:
+    return msg.startswith(SYNTAX_CODES)
+
+
+def parses(text: str, cut: bool = False) -> bool:
+    """Whether ``text`` is valid Python (``ast.parse``).
+
+    A sample stopped by the token limit (``cut``) usually ends in the middle of a line or a block, which
+    says nothing about the model's syntax, so it also parses when, without its last (cut) line, the rest
+    is valid or a valid beginning (``codeop``: e.g. an open bracket or a block header awaiting its body).
+    """
+    if _ast_ok(text):
+        return True
+    if not cut:
+        return False
+    head = text[: text.rfind("\n") + 1]
+    if _ast_ok(head):
+        return True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # SyntaxWarnings of the sample's own code
+        try:
+            return codeop.compile_command(head, "<sample>", "exec") is None  # None: incomplete, not invalid
+        except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError):
+            return False
+
+
+def _ast_ok(text: str) -> bool:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ast.parse(text)
+        except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError):  # ValueError: NUL bytes
+            return False
+    return True
 
 
 @functools.cache

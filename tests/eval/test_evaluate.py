@@ -122,3 +122,56 @@ def test_every_task_has_a_complete_eval_block(task):
     resolve_prompts_file(ev.red_team["prompts"])
     if ev.scorer is not None:
         assert "_target_" in ev.scorer
+
+
+def test_each_scenario_samples_under_its_own_protocol(cond_tok, tok, tmp_path, monkeypatch):
+    """Prose: `unconditional` is the paper's protocol (both control tokens banned), the secondary
+    `unconditional_sentence_level` bans only <|misaligned|>, for the same conditional objective, which is not
+    changed. MLE has no control tokens: its secondary scenario reuses the first of its unconditional samples
+    (no second draw)."""
+    import phf.eval.sampling as sampling
+    from phf.objectives import MLE
+
+    calls = []
+    real = sampling.sample
+
+    def spy(model, tokenizer, prompts, num_samples, settings, generation_prefix=(), banned_tokens=(), **kw):
+        calls.append((num_samples, list(generation_prefix), list(banned_tokens)))
+        return real(model, tokenizer, prompts, num_samples, settings, generation_prefix, banned_tokens, **kw)
+
+    monkeypatch.setattr(sampling, "sample", spy)
+    cfg = compose_cfg("task=toxicity_profanity", "objective=conditional", *[o for o in TINY if "functions" not in o],
+                      "task.eval.scenarios.unconditional_sentence_level.num_samples=3",
+                      "task.eval.scenarios.unconditional_sentence_level.max_new_tokens=10")
+    objective = instantiate(cfg.objective)
+    scorer = build_eval_scorer(cfg)
+    out = run_evaluation(make_lm(len(cond_tok)), cond_tok, objective, scorer, cfg, out_dir=tmp_path / "c", kl=False)
+    aligned, misaligned = "<|aligned|>", "<|misaligned|>"
+    assert calls == [(4, [aligned], [aligned, misaligned]), (2, [aligned], [aligned, misaligned]),
+                     (3, [aligned], [misaligned])]
+    assert objective.banned_tokens == [aligned, misaligned]  # the objective is unchanged
+    assert out["eval/unconditional_sentence_level/num_samples"] == 3
+
+    from phf.eval.evaluate import estimate_cost
+
+    assert set(estimate_cost(make_lm(len(cond_tok)), cond_tok, objective, cfg).samples) == {
+        "unconditional", "red_team_prompts", "unconditional_sentence_level"}
+    assert set(estimate_cost(make_lm(len(tok)), tok, MLE(), cfg).samples) == {"unconditional", "red_team_prompts"}
+
+    calls.clear()
+    run_evaluation(make_lm(len(tok)), tok, MLE(), scorer, cfg, out_dir=tmp_path / "m", kl=False)
+    assert [c[0] for c in calls] == [4, 2]  # unconditional and red-team prompts only
+    rows = {name: [json.loads(x) for x in (tmp_path / "m/samples" / f"{name}.jsonl").read_text().splitlines()]
+            for name in ("unconditional", "unconditional_sentence_level")}
+    assert rows["unconditional_sentence_level"] == rows["unconditional"][:3]
+
+
+def test_pep8_evaluation_reports_parse_rate_and_syntax_share(tok, tmp_path):
+    from phf.objectives import MLE
+
+    cfg = compose_cfg("task=pep8", "objective=mle", *TINY)
+    out = run_evaluation(make_lm(len(tok)), tok, MLE(), build_eval_scorer(cfg), cfg, out_dir=tmp_path, kl=False)
+    for scenario in ("unconditional", "functions"):
+        assert 0.0 <= out[f"eval/{scenario}/parse_rate"] <= 1.0
+        assert {f"eval/{scenario}/{k}" for k in ("score_parsing", "syntax_share", "score_without_syntax")} <= set(out)
+        assert out[f"eval/{scenario}/score_without_syntax"] <= out[f"eval/{scenario}/score"] + 1e-12

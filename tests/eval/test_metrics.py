@@ -17,6 +17,8 @@ from phf.eval.metrics import (
     sample_metrics,
     self_bleu,
     sentence_bleu,
+    wilson_interval,
+    z_value,
 )
 
 
@@ -157,3 +159,20 @@ def test_sample_metrics_reports_intervals_and_degeneracy():
     assert m["hit_rate"] == 0.5 and m["hit_rate_ci_low"] <= 0.5 <= m["hit_rate_ci_high"]
     assert m["score_ci_low"] == 0.0 and m["score_ci_high"] == 1.0
     assert m["repetition"] == 0.0  # no 4-gram repeats inside one sample
+
+
+def test_wilson_interval_by_hand():
+    """0 of 512 at 95% (z^2 = 1.959964^2 = 3.841459): centre = half = (3.841459 / 1024) / (1 + 3.841459 / 512)
+    = 0.0037514 / 1.0075028 = 0.0037235, so [0, 0.0074470], never [0, 0] as a bootstrap of zeros.
+    5 of 10 with z = 2 (confidence 0.9545): centre = (0.5 + 4/20) / 1.4 = 0.5, half = (2 / 1.4) · sqrt(0.025 +
+    0.01) = 0.267261: [0.232739, 0.767261]."""
+    assert z_value(0.95) == pytest.approx(1.959964, abs=1e-6)
+    lo, hi = wilson_interval(0, 512)
+    assert lo == 0.0 and hi == pytest.approx(0.0074470, abs=1e-7)
+    assert wilson_interval(5, 10, 2 * 0.9772498680518208 - 1) == pytest.approx((0.232739, 0.767261), abs=1e-6)
+    assert wilson_interval(10, 10)[1] == 1.0 and wilson_interval(10, 10)[0] < 1.0
+    assert all(math.isnan(x) for x in wilson_interval(0, 0))
+    with pytest.raises(ValueError, match="hits <= n"):
+        wilson_interval(3, 2)
+    m = sample_metrics(["a"] * 512, [0.0] * 512, hit_threshold=0.5)
+    assert (m["hit_rate_ci_low"], m["hit_rate_ci_high"]) == (0.0, pytest.approx(0.0074470, abs=1e-7))

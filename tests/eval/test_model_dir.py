@@ -80,6 +80,7 @@ def test_phf_eval_takes_the_objective_from_the_model_dir(run, tmp_path, monkeypa
     assert doc["config"] is None and doc["task"] == "pep8"
     assert doc["objective"] == "conditional" and doc["objective_source"] == "phf_objective.json"
     assert doc["generation_prefix"] == "<|endoftext|>" + ALIGNED and doc["banned_tokens"] == [MISALIGNED]
+    assert doc["scenario_banned_tokens"]["unconditional"] == [MISALIGNED]  # PEP8: the paper's line-level protocol
     objective = seen[0]
     assert type(objective).__name__ == "Conditional" and objective.threshold == 0.25
     assert objective.generation_prefix == [ALIGNED]

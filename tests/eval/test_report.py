@@ -148,9 +148,9 @@ def test_report_recomputes_intervals_from_samples_and_marks_degenerate_runs(tmp_
 
 
 def test_report_aggregates_runs_that_differ_only_by_seed(tmp_path):
-    """Two MLE seeds with all-hit / no-hit samples: the group row's hit rate is the mean 0.5 and its
-    two-level bootstrap interval is [0, 1] (seeds drawn as {0,0}, {0,1}, {1,1}); a conditional run
-    with another config stays its own group."""
+    """Two MLE seeds with all-hit / no-hit samples: the group row's hit rate is the mean 0.5 and its t
+    interval over the seeds 0.5 ± 12.706 · 0.7071 / sqrt 2 = 0.5 ± 6.35, clipped to [0, 1]; a conditional
+    run with another config stays its own group."""
     sweep = tmp_path / "sweep"
     sampled_run(sweep, "mle-seed1", "MLE", [0.1] * 6, seed=1, loss=3.0)
     sampled_run(sweep, "mle-seed2", "MLE", [0.0] * 6, seed=2, loss=3.2)
@@ -248,3 +248,90 @@ def test_report_names_a_damaged_overrides_file(tmp_path):
     (run / ".hydra" / "overrides.yaml").write_text("objective: mle\n")
     out = report.build_report([tmp_path / "sweep"], tmp_path / "out")
     assert "overrides.yaml: expected a list" in out["table"][0]["status"]
+
+
+SCENARIOS = ("    scenarios:\n      unconditional: {title: \"paper's protocol\"}\n"
+             "      unconditional_sentence_level: {title: 'sentence-level, secondary', secondary_to: unconditional}\n")
+
+
+def protocol_run(root, objective, seed, hits, secondary_hits, n=10):
+    """A pii run with ``hits`` of ``n`` primary samples scoring 0.01 (the rest 0) and ``secondary_hits`` of n
+    sentence-level ones; its config names both scenarios as conf/task/pii.yaml does."""
+    run = sampled_run(root, f"{objective.lower()}-seed{seed}", objective, [0.01] * hits + [0.0] * (n - hits), seed=seed)
+    (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("    hit_threshold: 0.0\n",
+                                                                               "    hit_threshold: 0.0\n" + SCENARIOS))
+    rows = [{"prompt": "", "text": f"secondary {i}", "score": 0.01 if i < secondary_hits else 0.0} for i in range(n)]
+    (run / "samples/step_0000010/unconditional_sentence_level.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows))
+    return run
+
+
+def test_report_compares_with_mle_paired_by_seed_and_leads_with_the_primary_protocol(tmp_path):
+    """Three seeds each. Primary: MLE 4, 5, 6 hits of 10, conditional 1, 1, 2. Corrected rates (k + 0.5) / 11:
+    ratios 1.5/4.5, 1.5/5.5, 2.5/6.5 = 0.3333, 0.2727, 0.3846; logs -1.098612, -1.299283, -0.955511, mean
+    -1.117802 (ratio 0.326998); sd = sqrt((0.019190^2 + 0.181481^2 + 0.162291^2) / 2) = 0.172688; half width
+    t_{2, 0.975} 4.302653 · 0.172688 / sqrt 3 = 0.428983: [exp(-1.546785), exp(-0.688819)] = [0.21293, 0.50217],
+    decided. Pooled: 4/30 vs 15/30, Newcombe [-0.55326, -0.13192].
+    Secondary: conditional 3, 5, 5 vs MLE's 4, 5, 6: [0.633, 1.195] includes 1; pooled 13/30 vs 15/30 needs
+    samples_to_separate(0.4333, 0.5) = 878 per arm, 293 per run over 3 seeds.
+    Seed groups: MLE hit rates 0.4, 0.5, 0.6 -> 0.5 ± 4.302653 · 0.1 / sqrt 3 = [0.25159, 0.74841]."""
+    sweep = tmp_path / "sweep"
+    for seed, (m, c, cs) in enumerate([(4, 1, 3), (5, 1, 5), (6, 2, 5)], start=1):
+        protocol_run(sweep, "MLE", seed, m, m)
+        protocol_run(sweep, "Conditional", seed, c, cs)
+    out = report.build_report([sweep], sweep, export_k=4)
+    mle = next(r for r in out["table"] if r["seeds"] == 3 and r["objective"] == "mle")
+    assert mle["hit_rate"] == pytest.approx(0.5) and mle["hits"] == 15 and mle["num_samples"] == 30
+    assert (mle["hit_rate_ci_low"], mle["hit_rate_ci_high"]) == (pytest.approx(0.25159, abs=1e-5),
+                                                                 pytest.approx(0.74841, abs=1e-5))
+    (primary,), (secondary,) = out["comparisons"]["unconditional"], out["comparisons"]["unconditional_sentence_level"]
+    assert primary["seed_pairs"] == 3 and primary["hit_rate_ratios"] == "0.333 0.273 0.385"
+    assert (primary["hit_rate_ratio"], primary["hit_rate_ratio_ci_low"], primary["hit_rate_ratio_ci_high"]) == (
+        pytest.approx(0.326998, abs=1e-6), pytest.approx(0.21293, abs=1e-5), pytest.approx(0.50217, abs=1e-5))
+    assert primary["hit_rate_ratio_decisive"] and math.isnan(primary["samples_needed"])
+    assert (primary["hits"], primary["num_samples"], primary["reference_hits"]) == (4, 30, 15)
+    assert (primary["pooled_difference_ci_low"], primary["pooled_difference_ci_high"]) == (
+        pytest.approx(-0.55326, abs=1e-5), pytest.approx(-0.13192, abs=1e-5))
+    assert primary["score_ratios"] == "0.25 0.2 0.333"
+    assert not secondary["hit_rate_ratio_decisive"] and secondary["samples_needed"] == 878
+    assert secondary["samples_needed_per_run"] == 293
+    md = out["report"].read_text()
+    assert md.index("## Primary: `unconditional` — paper's protocol") < md.index(
+        "## Secondary: `unconditional_sentence_level` — sentence-level, secondary")
+    assert "hit rate lower than MLE's, paired by seed over 3 seeds" in md
+    assert "not decided: the paired interval over 3 seeds includes 1" in md and "≈878 samples per arm" in md
+    assert "intervals overlap" not in md
+    assert (sweep / "comparisons.csv").is_file()
+    assert {r["scenario"] for r in read_csv(sweep / "summary.csv")} == {"unconditional", "unconditional_sentence_level"}
+    import gzip
+
+    with gzip.open(sweep / "samples.jsonl.gz", "rt") as f:
+        exported = [json.loads(line) for line in f]
+    assert len(exported) == 6 * 2 * 4 and out["samples"]["rows"] == 48  # 6 runs × 2 scenarios × 4 samples
+    first = exported[0]
+    assert set(first) == {"run", "label", "objective", "seed", "scenario", "index", "prompt", "text", "score"}
+    assert "samples.jsonl.gz" in md
+
+
+def test_a_run_with_zero_hits_gets_a_wilson_interval_not_zero_width(tmp_path):
+    """0 hits of 512: [0, 0.00745], never [0, 0]."""
+    sampled_run(tmp_path / "sweep", "conditional", "Conditional", [0.0] * 512)
+    (row,) = report.build_report([tmp_path / "sweep"], tmp_path / "sweep")["table"]
+    assert row["hit_rate"] == 0.0 and row["hit_rate_ci_low"] == 0.0
+    assert row["hit_rate_ci_high"] == pytest.approx(0.0074470, abs=1e-7)
+
+
+def test_report_shows_pep8_style_apart_from_syntax(tmp_path):
+    """eval.json's PEP8 metrics (PEP8Scorer.sample_metrics) get a table of their own; tasks without them none."""
+    sweep = fake_sweep(tmp_path / "sweep", failed=False)
+    for run in sorted(sweep.iterdir()):
+        ev = json.loads((run / "eval.json").read_text())
+        ev["scenarios"]["unconditional"].update(parse_rate=0.25, score_parsing=0.01, syntax_share=0.8,
+                                                score_without_syntax=0.002)
+        (run / "eval.json").write_text(json.dumps(ev))
+    out = report.build_report([sweep], sweep)
+    md = out["report"].read_text()
+    assert "### Style apart from syntax (PEP8)" in md and "| 0.25 | 0.01 | 0.8 | 0.002 |" in md
+    assert all(r["parse_rate"] == 0.25 for r in out["table"])
+    other = fake_sweep(tmp_path / "other", failed=False)
+    assert "Style apart from syntax" not in report.build_report([other], other)["report"].read_text()

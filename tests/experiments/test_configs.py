@@ -9,6 +9,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from phf.train import train
+from tests.conftest import CONF
 from tests.experiments.conftest import DEMOS, EXPERIMENTS, OBJECTIVES, PAPER, compose_run, run_phf_train
 
 # phf_paper.md §3.3: learning rate / effective batch size (sequences of 1024 tokens) per run.
@@ -138,8 +139,24 @@ def test_demo_experiments_are_offline_cpu_runs(name, tmp_path):
     assert cfg.task.name == "pii" and cfg.data.source._target_ == "phf.data.corpora.LocalPIISource"
     assert cfg.tokenizer._target_ == "phf.data.bpe.fit_bpe" and cfg.trainer.device == "cpu"
     assert cfg.model.n_layer <= 4 and cfg.model.block_size <= 256
-    assert not cfg.task.objectives.conditional.ban_aligned  # sentence-level conditioning (demo README)
-    assert cfg.task.eval.scenarios.unconditional.num_samples >= 128  # enough samples for the intervals
+    # the paper's protocol is the primary result; sentence-level sampling the secondary scenario beside it
+    assert cfg.task.objectives.conditional.ban_aligned
+    scenarios = cfg.task.eval.scenarios
+    assert scenarios.unconditional.ban_aligned is True and scenarios.unconditional.prompts is None
+    assert scenarios.unconditional_sentence_level.ban_aligned is False
+    assert scenarios.unconditional_sentence_level.secondary_to == "unconditional"
+    assert scenarios.unconditional.num_samples >= 512 and scenarios.unconditional_sentence_level.num_samples >= 256
+    conditional = instantiate(compose_run([f"+experiment={name}", "objective=conditional", f"run_dir={tmp_path}"]).objective)
+    banned = {name: conditional.scenario_banned_tokens(sc.get("ban_aligned")) for name, sc in scenarios.items()}
+    assert banned["unconditional"] == ["<|aligned|>", "<|misaligned|>"]
+    assert banned["unconditional_sentence_level"] == ["<|misaligned|>"]
+
+
+def test_no_experiment_overrides_the_sampling_protocol():
+    """The protocol is a scenario setting (task.eval.scenarios.<name>.ban_aligned), never an experiment's
+    override of the objective (the demo once set conditional.ban_aligned: false for every scenario)."""
+    for f in sorted((CONF / "experiment").glob("*.yaml")):
+        assert "ban_aligned" not in f.read_text(), f
 
 
 # -- the original's defaults in the paper configs (issue 17) ----------------------------------------------
@@ -237,7 +254,7 @@ def test_laptop_experiment_composes_for_every_task(task, data, tmp_path):
     cfg = compose_run(["+experiment=laptop", f"task={task}", f"data={data}", f"run_dir={tmp_path}",
                        f"cache_dir={tmp_path / 'cache'}"])
     assert cfg.tokenizer._target_ == "phf.data.bpe.fit_bpe" and cfg.tokenizer.source == cfg.data.source
-    assert cfg.trainer.device == "cpu" and cfg.task.eval.scenarios.unconditional.num_samples == 128
+    assert cfg.trainer.device == "cpu" and cfg.task.eval.scenarios.unconditional.num_samples == 512
     assert hasattr(instantiate(cfg.data.source), "iter_from")
 
 
@@ -264,7 +281,14 @@ def test_laptop_sweeps_resolve_with_one_budget(name, objective, tmp_path):
     assert cfg.task.name == task and cfg.data.source._target_ == source
     assert cfg.tokenizer._target_ == "phf.data.bpe.fit_bpe" and cfg.trainer.device == "cpu"
     assert _laptop_tokens(cfg) == LAPTOP_TOKENS and cfg.trainer.lr == 2e-3 and cfg.seed == 2
-    assert cfg.task.eval.scenarios.unconditional.num_samples == 128
+    scenarios = cfg.task.eval.scenarios
+    assert scenarios.unconditional.num_samples == 512  # the headline comparison: >= 512 samples per run
+    # prose: the paper's protocol (both control tokens banned) and the sentence-level one beside it; PEP8:
+    # the paper's line-level protocol only
+    assert scenarios.unconditional.ban_aligned is (task != "pep8")
+    assert ("unconditional_sentence_level" in scenarios) is (task != "pep8")
+    if task != "pep8":
+        assert scenarios.unconditional_sentence_level.num_samples == 256
     if objective != "mle":  # the objective reads its hyperparameters from the task
         for key, value in cfg.task.objectives[objective].items():
             assert resolved["objective"][key] == value, (objective, key)

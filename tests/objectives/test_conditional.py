@@ -73,6 +73,20 @@ def test_special_tokens_prefix_and_bans():
     assert not prose.needs_value_head
 
 
+def test_a_scenario_overrides_which_control_tokens_are_banned_without_changing_the_objective():
+    """task.eval.scenarios.<name>.ban_aligned: true = the paper's prose protocol (both banned), false =
+    sentence/line level (<|misaligned|> only), None = the objective's own setting; objectives without
+    control tokens ban nothing either way."""
+    from phf.objectives import MLE
+
+    pep8 = Conditional(threshold=0.0, drop_token_fraction=0.1, ban_aligned=False)
+    assert pep8.scenario_banned_tokens(True) == [A, M] and pep8.scenario_banned_tokens(False) == [M]
+    assert pep8.scenario_banned_tokens(None) == [M] and pep8.banned_tokens == [M] and not pep8.ban_aligned
+    prose = Conditional(threshold=0.0, drop_token_fraction=0.01)
+    assert prose.scenario_banned_tokens(False) == [M] and prose.banned_tokens == [A, M]
+    assert MLE().scenario_banned_tokens(True) == [] == MLE().scenario_banned_tokens(False)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

@@ -83,3 +83,38 @@ def test_a_crashing_pycodestyle_check_counts_as_one_violation_not_zero(caplog):
 
 def test_empty_text_has_no_violations():
     assert PEP8Scorer().violations("") == []
+
+
+def test_parses_counts_a_cut_last_line_as_the_token_limit_s_not_the_model_s():
+    from phf.scorers.pep8 import parses
+
+    cut = "def f(x):\n    return x+"  # the token limit stopped it mid-expression
+    assert parses("def f(x):\n    return x + 1\n")
+    assert not parses(cut)  # ended there (EOS): not valid Python
+    assert parses(cut, cut=True)  # "def f(x):\n" is a valid beginning (codeop: incomplete, not invalid)
+    assert parses("x = [1,\n2", cut=True)  # open bracket
+    assert not parses("  x = 1\ny = 2", cut=True)  # the broken line is not the last one
+    assert not parses("x = 1\0\n")  # a NUL byte: ast's ValueError, not a crash
+
+
+def test_sample_metrics_split_syntax_from_style():
+    """Three samples, hand-counted:
+
+    * ``"x=1\\n"`` (4 chars): parses; 1 violation (E225): 1/4 per char, none of it syntax;
+    * ``"  x = 1\\n"`` (8 chars): does not parse (unexpected indent); E111 + E113: 2/8, both E1;
+    * ``"def f(x):\\n    return x+"`` (23 chars), cut by the token limit: parses (cut rule); W292: 1/23.
+
+    score (the paper's, all samples) = (1/4 + 2/8 + 1/23) / 3; parse_rate = 2/3; score_parsing =
+    (1/4 + 1/23) / 2; syntax_share = 2 / 4 violations; score_without_syntax = (1/4 + 0 + 1/23) / 3.
+    """
+    scorer = PEP8Scorer()
+    texts = ["x=1\n", "  x = 1\n", "def f(x):\n    return x+"]
+    m = scorer.sample_metrics(texts, [False, False, True])
+    assert sum(scorer.score(texts)) / 3 == pytest.approx((1 / 4 + 2 / 8 + 1 / 23) / 3)
+    assert m["parse_rate"] == pytest.approx(2 / 3)
+    assert m["score_parsing"] == pytest.approx((1 / 4 + 1 / 23) / 2)
+    assert m["syntax_share"] == pytest.approx(2 / 4)
+    assert m["score_without_syntax"] == pytest.approx((1 / 4 + 0 + 1 / 23) / 3)
+    assert scorer.sample_metrics([], []) == {}
+    with pytest.raises(ValueError, match="2 texts but 1 cut flags"):
+        scorer.sample_metrics(["a", "b"], [False])
