@@ -12,7 +12,8 @@ It returns flat metrics, logged as they are:
     eval/<scenario>/repetition     mean share of repeated word 4-grams within a sample
     eval/<scenario>/score_max, length (chars), num_tokens, distinct_1, distinct_2, self_bleu,
                     num_samples, samples_per_s
-    eval/kl, eval/kl_stderr        KL(p_ref || p_model), nats per sample (when a reference is set)
+    eval/kl, eval/kl_stderr        KL(p_ref || p_model), nats per sample (when a reference is set or
+                                   trained: task.eval.kl.train_reference, phf.eval.reference)
     eval/heldout/{loss,ppl,aligned_loss,aligned_ppl,aligned_fraction}   when blocks are given
     eval/heldout_clean/{loss,loss_ci_low,loss_ci_high,ppl,num_tokens,num_docs}   on clean held-out
                     documents in the model's sampling format (phf.eval.heldout_clean), when given
@@ -41,6 +42,7 @@ from phf.eval.heldout_clean import clean_heldout_loss
 from phf.eval.kl import KLSettings, kl_from_reference
 from phf.eval.metrics import sample_metrics
 from phf.eval.red_team import load_prompts
+from phf.eval.reference import clean_reference
 from phf.eval.sampling import SamplingSettings, context_length, sample_with_objective
 from phf.eval.settings import Evaluation, Scenario
 from phf.objectives.base import Objective
@@ -82,12 +84,13 @@ def evaluate(
             name, sc, ev, model, tokenizer, objective, scorer, i, out_dir, step, tracker
         )
     k = ev.kl
-    if kl and k.reference:
+    if kl and (k.reference or k.train_reference):
+        reference = str(k.reference) if k.reference else str(clean_reference(cfg))
         settings = KLSettings(num_samples=k.num_samples, max_new_tokens=k.max_new_tokens, batch_size=k.batch_size,
                               seed=k.seed)
         cache_dir = k.cache_dir or Path(OmegaConf.select(cfg, "cache_dir") or "~/.cache/phf").expanduser() / "kl"
-        results["kl"] = {"reference": str(k.reference), **kl_from_reference(
-            model, tokenizer, objective, str(k.reference), settings, cache_dir, k.prefix_every_line)}
+        results["kl"] = {"reference": reference, **kl_from_reference(
+            model, tokenizer, objective, reference, settings, cache_dir, k.prefix_every_line)}
     if blocks is not None:
         results["heldout"] = heldout_loss(
             model,
@@ -199,7 +202,7 @@ def estimate_cost(model, tokenizer, objective, cfg, probe_tokens: int = 0) -> Ev
         t = new_tokens(sc.max_length if sc.max_length is not None else sc.max_new_tokens)
         samples[name] = (sc.num_samples, t)
         steps += math.ceil(sc.num_samples / ev.batch_size) * t
-    if ev.kl.reference:
+    if ev.kl.reference or ev.kl.train_reference:
         t = new_tokens(ev.kl.max_new_tokens)
         samples["kl"] = (ev.kl.num_samples, t)
         steps += math.ceil(ev.kl.num_samples / ev.kl.batch_size) * t

@@ -62,7 +62,8 @@ class Capability:
 
 @dataclass
 class KL:
-    """KL(p_ref || p_model) from samples of a reference model (off while ``reference`` is None)."""
+    """KL(p_ref || p_model) from samples of a reference model (off while ``reference`` is None, unless
+    ``train_reference``)."""
 
     reference: str | None = None
     num_samples: int = 64
@@ -71,6 +72,10 @@ class KL:
     seed: int = 0
     cache_dir: str | None = None  # None = <cache_dir>/kl
     prefix_every_line: bool | None = None  # None = auto (conditional PEP8)
+    # reference None and train_reference: MLE on the clean corpus, trained once and cached (phf.eval.reference)
+    train_reference: bool = False
+    reference_steps: int | None = None  # None = the run's optimizer steps
+    reference_seed: int = 0
 
 
 @dataclass
