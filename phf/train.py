@@ -64,9 +64,8 @@ def dry_run(cfg: DictConfig, trainer: Trainer, plan: Plan) -> dict:
     return info
 
 
-def train(cfg: DictConfig, source=None) -> dict:
-    """Train one model as ``cfg`` says; return the final metrics. ``source``: an already built data source
-    to read instead of ``cfg.data.source`` (the KL reference's clean documents, ``phf.eval.reference``)."""
+def train(cfg: DictConfig) -> dict:
+    """Train one model as ``cfg`` says; return the final metrics."""
     dist = Dist()
     validate_run(cfg)
     trainer = Trainer.from_config(cfg.trainer)
@@ -84,7 +83,7 @@ def train(cfg: DictConfig, source=None) -> dict:
         lock = RunLock(run_dir)
         lock.acquire()
     try:
-        return _train(cfg, trainer, plan, dist, run_dir, source)
+        return _train(cfg, trainer, plan, dist, run_dir)
     finally:
         if lock is not None:
             lock.release()
@@ -99,7 +98,7 @@ def checkpoint_to_resume(trainer: Trainer, ckpt_root: Path) -> Path | None:
     return None
 
 
-def _train(cfg: DictConfig, trainer: Trainer, plan: Plan, dist: Dist, run_dir: Path, source=None) -> dict:
+def _train(cfg: DictConfig, trainer: Trainer, plan: Plan, dist: Dist, run_dir: Path) -> dict:
     # which checkpoint to continue, and whether its run had the same settings: before building anything
     resume_from = checkpoint_to_resume(trainer, run_dir / "checkpoints")
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -122,7 +121,7 @@ def _train(cfg: DictConfig, trainer: Trainer, plan: Plan, dist: Dist, run_dir: P
     if cfg.model.block_size > model.config.n_positions:
         raise ValueError(f"model.block_size {cfg.model.block_size} exceeds the model's context {model.config.n_positions}")
     scorer = build_scorer(cfg.scorer, cfg.get("cache_dir"))
-    data = build_data(cfg.data, source)  # the source is built once: training and validation streams share it
+    data = build_data(cfg.data)  # the source is built once: training and validation streams share it
     stream = stream_from_config(cfg, tokenizer, "train", objective, data=data, scorer=scorer,
                                 rank=dist.rank, world_size=dist.world_size)
     prepared = {}

@@ -20,20 +20,21 @@ it has no control tokens: a conditional model's control tokens are context, reno
 It is trained once per (corpus, tokenizer, model, trainer settings, steps, reference seed), whatever
 the run's objective and seed, and cached under ``<cache_dir>/reference/<task>-<hash>/`` (``final/``,
 the HF checkpoint, and ``reference.json``). Concurrent jobs of a sweep serialise on a lock file: the
-first trains, the others wait and reuse it. Its cost is one MLE run without evaluation (measured in
+first trains, the others wait and reuse it. The training runs phf-train's ``train`` in a child process
+(``_TRAIN``), so the evaluating run's RNG and torch state are untouched. Its cost is one MLE run without evaluation (measured in
 docs/evaluation.md). Prebuild it before a parallel sweep with ``python -m phf.eval.reference
 +experiment=laptop task=... data=...`` so that no job waits idle.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
-import random
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -56,9 +57,13 @@ _UNWEIGHTED = ("progress", "progress_every_s", "log_every", "resume", "resume_mi
 
 class CleanSource(Source):
     """Row i of an injected corpus's clean version, or an empty placeholder (skipped by the pipeline)
-    where the injected row i is held out (``val_fraction``) or is itself a placeholder."""
+    where the injected row i is held out (``val_fraction``) or is itself a placeholder. A config node
+    (``_target_: phf.eval.reference.CleanSource``, ``injected``: the injected source's config)."""
 
     def __init__(self, injected: Source, val_fraction: float):
+        if not callable(getattr(injected, "clean_documents", None)):
+            raise ValueError(f"{type(injected).__name__} has no clean version (clean_documents()); train the "
+                             "reference on the corpus as it is")
         self.injected, self.val_fraction = injected, val_fraction
         self.clean = injected.clean_documents()
 
@@ -74,20 +79,27 @@ class CleanSource(Source):
         return len(self.clean)
 
 
-def reference_config(cfg, steps: int | None, seed: int) -> DictConfig:
-    """The reference's run config: ``cfg`` resolved (the tokenizer stays fitted to the run's corpus),
-    objective MLE, no reward wrapper, ``steps`` optimizer steps (None: the run's), seed ``seed``, no
-    evaluation, checkpoint or resume, no tracker."""
-    from phf.trainer import Trainer
+def has_clean_version(cfg) -> bool:
+    """Whether the run's corpus keeps a clean version (``source.clean_documents()``)."""
+    return callable(getattr(build_data(cfg.data).source, "clean_documents", None))
 
+
+def reference_config(cfg, steps: int | None, seed: int, clean: bool) -> DictConfig:
+    """The reference's run config: ``cfg`` resolved (the tokenizer stays fitted to the run's corpus), its
+    source the clean version (``clean``), objective MLE, no reward wrapper, ``steps`` optimizer steps
+    (None: the run's trainer.max_steps / num_tokens), seed ``seed``; no evaluation, checkpoint, resume or
+    tracker."""
     ref = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    run_steps = Trainer.from_config(ref.trainer).plan(ref.model.block_size, 1).max_steps
+    if clean:
+        ref.data.source = {"_target_": f"{__name__}.CleanSource", "injected": ref.data.source,
+                           "val_fraction": ref.data.val_fraction}
     ref.objective = {"_target_": "phf.objectives.MLE"}
     ref.reward = None
     ref.seed = seed
     ref.logger = {"_target_": "phf.tracking.Tracker", "backend": "none"}
-    ref.trainer.max_steps = steps if steps is not None else run_steps
-    ref.trainer.num_tokens = None
+    if steps is not None:
+        ref.trainer.max_steps = steps
+        ref.trainer.num_tokens = None
     for key, value in {"final_eval": False, "eval_every": 0, "checkpoint_every": 0, "resume": "never",
                        "progress": False, "dry_run": False}.items():
         ref.trainer[key] = value
@@ -95,10 +107,10 @@ def reference_config(cfg, steps: int | None, seed: int) -> DictConfig:
     return ref
 
 
-def reference_key(ref: DictConfig, clean: bool) -> str:
+def reference_key(ref: DictConfig) -> str:
     """A hash of what the reference's weights depend on."""
     trainer = {k: v for k, v in OmegaConf.to_container(ref.trainer).items() if k not in _UNWEIGHTED}
-    parts = {"format": FORMAT, "clean": clean, "seed": ref.seed, "trainer": trainer,
+    parts = {"format": FORMAT, "seed": ref.seed, "trainer": trainer,
              **{k: OmegaConf.to_container(ref[k]) for k in ("data", "tokenizer", "model")},
              "segmenter": OmegaConf.to_container(ref.task.segmenter)}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -116,10 +128,9 @@ def clean_reference(cfg) -> Path:
     from phf.eval.settings import Evaluation
 
     kl = Evaluation.from_config(cfg).kl
-    ref = reference_config(cfg, kl.reference_steps, kl.reference_seed)
-    data = build_data(ref.data)
-    clean = callable(getattr(data.source, "clean_documents", None))
-    directory = cache_root(cfg) / "reference" / f"{ref.task.name}-{reference_key(ref, clean)}"
+    clean = has_clean_version(cfg)
+    ref = reference_config(cfg, kl.reference_steps, kl.reference_seed, clean)
+    directory = cache_root(cfg) / "reference" / f"{ref.task.name}-{reference_key(ref)}"
     if (directory / "reference.json").is_file():
         return directory / "final"
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -132,56 +143,54 @@ def clean_reference(cfg) -> Path:
                 return directory / "final"
             if directory.exists():  # a damaged build (no reference.json): start over
                 shutil.rmtree(directory)
-            _train(ref, data, clean, directory)
+            _train(ref, clean, directory)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return directory / "final"
 
 
-def _train(ref: DictConfig, data, clean: bool, directory: Path) -> None:
-    from phf.train import train
+#: what the reference's training process runs: phf-train's ``train`` on the config file argv[1], with the
+#: caller's torch thread count argv[2]. A separate process: the caller's RNG, torch and logging state stay
+#: untouched, and the evaluation does not import the trainer that imports it
+_TRAIN = """
+import logging, sys
+import torch
+from omegaconf import OmegaConf
+from phf.train import train
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+torch.set_num_threads(int(sys.argv[2]))
+train(OmegaConf.load(sys.argv[1]))
+"""
 
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        raise RuntimeError(f"the KL reference {directory.name} is not trained inside a distributed run; prebuild "
-                           "it with `python -m phf.eval.reference <the run's overrides>` first")
-    source = CleanSource(data.source, data.val_fraction) if clean else None
+
+def _train(ref: DictConfig, clean: bool, directory: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
     ref.run_dir = str(tmp / "run")
-    log.info("training the KL reference (MLE on the %s, %d steps; once, cached in %s)",
-             "clean documents" if clean else "corpus as it is", ref.trainer.max_steps, directory)
+    config = tmp / "reference_config.yaml"
+    OmegaConf.save(ref, config)
+    log.info("training the KL reference (MLE on the %s; once, cached in %s)",
+             "clean documents" if clean else "corpus as it is", directory)
     t0 = time.perf_counter()
-    with _kept_rng():
-        metrics = train(ref, source=source)
+    done = subprocess.run([sys.executable, "-c", _TRAIN, str(config), str(torch.get_num_threads())], check=False)
     seconds = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise RuntimeError(f"training the KL reference failed (exit code {done.returncode}; its log is above, its "
+                           f"config in {config}); set task.eval.kl.train_reference=false to evaluate without KL")
+    summary = json.loads((tmp / "run" / "final" / "phf_summary.json").read_text())
     os.replace(tmp / "run" / "final", tmp / "final")
     shutil.rmtree(tmp / "run")
-    info = {"format": FORMAT, "clean": clean, "seconds": seconds, "steps": int(ref.trainer.max_steps),
-            "val_loss": metrics.get("val/loss"), "config": OmegaConf.to_container(ref)}
-    (tmp / "reference.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+    info = {"format": FORMAT, "clean": clean, "seconds": seconds, "steps": summary.get("step"),
+            "tokens_seen": summary.get("tokens_seen"), "val_loss": summary.get("val/loss")}
+    (tmp / "reference.json").write_text(json.dumps(info, indent=2) + "\n")
     os.replace(tmp, directory)
-    log.info("KL reference trained in %.0f s (validation loss %.4g): %s", seconds, info["val_loss"] or float("nan"),
-             directory / "final")
-
-
-@contextlib.contextmanager
-def _kept_rng():
-    """The caller's Python and torch RNG states are restored after the reference's training seeds them."""
-    state = random.getstate()
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
-        try:
-            yield
-        finally:
-            random.setstate(state)
+    log.info("KL reference trained in %.0f s (validation loss %s): %s", seconds, info["val_loss"], directory / "final")
 
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m phf.eval.reference <phf-train overrides>``: build the reference a run would use."""
-    import sys
-
     from hydra import compose, initialize_config_dir
 
-    from phf.runtime import conf_dir
+    from phf.entry import conf_dir
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):

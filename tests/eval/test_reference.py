@@ -50,13 +50,18 @@ def test_kl_and_clean_heldout_loss_are_finite_and_the_reference_is_trained_once(
 
 def test_reference_config_is_mle_without_evaluation_and_keyed_by_what_changes_its_weights():
     cfg = compose(TINY_LAPTOP + ["objective=conditional", "run_dir=x", "seed=5"])
-    ref = reference_config(cfg, None, 0)
+    ref = reference_config(cfg, None, 0, clean=True)
     assert ref.objective._target_ == "phf.objectives.MLE" and ref.seed == 0
     assert ref.trainer.max_steps == 3 and not ref.trainer.final_eval and ref.trainer.resume == "never"
-    # neither the run's objective nor its seed changes the reference; its steps do
-    other = reference_config(compose(TINY_LAPTOP + ["objective=mle", "run_dir=y", "seed=6"]), None, 0)
-    assert reference_key(ref, True) == reference_key(other, True)
-    assert reference_key(reference_config(cfg, 7, 0), True) != reference_key(ref, True)
+    assert ref.data.source._target_ == "phf.eval.reference.CleanSource"
+    assert ref.data.source.injected._target_ == cfg.data.source._target_
+    bpe = reference_config(compose(TINY_LAPTOP + ["tokenizer=bpe", "run_dir=x"]), None, 0, clean=True)
+    assert bpe.tokenizer.source._target_ == cfg.data.source._target_  # the runs' tokenizer, fitted to their corpus
+    # neither the run's objective nor its seed changes the reference; its steps and its corpus do
+    other = reference_config(compose(TINY_LAPTOP + ["objective=mle", "run_dir=y", "seed=6"]), None, 0, clean=True)
+    assert reference_key(ref) == reference_key(other)
+    assert reference_key(reference_config(cfg, 7, 0, clean=True)) != reference_key(ref)
+    assert reference_key(reference_config(cfg, None, 0, clean=False)) != reference_key(ref)
 
 
 class _Injected:
