@@ -42,7 +42,6 @@ from phf.eval.heldout_clean import clean_heldout_loss
 from phf.eval.kl import KLSettings, kl_from_reference
 from phf.eval.metrics import sample_metrics
 from phf.eval.red_team import load_prompts
-from phf.eval.reference import clean_reference
 from phf.eval.sampling import SamplingSettings, context_length, sample_with_objective
 from phf.eval.settings import Evaluation, Scenario
 from phf.objectives.base import Objective
@@ -85,6 +84,9 @@ def evaluate(
         )
     k = ev.kl
     if kl and (k.reference or k.train_reference):
+        # imported here, not at the top: `python -m phf.eval.reference` runs that module as a script
+        from phf.eval.reference import clean_reference
+
         reference = str(k.reference) if k.reference else str(clean_reference(cfg))
         settings = KLSettings(num_samples=k.num_samples, max_new_tokens=k.max_new_tokens, batch_size=k.batch_size,
                               seed=k.seed)
