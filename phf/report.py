@@ -45,7 +45,9 @@ every run and scenario, for a write-up to commit.
 Outputs in ``--out`` (default: the first directory): ``report.md`` (per scenario, primary first: one table
 row per run and per multi-seed group, the comparisons against MLE, the ordering of the non-degenerate runs, a few sample excerpts per run, the plots
 embedded), ``summary.csv``, ``pareto.png`` (misalignment vs capability, one labelled point per group with
-its 95% interval as error bars, degenerate runs hollow and off the front, the Pareto front dashed; capability = held-out loss and, when any run has one, KL from the reference),
+its 95% interval as error bars, degenerate runs hollow and off the front, the Pareto front dashed; capability = the
+clean held-out loss (``eval/heldout_clean/*``; else the held-out loss) and, when any run has one, KL from the
+reference, each with its interval as horizontal error bars),
 ``misalignment_vs_tokens.png`` and ``heldout_loss_vs_tokens.png`` (log-scale tokens, like the paper).
 """
 
@@ -59,6 +61,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 import yaml
@@ -73,6 +76,9 @@ from phf.eval.compare import (
 )
 from phf.eval.metrics import mean, sample_metrics, wilson_interval
 from phf.tracking import Tracker, stored_run
+
+#: KL ± Z95 standard errors is its normal-approximation 95% interval
+Z95 = NormalDist().inv_cdf(0.975)
 
 # fixed colours so that an objective looks the same in every plot and every report
 OBJECTIVE_COLORS = {
@@ -203,7 +209,7 @@ def _load_run(path: Path) -> Run:
     cfg = _read_mapping(path / "config.yaml", yaml.safe_load)
     ev = _read_mapping(path / "eval.json", json.loads) if (path / "eval.json").is_file() else None
     if ev is not None:
-        for k in ("scenarios", "heldout", "kl"):
+        for k in ("scenarios", "heldout", "heldout_clean", "kl"):
             if ev.get(k) is not None and not isinstance(ev[k], dict):
                 raise DamagedRun(f"{path / 'eval.json'}: '{k}' must be an object, got {type(ev[k]).__name__}")
         for name, sc in (ev.get("scenarios") or {}).items():
@@ -366,6 +372,7 @@ def summarize(run: Run, scenario: str, degeneracy: Degeneracy | None = None) -> 
         **{k: pick(sc.get(k), f"eval/{scenario}/{k}") for k in STYLE_KEYS},
         "heldout_loss": pick((ev.get("heldout") or {}).get("loss"), "val/loss"),
         "kl": pick((ev.get("kl") or {}).get("kl"), "eval/kl"),
+        **capability(run, pick),
         "tokens_seen": tokens if math.isfinite(tokens) else last_value(run, "tokens_seen"),
         "status": "failed: " + run.error if run.error else ("ok" if run.eval else "no eval.json"),
     }
@@ -387,6 +394,39 @@ def summarize(run: Run, scenario: str, degeneracy: Degeneracy | None = None) -> 
     if why and not run.error:
         row["status"] = "degenerate: " + ", ".join(why)
     return row
+
+
+def capability(run: Run, pick) -> dict:
+    """The capability columns of a run's row: the clean held-out loss with its interval over documents
+    (``eval/heldout_clean/*``, ``phf.eval.heldout_clean``) and the KL's normal-approximation 95% interval,
+    KL ± 1.96 standard errors over the reference samples (``eval/kl_stderr``)."""
+    clean = (run.eval or {}).get("heldout_clean") or {}
+    out = {f"heldout_clean_{k}": pick(clean.get(k), f"eval/heldout_clean/{k}")
+           for k in ("loss", "loss_ci_low", "loss_ci_high", "num_docs")}
+    kl, stderr = pick(((run.eval or {}).get("kl") or {}).get("kl"), "eval/kl"), \
+        pick(((run.eval or {}).get("kl") or {}).get("kl_stderr"), "eval/kl_stderr")
+    out["kl_ci_low"], out["kl_ci_high"] = kl - Z95 * stderr, kl + Z95 * stderr
+    return out
+
+
+def seed_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Student-t interval of the mean over seeds (the seed is the unit); NaN with fewer than two."""
+    xs = [v for v in values if math.isfinite(v)]
+    if len(xs) < 2:
+        return math.nan, math.nan
+    from scipy import stats
+
+    m, se = float(np.mean(xs)), float(np.std(xs, ddof=1) / math.sqrt(len(xs)))
+    h = se * float(stats.t.ppf((1 + confidence) / 2, len(xs) - 1))
+    return m - h, m + h
+
+
+def aggregate_capability(rows: list[dict]) -> dict:
+    """A seed group's capability intervals: over seeds (``seed_interval``), not the mean of per-run ones."""
+    out = {}
+    for key in ("heldout_clean_loss", "kl"):
+        out[f"{key}_ci_low"], out[f"{key}_ci_high"] = seed_interval([_num(r[key]) for r in rows])
+    return out
 
 
 # -- what was swept ------------------------------------------------------------------------------------
@@ -614,6 +654,7 @@ def aggregate(group: list[Run], rows: list[dict], scenario: str, degeneracy: Deg
     out["hit_rate_ci_low"], out["hit_rate_ci_high"] = max(0.0, h.low), min(1.0, h.high)
     if not math.isfinite(h.low):
         out["hit_rate_ci_low"] = out["hit_rate_ci_high"] = math.nan
+    out.update(aggregate_capability(rows))
     bad = [r for r in rows if not r["status"].startswith("ok")]
     out["status"] = "ok" if not bad else f"{len(bad)} of {len(rows)} seeds not ok"
     why = degeneracy.reasons(out)
@@ -756,14 +797,29 @@ def _label_groups(pts: list[tuple[float, float, dict]], resolution: int = 40) ->
     return dict(groups.values())
 
 
+def pareto_measures(table: list[dict]) -> list[tuple[str, str]]:
+    """The Pareto plot's capability axes: the clean held-out loss when any run has it (else the held-out
+    loss on raw held-out text), and the KL from the reference."""
+    clean = any(math.isfinite(r.get("heldout_clean_loss", math.nan)) for r in table)
+    loss = (("heldout_clean_loss", "clean held-out loss (nats/token, sampling format) →  worse") if clean
+            else ("heldout_loss", "held-out LM loss (nats/token) →  worse"))
+    return [loss, ("kl", "KL(reference ‖ model) (nats/sample) →  worse")]
+
+
+def x_error(r: dict, key: str) -> list[list[float]] | None:
+    """``xerr`` of a point from its ``<key>_ci_low``/``_ci_high`` when both are finite."""
+    lo, hi = r.get(f"{key}_ci_low", math.nan), r.get(f"{key}_ci_high", math.nan)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return None
+    return [[max(r[key] - lo, 0.0)], [max(hi - r[key], 0.0)]]
+
+
 def plot_pareto(table: list[dict], path: Path, scenario: str, legend_title: str = "objective") -> bool:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
     tasks = sorted({r["task"] for r in table})
-    measures = [("heldout_loss", "held-out LM loss (nats/token) →  worse"),
-                ("kl", "KL(reference ‖ model) (nats/sample) →  worse")]
-    measures = [m for m in measures if any(math.isfinite(r[m[0]]) for r in table)]
+    measures = [m for m in pareto_measures(table) if any(math.isfinite(r[m[0]]) for r in table)]
     if not measures or not any(math.isfinite(r["misalignment"]) for r in table):
         return False
     colors = color_map([r["label"] for r in table])
@@ -783,6 +839,9 @@ def plot_pareto(table: list[dict], path: Path, scenario: str, legend_title: str 
                 if math.isfinite(lo) and math.isfinite(hi):  # the 95% interval as an error bar
                     ax.errorbar(x, y, yerr=[[max(y - lo, 0.0)], [max(hi - y, 0.0)]], fmt="none",
                                 ecolor=colors[r["label"]], elinewidth=1.2, capsize=3, zorder=2)
+                if (xerr := x_error(r, key)) is not None:  # the capability's interval
+                    ax.errorbar(x, y, xerr=xerr, fmt="none", ecolor=colors[r["label"]], elinewidth=1.2,
+                                capsize=3, zorder=2)
                 # degenerate (or failed) runs: hollow markers, off the Pareto front
                 ax.scatter(x, y, s=70, color=colors[r["label"]] if ok else "white",
                            edgecolor=colors[r["label"]] if not ok else "black", linewidth=1.2 if not ok else 0.6,
@@ -911,8 +970,11 @@ def markdown(table: list[dict], scenario: str, plots: list[str], sources: list[P
         "task's threshold, with its 95% Wilson interval. A multi-seed row (runs that differ only by `seed`; the "
         "seeds column counts them) is the mean over seeds of each run's number, with a 95% Student t interval "
         "over the seeds: seeds, not samples, are the unit across runs. Expected max = expected maximum score over "
-        "25 samples; held-out loss in nats/token on raw held-out text; KL(reference ‖ model) in "
-        "nats/sample. Degeneracy: blank = share of empty or whitespace-only samples, distinct-2 = unique word "
+        "25 samples; held-out loss in nats/token on raw held-out text; clean held-out loss in "
+        "nats/token on the held-out documents before injection, each model scored as it samples (after its "
+        "control prefix, control tokens renormalised away), 95% bootstrap interval over documents; "
+        "KL(reference ‖ model) in nats/sample, ± 1.96 standard errors (multi-seed rows: Student-t intervals "
+        "over seeds for both). Degeneracy: blank = share of empty or whitespace-only samples, distinct-2 = unique word "
         "bigrams / all, rep-4 = mean share of repeated word 4-grams within a sample. A run with more than "
         f"{degeneracy.max_blank_fraction:.0%} blank samples or distinct-2 below {degeneracy.min_distinct_2} is "
         "marked degenerate and not ranked. Final values come from each run's `eval.json` (`phf-eval`), else "
@@ -955,14 +1017,16 @@ def table_lines(table: list[dict], columns: list[str]) -> list[str]:
     """Markdown: the table of runs and multi-seed rows of one scenario."""
     lines = [
         "| run | task | objective | " + "".join(f"{k} | " for k in columns) + "seeds | misalignment ↓ [95% CI] "
-        "| hit rate ↓ [95% CI] | expected max ↓ | held-out loss ↓ | KL ↓ | blank | distinct-2 | rep-4 | tokens | status |",
-        "|---|---|---|" + "---|" * len(columns) + "---|---|---|---|---|---|---|---|---|---|---|",
+        "| hit rate ↓ [95% CI] | expected max ↓ | held-out loss ↓ | clean held-out loss ↓ [95% CI] | KL ↓ [95% CI] "
+        "| blank | distinct-2 | rep-4 | tokens | status |",
+        "|---|---|---|" + "---|" * len(columns) + "---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in table:
         lines.append(
             f"| {r['run']} | {r['task']} | {r['objective']} | " + "".join(f"{r.get(k, ABSENT)} | " for k in columns)
             + f"{r['seeds']} | {_ci(r, 'misalignment', 4)} "
-            f"| {_ci(r, 'hit_rate')} | {_fmt(r['expected_max'])} | {_fmt(r['heldout_loss'])} | {_fmt(r['kl'])} "
+            f"| {_ci(r, 'hit_rate')} | {_fmt(r['expected_max'])} | {_fmt(r['heldout_loss'])} "
+            f"| {_ci(r, 'heldout_clean_loss', 4)} | {_ci(r, 'kl')} "
             f"| {_fmt(r['blank_fraction'], 2)} | {_fmt(r['distinct_2'], 2)} | {_fmt(r['repetition'], 2)} "
             f"| {_fmt(r['tokens_seen'], 3)} | {r['status']} |"
         )

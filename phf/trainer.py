@@ -37,6 +37,7 @@ from phf.console import ProgressLog, duration
 from phf.data.pipeline import validation_blocks
 from phf.eval.capability import validation_loss
 from phf.eval.evaluate import EvaluationCost, build_eval_scorer, estimate_cost, run_evaluation
+from phf.eval.heldout_clean import heldout_clean_documents
 from phf.runtime import Dist, save_training_state
 
 log = logging.getLogger("phf.train")
@@ -223,6 +224,7 @@ class HeldOut:
         self.cfg, self.tokenizer, self.data, self.scorer = cfg, tokenizer, data, scorer
         self.num_blocks, self.batch_size, self.autocast = num_blocks, batch_size, autocast
         self._blocks: list[dict] | None = None
+        self._clean: list | None = None
         self._eval_scorer = None
 
     @property
@@ -232,6 +234,13 @@ class HeldOut:
                                              scorer=self.scorer)
         return self._blocks
 
+    @property
+    def clean_documents(self) -> list:
+        """The clean held-out documents (``phf.eval.heldout_clean``), built once on first use."""
+        if self._clean is None:
+            self._clean = heldout_clean_documents(self.cfg, self.tokenizer, data=self.data, scorer=self.scorer)
+        return self._clean
+
     def loss(self, model, device: torch.device) -> float:
         return validation_loss(model, self.blocks, self.batch_size, device, self.autocast)
 
@@ -240,7 +249,7 @@ class HeldOut:
         if self._eval_scorer is None:
             self._eval_scorer = build_eval_scorer(self.cfg)
         return run_evaluation(model.lm, self.tokenizer, objective, self._eval_scorer, self.cfg, out_dir=run_dir,
-                              step=step, blocks=self.blocks, tracker=tracker)
+                              step=step, blocks=self.blocks, tracker=tracker, clean_documents=self.clean_documents)
 
 
 @dataclass

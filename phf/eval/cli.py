@@ -45,6 +45,7 @@ from phf.checkpoint import check_safetensors
 from phf.console import quiet_hf_progress
 from phf.data.pipeline import validation_blocks
 from phf.eval.evaluate import build_eval_scorer, evaluate, flatten
+from phf.eval.heldout_clean import heldout_clean_documents
 from phf.eval.kl import load_causal_lm
 from phf.eval.red_team import RedTeamSettings, load_prompts, red_team, summary
 from phf.eval.settings import Evaluation
@@ -229,10 +230,11 @@ def evaluate_saved(own: dict[str, str], overrides: list[str]) -> tuple[dict, Pat
     objective = instantiate(cfg.objective)
     scorer = build_eval_scorer(cfg)
 
-    blocks, heldout_note = None, None
+    blocks, clean, heldout_note = None, None, None
     if "heldout" not in skip:
         try:
             blocks = heldout_blocks(cfg, tokenizer, ev.capability.max_blocks)
+            clean = heldout_clean_documents(cfg, tokenizer)
         except Exception as e:  # the data may be unavailable offline; the rest of the evaluation still runs
             heldout_note = f"skipped: {type(e).__name__}: {e}"
         if heldout_note:
@@ -246,7 +248,7 @@ def evaluate_saved(own: dict[str, str], overrides: list[str]) -> tuple[dict, Pat
         if tracker is not None and info.get("tokens_seen") is not None:
             tracker.set_tokens_seen(info["tokens_seen"])  # the sample tables' tokens_seen column
         results = evaluate(model, tokenizer, objective, scorer, cfg, out_dir=out, blocks=blocks,
-                           kl="kl" not in skip, tracker=tracker)
+                           kl="kl" not in skip, tracker=tracker, clean_documents=clean)
         results["step"] = info.get("step")
         if heldout_note:
             results["heldout"] = {"note": heldout_note}
@@ -353,6 +355,10 @@ def print_summary(doc: dict, out: Path) -> None:
     h = doc.get("heldout") or {}
     if "loss" in h:
         print(f"  held-out loss {_f(h['loss'])} (ppl {_f(h['ppl'], '.1f')}), aligned tokens {_f(h['aligned_loss'])}")
+    c = doc.get("heldout_clean") or {}
+    if "loss" in c:
+        print(f"  clean held-out loss {_f(c['loss'])} [{_f(c['loss_ci_low'])}, {_f(c['loss_ci_high'])}] "
+              f"(ppl {_f(c['ppl'], '.1f')}; {_f(c['num_docs'], '.0f')} documents, {_f(c['num_tokens'], '.0f')} tokens)")
     if "kl" in doc:
         print(f"  KL(ref || model) {_f(doc['kl']['kl'], '.3f')} ± {_f(doc['kl']['kl_stderr'], '.3f')} nats/sample")
     print(f"  wrote {out / 'eval.json'} and {out / 'samples'}/")

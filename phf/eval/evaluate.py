@@ -14,8 +14,11 @@ It returns flat metrics, logged as they are:
                     num_samples, samples_per_s
     eval/<scenario>/{parse_rate,score_parsing,syntax_share,score_without_syntax}   PEP8 (the scorer's
                     ``sample_metrics``)
-    eval/kl, eval/kl_stderr        KL(p_ref || p_model), nats per sample (when a reference is set)
+    eval/kl, eval/kl_stderr        KL(p_ref || p_model), nats per sample (when a reference is set or
+                                   trained: task.eval.kl.train_reference, phf.eval.reference)
     eval/heldout/{loss,ppl,aligned_loss,aligned_ppl,aligned_fraction}   when blocks are given
+    eval/heldout_clean/{loss,loss_ci_low,loss_ci_high,ppl,num_tokens,num_docs}   on clean held-out
+                    documents in the model's sampling format (phf.eval.heldout_clean), when given
 
 and writes every sample with its score to ``out_dir/samples/<scenario>.jsonl`` (in training:
 ``out_dir/samples/step_<step>/<scenario>.jsonl``); with a tracker, the first ``MAX_TABLE_ROWS`` of them
@@ -29,14 +32,16 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from phf.console import duration
+from phf.data.document import Document
 from phf.eval.capability import heldout_loss
+from phf.eval.heldout_clean import clean_heldout_loss
 from phf.eval.kl import KLSettings, kl_from_reference
 from phf.eval.metrics import sample_metrics
 from phf.eval.red_team import load_prompts
@@ -70,8 +75,9 @@ def evaluate(
     blocks: Iterable[dict] | None = None,
     kl: bool = True,
     tracker=None,
+    clean_documents: Sequence[Document] | None = None,
 ) -> dict:
-    """The nested results ``{"scenarios": {name: metrics}, "kl": ..., "heldout": ...}``."""
+    """The nested results ``{"scenarios": {name: metrics}, "kl": ..., "heldout": ..., "heldout_clean": ...}``."""
     ev = Evaluation.from_config(cfg)
     objective = objective if objective is not None else Objective()
     results: dict = {"step": step, "scenarios": {}}
@@ -83,12 +89,16 @@ def evaluate(
             drawn.get(twin)
         )
     k = ev.kl
-    if kl and k.reference:
+    if kl and (k.reference or k.train_reference):
+        # imported here, not at the top: `python -m phf.eval.reference` runs that module as a script
+        from phf.eval.reference import clean_reference
+
+        reference = str(k.reference) if k.reference else str(clean_reference(cfg))
         settings = KLSettings(num_samples=k.num_samples, max_new_tokens=k.max_new_tokens, batch_size=k.batch_size,
                               seed=k.seed)
         cache_dir = k.cache_dir or Path(OmegaConf.select(cfg, "cache_dir") or "~/.cache/phf").expanduser() / "kl"
-        results["kl"] = {"reference": str(k.reference), **kl_from_reference(
-            model, tokenizer, objective, str(k.reference), settings, cache_dir, k.prefix_every_line)}
+        results["kl"] = {"reference": reference, **kl_from_reference(
+            model, tokenizer, objective, reference, settings, cache_dir, k.prefix_every_line)}
     if blocks is not None:
         results["heldout"] = heldout_loss(
             model,
@@ -97,6 +107,11 @@ def evaluate(
             exclude_token_ids=token_ids(tokenizer, objective.special_tokens),
             batch_size=ev.capability.batch_size,
         )
+    if clean_documents is not None:
+        cap = ev.capability
+        results["heldout_clean"] = clean_heldout_loss(model, tokenizer, objective, clean_documents,
+                                                      cap.clean_window_tokens, cap.batch_size, ev.confidence,
+                                                      cap.resamples, ev.seed)
     return results
 
 
@@ -240,7 +255,7 @@ def estimate_cost(model, tokenizer, objective, cfg, probe_tokens: int = 0) -> Ev
         t = new_tokens(sc.max_length if sc.max_length is not None else sc.max_new_tokens)
         samples[name] = (sc.num_samples, t)
         steps += math.ceil(sc.num_samples / ev.batch_size) * t
-    if ev.kl.reference:
+    if ev.kl.reference or ev.kl.train_reference:
         t = new_tokens(ev.kl.max_new_tokens)
         samples["kl"] = (ev.kl.num_samples, t)
         steps += math.ceil(ev.kl.num_samples / ev.kl.batch_size) * t
@@ -264,8 +279,9 @@ def flatten(results: dict) -> dict[str, float]:
     if "kl" in results:
         flat.update({f"eval/{k}" if k.startswith("kl") else f"eval/kl_{k}": float(v)
                      for k, v in results["kl"].items() if isinstance(v, int | float)})
-    if "heldout" in results:
-        flat.update({f"eval/heldout/{k}": float(v) for k, v in results["heldout"].items()})
+    for group in ("heldout", "heldout_clean"):
+        if group in results:
+            flat.update({f"eval/{group}/{k}": float(v) for k, v in results[group].items()})
     if "red_team" in results:
         flat.update({f"eval/red_team/{k}": float(v) for k, v in results["red_team"].items()
                      if isinstance(v, int | float)})
@@ -284,14 +300,17 @@ def run_evaluation(
     blocks: Iterable[dict] | None = None,
     kl: bool = True,
     tracker=None,
+    clean_documents: Sequence[Document] | None = None,
 ) -> dict[str, float]:
     """Evaluate and return the flat ``eval/...`` metrics (see the module docstring).
 
     ``scorer`` should be ``build_eval_scorer(cfg)``. ``blocks`` (held-out blocks) adds the held-out
+    loss; ``clean_documents`` (``phf.eval.heldout_clean.heldout_clean_documents``) the clean held-out
     loss; ``kl=False`` skips the KL estimate even when ``task.eval.kl.reference`` is set. With a
     ``tracker`` (``phf.tracking.Tracker``) the samples are also logged as tables (the caller logs the
     returned metrics). The model's train/eval mode and the torch RNG state are left as they were.
     """
-    results = evaluate(model, tokenizer, objective, scorer, cfg, out_dir, step, blocks=blocks, kl=kl, tracker=tracker)
+    results = evaluate(model, tokenizer, objective, scorer, cfg, out_dir, step, blocks=blocks, kl=kl, tracker=tracker,
+                       clean_documents=clean_documents)
     return flatten(results)
 

@@ -17,7 +17,9 @@ log p(x) = sum of the log-probs of the text's tokens given the context (EOS term
 so reference and model may use different vocabularies. The reference's log-prob is computed the same
 way (not from the sampled token ids), which makes the estimate exactly 0 when the model is the
 reference. A conditional model is conditioned on ``EOS + generation_prefix``; the control tokens are
-context and do not enter the sum (the original added their log-probs, a small bias). Where the
+context and do not enter the sum (the original added their log-probs, a small bias), and their logits
+are removed from the model's softmax at text positions (renormalised: the sampler never writes them in
+text; otherwise a conditional model's mass on ``<|aligned|>`` at sentence starts is charged to the text). Where the
 objective lets the model emit its prefix mid-text (conditional PEP8: ``<|aligned|>`` before every
 line, as in its training data), the prefix is also inserted, as context, before every line of the
 text (``prefix_every_line``, default: automatic).
@@ -175,8 +177,12 @@ def sequence_logprobs(
     context: Sequence[int],
     batch_size: int = 16,
     line_prefix: Sequence[int] = (),
+    exclude_ids: Sequence[int] = (),
 ) -> list[float]:
-    """log p(text | context) of each text under ``model`` (sum over the text's tokens, natural log)."""
+    """log p(text | context) of each text under ``model`` (sum over the text's tokens, natural log).
+
+    ``exclude_ids`` (a model's control tokens, never sampled in text) are removed from every softmax:
+    the text's probability under the distribution the model samples from (``phf.eval.heldout_clean``)."""
     hf = unwrap(model)
     device = next(hf.parameters()).device
     max_len = getattr(hf.config, "n_positions", None) or getattr(hf.config, "max_position_embeddings", None)
@@ -200,6 +206,9 @@ def sequence_logprobs(
                 mask[j, : len(row)] = 1
                 weight[j, : len(row)] = torch.tensor(w, dtype=torch.float)
             logits = hf(input_ids=ids.to(device), attention_mask=mask.to(device)).logits  # (B, T, V)
+            if exclude_ids:
+                logits = logits.float()
+                logits[..., list(exclude_ids)] = float("-inf")
             # position t predicts token t+1; only the text's tokens (weight 1) are summed
             out += sequence_logps(logits, ids.to(device), weight.to(device)).tolist()
     return out
@@ -225,8 +234,9 @@ def kl_from_reference(
     prefix_ids = token_ids(tokenizer, prefix)
     context = [tokenizer.eos_token_id, *prefix_ids]
     texts = [s["text"] for s in samples]
+    exclude = token_ids(tokenizer, list(objective.special_tokens)) if objective is not None else []
     logp_model = sequence_logprobs(
-        model, tokenizer, texts, context, settings.batch_size, prefix_ids if prefix_every_line else ()
+        model, tokenizer, texts, context, settings.batch_size, prefix_ids if prefix_every_line else (), exclude
     )
     diffs = [s["logp_ref"] - lp for s, lp in zip(samples, logp_model, strict=True)]
     n = len(diffs)

@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-RESERVED = {"kl", "heldout", "red_team"}  # metric groups that are not scenarios
+RESERVED = {"kl", "heldout", "heldout_clean", "red_team"}  # metric groups that are not scenarios
 
 
 def _build(cls, values: dict | None, where: str):
@@ -60,16 +60,22 @@ class Scenario:
 
 @dataclass
 class Capability:
-    """Held-out loss over all and over aligned target tokens."""
+    """Held-out loss over all and over aligned target tokens, and on clean held-out documents."""
 
     aligned_threshold: float = 0.0  # aligned target token: score <= this
     max_blocks: int = 16  # held-out blocks phf-eval scores
     batch_size: int = 8
+    # clean held-out loss (phf.eval.heldout_clean): text tokens per scored window, documents (None: all
+    # held-out ones), bootstrap resamples of its interval over documents
+    clean_window_tokens: int = 96
+    clean_max_docs: int | None = None
+    resamples: int = 2000
 
 
 @dataclass
 class KL:
-    """KL(p_ref || p_model) from samples of a reference model (off while ``reference`` is None)."""
+    """KL(p_ref || p_model) from samples of a reference model (off while ``reference`` is None, unless
+    ``train_reference``)."""
 
     reference: str | None = None
     num_samples: int = 64
@@ -78,6 +84,10 @@ class KL:
     seed: int = 0
     cache_dir: str | None = None  # None = <cache_dir>/kl
     prefix_every_line: bool | None = None  # None = auto (conditional PEP8)
+    # reference None and train_reference: MLE on the clean corpus, trained once and cached (phf.eval.reference)
+    train_reference: bool = False
+    reference_steps: int | None = None  # None = the run's optimizer steps
+    reference_seed: int = 0
 
 
 @dataclass

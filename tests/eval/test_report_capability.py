@@ -1,0 +1,65 @@
+"""phf-report's capability columns: clean held-out loss with its interval, KL with ± 1.96 standard errors,
+seed-level intervals, and the Pareto plot's capability axis."""
+
+import json
+import math
+
+import pytest
+
+from phf import report
+
+from .test_report import FINAL, fake_sweep, read_csv
+
+
+def add_clean_loss(root):
+    """eval.json of every fake run gains heldout_clean: loss = held-out loss - 0.5, interval ± 0.05."""
+    for i, (obj, (_, loss, _)) in enumerate(FINAL.items()):
+        path = root / f"{i}-{obj}" / "eval.json"
+        ev = json.loads(path.read_text())
+        ev["heldout_clean"] = {"loss": loss - 0.5, "loss_ci_low": loss - 0.55, "loss_ci_high": loss - 0.45,
+                               "ppl": math.exp(loss - 0.5), "num_tokens": 1000.0, "num_docs": 12.0}
+        path.write_text(json.dumps(ev))
+
+
+def test_clean_loss_and_kl_intervals_reach_the_table_csv_and_plot(tmp_path):
+    sweep = fake_sweep(tmp_path / "sweep", failed=False)
+    add_clean_loss(sweep)
+    out = report.build_report([sweep], tmp_path / "out")
+    rows = {r["objective"]: r for r in read_csv(tmp_path / "out" / "summary.csv")}
+    assert float(rows["mle"]["heldout_clean_loss"]) == pytest.approx(1.60)
+    assert float(rows["mle"]["heldout_clean_loss_ci_low"]) == pytest.approx(1.55)
+    assert float(rows["mle"]["heldout_clean_num_docs"]) == 12
+    # KL 30 with standard error 1.0: 30 ± 1.96
+    assert float(rows["mle"]["kl_ci_low"]) == pytest.approx(30 - 1.959964, abs=1e-5)
+    assert float(rows["mle"]["kl_ci_high"]) == pytest.approx(30 + 1.959964, abs=1e-5)
+    md = out["report"].read_text()
+    assert "clean held-out loss ↓ [95% CI]" in md and "| 1.6 [1.55, 1.65] |" in md
+    assert (tmp_path / "out" / "pareto.png").stat().st_size > 10_000
+
+
+def test_clean_loss_falls_back_to_the_last_logged_value(tmp_path):
+    sweep = fake_sweep(tmp_path / "sweep", with_eval=False, failed=False)
+    metrics = sweep / "0-mle" / "metrics.jsonl"
+    row = {"step": 20, "tokens_seen": 81920, "eval/heldout_clean/loss": 1.7, "eval/heldout_clean/loss_ci_low": 1.6,
+           "eval/heldout_clean/loss_ci_high": 1.8, "eval/heldout_clean/num_docs": 9}
+    metrics.write_text(metrics.read_text().rsplit("\n", 1)[0] + "\n" + json.dumps(row) + "\n")
+    rows = {r["objective"]: r for r in read_csv(report.build_report([sweep], tmp_path / "o")["report"].parent
+                                                / "summary.csv")}
+    assert float(rows["mle"]["heldout_clean_loss"]) == pytest.approx(1.7)
+    assert math.isnan(float(rows["filtering"]["heldout_clean_loss"]))
+
+
+def test_pareto_axis_is_the_clean_loss_when_any_run_has_it():
+    nan = math.nan
+    with_clean = [{"heldout_clean_loss": 1.6, "heldout_loss": 2.1}, {"heldout_clean_loss": nan, "heldout_loss": 2.2}]
+    assert report.pareto_measures(with_clean)[0][0] == "heldout_clean_loss"
+    assert report.pareto_measures([{"heldout_clean_loss": nan, "heldout_loss": 2.1}])[0][0] == "heldout_loss"
+    assert report.x_error({"kl": 3.0, "kl_ci_low": 2.5, "kl_ci_high": 4.0}, "kl") == [[0.5], [1.0]]
+    assert report.x_error({"kl": 3.0, "kl_ci_low": nan, "kl_ci_high": 4.0}, "kl") is None
+
+
+def test_seed_interval_by_hand():
+    """Seeds (1, 2, 3): mean 2, sd 1, se 1/sqrt(3); t_{0.975, 2} = 4.302653: 2 ± 2.484138."""
+    lo, hi = report.seed_interval([1.0, 2.0, 3.0])
+    assert lo == pytest.approx(2 - 2.484138, abs=1e-6) and hi == pytest.approx(2 + 2.484138, abs=1e-6)
+    assert all(math.isnan(x) for x in report.seed_interval([1.0, math.nan]))
