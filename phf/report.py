@@ -409,23 +409,12 @@ def capability(run: Run, pick) -> dict:
     return out
 
 
-def seed_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
-    """Student-t interval of the mean over seeds (the seed is the unit); NaN with fewer than two."""
-    xs = [v for v in values if math.isfinite(v)]
-    if len(xs) < 2:
-        return math.nan, math.nan
-    from scipy import stats
-
-    m, se = float(np.mean(xs)), float(np.std(xs, ddof=1) / math.sqrt(len(xs)))
-    h = se * float(stats.t.ppf((1 + confidence) / 2, len(xs) - 1))
-    return m - h, m + h
-
-
 def aggregate_capability(rows: list[dict]) -> dict:
     """A seed group's capability intervals: over seeds (``seed_interval``), not the mean of per-run ones."""
     out = {}
     for key in ("heldout_clean_loss", "kl"):
-        out[f"{key}_ci_low"], out[f"{key}_ci_high"] = seed_interval([_num(r[key]) for r in rows])
+        ci = seed_interval([_num(r[key]) for r in rows])
+        out[f"{key}_ci_low"], out[f"{key}_ci_high"] = ci.low, ci.high
     return out
 
 
