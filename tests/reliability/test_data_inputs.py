@@ -226,3 +226,19 @@ def test_skipped_bad_is_logged_by_the_trainer(fast_cfg, tmp_path):
     train(fast_cfg("trainer.max_steps=2", "trainer.log_every=1", f"data.source.path={path}", "data.on_error=skip"))
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["data/skipped_bad"] for r in rows if "data/skipped_bad" in r] == [3, 3]
+
+
+def test_phf_train_with_bpe_names_the_oversize_record(tmp_path):
+    """End to end through the config: the error names FILE:LINE and both keys, before any fitting."""
+    from hydra.utils import instantiate
+
+    path = write_jsonl(tmp_path / "d.jsonl", [{"text": "a = 1\n"}] * 5 + [{"text": "b = 2\n" * 100}])
+    cfg = compose([o for o in TINY if not o.startswith(("data", "tokenizer"))] + [
+        "data=jsonl", f"data.source.path={path}", "data.val_fraction=0.01", "tokenizer=bpe",
+        "tokenizer.vocab_size=300", "tokenizer.max_doc_chars=500", f"cache_dir={tmp_path / 'cache'}"])
+    with pytest.raises(Exception, match=rf"document {path}:6 has 600 characters, more than tokenizer\.max_doc_chars=500"):
+        instantiate(cfg.tokenizer)
+    cfg = compose([o for o in TINY if not o.startswith(("data", "tokenizer"))] + [
+        "data=jsonl", f"data.source.path={path}", "data.val_fraction=0.01", "tokenizer=bpe", "tokenizer.vocab_size=300",
+        "tokenizer.max_doc_chars=500", "data.source.max_chars=500", f"cache_dir={tmp_path / 'cache'}"])
+    assert len(instantiate(cfg.tokenizer)) <= 300  # the way out the error names works
