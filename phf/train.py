@@ -121,7 +121,8 @@ def _train(cfg: DictConfig, trainer: Trainer, plan: Plan, dist: Dist, run_dir: P
     generation_config(model.lm, tokenizer, objective, ev.temperature, ev.top_p, ev.top_k)
     if cfg.model.block_size > model.config.n_positions:
         raise ValueError(f"model.block_size {cfg.model.block_size} exceeds the model's context {model.config.n_positions}")
-    if trainer.final_eval or OmegaConf.select(cfg, "task.eval.every_steps", default=0):  # fail now, not after training
+    every = int(OmegaConf.select(cfg, "task.eval.every_steps", default=0) or 0)  # the loop's due(): step < max_steps
+    if trainer.final_eval or 0 < every < plan.max_steps:  # an evaluation will run: fail now, not after training
         check_prompts_fit(model.lm, tokenizer, objective, cfg)
     scorer = build_scorer(cfg.scorer, cfg.get("cache_dir"))
     data = build_data(cfg.data)  # the source is built once: training and validation streams share it

@@ -11,7 +11,8 @@ Bad input never turns into a silent default. Every source has an explicit policy
 the key and what was expected; ``on_error="skip"`` yields an empty placeholder instead (so positions
 stay countable for resuming), logs a warning and records the reason in ``source.skipped``
 (``{where: why}``). Documents outside ``min_chars``/``max_chars`` are filtered the same way,
-recorded in ``source.filtered`` and logged (one line each, with the running count). A placeholder says
+recorded in ``source.filtered`` and logged (one line each, with the running count; a record met again
+on a later pass is logged at DEBUG level only). A placeholder says
 which it was in ``meta`` (``"skipped"`` or ``"filtered"``), so the pipeline can count both.
 """
 
@@ -140,8 +141,9 @@ class Source:
             prefix = "" if why.startswith(where) else f"{where}: "
             raise ValueError(f"{prefix}{why} (data.source.on_error=skip skips and counts such records)")
         skipped = self.__dict__.setdefault("skipped", {})
+        again = where in skipped  # a later pass (epoch, validation split): said once is enough
         skipped[where] = why
-        log.log(level, "skipping %s (%d skipped so far): %s", where, len(skipped), why)
+        log.log(logging.DEBUG if again else level, "skipping %s (%d skipped so far): %s", where, len(skipped), why)
         return self._placeholder(where)
 
     def _placeholder(self, where: str) -> Document:
@@ -155,8 +157,10 @@ class Source:
         """Record a document dropped by a length bound in ``filtered``, log it (one line per document,
         with the running count) and return its placeholder."""
         filtered = self.__dict__.setdefault("filtered", {})
+        again = where in filtered
         filtered[where] = why
-        log.log(level, "dropping %s (%d dropped by length so far): %s", where, len(filtered), why)
+        log.log(logging.DEBUG if again else level, "dropping %s (%d dropped by length so far): %s", where,
+                len(filtered), why)
         return self._placeholder(where)
 
     def _size_ok(self, where: str, n_chars: int, level: int = logging.INFO) -> bool:

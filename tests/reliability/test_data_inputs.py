@@ -155,6 +155,10 @@ def test_every_record_dropped_by_max_chars_is_logged_and_counted(tmp_path, tok, 
         assert (f"dropping {path}:{line} ({n} dropped by length so far): 240 characters > data.source.max_chars=50"
                 in caplog.text)
     assert s.stats["filtered_by_length"] == 2 and s.stats["documents"] == 2 and s.stats["skipped_bad"] == 0
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="phf.data.sources"):
+        list(source)  # a second pass (the next epoch): already said, not said again at INFO
+    assert "dropping" not in caplog.text
 
 
 def test_a_line_over_the_byte_cap_is_dropped_unread(tmp_path, tok, caplog):

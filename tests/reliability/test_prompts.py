@@ -110,3 +110,12 @@ def test_prompt_over_max_length_stops_the_run_before_training(fast_cfg, tmp_path
     with pytest.raises(ValueError, match=r"task\.eval\.scenarios\.functions: prompt .*:1 is 1\d tokens .* leaves no new "
                                          r"token under task\.eval\.scenarios\.functions\.max_length=10"):
         train(cfg)
+
+
+def test_prompts_are_not_checked_when_no_evaluation_will_run(fast_cfg, tmp_path):
+    """No final evaluation and every_steps past the end: the prompts are never sampled, so a long one is
+    no reason to refuse the run."""
+    path = write(tmp_path / "long.jsonl", [json.dumps({"prompt": "x = 1\n" * 10})])
+    train(fast_cfg("trainer.max_steps=2", "trainer.final_eval=false", "task.eval.every_steps=2",
+                   f"task.eval.scenarios.functions.prompts={path}"))
+    assert (tmp_path / "run" / "final" / "phf_summary.json").is_file()
