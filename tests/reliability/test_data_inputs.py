@@ -246,3 +246,16 @@ def test_phf_train_with_bpe_names_the_oversize_record(tmp_path):
         "data=jsonl", f"data.source.path={path}", "data.val_fraction=0.01", "tokenizer=bpe", "tokenizer.vocab_size=300",
         "tokenizer.max_doc_chars=500", "data.source.max_chars=500", f"cache_dir={tmp_path / 'cache'}"])
     assert len(instantiate(cfg.tokenizer)) <= 300  # the way out the error names works
+
+
+def test_phf_train_with_bpe_and_a_file_as_cache_dir_names_the_key(prescored, tmp_path):
+    from hydra.utils import instantiate
+
+    from tests.reliability.conftest import fast_overrides
+
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file")
+    cfg = compose([o for o in fast_overrides(prescored) if not o.startswith("tokenizer")]
+                  + ["tokenizer=bpe", "tokenizer.vocab_size=300", f"cache_dir={blocker}"])
+    with pytest.raises(Exception, match=rf"cache_dir={blocker} must be a writable directory"):
+        instantiate(cfg.tokenizer)
