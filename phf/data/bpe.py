@@ -99,7 +99,7 @@ def fit_bpe(
             log.warning("the cached fitted tokenizer %s cannot be loaded (%s: %s); fitting it again (the fit is "
                         "deterministic: same corpus and settings, same tokenizer) and keeping the damaged copy as %s",
                         target, type(e).__name__, str(e)[:200], damaged)
-            _writable(cache_dir, root, lambda: (shutil.rmtree(damaged, ignore_errors=True), os.replace(target, damaged)))
+            _writable(cache_dir, root, lambda: _set_aside(target, damaged))
     _writable(cache_dir, root, lambda: _check_dir(target.parent))  # before the fit, not after it
     # a cold cache: say what the silent minute is (fitting is once per corpus and settings)
     log.info("fitting a byte-level BPE tokenizer (vocabulary %d) on %d training documents (%.1f M characters); "
@@ -124,12 +124,26 @@ def _check_dir(path: Path) -> None:
         pass
 
 
+def _set_aside(target: Path, damaged: Path) -> None:
+    """Move a damaged cache directory to ``damaged`` (replacing an older one)."""
+    shutil.rmtree(damaged, ignore_errors=True)
+    try:
+        os.replace(target, damaged)
+    except FileNotFoundError:
+        pass  # a concurrent job of the same sweep moved it first
+
+
 def _save(tok, target: Path, info: dict) -> Path:
-    """Write the fitted tokenizer into a fresh temporary directory next to ``target``; returns it."""
+    """Write the fitted tokenizer into a fresh temporary directory next to ``target``; returns it. A failed
+    write (disk full) leaves nothing behind."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-    tok.save_pretrained(tmp)
-    (tmp / "phf_tokenizer.json").write_text(json.dumps(info, indent=2))
+    try:
+        tok.save_pretrained(tmp)
+        (tmp / "phf_tokenizer.json").write_text(json.dumps(info, indent=2))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return tmp
 
 

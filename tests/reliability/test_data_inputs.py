@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -259,3 +260,19 @@ def test_phf_train_with_bpe_and_a_file_as_cache_dir_names_the_key(prescored, tmp
                   + ["tokenizer=bpe", "tokenizer.vocab_size=300", f"cache_dir={blocker}"])
     with pytest.raises(Exception, match=rf"cache_dir={blocker} must be a writable directory"):
         instantiate(cfg.tokenizer)
+
+
+def test_bpe_cache_write_failure_leaves_nothing_half_written(tmp_path, monkeypatch):
+    """Disk full while the fitted tokenizer is saved: the error names cache_dir, no temporary directory stays."""
+    import errno
+
+    from transformers import PreTrainedTokenizerFast
+
+    def full(self, path, *a, **k):
+        (Path(path) / "tokenizer.json").write_text("{")  # a partial file, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(PreTrainedTokenizerFast, "save_pretrained", full)
+    with pytest.raises(OSError, match=rf"No space left on device.*cache_dir={tmp_path} must be a writable directory"):
+        fit_bpe(code_corpus(), vocab_size=300, cache_dir=str(tmp_path))
+    assert list((tmp_path / "tokenizers").iterdir()) == []
