@@ -5,6 +5,8 @@
   most one line every ``trainer.progress_every_s`` seconds, however small ``trainer.log_every`` is.
 * ``quiet_hf_progress``: transformers' "Loading weights" / "Writing model shards" bars switched off
   around phf's own loads and saves (one bar per checkpoint says nothing; the user's own calls keep them).
+* ``reader_gone``: ``phf-data … | head -1`` — the reader closed the pipe: stop quietly (no
+  ``BrokenPipeError`` traceback, none at the interpreter's exit either).
 * ``hide_packed_padding_warning``: transformers warns "We strongly recommend passing in an
   `attention_mask`" when a batch starts or ends with the pad token. phf's pad token is EOS, which
   separates the documents of a packed block: there is no padding to mask, so the warning is wrong for
@@ -119,3 +121,14 @@ def hide_packed_padding_warning() -> None:
     logger = logging.getLogger(PADDING_WARNING_LOGGER)
     if _PADDING_FILTER not in logger.filters:
         logger.addFilter(_PADDING_FILTER)
+
+
+def reader_gone() -> None:
+    """Call when a write to stdout raised ``BrokenPipeError`` (the reader, e.g. ``head``, has what it
+    wanted and closed the pipe): stdout is pointed at ``/dev/null`` so the interpreter's final flush does
+    not raise again at exit (the recipe of Python's ``signal`` documentation); the caller then returns."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

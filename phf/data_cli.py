@@ -12,6 +12,9 @@ shuffle, rank 0 of 1), plus its own:
     json=true        one JSON object per line: {"block", "input_ids", "token_scores"} (also ``--json``)
     split=validation the held-out split instead (raw text: no objective transform, no shuffle)
 
+Blocks are printed as they are produced (constant memory, any ``n``); when the reader closes the pipe
+(``phf-data … | head -1``) phf-data stops quietly with exit status 0.
+
 Readable output shows each block as runs of tokens that share a score, ``score | text``; special
 tokens that phf inserted (EOS between documents, control tokens) are marked ``⟦<|aligned|>⟧`` on their
 own line, so a control-token *string* inside a document (plain text) is told apart at a glance.
@@ -23,6 +26,7 @@ import itertools
 import json
 import sys
 
+from phf.console import reader_gone
 from phf.data.pipeline import build_data, stream_from_config
 from phf.guidance import build_objective
 from phf.runtime import conf_dir
@@ -69,7 +73,8 @@ def compose(overrides: list[str]):
 
 
 def blocks(cfg, n: int, split: str = "train"):
-    """(tokenizer, the first ``n`` blocks of ``split``) exactly as ``phf-train`` would pack them."""
+    """(tokenizer, an iterator of the first ``n`` blocks of ``split``) exactly as ``phf-train`` would pack
+    them; lazy: a block is built when it is asked for."""
     from hydra.utils import instantiate
 
     tokenizer = instantiate(cfg.tokenizer)  # the run's tokenizer: fitted (cached) for tokenizer=bpe
@@ -80,7 +85,7 @@ def blocks(cfg, n: int, split: str = "train"):
                                 epochs=None if split == "train" else 1)
     if split == "train" and getattr(objective, "requires_prepare", False):
         objective.prepare(stream.scored_sample(data.prepare_docs))
-    return tokenizer, list(itertools.islice(iter(stream), n))
+    return tokenizer, itertools.islice(iter(stream), n)
 
 
 def readable(tokenizer, index: int, block) -> str:
@@ -114,14 +119,20 @@ def main(argv: list[str] | None = None) -> None:
     cfg = compose(overrides)
     tokenizer, out = blocks(cfg, int(own["n"]), own["split"])
     as_json = own["json"].lower() in ("true", "1", "yes")
-    for i, b in enumerate(out):
-        if as_json:
-            print(json.dumps({"block": i, "input_ids": b["input_ids"].tolist(),
-                              "token_scores": b["token_scores"].tolist()}))
-        else:
-            print(readable(tokenizer, i, b))
-    if len(out) < int(own["n"]):
-        print(f"phf-data: the {own['split']} split gave only {len(out)} blocks", file=sys.stderr)
+    count = 0
+    try:
+        for i, b in enumerate(out):
+            if as_json:
+                print(json.dumps({"block": i, "input_ids": b["input_ids"].tolist(),
+                                  "token_scores": b["token_scores"].tolist()}), flush=True)
+            else:
+                print(readable(tokenizer, i, b), flush=True)
+            count += 1
+    except BrokenPipeError:
+        reader_gone()
+        return
+    if count < int(own["n"]):
+        print(f"phf-data: the {own['split']} split gave only {count} blocks", file=sys.stderr)
 
 
 if __name__ == "__main__":

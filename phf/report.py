@@ -152,11 +152,54 @@ def _value_key(v: str) -> tuple:
 
 
 def objective_name(run_dir: Path, cfg: dict) -> str:
+    """The run's objective by its config-group name (``conf/objective/<name>.yaml``), from the run's own
+    ``config.yaml`` (``objective._target_``): a directory's name says nothing reliable (``outputs/x``, a
+    renamed sweep job). A class no config file names is given in snake case (``GuidedMLE``: ``guided_mle``);
+    only a run without a readable config falls back to a sweep job directory's ``<num>-<name>``."""
+    objective = cfg.get("objective")
+    target = objective.get("_target_") if isinstance(objective, dict) else None
+    if isinstance(target, str) and target:
+        cls = target.rsplit(".", 1)[-1]
+        return objective_registry().get(cls) or re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", cls).lower()
     m = re.fullmatch(r"\d+-(.+)", run_dir.name)
-    if m:
-        return m.group(1)
-    target = (cfg.get("objective") or {}).get("_target_", "unknown")
-    return target.rsplit(".", 1)[-1].lower()
+    return m.group(1) if m else "unknown"
+
+
+def objective_registry() -> dict[str, str]:
+    """Objective class name -> its config-group name, from ``conf/objective/*.yaml``."""
+    from phf.entry import conf_dir
+
+    names = {}
+    for file in sorted((conf_dir() / "objective").glob("*.yaml")):
+        target = (yaml.safe_load(file.read_text()) or {}).get("_target_")
+        if isinstance(target, str):
+            names.setdefault(target.rsplit(".", 1)[-1], file.stem)
+    return names
+
+
+def training_state(run: Run) -> str | None:
+    """Why a run without an evaluation has none: still training (its ``phf.lock`` names a live process and
+    ``final/`` is not complete), or stopped before a complete ``final/`` (killed, out of time: it has
+    ``checkpoints/`` or a partial ``final/``). None when ``final/`` is complete."""
+    from phf.runtime import LOCK_FILE, _pid_alive
+
+    if (run.path / "final" / "phf_summary.json").is_file():
+        return None
+    steps = [r["step"] for r in run.rows if isinstance(r.get("step"), int)]
+    at = f"step {max(steps)}" if steps else "no step logged yet"
+    total = (run.cfg.get("trainer") or {}).get("max_steps") if isinstance(run.cfg.get("trainer"), dict) else None
+    at += f" of {total}" if isinstance(total, int) else ""
+    try:
+        holder = (run.path / LOCK_FILE).read_text().strip()
+    except OSError:
+        holder = ""
+    import socket
+
+    if holder and _pid_alive(holder, socket.gethostname()):
+        return f"in progress: training ({at}, PID {holder.split()[0]}), no final evaluation yet"
+    if (run.path / "final").is_dir() or (run.path / "checkpoints").is_dir():
+        return f"incomplete: stopped at {at} without a complete final/ (resume with trainer.resume=auto)"
+    return None  # copied files (metrics, samples) without a model: reported as they are
 
 
 class DamagedRun(ValueError):
@@ -376,6 +419,9 @@ def summarize(run: Run, scenario: str, degeneracy: Degeneracy | None = None) -> 
         "tokens_seen": tokens if math.isfinite(tokens) else last_value(run, "tokens_seen"),
         "status": "failed: " + run.error if run.error else ("ok" if run.eval else "no eval.json"),
     }
+    state = None if run.error or run.eval or run.damaged else training_state(run)
+    if state:  # still training, or stopped: its numbers are from the last logged step, if any
+        row["status"] = state
     if run.damaged:
         return {**row, "status": f"skipped, damaged: {run.damaged}"}
     samples = run.samples.get(scenario)
@@ -385,13 +431,13 @@ def summarize(run: Run, scenario: str, degeneracy: Degeneracy | None = None) -> 
         row.update({k: m[k] for k in ("hit_rate", "hit_rate_ci_low", "hit_rate_ci_high", "blank_fraction",
                                       "distinct_2", "repetition", "num_samples")})
         row.update(misalignment=m["score"], misalignment_ci_low=m["score_ci_low"], misalignment_ci_high=m["score_ci_high"])
-    if not run.error and run.eval is None and samples:
+    if not run.error and run.eval is None and samples and not state:
         row["status"] = "ok"
     row["hits"] = hit_count(run, scenario, row)
     if math.isfinite(row["hits"]):  # a Wilson interval, whatever the run's files say (0 hits is not [0, 0])
         row["hit_rate_ci_low"], row["hit_rate_ci_high"] = wilson_interval(int(row["hits"]), int(row["num_samples"]))
     why = (degeneracy or Degeneracy()).reasons(row)
-    if why and not run.error:
+    if why and not run.error and not state:
         row["status"] = "degenerate: " + ", ".join(why)
     return row
 
@@ -1204,9 +1250,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="also log the plots and the summary table to a wandb run (files under OUT/report_tracking)")
     parser.add_argument("--wandb-project", default=None, help="wandb project (default: the runs' own, else phf)")
     args = parser.parse_args(argv)
-    result = build_report(args.dirs, args.out or args.dirs[0], args.scenario,
-                          Degeneracy(args.max_blank_fraction, args.min_distinct_2), args.excerpts, args.excerpt_chars,
-                          args.export_samples)
+    out = args.out or args.dirs[0]
+    try:
+        result = build_report(args.dirs, out, args.scenario, Degeneracy(args.max_blank_fraction, args.min_distinct_2),
+                              args.excerpts, args.excerpt_chars, args.export_samples)
+    except OSError as e:
+        if e.filename is None or not Path(e.filename).resolve().is_relative_to(out.resolve()):
+            raise  # not a write into --out: reading a run failed, say it in full
+        raise SystemExit(f"phf-report: cannot write the report into {out} ({e.strerror or type(e).__name__}: "
+                         f"{e.filename}); --out must be a writable directory (it is created if missing)") from None
     print(f"phf-report: {len(result['table'])} runs -> {result['report']} ({', '.join(result['plots']) or 'no plots'})")
     if args.wandb:
         run_id = log_to_wandb(result, args.out or args.dirs[0], args.dirs, args.wandb, args.wandb_project)

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from phf import checkpoint as ckpt
 from phf.card import generation_config
 from phf.data.pipeline import build_data, stream_from_config
+from phf.eval.evaluate import check_prompts_fit
 from phf.guidance import build_objective
 from phf.model import VALUE_HEAD_FILE
 from phf.runtime import (
@@ -120,6 +121,9 @@ def _train(cfg: DictConfig, trainer: Trainer, plan: Plan, dist: Dist, run_dir: P
     generation_config(model.lm, tokenizer, objective, ev.temperature, ev.top_p, ev.top_k)
     if cfg.model.block_size > model.config.n_positions:
         raise ValueError(f"model.block_size {cfg.model.block_size} exceeds the model's context {model.config.n_positions}")
+    every = int(OmegaConf.select(cfg, "task.eval.every_steps", default=0) or 0)  # the loop's due(): step < max_steps
+    if trainer.final_eval or 0 < every < plan.max_steps:  # an evaluation will run: fail now, not after training
+        check_prompts_fit(model.lm, tokenizer, objective, cfg)
     scorer = build_scorer(cfg.scorer, cfg.get("cache_dir"))
     data = build_data(cfg.data)  # the source is built once: training and validation streams share it
     stream = stream_from_config(cfg, tokenizer, "train", objective, data=data, scorer=scorer,

@@ -221,6 +221,9 @@ class HeldOut:
     and the sample-and-score evaluation (``phf.eval``); rank 0 only."""
 
     def __init__(self, cfg: DictConfig, tokenizer, data, scorer, num_blocks: int, batch_size: int, autocast):
+        if data.val_fraction == 0:  # before the first step, not at the first held-out loss
+            raise ValueError("data.val_fraction=0 holds out no document, but the run measures a held-out loss "
+                             f"(trainer.val_blocks={num_blocks}): set data.val_fraction in (0, 1), e.g. 0.01")
         self.cfg, self.tokenizer, self.data, self.scorer = cfg, tokenizer, data, scorer
         self.num_blocks, self.batch_size, self.autocast = num_blocks, batch_size, autocast
         self._blocks: list[dict] | None = None

@@ -74,8 +74,7 @@ class BlockStream:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if on_error not in ("raise", "skip"):
             raise ValueError(f"data.on_error must be 'raise' or 'skip', got {on_error!r}")
-        if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        check_val_fraction(val_fraction)
         self.source, self.segmenter, self.scorer, self.tokenizer = source, segmenter, scorer, tokenizer
         self.objective, self.split, self.val_fraction = objective, split, val_fraction
         self.score_batch_docs, self.on_error, self.epochs = score_batch_docs, on_error, epochs
@@ -91,7 +90,11 @@ class BlockStream:
         self.rng = random.Random(f"{seed}:{split}:{rank}:shuffle")
         self.shuffle = ShuffleBuffer(shuffle_buffer, self.rng)
         self.epoch, self.position = 0, 0
-        self.stats = {"documents": 0, "dropped_by_objective": 0, "skipped_bad": 0, "tokens": 0}
+        # skipped_bad: bad documents (the source's on_error=skip placeholders and data.on_error=skip);
+        # filtered_by_length: outside data.source.min_chars/max_chars. Both count the records of this
+        # rank's share that this stream read (a placeholder has no content, so no split of its own).
+        self.stats = {"documents": 0, "dropped_by_objective": 0, "skipped_bad": 0, "filtered_by_length": 0,
+                      "tokens": 0}
         self._control_ids: dict[str, int] = {}
 
     # -- state -----------------------------------------------------------------------------------
@@ -222,8 +225,16 @@ class BlockStream:
                 return batch, position, True
             if self._mine(doc, position):
                 batch.append((position, doc))
+            elif is_placeholder(doc) and position % self.world_size == self.rank:
+                self._count_placeholder(doc)
             position += 1
         return batch, position, False
+
+    def _count_placeholder(self, doc: Document) -> None:
+        if "skipped" in doc.meta:
+            self.stats["skipped_bad"] += 1
+        elif "filtered" in doc.meta:
+            self.stats["filtered_by_length"] = self.stats.get("filtered_by_length", 0) + 1
 
     def _work(self, batch: list[tuple[int, Document]]):
         """Segment, score, transform and tokenize one batch; runs inline or in a worker process."""
@@ -275,6 +286,25 @@ class BlockStream:
         self._pack(docs, ids)
         self.position = end_position
 
+    def _empty_message(self) -> str:
+        """Why a split gave no document, with the setting that decides it."""
+        st = self.stats
+        msg = (f"the {self.split} split of the data source is empty for rank {self.rank}/{self.world_size} "
+               f"({self.position} documents read, {st['dropped_by_objective']} dropped by the objective, "
+               f"{st['skipped_bad']} skipped as bad, {st.get('filtered_by_length', 0)} dropped by "
+               "data.source.min_chars/max_chars)")
+        mine = self.position - st["skipped_bad"] - st.get("filtered_by_length", 0) - st["dropped_by_objective"]
+        if self.split == "validation" and self.val_fraction == 0:
+            msg += ("; data.val_fraction=0 holds out no document, but the run measures a held-out loss: set "
+                    "data.val_fraction in (0, 1), e.g. 0.01")
+        elif self.split == "validation" and mine > 0:
+            msg += (f"; data.val_fraction={self.val_fraction} held out none of them: raise it (a number in [0, 1)) "
+                    "or use more data")
+        elif self.split == "train" and mine > 0:
+            msg += (f"; data.val_fraction={self.val_fraction} holds out (nearly) every document for validation: "
+                    "lower it (a number in [0, 1), e.g. 0.01)")
+        return msg
+
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         self.scorer_stats: dict[str, float] = {}
         workers = _Workers(self) if self.num_workers else None
@@ -308,17 +338,20 @@ class BlockStream:
                     batch, read_position, exhausted = self._read_batch(it, read_position)
                     self._absorb(self._work(batch), read_position, inline=True)
             if self.epoch == 0 and self.stats["documents"] == 0:
-                raise ValueError(
-                    f"the {self.split} split of the data source is empty for rank {self.rank}/{self.world_size} "
-                    f"({self.position} documents read, {self.stats['dropped_by_objective']} dropped by the objective, "
-                    f"{self.stats['skipped_bad']} skipped as bad)"
-                )
+                raise ValueError(self._empty_message())
             self.epoch += 1
             self.position = 0
             if self.epochs is not None and self.epoch >= self.epochs:
                 yield from self.shuffle.drain()
                 return
             log.info("%s data exhausted: starting epoch %d", self.split, self.epoch)
+
+
+def check_val_fraction(val_fraction) -> None:
+    """``data.val_fraction``: a number in [0, 1) (0 holds out nothing)."""
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, int | float) or not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"data.val_fraction must be a number in [0, 1) (the share of documents held out for "
+                         f"validation, e.g. 0.01), got {val_fraction!r}")
 
 
 def segment_ids(tokenizer, docs: list[Document], control_ids: dict[str, int] | None = None) -> list[list[int]]:
@@ -358,6 +391,7 @@ class Data:
 
     def __post_init__(self):
         _check_int("data.prepare_docs", self.prepare_docs, 1)
+        check_val_fraction(self.val_fraction)
 
     def stream(self, split: str, *, tokenizer, segmenter, scorer, block_size: int, seed: int, objective=None,
                rank: int = 0, world_size: int = 1, epochs: int | None = None) -> BlockStream:

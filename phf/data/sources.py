@@ -10,8 +10,10 @@ Bad input never turns into a silent default. Every source has an explicit policy
 ``on_error="raise"`` (the default) stops with an error naming ``file:line`` (or ``dataset[index]``),
 the key and what was expected; ``on_error="skip"`` yields an empty placeholder instead (so positions
 stay countable for resuming), logs a warning and records the reason in ``source.skipped``
-(``{where: why}``). Documents outside ``min_chars``/``max_chars`` are filtered the same way and
-recorded in ``source.filtered``.
+(``{where: why}``). Documents outside ``min_chars``/``max_chars`` are filtered the same way,
+recorded in ``source.filtered`` and logged (one line each, with the running count; a record met again
+on a later pass is logged at DEBUG level only). A placeholder says
+which it was in ``meta`` (``"skipped"`` or ``"filtered"``), so the pipeline can count both.
 """
 
 from __future__ import annotations
@@ -95,13 +97,28 @@ def _check_consistent(record: dict, doc: Document, where: str, text_key: str, mi
                              "drop 'avg_score' (data.source.avg_score_tolerance=null skips this check)")
 
 
-def _check_policy(on_error: str, min_chars, max_chars) -> None:
+def _check_policy(on_error: str, min_chars, max_chars, max_line_bytes=None) -> None:
     if on_error not in ON_ERROR:
         raise ValueError(f"data.source.on_error must be one of {ON_ERROR}, got {on_error!r}")
     if isinstance(min_chars, bool) or not isinstance(min_chars, int) or min_chars < 0:
         raise ValueError(f"data.source.min_chars must be an integer >= 0, got {min_chars!r}")
-    if max_chars is not None and (isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 1):
-        raise ValueError(f"data.source.max_chars must be a positive integer or null, got {max_chars!r}")
+    for key, value in (("max_chars", max_chars), ("max_line_bytes", max_line_bytes)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"data.source.{key} must be a positive integer or null, got {value!r}")
+
+
+#: a JSON line holding a text of n characters is at most this many bytes per character (a ``\\uXXXX``
+#: escape is 6 bytes; a surrogate pair, one character, 12) plus the record's other keys and scores
+LINE_BYTES_PER_CHAR = 12
+LINE_BYTES_SLACK = 1 << 20
+
+
+def line_byte_cap(max_chars: int | None, max_line_bytes: int | None) -> int | None:
+    """The longest JSONL line read into memory: ``max_line_bytes``, or derived from ``max_chars`` (a
+    longer line cannot hold a record within it, short of a megabyte of other keys), or no cap."""
+    if max_line_bytes is not None:
+        return max_line_bytes
+    return None if max_chars is None else LINE_BYTES_PER_CHAR * max_chars + LINE_BYTES_SLACK
 
 
 class Source:
@@ -124,17 +141,35 @@ class Source:
             prefix = "" if why.startswith(where) else f"{where}: "
             raise ValueError(f"{prefix}{why} (data.source.on_error=skip skips and counts such records)")
         skipped = self.__dict__.setdefault("skipped", {})
+        again = where in skipped  # a later pass (epoch, validation split): said once is enough
         skipped[where] = why
-        log.log(level, "skipping %s (%d skipped so far): %s", where, len(skipped), why)
+        log.log(logging.DEBUG if again else level, "skipping %s (%d skipped so far): %s", where, len(skipped), why)
+        return self._placeholder(where)
+
+    def _placeholder(self, where: str) -> Document:
+        """The empty document that stands for a skipped or filtered one; ``meta`` says which and why."""
+        for kind in ("skipped", "filtered"):
+            if where in self.__dict__.get(kind, {}):
+                return Document([], [], id=where, meta={kind: self.__dict__[kind][where]})
         return Document([], [], id=where)
 
-    def _size_ok(self, where: str, n_chars: int) -> bool:
+    def _filter(self, where: str, why: str, level: int = logging.INFO) -> Document:
+        """Record a document dropped by a length bound in ``filtered``, log it (one line per document,
+        with the running count) and return its placeholder."""
+        filtered = self.__dict__.setdefault("filtered", {})
+        again = where in filtered
+        filtered[where] = why
+        log.log(logging.DEBUG if again else level, "dropping %s (%d dropped by length so far): %s", where,
+                len(filtered), why)
+        return self._placeholder(where)
+
+    def _size_ok(self, where: str, n_chars: int, level: int = logging.INFO) -> bool:
         """``min_chars <= n_chars <= max_chars``; a document outside is recorded in ``filtered``."""
         if n_chars >= self.min_chars and (self.max_chars is None or n_chars <= self.max_chars):
             return True
-        bound = f"< min_chars={self.min_chars}" if n_chars < self.min_chars else f"> max_chars={self.max_chars}"
-        self.__dict__.setdefault("filtered", {})[where] = f"{n_chars} characters {bound}"
-        log.debug("filtering %s: %d characters %s", where, n_chars, bound)
+        bound = (f"< data.source.min_chars={self.min_chars}" if n_chars < self.min_chars
+                 else f"> data.source.max_chars={self.max_chars}")
+        self._filter(where, f"{n_chars} characters {bound}", level)
         return False
 
 
@@ -146,12 +181,17 @@ class JsonlSource(Source):
     A raw NUL byte is refused as binary data (a ``\\u0000`` escape is valid JSON and kept as text).
     Lines are parsed one at a time, so a 10 MB line costs about 10 MB plus its parse. ``meta_keys``:
     keys of each record copied into ``Document.meta`` (e.g. ``[origin, unit]`` for
-    ``phf.data.corpus_stats``'s groups); a record without one is a bad record.
+    ``phf.data.corpus_stats``'s groups); a record without one is a bad record. A line longer than ``max_line_bytes`` (default: derived from ``max_chars``, see :func:`line_byte_cap`) is never
+    held in memory: it is read in chunks of ``CHUNK`` bytes to its end and dropped like a record over
+    ``max_chars`` (counted in ``filtered``, logged with ``file:line``).
     """
+
+    CHUNK = 1 << 20
 
     def __init__(self, path: str | list[str], text_key: str = "text", on_error: str = "raise",
                  min_chars: int = 0, max_chars: int | None = None, min_score: float | None = 0.0,
-                 avg_score_tolerance: float | None = 1e-4, meta_keys: list[str] | tuple[str, ...] = ()):
+                 avg_score_tolerance: float | None = 1e-4, meta_keys: list[str] | tuple[str, ...] = (),
+                 max_line_bytes: int | None = None):
         self.meta_keys = [meta_keys] if isinstance(meta_keys, str) else list(meta_keys)
         self.paths = [path] if isinstance(path, str) else list(path)
         if not self.paths:
@@ -159,11 +199,33 @@ class JsonlSource(Source):
         for p in self.paths:
             if not Path(p).is_file():
                 raise FileNotFoundError(f"JSONL data file not found (or not a regular file): {p}")
-        _check_policy(on_error, min_chars, max_chars)
+        _check_policy(on_error, min_chars, max_chars, max_line_bytes)
         self.text_key, self.on_error, self.min_chars, self.max_chars = text_key, on_error, min_chars, max_chars
         self.min_score, self.avg_score_tolerance = min_score, avg_score_tolerance
+        self.line_cap = line_byte_cap(max_chars, max_line_bytes)
+        self.limit_keys = (f"data.source.max_line_bytes={max_line_bytes}" if max_line_bytes is not None else
+                           f"{LINE_BYTES_PER_CHAR} bytes per character of data.source.max_chars={max_chars} + 1 MiB")
         self.skipped: dict[str, str] = {}
         self.filtered: dict[str, str] = {}
+
+    def _lines(self, f) -> Iterator[bytes | int]:
+        """The file's lines as bytes; a line over ``line_cap`` bytes is consumed in chunks and comes as
+        its length in bytes (an int) instead."""
+        cap = self.line_cap
+        while True:
+            raw = f.readline() if cap is None else f.readline(cap + 1)
+            if not raw:
+                return
+            if cap is None or len(raw) <= cap:
+                yield raw
+                continue
+            n = len(raw)
+            while not raw.endswith(b"\n"):
+                raw = f.readline(self.CHUNK)
+                if not raw:
+                    break
+                n += len(raw)
+            yield n
 
     def _parse(self, raw: bytes, where: str) -> Document:
         nul = raw.find(b"\x00")
@@ -187,13 +249,19 @@ class JsonlSource(Source):
         if missing:
             return self._skip(where, f"no key {missing[0]!r} (data.source.meta_keys asks for {self.meta_keys})")
         doc.meta = {k: record[k] for k in self.meta_keys}
-        return doc if self._size_ok(where, len(doc.text)) else Document([], [], id=where)
+        return doc if self._size_ok(where, len(doc.text)) else self._placeholder(where)
 
     def iter_from(self, start: int) -> Iterator[Document]:
         n = 0
         for path in self.paths:
             with open(path, "rb") as f:
-                for lineno, raw in enumerate(f, 1):
+                for lineno, raw in enumerate(self._lines(f), 1):
+                    if isinstance(raw, int):  # too long to read: counts as a record, dropped unparsed
+                        n += 1
+                        if n > start:
+                            yield self._filter(f"{path}:{lineno}", f"a line of {raw} bytes, over the {self.line_cap}"
+                                               f"-byte limit ({self.limit_keys}); not read")
+                        continue
                     if not raw.strip():
                         continue
                     n += 1
@@ -255,7 +323,7 @@ class HFSource(Source):
                 except ValueError as e:
                     yield self._skip(where, str(e))
                     continue
-                yield doc if self._size_ok(where, len(doc.text)) else Document([], [], id=where)
+                yield doc if self._size_ok(where, len(doc.text)) else self._placeholder(where)
 
 
 class LocalPythonSource(Source):
@@ -313,13 +381,13 @@ class LocalPythonSource(Source):
             self._skip(str(path), f"unreadable Python source: {e}", level=logging.DEBUG)
             return None
         text = text.removeprefix("\ufeff")
-        return text if self._size_ok(str(path), len(text)) else None
+        return text if self._size_ok(str(path), len(text), level=logging.DEBUG) else None
 
     def iter_from(self, start: int) -> Iterator[Document]:
         # the index counts files, so a resumed run skips exactly the files already consumed
         for path in itertools.islice(self._files, start, None):
             text = self._read(path)
-            yield Document([text], None, id=str(path.relative_to(self.root))) if text else Document([], [], id=str(path))
+            yield Document([text], None, id=str(path.relative_to(self.root))) if text else self._placeholder(str(path))
         self._summarise_skipped()
 
     def _summarise_skipped(self) -> None:

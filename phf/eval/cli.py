@@ -288,8 +288,8 @@ def run_red_team(task: str, rt: dict, model, tokenizer, objective, scorer, out: 
         raise ValueError(f"task.eval.red_team: unknown keys {unknown}; known: {sorted(fields | {'red_lm', 'prompts'})}")
     settings = RedTeamSettings(**{k: v for k, v in rt.items() if k in fields})
     red_model, red_tok = load_causal_lm(str(rt["red_lm"]), device)
-    result = red_team(task, model, tokenizer, objective, scorer, red_model, red_tok, load_prompts(rt["prompts"]),
-                      settings)
+    initial = load_prompts(rt["prompts"], limit=settings.initial_pool)  # only the pool's first prompts are read
+    result = red_team(task, model, tokenizer, objective, scorer, red_model, red_tok, initial, settings)
     result["red_lm"] = str(rt["red_lm"])
     (out / "red_team.json").write_text(json.dumps(_finite(result), indent=2) + "\n")
     for r in result["rounds"]:

@@ -44,8 +44,8 @@ from phf.eval.capability import heldout_loss
 from phf.eval.heldout_clean import clean_heldout_loss
 from phf.eval.kl import KLSettings, kl_from_reference
 from phf.eval.metrics import sample_metrics
-from phf.eval.red_team import load_prompts
-from phf.eval.sampling import SamplingSettings, context_length, sample_with_objective
+from phf.eval.red_team import draw_prompts
+from phf.eval.sampling import SamplingSettings, context_length, prompt_ids, sample_with_objective
 from phf.eval.settings import Evaluation, Scenario
 from phf.objectives.base import Objective
 from phf.scorers import build_scorer
@@ -176,7 +176,9 @@ def _scenario(name: str, sc: Scenario, ev: Evaluation, model, tokenizer, objecti
 
 def _draw(sc: Scenario, ev: Evaluation, model, tokenizer, objective, index: int) -> tuple[list, float]:
     """The scenario's samples and the rate they were drawn at (samples/s)."""
-    prompts = load_prompts(sc.prompts) if sc.prompts else None
+    seed = ev.seed + index  # fixed across evaluations: less noise between steps
+    # the drawn prompts in order (only they are read and tokenized); sampled in that order ("cycle")
+    prompts = [p for _, p in draw_prompts(sc.prompts, sc.num_samples, sc.prompt_draw, seed)] if sc.prompts else None
     settings = SamplingSettings(
         max_new_tokens=sc.max_new_tokens,
         min_new_tokens=sc.min_new_tokens,
@@ -184,10 +186,10 @@ def _draw(sc: Scenario, ev: Evaluation, model, tokenizer, objective, index: int)
         top_p=ev.top_p,
         top_k=ev.top_k,
         batch_size=ev.batch_size,
-        seed=ev.seed + index,  # fixed across evaluations: less noise between steps
+        seed=seed,
         max_length=sc.max_length,
         min_length=sc.min_length,
-        prompt_draw=sc.prompt_draw,
+        prompt_draw="cycle" if prompts else sc.prompt_draw,
         clean_up_tokenization_spaces=ev.clean_up_tokenization_spaces,
     )
     t0 = time.perf_counter()
@@ -211,6 +213,40 @@ def _write(name: str, samples, scores, out_dir, step, tracker) -> None:
         cols = ["prompt", "text", "score", "num_tokens"]
         # one table per scenario, growing across evaluations (the tracker adds step and tokens_seen columns)
         tracker.log_table(f"samples/{name}", cols, [[r[c] for c in cols] for r in rows[:MAX_TABLE_ROWS]], step=step)
+
+
+def check_prompts_fit(model, tokenizer, objective, cfg) -> None:
+    """Before training: every scenario's prompts (those it will draw) fit the model's context.
+
+    A prompt of ``EOS + control prefix + text`` as long as the context leaves no room for a sample, and a
+    batch as wide as ``max_length`` none under the original's length rule: both failed only at the first
+    evaluation, after the training (and again on every resume). Here they stop the run before its first
+    step, naming the scenario, the prompt's file and line and the settings to change. A prompt that only
+    leaves fewer than ``max_new_tokens`` (sampling lowers them) is a warning."""
+    ev = Evaluation.from_config(cfg)
+    objective = objective if objective is not None else Objective()
+    context = context_length(model)
+    prefix = token_ids(tokenizer, objective.generation_prefix)
+    for index, (name, sc) in enumerate(ev.scenarios.items()):
+        if not sc.prompts:
+            continue
+        drawn = dict(draw_prompts(sc.prompts, sc.num_samples, sc.prompt_draw, ev.seed + index))
+        where, n = max(((w, len(prompt_ids(tokenizer, prefix, p))) for w, p in drawn.items()), key=lambda x: x[1])
+        key = f"task.eval.scenarios.{name}"
+        if sc.max_length is not None and n >= sc.max_length:
+            raise ValueError(f"{key}: prompt {where} is {n} tokens (EOS + control prefix + text), which leaves no new "
+                             f"token under {key}.max_length={sc.max_length}: raise it, or shorten or drop the prompt "
+                             f"({key}.prompts={sc.prompts})")
+        if context is None:
+            continue
+        if n >= context:
+            raise ValueError(f"{key}: prompt {where} is {n} tokens (EOS + control prefix + text), which leaves no room "
+                             f"for a sample in the model's {context}-token context; shorten or drop it from the file "
+                             f"({key}.prompts={sc.prompts}), or use a model with a longer context")
+        if sc.max_length is None and n + sc.max_new_tokens > context:
+            log.warning("%s: prompt %s is %d tokens; with %s.max_new_tokens=%d the samples are cut to %d new tokens "
+                        "to fit the model's %d-token context", key, where, n, key, sc.max_new_tokens, context - n,
+                        context)
 
 
 @dataclass

@@ -19,14 +19,16 @@ Each round reports the mean and best candidate score, the mean of the pool's top
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from phf.data.document import unicode_problem
 from phf.eval.sampling import SamplingSettings, sample, sample_with_objective
 
 PROMPTS_DIR = Path(__file__).parent / "prompts"
@@ -52,22 +54,88 @@ def resolve_prompts_file(name: str | Path) -> Path:
     raise FileNotFoundError(f"prompts file {str(name)!r} is neither a path nor one of {sorted(p.name for p in PROMPTS_DIR.iterdir())}")
 
 
-def load_prompts(name: str | Path) -> list[str]:
-    """Prompts of a JSONL file (one ``{"prompt": ...}`` per line, or ``{"text": ...}`` as the original's
-    ``resources/*.jsonl``; blank lines skipped)."""
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """``(line number, raw line)`` of every non-blank line."""
+    with open(path, "rb") as f:
+        for i, raw in enumerate(f, 1):
+            if raw.strip():
+                yield i, raw
+
+
+def parse_prompt(raw: bytes, where: str) -> str:
+    """The prompt of one JSONL line, or a ValueError naming ``where`` and what was expected."""
+    try:
+        line = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{where}: not UTF-8 ({e.reason} at byte {e.start} of the line: "
+                         f"{raw[max(0, e.start - 10):e.start + 10]!r}); prompts files are UTF-8 JSONL "
+                         "(convert it, e.g. iconv -f latin1 -t utf-8)") from None
+    try:
+        row = json.loads(line)
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f'{where}: expected a JSON object with a "prompt" (or "text") string: {e}') from None
+    if not isinstance(row, dict):
+        raise ValueError(f'{where}: expected a JSON object with a "prompt" (or "text") string, got {type(row).__name__}')
+    key = "prompt" if "prompt" in row else "text"
+    if key not in row:
+        raise ValueError(f'{where}: expected a JSON object with a "prompt" (or "text") string, got keys {sorted(row)}')
+    if not isinstance(row[key], str):
+        raise ValueError(f'{where}: "{key}" must be a string, got {type(row[key]).__name__} {row[key]!r:.60}')
+    if (why := unicode_problem([row[key]])) is not None:
+        raise ValueError(f'{where}: "{key}" {why.partition(" ")[2]}')
+    return row[key]
+
+
+def iter_prompts(name: str | Path) -> Iterator[tuple[str, str]]:
+    """``(FILE:LINE, prompt)`` of a JSONL prompts file (one ``{"prompt": ...}`` per line, or ``{"text": ...}``
+    as the original's ``resources/*.jsonl``; blank lines skipped), read line by line: a file of millions of
+    prompts is never held whole. A line that is not UTF-8, not a JSON object with a string ``prompt`` (or
+    ``text``) is an error naming the file and line."""
     path = resolve_prompts_file(name)
-    prompts = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            prompts.append(row["prompt"] if "prompt" in row else row["text"])
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f'{path}:{i}: expected a JSON object with a "prompt" (or "text") string') from e
+    for i, raw in _lines(path):
+        where = f"{path}:{i}"
+        yield where, parse_prompt(raw, where)
+
+
+def load_prompts(name: str | Path, limit: int | None = None) -> list[str]:
+    """The prompts of a JSONL file (:func:`iter_prompts`), or only its first ``limit``."""
+    prompts = [p for _, p in itertools.islice(iter_prompts(name), limit)]
     if not prompts:
-        raise ValueError(f"{path} holds no prompts")
+        raise ValueError(f"{resolve_prompts_file(name)} holds no prompts")
     return prompts
+
+
+def count_prompts(name: str | Path) -> int:
+    """How many prompts (non-blank lines) a file holds, without parsing them."""
+    return sum(1 for _ in _lines(resolve_prompts_file(name)))
+
+
+def draw_prompts(name: str | Path, num_samples: int, draw: str = "cycle", seed: int = 0) -> list[tuple[str, str]]:
+    """``(FILE:LINE, prompt)`` of the ``num_samples`` prompts a scenario samples from, in order: exactly
+    the choice of ``phf.eval.sampling.sample`` (``cycle``: prompt i is the file's prompt i mod its size;
+    ``random``: a seeded draw with replacement, ``random.Random(seed).choices``), reading only what is
+    drawn: the first ``num_samples`` prompts, or one counting pass and one pass keeping the drawn lines
+    (2 samples from 2 M prompts no longer parse, tokenize and hold all of them)."""
+    if draw == "cycle":
+        first = list(itertools.islice(iter_prompts(name), num_samples))
+        if not first:
+            raise ValueError(f"{resolve_prompts_file(name)} holds no prompts")
+        return [first[i % len(first)] for i in range(num_samples)]
+    if draw != "random":
+        raise ValueError(f"prompt_draw must be cycle or random, got {draw!r}")
+    n = count_prompts(name)
+    if n == 0:
+        raise ValueError(f"{resolve_prompts_file(name)} holds no prompts")
+    picks = random.Random(seed).choices(range(n), k=num_samples)  # what choices(prompts, k) would pick
+    wanted, kept = set(picks), {}
+    path = resolve_prompts_file(name)
+    for i, (lineno, raw) in enumerate(_lines(path)):
+        if i in wanted:  # only the drawn lines are parsed
+            where = f"{path}:{lineno}"
+            kept[i] = (where, parse_prompt(raw, where))
+            if len(kept) == len(wanted):
+                break
+    return [kept[i] for i in picks]
 
 
 def few_shot_template(task: str, examples: Sequence[str]) -> str:

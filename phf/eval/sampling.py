@@ -206,14 +206,14 @@ def sample(
     banned = token_ids(tokenizer, banned_tokens)
     prefix = token_ids(tokenizer, generation_prefix)
     drop = {eos, pad, *token_ids(tokenizer, strip_tokens), *prefix, *banned}
-    texts = [""] if not prompts else list(prompts)
-    encoded = {p: prompt_ids(tokenizer, prefix, p) for p in set(texts)}
+    texts = [""] if not prompts else prompts
     if settings.prompt_draw == "random":
         chosen = random.Random(settings.seed).choices(texts, k=num_samples)
     elif settings.prompt_draw == "cycle":
         chosen = [texts[i % len(texts)] for i in range(num_samples)]
     else:
         raise ValueError(f"prompt_draw must be cycle or random, got {settings.prompt_draw!r}")
+    encoded = {p: prompt_ids(tokenizer, prefix, p) for p in set(chosen)}  # only the prompts drawn
 
     from transformers import LogitsProcessorList
 

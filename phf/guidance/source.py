@@ -35,7 +35,7 @@ from phf.data.pipeline import segment_ids
 from phf.guidance.learner import GuidanceLearner
 from phf.guidance.lists import items_from_blocks
 from phf.guidance.model import GuidanceModel
-from phf.objectives.base import IGNORE_INDEX, LossOutput, Objective
+from phf.objectives.base import IGNORE_INDEX, LossOutput, Objective, check_number_args
 from phf.objectives.preference import PreferenceObjective
 from phf.runtime import Dist
 from phf.tokenizer import add_special_tokens, load_tokenizer
@@ -304,9 +304,18 @@ def with_token_rewards(objective: Objective, reward) -> Objective:
 def build_objective(cfg, tokenizer) -> tuple[Objective, list[int]]:
     """The run's objective (wrapped by ``cfg.reward``) and the ids of its special tokens, added to
     ``tokenizer``: what phf-train trains and phf-data packs."""
-    from hydra.utils import instantiate
+    from hydra.errors import InstantiationException
+    from hydra.utils import get_class, instantiate
+    from omegaconf import OmegaConf
 
-    objective = instantiate(cfg.objective)
+    values = OmegaConf.to_container(cfg.objective, resolve=True)
+    check_number_args(get_class(values.pop("_target_")), values)
+    try:
+        objective = instantiate(cfg.objective)
+    except InstantiationException as e:  # the constructor's own message names the setting
+        if isinstance(e.__cause__, ValueError):
+            raise ValueError(f"objective: {e.__cause__}") from None
+        raise
     if isinstance(objective, PreferenceObjective):
         raise ValueError(f"objective {type(objective).__name__} trains on preference pairs, not packed blocks: "
                          "run it with phf-spa (e.g. `phf-spa +experiment=spa_pep8`), not phf-train")

@@ -168,3 +168,26 @@ class Objective(BaseObjective):
         values: torch.Tensor | None = None,
     ) -> LossOutput:
         raise NotImplementedError
+
+
+def check_number_args(cls, values: dict, prefix: str = "objective") -> None:
+    """Every argument of ``cls`` annotated as a number (``float``, ``int``, optionally ``| None``) that
+    ``values`` sets must be one: ``objective.threshold=abc`` names the key and the type expected instead of
+    failing inside the constructor's ``float()`` (a bool is not a number here)."""
+    import types
+    import typing
+
+    hints = typing.get_type_hints(cls.__init__)
+    for key, value in values.items():
+        hint = hints.get(key)
+        args = set(typing.get_args(hint)) if isinstance(hint, types.UnionType) else {hint}
+        numeric = args & {int, float}
+        if not numeric or not args <= {int, float, type(None)}:
+            continue
+        if value is None and type(None) in args:
+            continue
+        kind = "an integer" if numeric == {int} else "a number"
+        ok = (isinstance(value, int) if numeric == {int} else isinstance(value, int | float)) and not isinstance(value, bool)
+        if not ok:
+            also = " or null" if type(None) in args else ""
+            raise ValueError(f"{prefix}.{key} must be {kind}{also} ({cls.__name__}), got {value!r}")

@@ -25,7 +25,7 @@ def fake_sweep(root, task="pep8", with_eval=True, failed=True):
     for i, (obj, (score, loss, kl)) in enumerate(FINAL.items()):
         run = root / f"{i}-{obj}"
         run.mkdir(parents=True)
-        (run / "config.yaml").write_text(f"task:\n  name: {task}\nobjective:\n  _target_: phf.objectives.X\n")
+        (run / "config.yaml").write_text(f"task:\n  name: {task}\nobjective:\n  _target_: phf.objectives.{obj}.{obj}\n")
         rows = []
         for step in range(0, 21):
             tokens = step * 4096
@@ -46,7 +46,7 @@ def fake_sweep(root, task="pep8", with_eval=True, failed=True):
     if failed:
         broken = root / "6-broken"
         broken.mkdir()
-        (broken / "config.yaml").write_text(f"task:\n  name: {task}\nobjective:\n  _target_: phf.objectives.MLE\n")
+        (broken / "config.yaml").write_text(f"task:\n  name: {task}\nobjective:\n  _target_: my.objectives.Broken\n")
         (broken / "error.txt").write_text("Traceback ...\nValueError: boom\n")
     return root
 
@@ -171,10 +171,10 @@ def test_hierarchical_ci_by_hand():
     assert report.hierarchical_ci([[0.2, 0.2], [0.2]]) == pytest.approx((0.2, 0.2))
 
 
-def lr_run(root, name, lr, seed, scores, overrides=True):
+def lr_run(root, name, lr, seed, scores, overrides=True, objective="MLE"):
     """A sampled MLE run whose config.yaml records ``trainer.lr`` and where it ran (run_dir, cache_dir,
     reward.save_dir under the run: never a swept key), with the job's Hydra overrides when asked."""
-    run = sampled_run(root, name, "MLE", scores, seed=seed)
+    run = sampled_run(root, name, objective, scores, seed=seed)
     (run / "config.yaml").write_text(
         (run / "config.yaml").read_text()
         + f"run_dir: {run}\ncache_dir: /tmp/cache-{name}\ntrainer:\n  lr: {lr}\n  batch_size: 8\n"
@@ -236,7 +236,7 @@ def test_report_labels_an_objective_by_lr_sweep_with_both_keys(tmp_path):
     sweep = tmp_path / "sweep"
     lr_run(sweep, "0-mle", 0.001, 1, [0.1] * 6)
     lr_run(sweep, "1-mle", 0.01, 1, [0.1] * 6)
-    run = lr_run(sweep, "2-conditional", 0.001, 1, [0.0] * 6)
+    run = lr_run(sweep, "2-conditional", 0.001, 1, [0.0] * 6, objective="Conditional")
     (run / ".hydra" / "overrides.yaml").write_text("- +experiment=demo\n- objective=conditional\n- trainer.lr=0.001\n- seed=1\n")
     out = report.build_report([sweep], sweep)
     assert [r["label"] for r in out["table"]] == [

@@ -194,7 +194,7 @@ def test_max_chars_filters_and_records_long_documents(tmp_path, tok):
     p.write_text(json.dumps({"text": "x" * 101}) + "\n" + json.dumps({"text": "y = 1\n"}) + "\n")
     source = JsonlSource(str(p), max_chars=100)
     assert [d.text for d in source] == ["", "y = 1\n"]  # a placeholder keeps positions countable
-    assert source.filtered == {f"{p}:1": "101 characters > max_chars=100"}
+    assert source.filtered == {f"{p}:1": "101 characters > data.source.max_chars=100"}
 
 
 def _linear_pack_seconds(n_tokens: int) -> float:

@@ -569,11 +569,6 @@ class _InjectedSource(_CorpusSource):
         return {"content_coupling": self.content_coupling, "open_misaligned": self.open_misaligned,
                 "density": self.density}
 
-    def clean_documents(self) -> list[Document]:
-        """The documents before injection, in the same order: row i is document i without its injected
-        sentences (the clean held-out set of ``phf.eval.heldout_clean``, the KL reference's corpus)."""
-        return self.prose.documents
-
     def _sentence(self, rng: random.Random) -> tuple[str, list[tuple[int, int, str]]]:
         """One generated sentence and its ground-truth spans (relative to the sentence)."""
         raise NotImplementedError
