@@ -42,8 +42,8 @@ def test_final_and_checkpoints_carry_card_generation_config_and_objective(run):
     for d in (run / "final", ckpt):
         meta = json.loads((d / "phf_objective.json").read_text())
         assert meta["objective"] == "Conditional" and meta["task"] == "pep8"
-        assert meta["objective_config"]["_target_"] == "phf.objectives.Conditional"
-        assert meta["objective_config"]["threshold"] == 0.25  # resolved, not ${task...}
+        assert meta["objective_name"] == "conditional" and "_target_" not in meta["objective_args"]
+        assert meta["objective_args"]["threshold"] == 0.25  # resolved, not ${task...}
         assert meta["generation_prefix"] == "<|endoftext|>" + ALIGNED and meta["banned_tokens"] == [MISALIGNED]
         gc = json.loads((d / "generation_config.json").read_text())
         assert gc["bad_words_ids"] == [[50258]] and gc["do_sample"] is True
@@ -102,7 +102,7 @@ def test_phf_eval_override_wins_and_a_plain_model_is_mle(run, tmp_path, monkeypa
     assert "has no phf_objective.json" in caplog.text and "evaluating it as MLE" in caplog.text
 
     (model / "phf_objective.json").write_text('{"objective_config": {"threshold": 1}}')
-    with pytest.raises(SystemExit, match="phf_objective.json: 'objective_config' must be an object with a '_target_'"):
+    with pytest.raises(SystemExit, match="phf_objective.json: 'objective_config' must be an object with the '_target_'"):
         cli.main([f"checkpoint={model}", *TINY_EVAL, "device=cpu", "skip=heldout,kl"])
 
 
