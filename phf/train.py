@@ -113,7 +113,9 @@ def _train(cfg: DictConfig, trainer: Trainer, plan: Plan, dist: Dist, run_dir: P
     torch.manual_seed(cfg.seed)
 
     # -- the run's parts, each validated as it is built -----------------------------------------------
-    tokenizer = instantiate(cfg.tokenizer)  # fit_bpe fits (once per corpus) or loads from its cache
+    # a resume continues with the tokenizer the run trained with, saved in the checkpoint: never one fitted
+    # again to a corpus (or loaded from a cache) that may have changed since
+    tokenizer = checkpoint_tokenizer(resume_from) if resume_from is not None else instantiate(cfg.tokenizer)
     objective, control_ids = build_objective(cfg, tokenizer)
     model = instantiate(cfg.model, tokenizer=tokenizer, objective=objective, seed=cfg.seed).to(device)
     ev = cfg.task.eval  # saved models sample as phf evaluates them (generation_config.json)
@@ -222,6 +224,26 @@ def resume(resume_from: Path, model, objective, optimizer, scheduler, stream, pl
         group["lr"] = base * f(scheduler.last_epoch)
     stream.load_state_dict(state["data_state"])
     return step, tokens_seen
+
+
+def checkpoint_tokenizer(path: Path):
+    """The tokenizer saved in checkpoint ``path`` (its ``tokenizer.json``): what a resume tokenizes with, so
+    token ids keep their meaning whatever happened to the corpus or the tokenizer cache since."""
+    from phf.tokenizer import load_tokenizer
+
+    file = path / "tokenizer.json"
+    if not file.is_file():
+        raise ValueError(f"checkpoint {path} has no tokenizer.json: a resume continues with the tokenizer the run "
+                         "trained with (fitting or loading it again could give token ids another meaning); restore "
+                         "the file, resume another checkpoint (trainer.resume=PATH), or start over with "
+                         "trainer.resume=never")
+    try:
+        tokenizer = load_tokenizer(str(path))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"checkpoint {path}: its tokenizer (tokenizer.json) cannot be loaded: {e}; restore it, resume "
+                         "another checkpoint (trainer.resume=PATH), or start over with trainer.resume=never") from None
+    log.info("tokenizer: the checkpoint's (%s, %d tokens)", file, len(tokenizer))
+    return tokenizer
 
 
 def continue_data_position(trainer: Trainer, stream, dist: Dist) -> None:
