@@ -89,7 +89,7 @@ def write_model_card(path: Path, cfg, objective, tokenizer, metrics: dict) -> No
         return OmegaConf.select(cfg, key, default=default)
 
     shown = {k: v for k, v in metrics.items() if isinstance(v, int | float) and not k.endswith("_per_s")}
-    stage = ("the end of training (`final/`)" if path.name == "final"
+    stage = ("the end of training (`final/`)" if path.name.split(".")[0] == "final"
              else f"step {metrics.get('step', '?')} (a checkpoint)")
     eval_scorer = sel("task.eval.scorer._target_", None)
     banned = ", ".join(f"`{t}`" for t in meta["banned_tokens"]) or "none"
@@ -138,7 +138,7 @@ def write_model_card(path: Path, cfg, objective, tokenizer, metrics: dict) -> No
         "out = model.generate(ids, attention_mask=ids.new_ones(ids.shape), max_new_tokens=120)",
         "print(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True))",
         "```", "",
-        "## Metrics" + (" at the end of training" if path.name == "final" else " so far"), "",
+        "## Metrics" + (" at the end of training" if path.name.split(".")[0] == "final" else " so far"), "",
         "```json", json.dumps(shown, indent=2, sort_keys=True), "```", "",
         "## Citation", "", "```bibtex",
         "@inproceedings{korbak2023pretraining,",

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import random
+import shutil
 from pathlib import Path
 
 import torch
@@ -32,6 +33,7 @@ from phf.runtime import (
     Dist,
     RunLock,
     check_resume_config,
+    config_differences,
     hydra_entry,
     keep_freed_memory,
     lr_schedule,
@@ -102,6 +104,9 @@ def _train(cfg: DictConfig, trainer: Trainer, plan: Plan, dist: Dist, run_dir: P
     # which checkpoint to continue, and whether its run had the same settings: before building anything
     resume_from = checkpoint_to_resume(trainer, run_dir / "checkpoints")
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    finished = check_finished_run(run_dir, resolved, trainer, plan, resume_from)
+    if finished is not None:
+        return finished  # nothing to do: the same run is already finished, nothing is rewritten
     if resume_from is not None and dist.main:
         check_resume_config(resolved, resume_from, run_dir, trainer.resume_keys, trainer.resume_ignore,
                             trainer.resume_mismatch)
@@ -224,6 +229,60 @@ def resume(resume_from: Path, model, objective, optimizer, scheduler, stream, pl
         group["lr"] = base * f(scheduler.last_epoch)
     stream.load_state_dict(state["data_state"])
     return step, tokens_seen
+
+
+def check_finished_run(run_dir: Path, resolved: dict, trainer: Trainer, plan: Plan, resume_from: Path | None) -> dict | None:
+    """A finished run (``final/phf_summary.json``) is never overwritten.
+
+    Returns its summary when this config is the same run (``trainer.resume_keys`` minus
+    ``trainer.resume_ignore``) ending at the same step: nothing to do, nothing is rewritten. Without a
+    checkpoint to continue from, other settings (naming the keys) or another end step are refused:
+    training would start over and replace ``final/``. With one, it is a resume like any other (other
+    settings refused by ``check_resume_config`` unless ``trainer.resume_mismatch=continue``); the finished
+    ``final/`` is then kept as ``final.step_N/`` when the new one is written (``ckpt.write_final``).
+    ``trainer.overwrite_finished=true`` trains a new run here (the finished ``final/`` is kept the same way,
+    its ``config.yaml`` as ``config.step_N.yaml``)."""
+    import yaml
+
+    step = ckpt.finished_step(run_dir)
+    if step is None:
+        return None
+    stored_file = run_dir / "config.yaml"
+    if trainer.overwrite_finished:
+        if stored_file.is_file():
+            shutil.copyfile(stored_file, run_dir / f"config.step_{step:08d}.yaml")
+        log.warning("trainer.overwrite_finished=true: training a new run in %s; the finished run's final/ (step %d) "
+                    "will be kept as final.step_%08d/ and its config as config.step_%08d.yaml", run_dir, step, step,
+                    step)
+        return None
+    way_out = ("Use a new run_dir, or set trainer.overwrite_finished=true to train a new run here (the finished "
+               "run's final/ and config.yaml are kept as final.step_N/ and config.step_N.yaml)")
+    try:
+        stored = yaml.safe_load(stored_file.read_text())
+        if not isinstance(stored, dict):
+            raise ValueError(f"expected a mapping, got {type(stored).__name__}")
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        if resume_from is not None:
+            return None  # check_resume_config names the unreadable file
+        raise ValueError(f"{run_dir} holds a finished run (final/ at step {step}) but its settings cannot be read "
+                         f"from {stored_file} ({type(e).__name__}: {' '.join(str(e).split())}) to compare with this "
+                         f"run's. {way_out}") from None
+    diffs = config_differences(stored, resolved, list(trainer.resume_keys), list(trainer.resume_ignore))
+    explicit = trainer.resume not in (None, "auto", "never", False)  # a checkpoint the user named: train from it
+    if not diffs and step == plan.max_steps and not explicit:
+        summary = json.loads((run_dir / ckpt.FINAL / ckpt.FINAL_SUMMARY).read_text())
+        log.info("%s is already finished (final/ at step %d, the same settings): nothing to do, nothing was "
+                 "rewritten. To train again use a new run_dir, or trainer.overwrite_finished=true", run_dir, step)
+        return summary
+    if resume_from is not None:
+        return None  # a resume from its checkpoint, checked like any other
+    if diffs:
+        raise ValueError(f"{run_dir} holds a finished run (final/ at step {step}) with settings that differ from the "
+                         f"run's stored config {stored_file}: {'; '.join(diffs)}. Training here would start over and "
+                         f"replace its final/ and config.yaml. {way_out}")
+    raise ValueError(f"{run_dir} holds a finished run (final/ at step {step}); this run ends at step {plan.max_steps} "
+                     "and there is no checkpoint to continue from (trainer.checkpoint_every=0 keeps none, or "
+                     f"trainer.resume=never), so training would start over and replace final/. {way_out}")
 
 
 def checkpoint_tokenizer(path: Path):

@@ -57,3 +57,72 @@ def test_resume_without_the_checkpoint_tokenizer_is_refused(fast_cfg, tmp_path, 
     with pytest.raises(ValueError, match=r"step_00000001 has no tokenizer.json: a resume continues with the tokenizer "
                                          r"the run trained with.*trainer.resume=never"):
         train(fast_cfg("trainer.max_steps=3", "trainer.checkpoint_every=1"))
+
+
+# -- deliverable 3: a finished run is never overwritten -----------------------------------------------------------
+def _snapshot(run: Path) -> dict[str, tuple[bytes, int]]:
+    """Bytes and modification time of every file phf-train wrote (final/, config.yaml, metrics.jsonl)."""
+    files = [*sorted((run / "final").iterdir()), run / "config.yaml", run / "metrics.jsonl"]
+    return {str(f.relative_to(run)): (f.read_bytes(), f.stat().st_mtime_ns) for f in files}
+
+
+def test_rerunning_a_finished_run_with_the_same_config_does_nothing(fast_cfg, tmp_path, one_thread, caplog):
+    import logging
+
+    run = tmp_path / "run"
+    first = train(fast_cfg("trainer.max_steps=2"))
+    before = _snapshot(run)
+    with caplog.at_level(logging.INFO, logger="phf.train"):
+        again = train(fast_cfg("trainer.max_steps=2", "trainer.lr=1e-3"))  # trainer.* is not the run's identity
+    assert again["step"] == 2 and again["train/loss"] == first["train/loss"]
+    said = [r.getMessage() for r in caplog.records if "nothing to do" in r.getMessage()]
+    assert len(said) == 1 and f"{run} is already finished (final/ at step 2, the same settings)" in said[0]
+    assert _snapshot(run) == before  # nothing rewritten, not even touched
+
+
+def test_rerunning_a_finished_run_with_other_settings_is_refused(fast_cfg, tmp_path, one_thread):
+    """The issue's probe: max_steps=4, no checkpoints, then objective=unlikelihood in the same directory."""
+    run = tmp_path / "run"
+    train(fast_cfg("trainer.max_steps=2"))
+    before = _snapshot(run)
+    with pytest.raises(ValueError, match=r"holds a finished run \(final/ at step 2\) with settings that differ from the "
+                                         r"run's stored config .*config.yaml: objective._target_: 'phf.objectives.MLE' "
+                                         r"-> 'phf.objectives.Unlikelihood'.*trainer.overwrite_finished=true"):
+        train(fast_cfg("trainer.max_steps=2", "objective=unlikelihood"))
+    with pytest.raises(ValueError, match=r"this run ends at step 3 and there is no checkpoint to continue from"):
+        train(fast_cfg("trainer.max_steps=3"))
+    assert _snapshot(run) == before
+
+    # asked for explicitly: a new run here; the finished one's final/ and config stay readable beside it
+    out = train(fast_cfg("trainer.max_steps=3", "objective=unlikelihood", "trainer.overwrite_finished=true"))
+    assert out["step"] == 3
+    assert json.loads((run / "final" / "phf_objective.json").read_text())["objective_name"] == "unlikelihood"
+    kept = run / "final.step_00000002"
+    assert {f: b for f, (b, _) in _snapshot(run).items()} != {f: b for f, (b, _) in before.items()}
+    assert (kept / "model.safetensors").read_bytes() == before["final/model.safetensors"][0]
+    assert (run / "config.step_00000002.yaml").read_bytes() == before["config.yaml"][0]
+
+
+def test_disk_full_while_writing_final_leaves_no_half_written_final(fast_cfg, tmp_path, one_thread, monkeypatch):
+    import errno
+
+    import transformers.modeling_utils as mu
+
+    run = tmp_path / "run"
+    real = mu.safe_save_file
+
+    def full_disk(tensors, filename, *a, **kw):
+        if "final.tmp" in str(filename):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(tensors, filename, *a, **kw)
+
+    monkeypatch.setattr(mu, "safe_save_file", full_disk)
+    with pytest.raises(OSError, match=rf"writing {run / 'final'} \(step 2\) failed: the disk is full \(No space left "
+                                      rf"on device\).*The partial copy {run / 'final.tmp'} was removed; the last "
+                                      rf"complete one, .*step_00000001, is intact"):
+        train(fast_cfg("trainer.max_steps=2", "trainer.checkpoint_every=1"))
+    assert not (run / "final").exists() and not (run / "final.tmp").exists()
+    monkeypatch.setattr(mu, "safe_save_file", real)
+    assert train(fast_cfg("trainer.max_steps=2", "trainer.checkpoint_every=1"))["step"] == 2  # resumes, finishes
+    assert (run / "final" / "phf_summary.json").is_file()
+
