@@ -100,19 +100,26 @@ def _conf_targets(conf: str) -> frozenset[str]:
 
 def check_config_targets(cfg, file: Path) -> None:
     """Refuse a config read from a file (a run's ``config.yaml`` found above a model directory) that names
-    a ``_target_`` phf's own ``conf/`` does not: such a config could make phf-eval build anything."""
+    a ``_target_`` phf's own ``conf/`` does not (such a config could make phf-eval build anything), or that
+    sets an argument one of phf's classes loads as a pickle (its ``pickle_args``: Detoxify's ``checkpoint``)."""
+    from hydra.utils import get_object
     from omegaconf import OmegaConf
 
     allowed = _conf_targets(str(_conf()))
 
     def walk(node, path: str):
         if isinstance(node, dict):
+            target = node.get("_target_")
+            if "_target_" in node and target not in allowed:
+                raise ModelDirError(f"{file}: {path + '.' if path else ''}_target_ = {target!r} is not a class phf's "
+                                    "configs name; phf-eval builds only phf's own objectives, scorers and settings "
+                                    "from a file")
+            for arg in getattr(get_object(target), "pickle_args", ()) if "_target_" in node else ():
+                if node.get(arg) is not None:
+                    raise ModelDirError(f"{file}: {path}.{arg} = {node[arg]!r} is a file {target} loads as a pickle, "
+                                        "which can run code; a config found beside a model directory may not name one")
             for k, v in node.items():
-                key = f"{path}.{k}" if path else str(k)
-                if k == "_target_" and v not in allowed:
-                    raise ModelDirError(f"{file}: {key} = {v!r} is not a class phf's configs name; phf-eval builds "
-                                        "only phf's own objectives, scorers and settings from a file")
-                walk(v, key)
+                walk(v, f"{path}.{k}" if path else str(k))
         elif isinstance(node, list):
             for i, v in enumerate(node):
                 walk(v, f"{path}[{i}]")
@@ -232,3 +239,61 @@ def check_weights(model_dir: Path) -> None:
            if pickles else "")
         + ". To import a model you trust, load it yourself and save it with save_pretrained(DIR, "
           "safe_serialization=True)")
+
+
+def _embedding_rows(model_dir: Path) -> tuple[int, Path] | None:
+    """(rows of the token embedding, its file) from the safetensors headers; None when not found."""
+    from safetensors import safe_open
+
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text()).get("weight_map", {})
+        candidates = sorted({model_dir / f for k, f in weight_map.items() if k.endswith(("wte.weight", "embed_tokens.weight"))})
+    else:
+        candidates = [model_dir / "model.safetensors"]
+    for f in candidates:
+        if not f.is_file():
+            continue
+        with safe_open(str(f), framework="pt") as g:
+            for key in g.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
+                if key.endswith(("wte.weight", "embed_tokens.weight")):
+                    return g.get_slice(key).get_shape()[0], f
+    return None
+
+
+def check_model_files(model_dir: Path, tokenizer: bool = True) -> None:
+    """Refuse a model directory whose files contradict each other, naming the file and what is wrong:
+    ``config.json`` unreadable or its ``vocab_size`` not the number of token embeddings in the weights (an
+    edited file, or one from another model); with ``tokenizer``: no ``tokenizer.json`` (phf saves every model
+    with its tokenizer), or a tokenizer with more tokens than the model has embeddings."""
+    model_dir = Path(model_dir)
+    config_file = model_dir / "config.json"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        vocab = config["vocab_size"]
+        if isinstance(vocab, bool) or not isinstance(vocab, int) or vocab < 1:
+            raise ValueError(f"'vocab_size' must be a positive integer, got {vocab!r}")
+    except FileNotFoundError:
+        raise ModelDirError(f"{config_file} is missing: not a saved model directory") from None
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        raise ModelDirError(f"{config_file}: not a usable model config ({type(e).__name__}: {e})") from None
+    found = _embedding_rows(model_dir)
+    if found is not None and found[0] != vocab:
+        raise ModelDirError(f"{config_file}: vocab_size is {vocab} but {found[1].name} holds {found[0]} token "
+                            "embeddings: the file was edited or belongs to another model; restore the config.json "
+                            "saved with these weights")
+    if not tokenizer:
+        return
+    tok_file = model_dir / "tokenizer.json"
+    if not tok_file.is_file():
+        raise ModelDirError(f"{tok_file} is missing: phf saves every model with its tokenizer (tokenizer.json) and "
+                            "loads it from there; copy it back from the run (its checkpoints hold the same file)")
+    try:
+        from tokenizers import Tokenizer
+
+        n = Tokenizer.from_file(str(tok_file)).get_vocab_size(with_added_tokens=True)
+    except Exception as e:  # the Rust library's own exception type
+        raise ModelDirError(f"{tok_file}: not a readable tokenizer ({type(e).__name__}: {e})") from None
+    if n > vocab:
+        raise ModelDirError(f"{tok_file} has {n} tokens but the model ({config_file}: vocab_size {vocab}) only {vocab} "
+                            "embeddings: the tokenizer belongs to another model; restore the one saved with it")

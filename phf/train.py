@@ -42,6 +42,7 @@ from phf.runtime import (
     restore_training_state,
 )
 from phf.scorers import build_scorer
+from phf.tracking import check_run_id
 from phf.trainer import HeldOut, Plan, RunParts, Trainer, TrainingLoop, is_int
 
 log = logging.getLogger("phf.train")
@@ -110,6 +111,8 @@ def _train(cfg: DictConfig, trainer: Trainer, plan: Plan, dist: Dist, run_dir: P
     if resume_from is not None and dist.main:
         check_resume_config(resolved, resume_from, run_dir, trainer.resume_keys, trainer.resume_ignore,
                             trainer.resume_mismatch)
+    if dist.main and OmegaConf.select(cfg, "logger.backend") == "wandb":
+        check_run_id(run_dir, resume=resume_from is not None)  # before metrics.jsonl is cut back or replaced
     device = resolve_device(trainer.device, dist.local_rank)
     if device.type == "cpu" and trainer.cpu_keep_freed_memory and not keep_freed_memory():
         log.warning("trainer.cpu_keep_freed_memory=true has no effect: the C library is not glibc")

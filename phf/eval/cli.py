@@ -55,7 +55,7 @@ from phf.eval.evaluate import build_eval_scorer, evaluate, flatten
 from phf.eval.kl import load_causal_lm
 from phf.eval.red_team import RedTeamSettings, load_prompts, red_team, summary
 from phf.eval.settings import Evaluation
-from phf.model_dir import check_config_targets, check_weights
+from phf.model_dir import ModelDirError, check_config_targets, check_model_files, check_weights
 from phf.runtime import conf_dir, resolve_device
 from phf.tokenizer import load_tokenizer
 from phf.tracking import read_metrics, stored_run
@@ -180,12 +180,15 @@ def check_model_dir(model_dir: Path, allow_incomplete: bool) -> None:
             if is_final else "save the model again")
     try:
         check_weights(model_dir)
-    except ValueError as e:
-        raise SystemExit(f"phf-eval: {e}; nothing was run") from None
-    try:
         check_safetensors(model_dir)
     except ValueError as e:
-        raise SystemExit(f"phf-eval: {e}; the model was probably being written when its process died: {redo}") from None
+        if not isinstance(e, ModelDirError):  # a truncated weights file
+            raise SystemExit(f"phf-eval: {e}; the model was probably being written when its process died: {redo}") from None
+        raise SystemExit(f"phf-eval: {e}; nothing was run") from None
+    try:
+        check_model_files(model_dir)
+    except ValueError as e:
+        raise SystemExit(f"phf-eval: {e}") from None
     if is_final and not (model_dir / "phf_summary.json").is_file() and not allow_incomplete:
         raise SystemExit(f"phf-eval: {model_dir} is incomplete: no phf_summary.json, the file phf-train writes last "
                          f"(the run was killed while writing final/?): {redo}; or pass allow_incomplete=true")

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from phf.card import read_objective_metadata
 from phf.eval import cli
@@ -145,6 +146,21 @@ def test_a_run_config_above_a_model_dir_may_name_only_phf_classes(model, victim)
     assert victim.read_text() == VICTIM_TEXT
 
 
+def test_a_run_config_above_a_model_dir_may_not_name_a_pickle_to_load(model, tmp_path, checkpoint):
+    """phf's own Detoxify scorer loads its checkpoint as a pickle: a config beside a download may not name one."""
+    run = model.parent
+    final = run / "final"
+    model.rename(final)
+    marker = tmp_path / "PAYLOAD_RAN"
+    (run / "evil.ckpt").write_bytes(pickle.dumps(_Payload(marker)))
+    config = yaml.safe_load((checkpoint.parent.parent / "config.yaml").read_text())  # the run's own, valid
+    config["scorer"] = {"_target_": "phf.scorers.DetoxifyScorer", "checkpoint": str(run / "evil.ckpt")}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    _refused(final, str(run / "config.yaml"), f"scorer.checkpoint = '{run / 'evil.ckpt'}' is a file "
+                                              "phf.scorers.DetoxifyScorer loads as a pickle")
+    assert not marker.exists()
+
+
 def test_pickled_weights_are_never_loaded(model, tmp_path):
     """Weights only from safetensors: a model dir whose weights are a pickle is refused unread."""
     marker = tmp_path / "PAYLOAD_RAN"
@@ -181,3 +197,38 @@ def test_the_registry_is_phfs_objective_configs():
     assert check_objective_args("dpo", {"dnd_lambda": [0.5, 0.25], "beta": 0.1}, Path("f"), "objective_args")
     with pytest.raises(ModelDirError, match="f: objective_args.dnd_lambda must be plain data"):
         check_objective_args("dpo", {"dnd_lambda": [[0.5]]}, Path("f"), "objective_args")
+
+
+# -- a model directory whose files contradict each other ------------------------------------------------------------
+def test_tampered_config_vocab_size_is_named(model):
+    config = json.loads((model / "config.json").read_text())
+    config["vocab_size"] += 7
+    (model / "config.json").write_text(json.dumps(config))
+    _refused(model, f"{model / 'config.json'}: vocab_size is {config['vocab_size']} but model.safetensors holds "
+                    f"{config['vocab_size'] - 7} token embeddings", "restore the config.json saved with these weights")
+
+
+def test_missing_tokenizer_json_is_named(model):
+    (model / "tokenizer.json").unlink()
+    _refused(model, f"{model / 'tokenizer.json'} is missing: phf saves every model with its tokenizer")
+
+
+def test_a_tokenizer_directory_without_a_vocabulary_is_named_not_an_empty_tokenizer(model):
+    """transformers 5 builds a 1-token tokenizer from tokenizer_config.json alone; phf names the missing file."""
+    from phf.tokenizer import load_tokenizer
+
+    (model / "tokenizer.json").unlink()
+    with pytest.raises(FileNotFoundError, match=rf"{model / 'tokenizer.json'} is missing: {model} holds no tokenizer "
+                                                r"vocabulary"):
+        load_tokenizer(str(model))
+
+
+def test_model_init_from_a_tampered_dir_is_named(model, tmp_path):
+    from phf.model import build_model
+    from phf.tokenizer import gpt2_tokenizer
+
+    config = json.loads((model / "config.json").read_text())
+    config["vocab_size"] = 5
+    (model / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelDirError, match=r"config.json: vocab_size is 5 but model.safetensors holds \d+ token"):
+        build_model(1, 2, 32, 32, init_from=str(model), tokenizer=gpt2_tokenizer())

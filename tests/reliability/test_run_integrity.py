@@ -5,6 +5,7 @@ overwritten; ``final/`` is written atomically."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,129 @@ def test_disk_full_while_writing_final_leaves_no_half_written_final(fast_cfg, tm
     assert train(fast_cfg("trainer.max_steps=2", "trainer.checkpoint_every=1"))["step"] == 2  # resumes, finishes
     assert (run / "final" / "phf_summary.json").is_file()
 
+
+
+# -- wandb identity on resume -----------------------------------------------------------------------------------------
+def test_deleted_wandb_run_json_on_resume_is_said_and_the_run_continues(fast_cfg, tmp_path, one_thread, caplog):
+    import logging
+
+    from phf.tracking import RUN_ID_FILE
+
+    run = tmp_path / "run"
+    train(fast_cfg("logger=wandb_offline", "trainer.max_steps=2", "trainer.checkpoint_every=1"))
+    first = json.loads((run / RUN_ID_FILE).read_text())["id"]
+    (run / RUN_ID_FILE).unlink()
+    with caplog.at_level(logging.WARNING, logger="phf.tracking"):
+        train(fast_cfg("logger=wandb_offline", "trainer.max_steps=3", "trainer.checkpoint_every=1"))
+    assert f"{run / RUN_ID_FILE} is missing: continuing the wandb run {first} found in {run / 'wandb'}" in caplog.text
+    assert json.loads((run / RUN_ID_FILE).read_text())["id"] == first  # not a silent new run id
+
+    # with no trace of the old run left either, the new run id is a warning naming the file, never silent
+    (run / RUN_ID_FILE).unlink()
+    shutil.rmtree(run / "wandb")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="phf.tracking"):
+        train(fast_cfg("logger=wandb_offline", "trainer.max_steps=4", "trainer.checkpoint_every=1"))
+    assert f"{run / RUN_ID_FILE} is missing and {run / 'wandb'} holds none: this resume starts a NEW wandb run" \
+        in caplog.text
+
+
+def test_wandb_run_id_with_a_slash_is_refused_before_anything_is_cut_back(fast_cfg, tmp_path, one_thread, monkeypatch):
+    from phf.tracking import RUN_ID_FILE
+
+    run = tmp_path / "run"
+    train(fast_cfg("logger=wandb_offline", "trainer.max_steps=2", "trainer.checkpoint_every=1"))
+    (run / RUN_ID_FILE).write_text(json.dumps({"id": "team/run-1"}))
+    metrics = (run / "metrics.jsonl").read_bytes()
+    with pytest.raises(ValueError, match=rf"{run / RUN_ID_FILE}: wandb run id 'team/run-1' contains '/', which a wandb "
+                                         r"run id cannot hold.*nothing was changed"):
+        train(fast_cfg("logger=wandb_offline", "trainer.max_steps=3", "trainer.checkpoint_every=1"))
+    assert (run / "metrics.jsonl").read_bytes() == metrics  # not cut back to the checkpoint's step
+    assert json.loads((run / "final" / "phf_summary.json").read_text())["step"] == 2
+
+    monkeypatch.setenv("WANDB_RUN_ID", "a:b")
+    with pytest.raises(ValueError, match=r"WANDB_RUN_ID: wandb run id 'a:b' contains ':'"):
+        train(fast_cfg("logger=wandb_offline", "trainer.max_steps=1", run_dir=tmp_path / "fresh"))
+    assert not (tmp_path / "fresh" / "metrics.jsonl").exists()
+
+
+# -- the data worker dies with its trainer ------------------------------------------------------------------------
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def test_an_idle_orphaned_data_worker_exits():
+    """The portable half: a worker whose parent is no longer the process it was started for (here: told to
+    expect another parent pid) exits at its next idle check, ``data.worker_check_seconds`` later."""
+    import multiprocessing
+    import types
+
+    from phf.data.pipeline import _worker_loop
+
+    ctx = multiprocessing.get_context("fork")
+    stream = types.SimpleNamespace(worker_check_seconds=0.1)
+    tasks, results = ctx.Queue(), ctx.Queue()
+    worker = ctx.Process(target=_worker_loop, args=(stream, tasks, results, -1, False), daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert worker.exitcode == 1  # ended itself; a worker of a live parent would wait for batches forever
+    tasks.close()
+    results.close()
+
+
+@pytest.mark.slow  # a phf.train subprocess: ~20 s on a loaded 2-core machine
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc (Linux)")
+def test_data_worker_dies_with_its_killed_trainer_and_the_lock_is_free(fast_cfg, tmp_path, prescored, one_thread):
+    """kill -9 of the trainer alone (not its process group): its data worker is gone within seconds and a new
+    training in the same run directory is not refused as "in use by PID" of the dead trainer."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tests.reliability.harness import after_step, command, env
+
+    run = tmp_path / "run"
+    args = [*fast_overrides(prescored), "data.num_workers=1", "data.worker_check_seconds=0.5",
+            "trainer.max_steps=100000"]
+    err = open(tmp_path / "train.stderr", "wb")  # a file, not a pipe: a full pipe would stall the trainer
+    proc = subprocess.Popen(command(run, base=args), env=env(), stdout=subprocess.DEVNULL, stderr=err)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 240
+        while not after_step(1)(run):
+            assert proc.poll() is None, (tmp_path / "train.stderr").read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, "no training step within 240 s"
+            time.sleep(0.05)
+        workers = _children(proc.pid)
+        assert workers, "no data worker process"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 5
+        while any(map(_alive, workers)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(map(_alive, workers)), f"data workers {workers} outlived the killed trainer by 5 s"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in workers:  # a worker that outlived the test's trainer
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        err.close()
+    assert train(fast_cfg("trainer.max_steps=1", "trainer.resume=never"))["step"] == 1  # not refused as in use
