@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from phf import checkpoint as ckpt
 from phf.card import generation_config
 from phf.data.pipeline import build_data, stream_from_config
+from phf.entry import FinishedRunError
 from phf.guidance import build_objective
 from phf.model import VALUE_HEAD_FILE
 from phf.runtime import (
@@ -263,11 +264,11 @@ def check_finished_run(run_dir: Path, resolved: dict, trainer: Trainer, plan: Pl
     try:
         stored = yaml.safe_load(stored_file.read_text())
         if not isinstance(stored, dict):
-            raise ValueError(f"expected a mapping, got {type(stored).__name__}")
+            raise FinishedRunError(f"expected a mapping, got {type(stored).__name__}")
     except (OSError, ValueError, yaml.YAMLError) as e:
         if resume_from is not None:
             return None  # check_resume_config names the unreadable file
-        raise ValueError(f"{run_dir} holds a finished run (final/ at step {step}) but its settings cannot be read "
+        raise FinishedRunError(f"{run_dir} holds a finished run (final/ at step {step}) but its settings cannot be read "
                          f"from {stored_file} ({type(e).__name__}: {' '.join(str(e).split())}) to compare with this "
                          f"run's. {way_out}") from None
     diffs = config_differences(stored, resolved, list(trainer.resume_keys), list(trainer.resume_ignore))
@@ -280,10 +281,10 @@ def check_finished_run(run_dir: Path, resolved: dict, trainer: Trainer, plan: Pl
     if resume_from is not None:
         return None  # a resume from its checkpoint, checked like any other
     if diffs:
-        raise ValueError(f"{run_dir} holds a finished run (final/ at step {step}) with settings that differ from the "
+        raise FinishedRunError(f"{run_dir} holds a finished run (final/ at step {step}) with settings that differ from the "
                          f"run's stored config {stored_file}: {'; '.join(diffs)}. Training here would start over and "
                          f"replace its final/ and config.yaml. {way_out}")
-    raise ValueError(f"{run_dir} holds a finished run (final/ at step {step}); this run ends at step {plan.max_steps} "
+    raise FinishedRunError(f"{run_dir} holds a finished run (final/ at step {step}); this run ends at step {plan.max_steps} "
                      "and there is no checkpoint to continue from (trainer.checkpoint_every=0 keeps none, or "
                      f"trainer.resume=never), so training would start over and replace final/. {way_out}")
 

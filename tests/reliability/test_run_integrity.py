@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from phf.entry import FinishedRunError
 from phf.train import train
 from tests.conftest import compose
 from tests.reliability.conftest import fast_overrides, write_prescored
@@ -86,11 +87,11 @@ def test_rerunning_a_finished_run_with_other_settings_is_refused(fast_cfg, tmp_p
     run = tmp_path / "run"
     train(fast_cfg("trainer.max_steps=2"))
     before = _snapshot(run)
-    with pytest.raises(ValueError, match=r"holds a finished run \(final/ at step 2\) with settings that differ from the "
+    with pytest.raises(FinishedRunError, match=r"holds a finished run \(final/ at step 2\) with settings that differ from the "
                                          r"run's stored config .*config.yaml: objective._target_: 'phf.objectives.MLE' "
                                          r"-> 'phf.objectives.Unlikelihood'.*trainer.overwrite_finished=true"):
         train(fast_cfg("trainer.max_steps=2", "objective=unlikelihood"))
-    with pytest.raises(ValueError, match=r"this run ends at step 3 and there is no checkpoint to continue from"):
+    with pytest.raises(FinishedRunError, match=r"this run ends at step 3 and there is no checkpoint to continue from"):
         train(fast_cfg("trainer.max_steps=3"))
     assert _snapshot(run) == before
 
@@ -102,6 +103,21 @@ def test_rerunning_a_finished_run_with_other_settings_is_refused(fast_cfg, tmp_p
     assert {f: b for f, (b, _) in _snapshot(run).items()} != {f: b for f, (b, _) in before.items()}
     assert (kept / "model.safetensors").read_bytes() == before["final/model.safetensors"][0]
     assert (run / "config.step_00000002.yaml").read_bytes() == before["config.yaml"][0]
+
+
+def test_a_refused_rerun_writes_nothing_into_the_finished_run(tmp_path):
+    """phf-train's failure record (error.txt) stays out of a finished run's directory; a sweep still lists the
+    refused job in its failures.jsonl. (A single run prints the one-line message and exits with status 2.)"""
+    from phf.entry import UsageError, record_failure
+
+    run, sweep = tmp_path / "run", tmp_path / "sweep"
+    run.mkdir()
+    sweep.mkdir()
+    error = FinishedRunError(f"{run} holds a finished run ...")
+    assert isinstance(error, UsageError)  # hydra_entry: message only, exit status 2
+    record_failure(run, error, ["objective=unlikelihood"], sweep)
+    assert list(run.iterdir()) == []
+    assert json.loads((sweep / "failures.jsonl").read_text())["overrides"] == ["objective=unlikelihood"]
 
 
 def test_disk_full_while_writing_final_leaves_no_half_written_final(fast_cfg, tmp_path, one_thread, monkeypatch):
