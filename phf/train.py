@@ -125,6 +125,8 @@ def _train(cfg: DictConfig, trainer: Trainer, plan: Plan, dist: Dist, run_dir: P
     # a resume continues with the tokenizer the run trained with, saved in the checkpoint: never one fitted
     # again to a corpus (or loaded from a cache) that may have changed since
     tokenizer = checkpoint_tokenizer(resume_from) if resume_from is not None else instantiate(cfg.tokenizer)
+    if resume_from is None and OmegaConf.select(cfg, "model.init_from"):
+        check_init_tokenizer(Path(cfg.model.init_from), tokenizer)
     objective, control_ids = build_objective(cfg, tokenizer)
     model = instantiate(cfg.model, tokenizer=tokenizer, objective=objective, seed=cfg.seed).to(device)
     ev = cfg.task.eval  # saved models sample as phf evaluates them (generation_config.json)
@@ -307,6 +309,33 @@ def checkpoint_tokenizer(path: Path):
                          "another checkpoint (trainer.resume=PATH), or start over with trainer.resume=never") from None
     log.info("tokenizer: the checkpoint's (%s, %d tokens)", file, len(tokenizer))
     return tokenizer
+
+
+def check_init_tokenizer(init_from: Path, tokenizer) -> None:
+    """Finetuning (``model.init_from``): refuse a tokenizer whose token ids mean other strings than in the
+    tokenizer the model was trained with (its ``tokenizer.json``), e.g. a BPE fitted again to a corpus
+    that changed since; the model would read every id as another token. Its added tokens (control
+    tokens) are compared by the objective's own check; a directory without ``tokenizer.json`` (a model
+    trained elsewhere) is not compared."""
+    from phf.tokenizer import load_tokenizer
+
+    if not (init_from / "tokenizer.json").is_file():
+        return
+    theirs = load_tokenizer(str(init_from))
+    if theirs.vocab_size != tokenizer.vocab_size:
+        raise ValueError(f"model.init_from {init_from} was trained with a tokenizer of {theirs.vocab_size} tokens "
+                         f"({init_from / 'tokenizer.json'}), this run's has {tokenizer.vocab_size}: every id would mean "
+                         f"another token. Continue with the model's own: tokenizer=pretrained "
+                         f"tokenizer.name_or_path={init_from}")
+    ids = list(range(tokenizer.vocab_size))
+    differ = [(i, a, b) for i, a, b in zip(ids, theirs.convert_ids_to_tokens(ids), tokenizer.convert_ids_to_tokens(ids),
+                                           strict=True) if a != b]
+    if differ:
+        shown = ", ".join(f"id {i}: {a!r} there, {b!r} here" for i, a, b in differ[:3])
+        raise ValueError(f"model.init_from {init_from} was trained with another tokenizer ({init_from / 'tokenizer.json'}): "
+                         f"{len(differ)} of {len(ids)} token ids mean other strings in this run's ({shown}; a BPE "
+                         f"fitted again to a corpus that changed?). Continue with the model's own: tokenizer=pretrained "
+                         f"tokenizer.name_or_path={init_from}")
 
 
 def continue_data_position(trainer: Trainer, stream, dist: Dist) -> None:

@@ -52,6 +52,22 @@ def test_resume_keeps_the_checkpoint_tokenizer_after_the_corpus_changed(tmp_path
     assert not (other_cache / "tokenizers").exists()  # nothing fitted: the checkpoint's tokenizer was used
 
 
+def test_finetuning_with_a_refitted_tokenizer_is_refused(tmp_path, one_thread):
+    """model.init_from a BPE run's checkpoint after its corpus changed: tokenizer=bpe would fit anew and give
+    ids other meanings; refused naming them, and the model's own tokenizer (tokenizer=pretrained) trains."""
+    corpus, run = write_prescored(tmp_path / "corpus.jsonl", seed=0), tmp_path / "run"
+    train(_bpe_cfg(corpus, run, tmp_path / "cache", "trainer.max_steps=2"))
+    init = run / "checkpoints" / "step_00000001"
+    write_prescored(corpus, n_docs=150, seed=1)
+    with pytest.raises(ValueError, match=rf"model.init_from {init} was trained with another tokenizer .*: \d+ of 300 "
+                                         r"token ids mean other strings .*tokenizer=pretrained tokenizer.name_or_path="):
+        train(_bpe_cfg(corpus, tmp_path / "ft", tmp_path / "cache", "trainer.max_steps=1", f"model.init_from={init}"))
+    base = [o for o in fast_overrides(corpus) if not o.startswith(("tokenizer=", "cache_dir="))]
+    out = train(compose(base + ["tokenizer=pretrained", f"tokenizer.name_or_path={init}", f"model.init_from={init}",
+                                f"run_dir={tmp_path / 'ft2'}", "trainer.max_steps=1"]))
+    assert out["step"] == 1 and _vocab(tmp_path / "ft2" / "final") == _vocab(init)
+
+
 def test_resume_without_the_checkpoint_tokenizer_is_refused(fast_cfg, tmp_path, one_thread):
     run = tmp_path / "run"
     train(fast_cfg("trainer.max_steps=2", "trainer.checkpoint_every=1"))
