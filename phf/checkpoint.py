@@ -175,13 +175,17 @@ def save_data_state(ckpt_root: Path, step: int, rank: int, state: dict) -> None:
 
 
 def _disk_full(e: BaseException) -> bool:
-    """ENOSPC anywhere in the exception chain (torch.save reports it as 'unexpected pos' only)."""
+    """ENOSPC anywhere in the exception chain (torch.save reports it as 'unexpected pos' only; safetensors
+    as a SafetensorError holding the OS error's text)."""
     import errno
 
     seen = set()
     while e is not None and id(e) not in seen:
         seen.add(id(e))
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if type(e).__name__ == "SafetensorError" and any(s in str(e) for s in (os.strerror(errno.ENOSPC),
+                                                                                  os.strerror(errno.EDQUOT))):
             return True
         e = e.__cause__ or e.__context__
     return False

@@ -136,17 +136,24 @@ def test_a_refused_rerun_writes_nothing_into_the_finished_run(tmp_path):
     assert json.loads((sweep / "failures.jsonl").read_text())["overrides"] == ["objective=unlikelihood"]
 
 
-def test_disk_full_while_writing_final_leaves_no_half_written_final(fast_cfg, tmp_path, one_thread, monkeypatch):
+@pytest.mark.parametrize("error", ["OSError", "SafetensorError"])
+def test_disk_full_while_writing_final_leaves_no_half_written_final(fast_cfg, tmp_path, one_thread, monkeypatch, error):
+    """safetensors' save (as transformers calls it) fails for final.tmp/ with ENOSPC: as an OSError, or as the
+    SafetensorError the real library raises on a full disk."""
     import errno
 
     import transformers.modeling_utils as mu
+    from safetensors import SafetensorError
 
     run = tmp_path / "run"
     real = mu.safe_save_file
 
     def full_disk(tensors, filename, *a, **kw):
         if "final.tmp" in str(filename):
-            raise OSError(errno.ENOSPC, "No space left on device")
+            if error == "OSError":
+                raise OSError(errno.ENOSPC, "No space left on device")
+            raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: '
+                                  '"No space left on device" })')
         return real(tensors, filename, *a, **kw)
 
     monkeypatch.setattr(mu, "safe_save_file", full_disk)
