@@ -5,10 +5,14 @@ the HF model's ``generation_config`` (saved as ``generation_config.json``), so `
 ``transformers`` pipeline sample the way phf evaluates. The control prefix (``<|endoftext|><|aligned|>``
 for conditional training) cannot be expressed there; ``write_model_card`` states it, with runnable
 ``generate`` and ``pipeline`` examples, in the model directory's ``README.md``, and writes the same facts
-for programs into ``phf_objective.json`` (``read_objective_metadata``): phf-eval instantiates the objective
-a model was trained with from it, so a model directory alone (a download from the Hub, a checkpoint
+for programs into ``phf_objective.json`` (``read_objective_metadata``): phf-eval builds the objective a
+model was trained with from it, so a model directory alone (a download from the Hub, a checkpoint
 copied away from its run) is evaluated with its control tokens and banned tokens. phf-train writes both
 into ``final/`` and into every ``checkpoints/step_*``.
+
+The file is data, never code (``phf.model_dir``): it names the objective by its registry name (the
+``conf/objective/<name>.yaml`` it was configured from) with its arguments as plain values, never a
+``_target_``; phf-eval builds only phf's own objectives from it.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from phf.model_dir import read_objective_file, registry_name
+
 METADATA_FILE = "phf_objective.json"
-METADATA_VERSION = 1
+METADATA_VERSION = 2  # 1: objective_config with a _target_ (still read); 2: objective_name + objective_args
 CARD_FILE = "README.md"
 
 
@@ -36,12 +42,15 @@ def generation_config(lm, tokenizer, objective, temperature: float, top_p: float
 
 
 def objective_metadata(cfg, objective, tokenizer) -> dict:
-    """``phf_objective.json``: the objective's resolved config (``_target_`` and hyperparameters, enough to
-    instantiate it again), its task, and what sampling needs (prefix, banned and special tokens)."""
+    """``phf_objective.json``: the objective's registry name (``conf/objective/<name>.yaml``; null for a
+    class no phf config names, which phf-eval then asks for) and resolved arguments (plain data), its task,
+    and what sampling needs (prefix, banned and special tokens)."""
+    config = OmegaConf.to_container(cfg.objective, resolve=True)
     return {
         "phf_metadata_version": METADATA_VERSION,
         "objective": _short(cfg.objective._target_),  # the class configured, not a reward wrapper's
-        "objective_config": OmegaConf.to_container(cfg.objective, resolve=True),
+        "objective_name": registry_name(cfg.objective._target_),
+        "objective_args": {k: v for k, v in config.items() if not k.startswith("_")},
         "task": cfg.task.name,
         "generation_prefix": tokenizer.eos_token + "".join(objective.generation_prefix),
         "special_tokens": list(objective.special_tokens),
@@ -50,21 +59,11 @@ def objective_metadata(cfg, objective, tokenizer) -> dict:
 
 
 def read_objective_metadata(model_dir: Path) -> dict | None:
-    """The ``phf_objective.json`` of a model directory; None for a model phf did not write (no such file).
-    A file that is there but unusable is an error naming it, never ignored."""
-    file = Path(model_dir) / METADATA_FILE
-    if not file.is_file():
-        return None
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise ValueError(f"{file}: not valid JSON ({e})") from None
-    config = data.get("objective_config") if isinstance(data, dict) else None
-    if not isinstance(config, dict) or not isinstance(config.get("_target_"), str):
-        raise ValueError(f"{file}: 'objective_config' must be an object with a '_target_' (the objective's class)")
-    if not isinstance(data.get("task"), str):
-        raise ValueError(f"{file}: 'task' must be the task's name (a conf/task/<name>.yaml)")
-    return data
+    """The ``phf_objective.json`` of a model directory, checked as data (``phf.model_dir``): its
+    ``objective_name`` (one of phf's objectives), ``objective_args`` and ``task`` (one of phf's tasks);
+    None for a model phf did not write (no such file). A file that is there but unusable is a
+    ``ModelDirError`` naming it and the field, never ignored."""
+    return read_objective_file(Path(model_dir), METADATA_FILE)
 
 
 def _short(target: str | None) -> str:
@@ -90,7 +89,7 @@ def write_model_card(path: Path, cfg, objective, tokenizer, metrics: dict) -> No
         return OmegaConf.select(cfg, key, default=default)
 
     shown = {k: v for k, v in metrics.items() if isinstance(v, int | float) and not k.endswith("_per_s")}
-    stage = ("the end of training (`final/`)" if path.name == "final"
+    stage = ("the end of training (`final/`)" if path.name.split(".")[0] == "final"
              else f"step {metrics.get('step', '?')} (a checkpoint)")
     eval_scorer = sel("task.eval.scorer._target_", None)
     banned = ", ".join(f"`{t}`" for t in meta["banned_tokens"]) or "none"
@@ -139,7 +138,7 @@ def write_model_card(path: Path, cfg, objective, tokenizer, metrics: dict) -> No
         "out = model.generate(ids, attention_mask=ids.new_ones(ids.shape), max_new_tokens=120)",
         "print(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True))",
         "```", "",
-        "## Metrics" + (" at the end of training" if path.name == "final" else " so far"), "",
+        "## Metrics" + (" at the end of training" if path.name.split(".")[0] == "final" else " so far"), "",
         "```json", json.dumps(shown, indent=2, sort_keys=True), "```", "",
         "## Citation", "", "```bibtex",
         "@inproceedings{korbak2023pretraining,",

@@ -23,6 +23,7 @@ pickle in a checkpoint can run code.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import re
@@ -32,6 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "latest.json"
 _STEP_DIR = re.compile(r"step_(\d{8,})")
@@ -172,7 +175,8 @@ def save_data_state(ckpt_root: Path, step: int, rank: int, state: dict) -> None:
 
 
 def _disk_full(e: BaseException) -> bool:
-    """ENOSPC anywhere in the exception chain (torch.save reports it as 'unexpected pos' only)."""
+    """ENOSPC anywhere in the exception chain (torch.save reports it as 'unexpected pos' only; safetensors
+    as a SafetensorError holding the OS error's text)."""
     import errno
 
     seen = set()
@@ -180,25 +184,87 @@ def _disk_full(e: BaseException) -> bool:
         seen.add(id(e))
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
+        if type(e).__name__ == "SafetensorError" and any(s in str(e) for s in (os.strerror(errno.ENOSPC),
+                                                                                  os.strerror(errno.EDQUOT))):
+            return True
         e = e.__cause__ or e.__context__
     return False
 
 
-def write_failure(ckpt_root: Path, step: int, partial: list[Path], e: BaseException) -> OSError:
-    """Remove the partial checkpoint (it would fill the disk and is useless) and return an error that
-    says what failed, how much space is free and which complete checkpoint is still there."""
-    free_before = shutil.disk_usage(ckpt_root).free if ckpt_root.is_dir() else None
+def write_failure(ckpt_root: Path, step: int, partial: list[Path], e: BaseException,
+                  target: str | None = None) -> OSError:
+    """Remove the partial checkpoint (or ``final/``: ``target`` names what was written) (it would fill the
+    disk and is useless) and return an error that says what failed, how much space is free and which
+    complete checkpoint is still there."""
+    where = partial[0].parent
+    free_before = shutil.disk_usage(where).free if where.is_dir() else None
     for p in partial:
         shutil.rmtree(p, ignore_errors=True)
     full = _disk_full(e) or free_before == 0
     latest = _manifest_name(ckpt_root)
     what = "the disk is full (No space left on device)" if full else f"{type(e).__name__}: {e}"
     free = "unknown" if free_before is None else f"{free_before / 2**20:.1f} MiB"
+    target = target or f"checkpoint step {step} under {ckpt_root}"
     return OSError(
-        f"writing checkpoint step {step} under {ckpt_root} failed: {what} [free space when it failed: {free}; "
-        f"cause: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}]. The partial checkpoint was removed; "
+        f"writing {target} failed: {what} [free space when it failed: {free}; "
+        f"cause: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}]. The partial "
+        f"{'checkpoint' if target.startswith('checkpoint') else 'copy ' + str(partial[0])} was removed; "
         + (f"the last complete one, {ckpt_root / latest}, is intact. " if latest else "there is no earlier checkpoint. ")
         + "Free space (or set trainer.keep_checkpoints lower / another run_dir) and resume with trainer.resume=auto")
+
+
+FINAL = "final"
+FINAL_SUMMARY = "phf_summary.json"  # final/'s last file: its presence marks a finished run
+
+
+def finished_step(run_dir: Path) -> int | None:
+    """The step of ``RUN/final`` when the run finished (its ``phf_summary.json`` is there), else None."""
+    file = Path(run_dir) / FINAL / FINAL_SUMMARY
+    if not file.is_file():
+        return None
+    try:
+        step = json.loads(file.read_text())["step"]
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise TypeError(f"'step' must be an integer, got {step!r}")
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{file} is damaged ({type(e).__name__}: {e}): cannot tell at which step the run finished; "
+                         "repair it, use another run_dir, or set trainer.overwrite_finished=true to train a new run "
+                         "here") from None
+    return step
+
+
+def write_final(run_dir: Path, step: int, fill: Callable[[Path], None]) -> Path:
+    """Write ``RUN/final`` atomically, like a checkpoint: ``fill(dir)`` writes every file into ``final.tmp/``,
+    which is fsync'ed and renamed into place, so ``final/`` is never half-written (a kill or a full disk
+    leaves the previous state). A finished ``final/`` it replaces (a run continued past its end, or trained
+    again with ``trainer.overwrite_finished``) is kept as ``final.step_N/`` (``.1``, ``.2``... when taken); a
+    failure removes ``final.tmp/`` and raises an OSError naming the path."""
+    run_dir = Path(run_dir)
+    final, tmp = run_dir / FINAL, run_dir / f"{FINAL}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        fill(tmp)
+        _fsync_tree(tmp)
+    except Exception as e:
+        raise write_failure(run_dir / "checkpoints", step, [tmp], e, target=f"{final} (step {step})") from e
+    if final.exists():
+        try:
+            previous = finished_step(run_dir)
+        except ValueError:
+            previous = -1
+        if previous is None:
+            shutil.rmtree(final)  # never finished (no summary): a kill while an older phf wrote it
+        else:  # a finished final/ (a run continued, or trained again with overwrite_finished): kept
+            base = run_dir / (f"{FINAL}.step_{previous:08d}" if previous >= 0 else f"{FINAL}.damaged")
+            kept, n = base, 1
+            while kept.exists():
+                kept, n = base.with_name(f"{base.name}.{n}"), n + 1
+            os.replace(final, kept)  # nothing already written is lost
+            log.info("the previous final/ is kept as %s", kept)
+    os.replace(tmp, final)
+    _fsync_path(run_dir)
+    return final
 
 
 def _available(ckpt_root: Path) -> str:

@@ -36,6 +36,11 @@ class UsageError(ValueError):
     prints the message and exits with status 2 instead of a traceback."""
 
 
+class FinishedRunError(UsageError):
+    """phf-train refused to train over a finished run (``phf.train.check_finished_run``): the message says
+    why and what to do; nothing (no ``error.txt``) is written into that run's directory."""
+
+
 def flatten(d: dict, prefix: str = "") -> dict:
     """``{"a": {"b": 1}}`` → ``{"a.b": 1}``; an empty mapping stays a leaf."""
     out = {}
@@ -84,13 +89,15 @@ def conf_dir() -> Path:
 
 def record_failure(run_dir: Path, error: BaseException, overrides: Iterable[str] = (),
                    sweep_dir: Path | None = None) -> None:
-    """Write the traceback to ``RUN_DIR/error.txt`` (and a line to the sweep's ``failures.jsonl``).
+    """Write the traceback to ``RUN_DIR/error.txt`` (and a line to the sweep's ``failures.jsonl``); a
+    ``FinishedRunError`` leaves the finished run's directory as it was (the sweep's line only).
 
     A failure to write is logged, never raised: the original error is what the caller re-raises.
     """
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "error.txt").write_text("".join(traceback.format_exception(error)))
+        if not isinstance(error, FinishedRunError):
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "error.txt").write_text("".join(traceback.format_exception(error)))
     except OSError as write_error:  # e.g. an unwritable run_dir: report both, keep the original error
         log.error("could not write %s: %s", run_dir / "error.txt", write_error)
     if sweep_dir is None:

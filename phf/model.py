@@ -182,6 +182,9 @@ def build_model(
         raise ValueError(f"model.n_embd ({n_embd}) must be divisible by model.n_head ({n_head})")
     gen = torch.Generator().manual_seed(seed)
     if init_from:
+        from phf.model_dir import check_model_files
+
+        check_model_files(Path(init_from), tokenizer=False)  # the run's tokenizer is its own (cfg.tokenizer)
         model = PHFModel.from_pretrained(init_from, value_head=use_head or None, attn_implementation=attn_implementation)
         if model.value_head is None and use_head:
             model.value_head = ValueHead(model.config.n_embd)

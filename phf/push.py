@@ -3,30 +3,57 @@
     phf-push RUN/final --repo-id user/pep8-conditional            # the model, public
     phf-push RUN/final --repo-id user/pep8-conditional --private --checkpoints
 
-The model directory is uploaded as phf wrote it: weights (safetensors), tokenizer,
-``generation_config.json`` (phf's sampling settings and banned tokens), the ``README.md`` model card
-(which the Hub shows as the model's page), ``phf_objective.json`` (phf-eval's objective) and
-``phf_summary.json``. With ``--checkpoints`` every complete ``RUN/checkpoints/step_*`` goes under
-``checkpoints/step_*/`` in the same repo (``from_pretrained(repo, subfolder="checkpoints/step_...")``)
-without its training state (``trainer_state.pt``, ``data_state_rank*.pt``: optimizer, RNG and data
-position, which only resuming needs, and pickled torch files a model user should not have to load).
+Only the files phf writes are uploaded (``PHF_FILES``, an explicit allow-list): weights (safetensors),
+tokenizer, ``generation_config.json`` (phf's sampling settings and banned tokens), the ``README.md`` model
+card (which the Hub shows as the model's page), ``phf_objective.json`` (phf-eval's objective) and
+``phf_summary.json``. Anything else in the directory (a symlink, a pickle, a stray ``notes.txt``) stays
+local, and the upload says which files it left out; a symlink in place of one of phf's files is refused.
+With ``--checkpoints`` every complete ``RUN/checkpoints/step_*`` goes under ``checkpoints/step_*/`` in the
+same repo (``from_pretrained(repo, subfolder="checkpoints/step_...")``) without its training state
+(``trainer_state.pt``, ``data_state_rank*.pt``: optimizer, RNG and data position, which only resuming
+needs, and pickled torch files a model user should not have to load).
 
-Refused before any request: a directory that is not a complete phf model (no ``config.json``, model
-card or ``phf_objective.json``; a truncated weights file; a ``final/`` without ``phf_summary.json``,
-the file phf-train writes last), and offline mode (``HF_HUB_OFFLINE=1``): a clear error, not a wait on
-the network. Authentication is huggingface_hub's (``HF_TOKEN``, ``hf auth login``) or ``--token``.
+Refused before any request, each with one line naming what is wrong: a repo id the Hub would reject; a
+directory that is not a complete phf model (no ``config.json``, model card or ``phf_objective.json``; a
+truncated weights file; a ``config.json`` whose vocabulary does not match the weights or the tokenizer;
+no ``tokenizer.json``; a ``final/`` without ``phf_summary.json``, the file phf-train writes last), and
+offline mode (``HF_HUB_OFFLINE=1``). No network, or an HTTP error from the Hub, is one line too (not a
+traceback). Authentication is huggingface_hub's (``HF_TOKEN``, ``hf auth login``) or ``--token``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import re
 from pathlib import Path
 
-from phf.card import CARD_FILE, METADATA_FILE
-from phf.checkpoint import check_checkpoint, check_safetensors
+from phf.card import CARD_FILE, METADATA_FILE, read_objective_metadata
+from phf.checkpoint import FINAL_SUMMARY, check_checkpoint, check_safetensors
+from phf.model import VALUE_HEAD_FILE
+from phf.model_dir import check_model_files
 
 TRAINING_STATE = ["trainer_state.pt", "data_state_rank*.pt"]  # what only resuming needs: never uploaded
+# every file phf-train writes into final/ and a checkpoint's model part; nothing else is ever uploaded
+PHF_FILES = ("config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json",
+             VALUE_HEAD_FILE, "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+             "chat_template.jinja", CARD_FILE, METADATA_FILE, FINAL_SUMMARY)
+SHARD = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")  # a large model's weights, named by the index file
+
+
+def upload_files(model_dir: Path) -> tuple[list[Path], list[str]]:
+    """(phf's files in ``model_dir`` to upload, the other entries left out with why). A symlink in place of
+    one of phf's files is refused: phf writes regular files, and a link could point anywhere."""
+    files, left = [], []
+    for p in sorted(model_dir.iterdir()):
+        ours = p.name in PHF_FILES or SHARD.fullmatch(p.name)
+        if ours and p.is_symlink():
+            raise SystemExit(f"phf-push: {p} is a symbolic link (to {p.readlink()}), not a file phf wrote; nothing was "
+                             "uploaded: replace it with the real file")
+        if ours and p.is_file():
+            files.append(p)
+        elif not any(p.match(t) for t in TRAINING_STATE):
+            left.append(f"{p.name} ({'symlink' if p.is_symlink() else 'directory' if p.is_dir() else 'not a phf file'})")
+    return files, left
 
 
 def check_model_dir(model_dir: Path) -> dict:
@@ -41,12 +68,16 @@ def check_model_dir(model_dir: Path) -> dict:
             raise SystemExit(f"phf-push: {model_dir / name} is missing ({why})")
     try:
         check_safetensors(model_dir)
+        check_model_files(model_dir)
     except ValueError as e:
         raise SystemExit(f"phf-push: {e}") from None
     if model_dir.name == "final" and not (model_dir / "phf_summary.json").is_file():
         raise SystemExit(f"phf-push: {model_dir} is incomplete: no phf_summary.json, the file phf-train writes "
                          "last (was the run killed while writing final/?)")
-    return json.loads((model_dir / METADATA_FILE).read_text())
+    try:
+        return read_objective_metadata(model_dir)
+    except ValueError as e:
+        raise SystemExit(f"phf-push: {e}") from None
 
 
 def run_checkpoints(model_dir: Path) -> list[Path]:
@@ -64,39 +95,76 @@ def run_checkpoints(model_dir: Path) -> list[Path]:
     return found
 
 
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean "the Hub cannot be reached" (huggingface_hub, httpx, requests)."""
+    import importlib
+
+    errors: list[type[BaseException]] = [OSError, TimeoutError]
+    for name in ("httpx", "httpx2"):  # huggingface_hub's HTTP client (httpx2 in huggingface_hub 2)
+        try:
+            errors.append(importlib.import_module(name).TransportError)
+        except (ImportError, AttributeError):
+            pass
+    try:
+        import requests
+
+        errors.append(requests.exceptions.ConnectionError)
+        errors.append(requests.exceptions.Timeout)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:300]}"
+
+
 def push(model_dir: Path, repo_id: str, private: bool = False, checkpoints: bool = False,
          token: str | None = None, commit_message: str | None = None) -> list[str]:
-    """Create ``repo_id`` (kept if it exists) and upload ``model_dir`` (and the run's checkpoints);
-    returns the commit URLs."""
-    from huggingface_hub import HfApi, constants
-    from huggingface_hub.errors import HfHubHTTPError
+    """Create ``repo_id`` (kept if it exists) and upload phf's files of ``model_dir`` (and of the run's
+    checkpoints, ``--checkpoints``); returns the commit URLs."""
+    from huggingface_hub import CommitOperationAdd, HfApi, constants
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+    from huggingface_hub.utils import validate_repo_id
 
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise SystemExit(f"phf-push: --repo-id {repo_id!r} is not a valid Hub repository id "
+                         f"({' '.join(str(e).split())}); use NAMESPACE/NAME, e.g. user/pep8-conditional") from None
     model_dir = Path(model_dir)
     meta = check_model_dir(model_dir)
     ckpts = run_checkpoints(model_dir) if checkpoints else []
     if constants.is_offline_mode():
         raise SystemExit("phf-push: the Hugging Face Hub is in offline mode (HF_HUB_OFFLINE=1): nothing was "
                          f"uploaded; unset HF_HUB_OFFLINE (and connect) to push {model_dir} to {repo_id}")
-    what = f"{meta['objective']} on {meta['task']}"
+    what = f"{meta.get('objective') or meta['objective_name']} on {meta['task']}"
+    uploads = [(model_dir, None, commit_message or f"phf: {what} ({model_dir.name})")]
+    uploads += [(p, f"checkpoints/{p.name}", f"phf: {what} (checkpoint {p.name})") for p in ckpts]
+    plan = []
+    for d, prefix, message in uploads:
+        files, left = upload_files(d)
+        if left:
+            print(f"phf-push: not uploaded from {d} (phf did not write them): {', '.join(left)}")
+        ops = [CommitOperationAdd(path_in_repo=f"{prefix}/{f.name}" if prefix else f.name, path_or_fileobj=str(f))
+               for f in files]
+        plan.append((ops, message))
     api = HfApi(token=token)
     urls = []
     try:
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        info = api.upload_folder(repo_id=repo_id, folder_path=str(model_dir), repo_type="model",
-                                 commit_message=commit_message or f"phf: {what} ({model_dir.name})",
-                                 ignore_patterns=TRAINING_STATE)
-        urls.append(str(getattr(info, "commit_url", info)))
-        for p in ckpts:
-            info = api.upload_folder(repo_id=repo_id, folder_path=str(p), path_in_repo=f"checkpoints/{p.name}",
-                                     repo_type="model", commit_message=f"phf: {what} (checkpoint {p.name})",
-                                     ignore_patterns=TRAINING_STATE)
+        for ops, message in plan:
+            info = api.create_commit(repo_id=repo_id, operations=ops, commit_message=message, repo_type="model")
             urls.append(str(getattr(info, "commit_url", info)))
     except HfHubHTTPError as e:
+        status = e.response.status_code if getattr(e, "response", None) is not None else None
         hint = (" (log in with `hf auth login`, set HF_TOKEN or pass --token, with write access to the repo)"
-                if e.response is not None and e.response.status_code in (401, 403) else "")
-        raise SystemExit(f"phf-push: pushing {model_dir} to {repo_id} failed: {e}{hint}") from None
-    except OSError as e:  # connection errors (requests' and httpx' derive from OSError)
-        raise SystemExit(f"phf-push: pushing {model_dir} to {repo_id} failed: cannot reach the Hub: {e}") from None
+                if status in (401, 403) else "")
+        raise SystemExit(f"phf-push: pushing {model_dir} to {repo_id} failed: {_one_line(e)}{hint}") from None
+    except _connection_errors() as e:
+        raise SystemExit(f"phf-push: pushing {model_dir} to {repo_id} failed: cannot reach the Hugging Face Hub "
+                         f"({_one_line(e)}); check the network (or a proxy), then run phf-push again") from None
     return urls
 
 

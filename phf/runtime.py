@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -160,12 +161,37 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
         self.fd = fd
+        _HELD_LOCKS.add(self)
+
+    def _close_in_child(self) -> None:
+        if self.fd is not None:
+            try:
+                os.close(self.fd)  # the child's copy only: the trainer's flock stays
+            except OSError:
+                pass
+            self.fd = None
 
     def release(self) -> None:
+        _HELD_LOCKS.discard(self)
         if self.fd is not None:
             os.ftruncate(self.fd, 0)  # empty = free; the file stays (unlinking would race a new opener)
             os.close(self.fd)  # closing drops the flock
             self.fd = None
+
+
+# A forked child (a data worker) closes its copies of the held run locks, so it never keeps a lock alive
+# after its trainer died (an flock lasts while any copy of its file descriptor is open).
+_HELD_LOCKS: weakref.WeakSet[RunLock] = weakref.WeakSet()
+
+
+def _close_locks_in_child() -> None:
+    for lock in list(_HELD_LOCKS):
+        lock._close_in_child()
+    _HELD_LOCKS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_locks_in_child)
 
 
 def _pid_alive(holder: str, host: str) -> bool:

@@ -15,6 +15,8 @@ from functools import lru_cache
 from pathlib import Path
 
 GPT2_EOS = "<|endoftext|>"
+# a tokenizer directory holds its vocabulary in one of these (fast tokenizer; GPT-2 BPE; sentencepiece; WordPiece)
+VOCABULARY_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "spiece.model", "vocab.txt")
 
 
 def _gpt2_files_dir() -> Path:
@@ -59,6 +61,15 @@ def load_tokenizer(name_or_path: str = "gpt2-offline", padding_side: str = "left
         tok = gpt2_tokenizer()
     else:
         from transformers import AutoTokenizer
+
+        local = Path(name_or_path).expanduser()
+        if local.is_dir() and not any((local / f).is_file() for f in VOCABULARY_FILES):
+            # transformers would build an empty tokenizer from tokenizer_config.json alone, or ask for
+            # sentencepiece/tiktoken: neither says that the vocabulary file is missing
+            raise FileNotFoundError(
+                f"{local / 'tokenizer.json'} is missing: {local} holds no tokenizer vocabulary (none of "
+                f"{', '.join(VOCABULARY_FILES)}). phf saves every model with its tokenizer.json: copy it back from "
+                "the run that wrote the model (its checkpoints hold the same file)")
 
         try:
             tok = AutoTokenizer.from_pretrained(name_or_path)

@@ -57,6 +57,48 @@ def stored_run(run_dir: str | Path) -> dict | None:
     return info if isinstance(info, dict) and isinstance(info.get("id"), str) else None
 
 
+#: characters a wandb run id cannot hold (wandb refuses them with a UsageError at init)
+RUN_ID_FORBIDDEN = "/\\#?%:"
+
+
+def check_run_id(run_dir: str | Path, resume: bool) -> None:
+    """Refuse a wandb run id wandb would reject (``WANDB_RUN_ID``; on a resume, ``RUN_ID_FILE``'s) before the
+    run changes anything in its directory (a resume cuts ``metrics.jsonl`` back to its checkpoint after this)."""
+    import os
+
+    sources = [("the environment variable WANDB_RUN_ID", os.environ.get("WANDB_RUN_ID"), "unset it or give a valid id")]
+    if resume:
+        sources.append((str(Path(run_dir) / RUN_ID_FILE), (stored_run(run_dir) or {}).get("id"),
+                        "restore the id wandb gave this run (the suffix of its folder in RUN_DIR/wandb/), or delete "
+                        "the file to continue under a new wandb run"))
+    for where, run_id, fix in sources:
+        bad = sorted({c for c in run_id or "" if c in RUN_ID_FORBIDDEN})
+        if bad:
+            raise ValueError(f"{where}: wandb run id {run_id!r} contains {', '.join(map(repr, bad))}, which a wandb "
+                             f"run id cannot hold (none of {' '.join(RUN_ID_FORBIDDEN)}); nothing was changed: {fix}")
+
+
+def resume_run(run_dir: str | Path) -> dict | None:
+    """The wandb run a resumed training continues: ``RUN_ID_FILE``'s, or, when that file was deleted, the one
+    id found in ``RUN_DIR/wandb/`` (said with a warning); None (with a warning naming the file) when there
+    is none to continue: the resume then starts a new wandb run, never silently."""
+    run_dir = Path(run_dir)
+    path = run_dir / RUN_ID_FILE
+    if path.is_file():
+        return stored_run(run_dir)  # warns when unreadable
+    found = sorted({d.name.rsplit("-", 1)[-1] for d in (run_dir / "wandb").glob("*run-*-*") if d.is_dir()})
+    if len(found) == 1:
+        log.warning("%s is missing: continuing the wandb run %s found in %s (the file is written again)", path,
+                    found[0], run_dir / "wandb")
+        return {"id": found[0]}
+    log.warning("%s is missing and %s: this resume starts a NEW wandb run; the steps before it stay in the old "
+                "one (metrics.jsonl has every step). To continue the old run, write its id into %s as "
+                '{"id": "<id>"} and resume again', path,
+                f"{run_dir / 'wandb'} holds several runs ({', '.join(found)})" if found
+                else f"{run_dir / 'wandb'} holds none", path)
+    return None
+
+
 def quantiles(values) -> dict[str, float]:
     """``{"p05": ..., "p50": ...}`` of a 1-D array (``HISTOGRAM_QUANTILES``); empty when there are no values."""
     values = np.asarray(values, dtype=np.float64)
@@ -110,7 +152,7 @@ class Tracker:
     def _init_wandb(self, mode, project, entity, group, tags, name, config, resume, job_type):
         import wandb
 
-        stored = stored_run(self.run_dir) if resume else None
+        stored = resume_run(self.run_dir) if resume else None
         kwargs = dict(project=project, entity=entity, group=group, tags=list(tags) if tags else None, name=name,
                       config=config, dir=str(self.run_dir), reinit="finish_previous", job_type=job_type)
         if stored:  # the same wandb run: history continues, config and summary are updated

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import random
+import shutil
 from pathlib import Path
 
 import torch
@@ -26,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from phf import checkpoint as ckpt
 from phf.card import generation_config
 from phf.data.pipeline import build_data, stream_from_config
+from phf.entry import FinishedRunError
 from phf.eval.evaluate import check_prompts_fit
 from phf.guidance import build_objective
 from phf.model import VALUE_HEAD_FILE
@@ -33,6 +35,7 @@ from phf.runtime import (
     Dist,
     RunLock,
     check_resume_config,
+    config_differences,
     hydra_entry,
     keep_freed_memory,
     lr_schedule,
@@ -41,6 +44,7 @@ from phf.runtime import (
     restore_training_state,
 )
 from phf.scorers import build_scorer
+from phf.tracking import check_run_id
 from phf.trainer import HeldOut, Plan, RunParts, Trainer, TrainingLoop, is_int
 
 log = logging.getLogger("phf.train")
@@ -103,9 +107,14 @@ def _train(cfg: DictConfig, trainer: Trainer, plan: Plan, dist: Dist, run_dir: P
     # which checkpoint to continue, and whether its run had the same settings: before building anything
     resume_from = checkpoint_to_resume(trainer, run_dir / "checkpoints")
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    finished = check_finished_run(run_dir, resolved, trainer, plan, resume_from)
+    if finished is not None:
+        return finished  # nothing to do: the same run is already finished, nothing is rewritten
     if resume_from is not None and dist.main:
         check_resume_config(resolved, resume_from, run_dir, trainer.resume_keys, trainer.resume_ignore,
                             trainer.resume_mismatch)
+    if dist.main and OmegaConf.select(cfg, "logger.backend") == "wandb":
+        check_run_id(run_dir, resume=resume_from is not None)  # before metrics.jsonl is cut back or replaced
     device = resolve_device(trainer.device, dist.local_rank)
     if device.type == "cpu" and trainer.cpu_keep_freed_memory and not keep_freed_memory():
         log.warning("trainer.cpu_keep_freed_memory=true has no effect: the C library is not glibc")
@@ -114,7 +123,11 @@ def _train(cfg: DictConfig, trainer: Trainer, plan: Plan, dist: Dist, run_dir: P
     torch.manual_seed(cfg.seed)
 
     # -- the run's parts, each validated as it is built -----------------------------------------------
-    tokenizer = instantiate(cfg.tokenizer)  # fit_bpe fits (once per corpus) or loads from its cache
+    # a resume continues with the tokenizer the run trained with, saved in the checkpoint: never one fitted
+    # again to a corpus (or loaded from a cache) that may have changed since
+    tokenizer = checkpoint_tokenizer(resume_from) if resume_from is not None else instantiate(cfg.tokenizer)
+    if resume_from is None and OmegaConf.select(cfg, "model.init_from"):
+        check_init_tokenizer(Path(cfg.model.init_from), tokenizer)
     objective, control_ids = build_objective(cfg, tokenizer)
     model = instantiate(cfg.model, tokenizer=tokenizer, objective=objective, seed=cfg.seed).to(device)
     ev = cfg.task.eval  # saved models sample as phf evaluates them (generation_config.json)
@@ -226,6 +239,107 @@ def resume(resume_from: Path, model, objective, optimizer, scheduler, stream, pl
         group["lr"] = base * f(scheduler.last_epoch)
     stream.load_state_dict(state["data_state"])
     return step, tokens_seen
+
+
+def check_finished_run(run_dir: Path, resolved: dict, trainer: Trainer, plan: Plan, resume_from: Path | None) -> dict | None:
+    """A finished run (``final/phf_summary.json``) is never overwritten.
+
+    Returns its summary when this config is the same run (``trainer.resume_keys`` minus
+    ``trainer.resume_ignore``) ending at the same step: nothing to do, nothing is rewritten. Without a
+    checkpoint to continue from, other settings (naming the keys) or another end step are refused:
+    training would start over and replace ``final/``. With one, it is a resume like any other (other
+    settings refused by ``check_resume_config`` unless ``trainer.resume_mismatch=continue``); the finished
+    ``final/`` is then kept as ``final.step_N/`` when the new one is written (``ckpt.write_final``).
+    ``trainer.overwrite_finished=true`` trains a new run here (the finished ``final/`` is kept the same way,
+    its ``config.yaml`` as ``config.step_N.yaml``)."""
+    import yaml
+
+    step = ckpt.finished_step(run_dir)
+    if step is None:
+        return None
+    stored_file = run_dir / "config.yaml"
+    if trainer.overwrite_finished:
+        if stored_file.is_file():
+            shutil.copyfile(stored_file, run_dir / f"config.step_{step:08d}.yaml")
+        log.warning("trainer.overwrite_finished=true: training a new run in %s; the finished run's final/ (step %d) "
+                    "will be kept as final.step_%08d/ and its config as config.step_%08d.yaml", run_dir, step, step,
+                    step)
+        return None
+    way_out = ("Use a new run_dir, or set trainer.overwrite_finished=true to train a new run here (the finished "
+               "run's final/ and config.yaml are kept as final.step_N/ and config.step_N.yaml)")
+    try:
+        stored = yaml.safe_load(stored_file.read_text())
+        if not isinstance(stored, dict):
+            raise FinishedRunError(f"expected a mapping, got {type(stored).__name__}")
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        if resume_from is not None:
+            return None  # check_resume_config names the unreadable file
+        raise FinishedRunError(f"{run_dir} holds a finished run (final/ at step {step}) but its settings cannot be read "
+                         f"from {stored_file} ({type(e).__name__}: {' '.join(str(e).split())}) to compare with this "
+                         f"run's. {way_out}") from None
+    diffs = config_differences(stored, resolved, list(trainer.resume_keys), list(trainer.resume_ignore))
+    explicit = trainer.resume not in (None, "auto", "never", False)  # a checkpoint the user named: train from it
+    if not diffs and step == plan.max_steps and not explicit:
+        summary = json.loads((run_dir / ckpt.FINAL / ckpt.FINAL_SUMMARY).read_text())
+        log.info("%s is already finished (final/ at step %d, the same settings): nothing to do, nothing was "
+                 "rewritten. To train again use a new run_dir, or trainer.overwrite_finished=true", run_dir, step)
+        return summary
+    if resume_from is not None:
+        return None  # a resume from its checkpoint, checked like any other
+    if diffs:
+        raise FinishedRunError(f"{run_dir} holds a finished run (final/ at step {step}) with settings that differ from the "
+                         f"run's stored config {stored_file}: {'; '.join(diffs)}. Training here would start over and "
+                         f"replace its final/ and config.yaml. {way_out}")
+    raise FinishedRunError(f"{run_dir} holds a finished run (final/ at step {step}); this run ends at step {plan.max_steps} "
+                     "and there is no checkpoint to continue from (trainer.checkpoint_every=0 keeps none, or "
+                     f"trainer.resume=never), so training would start over and replace final/. {way_out}")
+
+
+def checkpoint_tokenizer(path: Path):
+    """The tokenizer saved in checkpoint ``path`` (its ``tokenizer.json``): what a resume tokenizes with, so
+    token ids keep their meaning whatever happened to the corpus or the tokenizer cache since."""
+    from phf.tokenizer import load_tokenizer
+
+    file = path / "tokenizer.json"
+    if not file.is_file():
+        raise ValueError(f"checkpoint {path} has no tokenizer.json: a resume continues with the tokenizer the run "
+                         "trained with (fitting or loading it again could give token ids another meaning); restore "
+                         "the file, resume another checkpoint (trainer.resume=PATH), or start over with "
+                         "trainer.resume=never")
+    try:
+        tokenizer = load_tokenizer(str(path))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"checkpoint {path}: its tokenizer (tokenizer.json) cannot be loaded: {e}; restore it, resume "
+                         "another checkpoint (trainer.resume=PATH), or start over with trainer.resume=never") from None
+    log.info("tokenizer: the checkpoint's (%s, %d tokens)", file, len(tokenizer))
+    return tokenizer
+
+
+def check_init_tokenizer(init_from: Path, tokenizer) -> None:
+    """Finetuning (``model.init_from``): refuse a tokenizer whose token ids mean other strings than in the
+    tokenizer the model was trained with (its ``tokenizer.json``), e.g. a BPE fitted again to a corpus
+    that changed since; the model would read every id as another token. Its added tokens (control
+    tokens) are compared by the objective's own check; a directory without ``tokenizer.json`` (a model
+    trained elsewhere) is not compared."""
+    from phf.tokenizer import load_tokenizer
+
+    if not (init_from / "tokenizer.json").is_file():
+        return
+    theirs = load_tokenizer(str(init_from))
+    if theirs.vocab_size != tokenizer.vocab_size:
+        raise ValueError(f"model.init_from {init_from} was trained with a tokenizer of {theirs.vocab_size} tokens "
+                         f"({init_from / 'tokenizer.json'}), this run's has {tokenizer.vocab_size}: every id would mean "
+                         f"another token. Continue with the model's own: tokenizer=pretrained "
+                         f"tokenizer.name_or_path={init_from}")
+    ids = list(range(tokenizer.vocab_size))
+    differ = [(i, a, b) for i, a, b in zip(ids, theirs.convert_ids_to_tokens(ids), tokenizer.convert_ids_to_tokens(ids),
+                                           strict=True) if a != b]
+    if differ:
+        shown = ", ".join(f"id {i}: {a!r} there, {b!r} here" for i, a, b in differ[:3])
+        raise ValueError(f"model.init_from {init_from} was trained with another tokenizer ({init_from / 'tokenizer.json'}): "
+                         f"{len(differ)} of {len(ids)} token ids mean other strings in this run's ({shown}; a BPE "
+                         f"fitted again to a corpus that changed?). Continue with the model's own: tokenizer=pretrained "
+                         f"tokenizer.name_or_path={init_from}")
 
 
 def continue_data_position(trainer: Trainer, stream, dist: Dist) -> None:

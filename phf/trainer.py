@@ -85,6 +85,7 @@ _CHECKS: dict[str, tuple[Callable, str]] = {
     "val_blocks": (lambda v: is_int(v) and v > 0, "a positive integer"),
     "max_bad_steps": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
     "cpu_keep_freed_memory": (lambda v: isinstance(v, bool), "true or false"),
+    "overwrite_finished": (lambda v: isinstance(v, bool), "true or false"),
     "eps": (lambda v: is_num(v) and v > 0, "a positive number"),
     "betas": (lambda v: isinstance(v, list | tuple) and len(v) == 2 and all(is_num(b) and 0 <= b < 1 for b in v),
               "two numbers in [0, 1), e.g. [0.9, 0.999]"),
@@ -139,6 +140,7 @@ class Trainer:
     resume_mismatch: str = "refuse"
     resume_keys: list[str] = field(default_factory=list)
     resume_ignore: list[str] = field(default_factory=list)
+    overwrite_finished: bool = False
     max_bad_steps: int = 0
     progress: bool = True
     progress_every_s: float = 30.0
@@ -485,11 +487,15 @@ class TrainingLoop:
             final["val/loss"] = p.held_out.loss(p.model, p.device)
             final["val/perplexity"] = math.exp(min(final["val/loss"], 50.0))
             p.tracker.log({"tokens_seen": self.tokens_seen, "val/loss": final["val/loss"]}, step=self.step)
-            p.model.save_pretrained(p.run_dir / "final", p.tokenizer)
             if self.tr.final_eval:  # the original skipped the end-of-training evaluation; we always run it
                 final.update(self.evaluate_samples())
-            write_model_card(p.run_dir / "final", p.cfg, p.objective, p.tokenizer, final)
-            (p.run_dir / "final" / "phf_summary.json").write_text(json.dumps(final, indent=2))
+
+            def fill(d: Path) -> None:  # final.tmp/, renamed to final/ when complete (ckpt.write_final)
+                p.model.save_pretrained(d, p.tokenizer)
+                write_model_card(d, p.cfg, p.objective, p.tokenizer, final)
+                (d / ckpt.FINAL_SUMMARY).write_text(json.dumps(final, indent=2))  # last: marks a finished run
+
+            ckpt.write_final(p.run_dir, self.step, fill)
             p.tracker.log_summary(final)
             log.info("final: train loss %.4f, validation loss %.4f, %.0f tokens/s; model in %s",
                      final["train/loss"], final["val/loss"], final["tokens_per_s"], p.run_dir / "final")

@@ -117,7 +117,8 @@ def test_fresh_start_gets_a_new_wandb_run(tiny_cfg, tmp_path):
     run = tmp_path / "run"
     train(tiny_cfg("logger=wandb_offline", "trainer.max_steps=1"))
     first = json.loads((run / RUN_ID_FILE).read_text())["id"]
-    train(tiny_cfg("logger=wandb_offline", "trainer.max_steps=1", "trainer.resume=never"))
+    train(tiny_cfg("logger=wandb_offline", "trainer.max_steps=1", "trainer.resume=never",
+                   "trainer.overwrite_finished=true"))  # a finished run is trained again only when asked
     second = json.loads((run / RUN_ID_FILE).read_text())["id"]
     assert first != second
     assert {read_back(f)["run"].run_id for f in wandb_files(run)} == {first, second}

@@ -17,6 +17,7 @@ import os
 import pickle
 import queue
 import random
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -458,6 +459,11 @@ class _Workers:
     trainer then waits forever), and a worker killed while holding the pool's shared queue lock makes
     even ``terminate()`` hang. Here a wait for a result checks every ``worker_check_seconds`` that no
     worker has died, and shutdown kills the processes without touching any lock they may hold.
+
+    A worker dies with its trainer, however the trainer dies (``kill -9`` included): on Linux the kernel
+    sends it SIGKILL when the trainer goes (``prctl(PR_SET_PDEATHSIG)``), and an idle worker also checks
+    every ``worker_check_seconds`` that its parent is still the trainer. So an orphan never holds the run
+    directory's lock or memory, and the resume is not refused as "in use".
     """
 
     def __init__(self, stream: BlockStream):
@@ -468,7 +474,10 @@ class _Workers:
         self.stream, self.next = stream, 0
         self.tasks = [ctx.Queue() for _ in range(stream.num_workers)]
         self.results = [ctx.Queue() for _ in range(stream.num_workers)]
-        self.procs = [ctx.Process(target=_worker_loop, args=(stream, t, r), name=f"phf-data-worker-{i}", daemon=True)
+        # the kernel's parent-death signal follows the forking *thread*: only ask for it from the main thread
+        parent, pdeathsig = os.getpid(), threading.current_thread() is threading.main_thread()
+        self.procs = [ctx.Process(target=_worker_loop, args=(stream, t, r, parent, pdeathsig),
+                                  name=f"phf-data-worker-{i}", daemon=True)
                       for i, (t, r) in enumerate(zip(self.tasks, self.results, strict=True))]
         for p in self.procs:
             p.start()
@@ -512,9 +521,32 @@ class _Workers:
             q.close()
 
 
-def _worker_loop(stream: BlockStream, tasks, results) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Linux: have the kernel SIGKILL this process when the process that forked it dies."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):
+            pass  # the idle check in _worker_loop still ends an orphan
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _worker_loop(stream: BlockStream, tasks, results, parent: int | None = None, pdeathsig: bool = False) -> None:
+    if parent is not None and pdeathsig:
+        _die_with_parent(parent)
     while True:
-        batch = tasks.get()
+        try:
+            batch = tasks.get(timeout=stream.worker_check_seconds)
+        except queue.Empty:
+            if parent is not None and os.getppid() != parent:  # orphaned: the trainer is gone
+                os._exit(1)
+            continue
         try:
             out = (True, stream._work(batch))  # lists, dicts and numbers: always picklable
         except Exception as e:  # re-raised in the trainer

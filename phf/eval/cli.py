@@ -10,9 +10,16 @@ Arguments are Hydra-style ``key=value`` overrides of the run's saved ``config.ya
 YAML; ``+key=value`` adds a key). Config-group overrides (``task=``, ``objective=``, ``scorer=``,
 ``logger=``) replace that whole group with ``conf/<group>/<name>.yaml`` (``task=`` brings its scorer).
 Without a run config, the config is composed from ``conf/`` with the same overrides; the task and the
-objective (class and hyperparameters) then come from the model directory's ``phf_objective.json``, which
-phf-train writes into ``final/`` and every checkpoint (``task=``/``objective=`` still win; a model without
-the file is evaluated as MLE, with a logged note). Own keys:
+objective (registry name and hyperparameters) then come from the model directory's ``phf_objective.json``,
+which phf-train writes into ``final/`` and every checkpoint (``task=``/``objective=`` still win; a model
+without the file is evaluated as MLE, with a logged note).
+
+A model directory is data, never code (``phf.model_dir``): its ``phf_objective.json`` may only name one of
+phf's objectives (``conf/objective/<name>.yaml``) with plain-valued arguments of that class and one of
+phf's tasks (a bare name); weights load from safetensors only; a ``config.yaml`` inside the model directory
+is never read, and a run's ``config.yaml`` found above ``RUN/final`` or ``RUN/checkpoints/step_*`` may only
+name classes phf's own ``conf/`` names (``run_dir=RUN`` uses your own run's config as it is). Anything else
+is refused before anything runs, with the file and the field. Own keys:
 
     run_dir=DIR        the run to evaluate (model: DIR/final unless checkpoint= is given)
     checkpoint=PATH    an HF model directory to evaluate instead
@@ -49,6 +56,7 @@ from phf.eval.heldout_clean import heldout_clean_documents
 from phf.eval.kl import load_causal_lm
 from phf.eval.red_team import RedTeamSettings, load_prompts, red_team, summary
 from phf.eval.settings import Evaluation
+from phf.model_dir import ModelDirError, check_config_targets, check_model_files, check_weights
 from phf.runtime import conf_dir, resolve_device
 from phf.tokenizer import load_tokenizer
 from phf.tracking import read_metrics, stored_run
@@ -95,42 +103,55 @@ def _is_group(override: str) -> bool:
 
 
 def find_run_config(checkpoint: Path) -> Path | None:
-    """``config.yaml`` of the run a checkpoint belongs to (the checkpoint dir or up to two levels up)."""
-    for d in [checkpoint, *list(checkpoint.resolve().parents)[:2]]:
-        if (d / "config.yaml").is_file():
-            return d / "config.yaml"
-    return None
+    """``config.yaml`` of the run a model directory belongs to: ``RUN/config.yaml`` for ``RUN/final`` and
+    ``RUN/checkpoints/step_*`` (phf-train's layout); None for any other directory (a download, a copy).
+    A config.yaml inside the model directory itself is never read: the directory is data."""
+    path = checkpoint.resolve()
+    if path.name == "final":
+        run = path.parent
+    elif path.name.startswith("step_") and path.parent.name == "checkpoints":
+        run = path.parent.parent
+    else:
+        return None
+    return run / "config.yaml" if (run / "config.yaml").is_file() else None
 
 
 def inferred_objective(model_dir: Path, overrides: list[str]) -> tuple[list[str], dict | None, str]:
     """For a model without its run's config: (overrides with the model's task added unless given, the
-    objective config to use unless ``objective=`` is given, where the objective comes from), read from
-    the model directory's ``phf_objective.json``."""
+    objective to use unless ``objective=`` is given, ``{"name": registry name, "args": {...}}``, where
+    the objective comes from), read from the model directory's ``phf_objective.json``. The file is data:
+    it names one of phf's objectives and tasks, never a class or a path (``phf.model_dir``)."""
     given = {o.lstrip("+").partition("=")[0] for o in overrides}
+    if {"objective", "task"} <= given:
+        return overrides, None, "override"
     try:
         meta = read_objective_metadata(model_dir)
     except ValueError as e:
-        raise SystemExit(f"phf-eval: {e}; pass task= and objective= to evaluate the model without it") from None
+        raise SystemExit(f"phf-eval: {e}; nothing was run. Pass task= and objective= to evaluate the model "
+                         "without it") from None
     if "objective" in given:
         return ([] if meta is None or "task" in given else [f"task={meta['task']}"]) + overrides, None, "override"
     if meta is None:
         log.warning("%s has no %s (not a model phf saved): evaluating it as MLE; pass objective=<name> (and task=) "
                     "to evaluate it with another objective", model_dir, METADATA_FILE)
         return overrides, None, "default (no phf metadata: MLE)"
-    log.info("objective from %s: %s (task %s)", model_dir / METADATA_FILE, meta["objective"], meta["task"])
-    return ([] if "task" in given else [f"task={meta['task']}"]) + overrides, meta["objective_config"], METADATA_FILE
+    log.info("objective from %s: %s %s (task %s)", model_dir / METADATA_FILE, meta["objective_name"],
+             meta["objective_args"], meta["task"])
+    objective = {"name": meta["objective_name"], "args": meta["objective_args"]}
+    return ([] if "task" in given else [f"task={meta['task']}"]) + overrides, objective, METADATA_FILE
 
 
 def load_config(config_path: Path | None, overrides: list[str], objective: dict | None = None) -> DictConfig:
     """The run's saved config with ``overrides`` applied, or a config composed from ``conf/`` (with
-    ``objective``, a resolved objective config, in place of the default one; ``objective.*`` overrides
-    apply to it)."""
+    ``objective`` = ``{"name": registry name, "args": checked plain values}`` in place of the default
+    objective: ``conf/objective/<name>.yaml`` with those arguments; ``objective.*`` overrides apply to it)."""
     if config_path is None:
         if objective is None:
             return _compose(overrides)
         own = [o for o in overrides if o.lstrip("+").startswith("objective.")]
-        cfg = _compose([o for o in overrides if o not in own])
-        cfg.objective = objective
+        cfg = _compose([o for o in overrides if o not in own] + [f"objective={objective['name']}"])
+        for key, value in objective["args"].items():  # plain values (checked): no interpolation, no node
+            cfg.objective[key] = value
         return OmegaConf.merge(cfg, OmegaConf.from_dotlist([o.lstrip("+") for o in own])) if own else cfg
     cfg = OmegaConf.load(config_path)
     groups = [o for o in overrides if _is_group(o)]
@@ -159,9 +180,16 @@ def check_model_dir(model_dir: Path, allow_incomplete: bool) -> None:
             "trainer.resume=auto) to write final/ again, or evaluate a checkpoint (checkpoint=RUN/checkpoints/step_N)"
             if is_final else "save the model again")
     try:
+        check_weights(model_dir)
         check_safetensors(model_dir)
     except ValueError as e:
-        raise SystemExit(f"phf-eval: {e}; the model was probably being written when its process died: {redo}") from None
+        if not isinstance(e, ModelDirError):  # a truncated weights file
+            raise SystemExit(f"phf-eval: {e}; the model was probably being written when its process died: {redo}") from None
+        raise SystemExit(f"phf-eval: {e}; nothing was run") from None
+    try:
+        check_model_files(model_dir)
+    except ValueError as e:
+        raise SystemExit(f"phf-eval: {e}") from None
     if is_final and not (model_dir / "phf_summary.json").is_file() and not allow_incomplete:
         raise SystemExit(f"phf-eval: {model_dir} is incomplete: no phf_summary.json, the file phf-train writes last "
                          f"(the run was killed while writing final/?): {redo}; or pass allow_incomplete=true")
@@ -211,6 +239,12 @@ def evaluate_saved(own: dict[str, str], overrides: list[str]) -> tuple[dict, Pat
     config_path = run_dir / "config.yaml" if run_dir is not None else find_run_config(model_dir)
     if config_path is not None and not config_path.is_file():
         raise SystemExit(f"phf-eval: {config_path} not found")
+    if config_path is not None and run_dir is None:  # found above a model dir, not named by the user
+        try:
+            check_config_targets(OmegaConf.load(config_path), config_path)
+        except ValueError as e:
+            raise SystemExit(f"phf-eval: {e}; nothing was run. If this is your own run, name it: run_dir="
+                             f"{config_path.parent} checkpoint={model_dir}") from None
     stored_objective, objective_source = None, "run config" if config_path is not None else "override"
     if config_path is None:
         overrides, stored_objective, objective_source = inferred_objective(model_dir, overrides)

@@ -106,6 +106,8 @@ class DetoxifyScorer(Scorer):
             from unbatched ones by float rounding).
     """
 
+    pickle_args = ("checkpoint",)  # loaded as a pickle: never taken from a file found beside a model (phf.model_dir)
+
     name = "detoxify"
 
     def __init__(

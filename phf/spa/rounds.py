@@ -40,6 +40,7 @@ from phf.eval.evaluate import build_eval_scorer, run_evaluation
 from phf.eval.red_team import load_prompts
 from phf.eval.settings import RESERVED
 from phf.model import PHFModel
+from phf.model_dir import check_model_files
 from phf.objectives.preference import PreferenceObjective
 from phf.runtime import Dist, UsageError, hydra_entry, resolve_device
 from phf.scorers import build_scorer
@@ -170,6 +171,7 @@ def run_spa(cfg: DictConfig) -> dict:
         raise ValueError("the first SPA stage cannot use implicit labels: π_cur = π_init there, so every implicit "
                          "reward is 0; label it with the scorer (the seed) or hybrid")
 
+    check_model_files(Path(spa.init_from))  # config, weights and tokenizer agree, each named if not
     tokenizer = load_tokenizer(spa.init_from)
     init = _frozen_copy(PHFModel.from_pretrained(spa.init_from).to(device))
     policy = PHFModel.from_pretrained(spa.init_from).to(device).eval()

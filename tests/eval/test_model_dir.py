@@ -42,8 +42,8 @@ def test_final_and_checkpoints_carry_card_generation_config_and_objective(run):
     for d in (run / "final", ckpt):
         meta = json.loads((d / "phf_objective.json").read_text())
         assert meta["objective"] == "Conditional" and meta["task"] == "pep8"
-        assert meta["objective_config"]["_target_"] == "phf.objectives.Conditional"
-        assert meta["objective_config"]["threshold"] == 0.25  # resolved, not ${task...}
+        assert meta["objective_name"] == "conditional" and "_target_" not in meta["objective_args"]
+        assert meta["objective_args"]["threshold"] == 0.25  # resolved, not ${task...}
         assert meta["generation_prefix"] == "<|endoftext|>" + ALIGNED and meta["banned_tokens"] == [MISALIGNED]
         gc = json.loads((d / "generation_config.json").read_text())
         assert gc["bad_words_ids"] == [[50258]] and gc["do_sample"] is True
@@ -103,7 +103,7 @@ def test_phf_eval_override_wins_and_a_plain_model_is_mle(run, tmp_path, monkeypa
     assert "has no phf_objective.json" in caplog.text and "evaluating it as MLE" in caplog.text
 
     (model / "phf_objective.json").write_text('{"objective_config": {"threshold": 1}}')
-    with pytest.raises(SystemExit, match="phf_objective.json: 'objective_config' must be an object with a '_target_'"):
+    with pytest.raises(SystemExit, match="phf_objective.json: 'objective_config' must be an object with the '_target_'"):
         cli.main([f"checkpoint={model}", *TINY_EVAL, "device=cpu", "skip=heldout,kl"])
 
 
@@ -149,10 +149,10 @@ class FakeApi:
     def create_repo(self, repo_id, **kw):
         self.calls.append(("create_repo", repo_id, kw))
 
-    def upload_folder(self, **kw):
-        files = sorted(p.name for p in __import__("pathlib").Path(kw["folder_path"]).iterdir())
-        self.calls.append(("upload_folder", kw, files))
-        return type("CommitInfo", (), {"commit_url": f"https://hf.co/{kw['repo_id']}/commit/{len(self.calls)}"})()
+    def create_commit(self, repo_id, operations, commit_message, **kw):
+        files = {op.path_in_repo: op.path_or_fileobj for op in operations}
+        self.calls.append(("create_commit", {"repo_id": repo_id, "commit_message": commit_message, **kw}, files))
+        return type("CommitInfo", (), {"commit_url": f"https://hf.co/{repo_id}/commit/{len(self.calls)}"})()
 
 
 @pytest.fixture
@@ -171,13 +171,12 @@ def test_phf_push_uploads_the_model_dir_with_its_card(run, fake_hub, capsys):
     assert fake_hub[1] == ("create_repo", "me/pep8-conditional", {"private": True, "exist_ok": True,
                                                                   "repo_type": "model"})
     _, final, files = fake_hub[2]
-    assert final["folder_path"] == str(run / "final") and final["repo_id"] == "me/pep8-conditional"
-    assert final["commit_message"] == "phf: Conditional on pep8 (final)"
+    assert final["repo_id"] == "me/pep8-conditional" and final["commit_message"] == "phf: Conditional on pep8 (final)"
     assert {"README.md", "generation_config.json", "phf_objective.json", "model.safetensors", "config.json"} <= set(files)
-    ckpts = [c[1] for c in fake_hub[3:]]
-    assert [c["path_in_repo"] for c in ckpts] == ["checkpoints/step_00000001"]
-    assert ckpts[0]["ignore_patterns"] == ["trainer_state.pt", "data_state_rank*.pt"]  # no training state
-    assert "README.md" in fake_hub[3][2]
+    assert all(path == str(run / "final" / name) for name, path in files.items())
+    (_, _, ckpt_files), = fake_hub[3:]
+    assert {"checkpoints/step_00000001/README.md", "checkpoints/step_00000001/model.safetensors"} <= set(ckpt_files)
+    assert not any(name.endswith(".pt") for name in ckpt_files)  # no training state
     assert "me/pep8-conditional (2 commits)" in capsys.readouterr().out
 
 

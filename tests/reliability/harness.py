@@ -93,8 +93,8 @@ def mid_checkpoint_from(step: int):
 
 
 def mid_final(run_dir: Path) -> bool:
-    """While ``final/`` is being written (it exists, its summary, written last, does not)."""
-    return (run_dir / "final").is_dir() and not (run_dir / "final" / "phf_summary.json").exists()
+    """While ``final/`` is being written (``final.tmp/`` exists: ``phf.checkpoint.write_final``)."""
+    return (run_dir / "final.tmp").is_dir()
 
 
 mid_final.label = "mid-final-save"

@@ -469,8 +469,9 @@ def test_resume_keeps_going_over_bad_metrics_rows_and_keeps_them(fast_cfg, run_c
     good = m.read_bytes()
     bad = [b"[1, 2]", b'{"loss": 1.0}', b'{"step": 1, "note": "caf\xe9"}']
     m.write_bytes(good + b"\n".join(bad) + b"\n")
-    with caplog.at_level(logging.WARNING, logger="phf.train"):
-        out = train(fast_cfg("trainer.max_steps=2", run_dir=run_copy))
+    with caplog.at_level(logging.WARNING, logger="phf.train"):  # the finished run resumed from its checkpoint
+        out = train(fast_cfg("trainer.max_steps=2", f"trainer.resume={run_copy / 'checkpoints' / 'step_00000001'}",
+                             run_dir=run_copy))
     assert out["step"] == 2
     assert (run_copy / "metrics.rejected.jsonl").read_bytes() == b"\n".join(bad) + b"\n"
     assert "3 line(s) are not metrics rows" in caplog.text
