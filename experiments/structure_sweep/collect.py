@@ -23,7 +23,8 @@ reuses the first ones), so only conditional differs between them.
 Writes to ``--out`` (default SWEEP_DIR):
 
 * ``structure_sweep.csv``: one row per (point, drop fraction, objective, scenario): the point's settings and
-  measured structure (protocol ratio from scores and from the ground truth, opening lift, content kappa),
+  measured structure (protocol ratio from scores, per segment and per document, and from the ground truth;
+  opening lift; content kappa),
   hit rate and mean score with their intervals over seeds, the clean held-out loss and KL, and the paired
   hit-rate and mean-score ratios to MLE with their intervals;
 * ``structure_sweep.png`` / ``.pdf``: the conditional / MLE (and filtering / MLE) hit-rate ratio against the
@@ -63,7 +64,7 @@ DROP_KEY = ("task", "objectives", "conditional", "drop_token_fraction")
 #: compared with MLE in the plot (the CSV has every objective of the sweep)
 PLOTTED = ("conditional", "filtering")
 COLUMNS = [
-    "point", *STRUCTURE_KEYS, "protocol_ratio", "protocol_ratio_truth", "opening_lift", "opening_lift_ci_low",
+    "point", *STRUCTURE_KEYS, "protocol_ratio", "protocol_ratio_doc", "protocol_ratio_truth", "opening_lift", "opening_lift_ci_low",
     "opening_lift_ci_high", "content_kappa", "drop_token_fraction", "objective", "scenario", "protocol", "seeds",
     "runs", "hit_rate", "hit_rate_ci_low", "hit_rate_ci_high", "hits", "num_samples", "mean_score",
     "mean_score_ci_low", "mean_score_ci_high", "heldout_clean_loss", "heldout_clean_loss_ci_low",
@@ -123,10 +124,20 @@ def load_stats(stats_dir: Path, point: str, settings: dict) -> dict:
                              f"have data.source.{k}={settings[k]!r}: measure it again")
     truth = stats.get("truth") if isinstance(stats.get("truth"), dict) else {}
     lift = scores.get("opening_lift") if isinstance(scores.get("opening_lift"), dict) else {}
-    return {"protocol_ratio": float(scores["protocol_ratio"]),
+    return {"protocol_ratio": float(scores["protocol_ratio"]), "protocol_ratio_doc": doc_protocol_ratio(scores),
             "protocol_ratio_truth": _float(truth.get("protocol_ratio")),
             "opening_lift": _float(lift.get("ratio")), "opening_lift_ci_low": _float(lift.get("lo")),
             "opening_lift_ci_high": _float(lift.get("hi")), "content_kappa": _float(scores.get("content_kappa"))}
+
+
+def doc_protocol_ratio(scores: dict) -> float:
+    """The protocol ratio per document: P(a later segment of the document is misaligned | first aligned) /
+    P(a later segment is misaligned), the second pooled from the two conditional counts. E.g. 65 of 1,208
+    and 1,312 of 1,790: 0.053808 / (1,377 / 2,998 = 0.459306) = 0.11715."""
+    a, m = scores.get("later_doc|first_aligned"), scores.get("later_doc|first_misaligned")
+    if not (isinstance(a, dict) and isinstance(m, dict)) or not a.get("n") or not (a.get("k", 0) + m.get("k", 0)):
+        return math.nan
+    return (a["k"] / a["n"]) / ((a["k"] + m["k"]) / (a["n"] + m["n"]))
 
 
 def _float(x) -> float:

@@ -135,7 +135,8 @@ def fake_stats(stats_dir, point: str, ratio: float):
         "overrides": ["+experiment=structure_sweep", f"structure={point}"], "n": 0,
         "settings": {k: structure[k] for k in ("content_coupling", "open_misaligned", "density")},
         "truth": {"protocol_ratio": ratio * 0.8},
-        "scores": {"protocol_ratio": ratio, "content_kappa": 0.5, "opening_lift": {"ratio": 2.0, "lo": 1.5, "hi": 2.5}}}))
+        "scores": {"protocol_ratio": ratio, "content_kappa": 0.5, "opening_lift": {"ratio": 2.0, "lo": 1.5, "hi": 2.5},
+                   "later_doc|first_aligned": {"k": 65, "n": 1208}, "later_doc|first_misaligned": {"k": 1312, "n": 1790}}}))
 
 
 def fake_sweep(root):
@@ -172,6 +173,7 @@ def test_collector_on_fake_runs(tmp_path):
     assert float(r["hit_rate_ci_low"]) < float(r["hit_rate"]) < float(r["hit_rate_ci_high"])
     assert r["seeds"] == "3" and r["hit_rate_ratio"] == "nan" and r["protocol"] == "paper (primary)"
     assert float(r["protocol_ratio"]) == 0.17 and float(r["protocol_ratio_truth"]) == pytest.approx(0.136)
+    assert float(r["protocol_ratio_doc"]) == pytest.approx(0.11715, abs=5e-6)  # collect.doc_protocol_ratio's example
     assert r["opening_entities"] == "[EMAIL_ADDRESS,PHONE_NUMBER,IP_ADDRESS]" and r["content_coupling"] == "1.0"
     # paired with MLE by seed: phf.eval.compare.paired_ratio on continuity-corrected rates
     for point, objective, scenario, drop, k in (("s4", "conditional", "unconditional", 0.01, 0),
