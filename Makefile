@@ -22,9 +22,18 @@ LAUNCHER ?=
 HYDRA_ARGS ?=
 # two single-threaded jobs at a time beat one two-threaded job on 2 cores (docs/training.md, Launchers)
 CPU_PAIR := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+# the structure sweep (issue 24, item 4; experiments/structure_sweep/README.md): its points (conf/structure/),
+# objectives and seeds (SEEDS when given on the command line or in the environment, else 1,2,3), and the
+# drop-fraction lever at one point (0.01, the task's default, is in the main grid)
+STRUCTURE_DIR ?= outputs/structure_sweep
+STRUCTURE_POINTS ?= s0,s1,s2,s3,s4
+STRUCTURE_OBJECTIVES ?= mle,filtering,conditional
+STRUCTURE_SEEDS = $(if $(filter command line environment,$(origin SEEDS)),$(SEEDS),1$(comma)2$(comma)3)
+DROP_POINT ?= s4
+DROP_FRACTIONS ?= 0.1
 
 .PHONY: help install test test-slow test-gpu test-all demo demo-sweep laptop-toxicity laptop-pii laptop-pep8 repro-toxicity repro-pii repro-pep8 \
-	laptop-pii-finetune laptop-pii-seeds finetune-toxicity finetune-pii finetune-pep8 report bench lint clean
+	laptop-pii-finetune laptop-pii-seeds structure-sweep structure-drop structure-collect finetune-toxicity finetune-pii finetune-pep8 report bench lint clean
 
 help: ## show this help
 	@grep -E '^[a-zA-Z0-9_% -]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -94,6 +103,29 @@ laptop-pii-seeds: install ## after laptop-pii: guidance (guided_mle, rwr, awr wi
 		seed=$$s hydra.run.dir=$(LAPTOP_DIR)/spa_pii/seed$$s & pids="$$pids $$!"; done; for p in $$pids; do wait $$p; done
 	$(PY) experiments/laptop_pii/seed_methods_collect.py $(LAPTOP_DIR)/laptop_pii $(LAPTOP_DIR)/laptop_pii_guidance \
 		$(LAPTOP_DIR)/spa_pii $(LAPTOP_DIR)/laptop_pii_seed_methods
+
+structure-sweep: install ## issue 24(4): 5 corpus structures x mle/filtering/conditional x 3 seeds (estimate: 2-2.5 h on 2 idle cores), corpus statistic, collector
+	@# the clean KL reference of each point (one per corpus), two at a time, so that no job of the grid waits for one
+	printf '%s\n' $(subst $(comma), ,$(STRUCTURE_POINTS)) | $(OFFLINE) $(CPU_PAIR) xargs -P 2 -I{} \
+		$(PY) -m phf.eval.reference +experiment=structure_sweep structure={} $(HYDRA_ARGS)
+	$(OFFLINE) $(CPU_PAIR) $(VENV)/bin/phf-train -m +experiment=structure_sweep structure=$(STRUCTURE_POINTS) \
+		objective=$(STRUCTURE_OBJECTIVES) seed=$(STRUCTURE_SEEDS) \
+		hydra/launcher=joblib hydra.launcher.n_jobs=2 hydra.sweep.dir=$(STRUCTURE_DIR)/runs $(HYDRA_ARGS)
+	$(MAKE) structure-collect
+
+structure-drop: install ## after structure-sweep: conditional at drop_token_fraction DROP_FRACTIONS (0.1) on DROP_POINT (s4), 3 seeds (estimate: 10-15 min)
+	$(OFFLINE) $(CPU_PAIR) $(VENV)/bin/phf-train -m +experiment=structure_sweep structure=$(DROP_POINT) objective=conditional \
+		seed=$(STRUCTURE_SEEDS) task.objectives.conditional.drop_token_fraction=$(DROP_FRACTIONS) \
+		'hydra.sweep.subdir=$${hydra:runtime.choices.structure}-conditional-drop$${task.objectives.conditional.drop_token_fraction}-seed$${seed}' \
+		hydra/launcher=joblib hydra.launcher.n_jobs=2 hydra.sweep.dir=$(STRUCTURE_DIR)/drop $(HYDRA_ARGS)
+	$(MAKE) structure-collect
+
+structure-collect: install ## the structure sweep's corpus statistic per point (cached after the first), CSV and plot
+	@mkdir -p $(STRUCTURE_DIR)/corpus_stats
+	printf '%s\n' $(subst $(comma), ,$(STRUCTURE_POINTS)) | $(OFFLINE) $(CPU_PAIR) xargs -P 2 -I{} sh -c \
+		'test -s $(STRUCTURE_DIR)/corpus_stats/{}.json || $(PY) -m phf.corpus_stats_cli +experiment=structure_sweep \
+		structure={} $(HYDRA_ARGS) out=$(STRUCTURE_DIR)/corpus_stats/{}.json > $(STRUCTURE_DIR)/corpus_stats/{}.log'
+	$(PY) experiments/structure_sweep/collect.py $(STRUCTURE_DIR)
 
 repro-toxicity repro-pii repro-pep8: repro-%: install ## repro-{toxicity,pii,pep8}: the paper's pretraining sweep (GPU, network; see docs/paper.md)
 	$(VENV)/bin/phf-train -m +experiment=$*_pretrain objective=$(OBJECTIVES) \

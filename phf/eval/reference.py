@@ -91,7 +91,9 @@ def reference_config(cfg, steps: int | None, seed: int, clean: bool) -> DictConf
     tracker."""
     ref = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     if clean:
-        ref.data.source = {"_target_": f"{__name__}.CleanSource", "injected": ref.data.source,
+        # the module's import name (``__spec__``), not ``__name__``: under ``python -m phf.eval.reference`` that
+        # is ``__main__``, which the reference's process cannot import and which would change the cache key
+        ref.data.source = {"_target_": f"{__spec__.name}.CleanSource", "injected": ref.data.source,
                            "val_fraction": ref.data.val_fraction}
     ref.objective = {"_target_": "phf.objectives.MLE"}
     ref.reward = None

@@ -64,6 +64,20 @@ def test_reference_config_is_mle_without_evaluation_and_keyed_by_what_changes_it
     assert reference_key(reference_config(cfg, None, 0, clean=False)) != reference_key(ref)
 
 
+@pytest.mark.filterwarnings("ignore:'phf.eval.reference' found in sys.modules:RuntimeWarning")  # runpy, imported here
+def test_reference_config_names_the_clean_source_by_its_import_path_when_run_as_a_script():
+    """``python -m phf.eval.reference`` (prebuilding a reference) runs the module under another ``__name__``:
+    the reference's source must still be ``phf.eval.reference.CleanSource``, importable by the training
+    process, with the same cache key as the reference a run would train."""
+    import runpy
+
+    script = runpy.run_module("phf.eval.reference", run_name="reference_as_a_script")  # not __main__: no main()
+    cfg = compose(TINY_LAPTOP + ["objective=mle", "run_dir=x"])
+    ref = script["reference_config"](cfg, None, 0, clean=True)
+    assert ref.data.source._target_ == "phf.eval.reference.CleanSource"
+    assert reference_key(ref) == reference_key(reference_config(cfg, None, 0, clean=True))
+
+
 class _Injected:
     def __init__(self, injected, clean):
         self.injected, self.clean = injected, clean
