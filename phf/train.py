@@ -122,6 +122,10 @@ def _train(cfg: DictConfig, trainer: Trainer, plan: Plan, dist: Dist, run_dir: P
         raise ValueError(f"model.block_size {cfg.model.block_size} exceeds the model's context {model.config.n_positions}")
     scorer = build_scorer(cfg.scorer, cfg.get("cache_dir"))
     data = build_data(cfg.data)  # the source is built once: training and validation streams share it
+    if trainer.data_state_from and (data.skip_tokens or data.skip_documents):
+        raise ValueError("trainer.data_state_from and data.skip_tokens / data.skip_documents both set where the "
+                         "training stream starts: use data_state_from for a phf checkpoint (its exact position), "
+                         "skip_tokens for a model without one (an imported original model)")
     stream = stream_from_config(cfg, tokenizer, "train", objective, data=data, scorer=scorer,
                                 rank=dist.rank, world_size=dist.world_size)
     prepared = {}

@@ -69,6 +69,8 @@ class BlockStream:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        skip_tokens: int = 0,
+        skip_documents: int = 0,
     ):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -82,6 +84,8 @@ class BlockStream:
         _check_int("data.num_workers", num_workers, 0)
         _check_int("data.score_batch_docs", score_batch_docs, 1)  # 0 would read nothing, forever
         _check_int("data.shuffle_buffer", shuffle_buffer, 0)
+        _check_int("data.skip_tokens (per rank)", skip_tokens, 0)
+        _check_int("data.skip_documents", skip_documents, 0)
         if isinstance(worker_check_seconds, bool) or not isinstance(worker_check_seconds, int | float) \
                 or not worker_check_seconds > 0:
             raise ValueError(f"data.worker_check_seconds must be a positive number, got {worker_check_seconds!r}")
@@ -90,7 +94,8 @@ class BlockStream:
         self.packer = Packer(block_size, tokenizer.eos_token_id)
         self.rng = random.Random(f"{seed}:{split}:{rank}:shuffle")
         self.shuffle = ShuffleBuffer(shuffle_buffer, self.rng)
-        self.epoch, self.position = 0, 0
+        self.epoch, self.position = 0, skip_documents
+        self.packer.skip = skip_tokens
         self.stats = {"documents": 0, "dropped_by_objective": 0, "skipped_bad": 0, "tokens": 0}
         self._control_ids: dict[str, int] = {}
 
@@ -263,6 +268,46 @@ class BlockStream:
                 break
         return self._score(docs)
 
+    def _skip_tokens(self, it: Iterator[Document], position: int) -> int:
+        """Drop the first ``packer.skip`` tokens of this rank's stream (the original's ``skip_tokens``).
+
+        The tokens counted are those of the *untransformed* stream, the one an MLE run trained on (the
+        original turned filtering off while skipping): every document is segmented and tokenized, but
+        not scored, transformed or packed, until the skip ends inside one document. That document is
+        scored and packed untransformed with its first tokens dropped, so the first block starts at
+        exactly token N; the documents after it go through the objective as usual. Returns the source
+        position after the batch it ended in."""
+        skipped_docs = 0
+        while self.packer.skip:
+            batch, end, exhausted = self._read_batch(it, position)
+            docs = [(p, seg) for p, d in batch if (seg := self._segment(d)) is not None]
+            ids = segment_ids(self.tokenizer, [d for _, d in docs])
+            i, last = 0, None  # last: the position of the last document the skip consumed (whole or in part)
+            for p, doc in docs:
+                if not self.packer.skip:  # the skip ended exactly at the previous document's end
+                    break
+                seg_ids, i = ids[i : i + len(doc.texts)], i + len(doc.texts)
+                n = 1 + sum(len(x) for x in seg_ids)  # the document's EOS, then its segments
+                last = p
+                if n <= self.packer.skip:
+                    self.packer.skip -= n
+                    skipped_docs += 1
+                    continue
+                for d in self._score([doc]):  # the document the skip ends in: its tail, untransformed
+                    self.packer.add(seg_ids, d.scores)
+            if not self.packer.skip:
+                self.stats["skipped_documents"] = skipped_docs
+                rest = [(q, d) for q, d in batch if last is None or q > last]  # through the objective as usual
+                if rest:
+                    self._absorb(self._work(rest), end, inline=True)
+                return end
+            position = end
+            if exhausted:
+                raise ValueError(
+                    f"data.skip_tokens is larger than the {self.split} stream of rank {self.rank}/{self.world_size}: "
+                    f"its {position} documents hold fewer tokens ({self.packer.skip} were still to skip)")
+        return position
+
     # -- iteration -------------------------------------------------------------------------------
     def _absorb(self, result, end_position: int, inline: bool) -> None:
         docs, ids, counts, scorer_stats = result
@@ -288,6 +333,8 @@ class BlockStream:
         lookahead = 2 * self.num_workers
         while True:
             it = self.source.iter_from(self.position)
+            if self.packer.skip:  # data.skip_tokens: before any block, never again (restored state has 0)
+                self.position = self._skip_tokens(it, self.position)
             read_position, exhausted = self.position, False
             pending: deque = deque()  # (end_position, worker index), in source order
             while True:
@@ -355,15 +402,22 @@ class Data:
     score_batch_docs: int = 32  # documents segmented/scored/tokenized together
     prepare_docs: int = 256  # scored documents used by objectives that fit a setting to data
     on_error: str = "raise"  # a bad document or scorer failure: raise, or skip (counted, logged)
+    skip_tokens: int = 0  # training stream: start after this many tokens (all ranks together), as the original
+    skip_documents: int = 0  # training stream: start after this many source documents
 
     def __post_init__(self):
         _check_int("data.prepare_docs", self.prepare_docs, 1)
+        _check_int("data.skip_tokens", self.skip_tokens, 0)
+        _check_int("data.skip_documents", self.skip_documents, 0)
 
     def stream(self, split: str, *, tokenizer, segmenter, scorer, block_size: int, seed: int, objective=None,
                rank: int = 0, world_size: int = 1, epochs: int | None = None) -> BlockStream:
         """The ``split`` stream. The validation split is never transformed by the objective, shuffled or
         sharded: every objective's held-out loss is measured on the same raw text."""
         train = split == "train"
+        if train and self.skip_tokens % world_size:
+            raise ValueError(f"data.skip_tokens ({self.skip_tokens}) must be a multiple of the world size "
+                             f"({world_size}): each rank skips its equal share of the tokens")
         return BlockStream(
             source=self.source, segmenter=segmenter, scorer=scorer, tokenizer=tokenizer, block_size=block_size,
             objective=objective if train else None, split=split, val_fraction=self.val_fraction,
@@ -371,6 +425,8 @@ class Data:
             on_error=self.on_error, epochs=epochs, num_workers=self.num_workers if train else 0,
             worker_check_seconds=self.worker_check_seconds, seed=seed,
             rank=rank if train else 0, world_size=world_size if train else 1,
+            skip_tokens=self.skip_tokens // world_size if train else 0,
+            skip_documents=self.skip_documents if train else 0,
         )
 
 
