@@ -91,6 +91,11 @@ class BlockStream:
             raise ValueError(f"data.worker_check_seconds must be a positive number, got {worker_check_seconds!r}")
         self.num_workers, self.worker_check_seconds = num_workers, worker_check_seconds
         self.seed, self.rank, self.world_size = seed, rank, world_size
+        # a source that splits the data by rank itself (HFSource): its documents are all this rank's, its
+        # positions count them, and it records its own stream state per position (resume without re-reading)
+        self.sharded_source = bool(getattr(source, "shards_by_rank", False))
+        self._source_states: dict[int, dict] = {}  # position -> the source's state there (recent ones)
+        self._source_resume: tuple[int, dict] | None = None  # (position, state) restored from a checkpoint
         self.packer = Packer(block_size, tokenizer.eos_token_id)
         self.rng = random.Random(f"{seed}:{split}:{rank}:shuffle")
         self.shuffle = ShuffleBuffer(shuffle_buffer, self.rng)
@@ -100,18 +105,37 @@ class BlockStream:
         self._control_ids: dict[str, int] = {}
 
     # -- state -----------------------------------------------------------------------------------
+    def _source_state(self) -> dict | None:
+        """The source's own stream state at ``self.position`` (sharded sources; None: re-read to resume)."""
+        if self.position in self._source_states:
+            return self._source_states[self.position]
+        if self._source_resume is not None and self._source_resume[0] == self.position:
+            return self._source_resume[1]
+        return None
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "epoch": self.epoch,
             "position": self.position,
+            "source": self._source_state() if self.sharded_source else None,
             "packer": self.packer.state_dict(),
             "shuffle": self.shuffle.state_dict(),
             "rng": self.rng.getstate(),
             "stats": dict(self.stats),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def _restore_position(self, state: dict[str, Any]) -> None:
+        if self.sharded_source and self.world_size > 1 and "source" not in state:
+            raise ValueError(
+                "this data state was written by a phf that read Hugging Face data unsharded (every rank read "
+                "every record): its position counts all ranks' records and cannot continue the sharded stream; "
+                "resume it with that phf version or start over (trainer.resume=never)")
         self.epoch, self.position = state["epoch"], state["position"]
+        source = state.get("source")
+        self._source_resume = (self.position, source) if source is not None else None
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._restore_position(state)
         self.packer.load_state_dict(state["packer"])
         self.shuffle.load_state_dict(state["shuffle"])
         self.rng.setstate(state["rng"])
@@ -126,11 +150,11 @@ class BlockStream:
         documents at and after that position by *this* stream's objective, as the original's fresh
         ``skip_tokens`` stream was. The blocks the other run had buffered but not trained on are dropped.
         """
-        self.epoch, self.position = state["epoch"], state["position"]
+        self._restore_position(state)
 
     # -- stages ----------------------------------------------------------------------------------
     def _mine(self, doc: Document, position: int) -> bool:
-        if is_placeholder(doc) or position % self.world_size != self.rank:
+        if is_placeholder(doc) or (not self.sharded_source and position % self.world_size != self.rank):
             return False
         return in_validation(doc, self.val_fraction) == (self.split == "validation")
 
@@ -309,6 +333,16 @@ class BlockStream:
         return position
 
     # -- iteration -------------------------------------------------------------------------------
+    def _open(self) -> Iterator[Document]:
+        """The source from ``self.position``: a sharded source reads this rank's part and continues from
+        its restored stream state when there is one for this position."""
+        if not self.sharded_source:
+            return self.source.iter_from(self.position)
+        state = self._source_state()
+        self._source_states, self._source_resume = {}, None  # from here on the records say where it is
+        return self.source.iter_from(self.position, rank=self.rank, world_size=self.world_size, state=state,
+                                     record=self._source_states)
+
     def _absorb(self, result, end_position: int, inline: bool) -> None:
         docs, ids, counts, scorer_stats = result
         if not inline:  # a worker counted into its own copy of the stats
@@ -319,6 +353,8 @@ class BlockStream:
             self.scorer_stats[k] = self.scorer_stats.get(k, 0) + v
         self._pack(docs, ids)
         self.position = end_position
+        for p in [p for p in self._source_states if p < end_position]:  # only positions ahead can be saved
+            del self._source_states[p]
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         self.scorer_stats: dict[str, float] = {}
@@ -332,7 +368,7 @@ class BlockStream:
     def _blocks(self, workers: _Workers | None) -> Iterator[dict[str, torch.Tensor]]:
         lookahead = 2 * self.num_workers
         while True:
-            it = self.source.iter_from(self.position)
+            it = self._open()
             if self.packer.skip:  # data.skip_tokens: before any block, never again (restored state has 0)
                 self.position = self._skip_tokens(it, self.position)
             read_position, exhausted = self.position, False
