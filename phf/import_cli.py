@@ -73,8 +73,8 @@ def fetch(source: str, revision: str | None) -> tuple[Path, str | None]:
     try:
         local = snapshot_download(repo_id=source, revision=revision, allow_patterns=HUB_PATTERNS)
     except Exception as e:  # offline mode, unknown repo or revision, network: all say why
-        raise ImportRefused(f"cannot download {source}@{revision or 'main'} from the Hugging Face Hub: "
-                            f"{type(e).__name__}: {e}") from e
+        raise ImportRefused(f"{source}: no such local directory, and cannot download it as a Hub repo id "
+                            f"(revision {revision or 'main'}): {type(e).__name__}: {e}") from e
     return Path(local), revision
 
 
@@ -216,8 +216,8 @@ def write_card(out: Path, source: str, revision: str | None, report: dict, confi
         f"| not mapped | {', '.join(f'`{k}` {v}' for k, v in unmapped.items()) or 'nothing'} |",
         f"| config keys dropped | {', '.join(f'`{k}`' for k in report['dropped_config_keys']) or 'none'} |", "",
         "Use it as a phf starting point: `phf-train model.init_from=THIS_DIR ...` (finetuning: see docs/paper.md), "
-        "or evaluate it: `phf-eval checkpoint=THIS_DIR ...`. It has no `phf_objective.json`: pass the objective it "
-        "was trained with when evaluating (e.g. `objective=conditional` for a conditional model).", "",
+        "or evaluate it. It has no `phf_objective.json`: give phf-eval the task and the objective it was trained "
+        "with, e.g. `phf-eval checkpoint=THIS_DIR task=toxicity objective=conditional out=EVAL_DIR`.", "",
         f"`{REPORT_FILE}` holds the same for programs.",
     ]
     (out / "README.md").write_text("\n".join(lines) + "\n")
