@@ -28,8 +28,8 @@ import torch
 from phf.data.document import Document, unicode_problem
 from phf.data.pack import Packer, ShuffleBuffer
 from phf.data.sources import Source, is_placeholder
+from phf.scorers.batch import score_batch, scorer_name
 from phf.scorers.cache import ScoreCacheError, build_scorer
-from phf.scorers.errors import ScorerError
 from phf.tokenizer import encode_text
 
 log = logging.getLogger(__name__)
@@ -177,27 +177,22 @@ class BlockStream:
         return None
 
     def _score(self, docs: list[Document]) -> list[Document]:
-        """Score the unscored documents of a batch; context-free scorers get one batched call."""
+        """Score the unscored documents of a batch (``phf.scorers.batch.score_batch``: context-free scorers
+        get one batched call); with ``on_error=skip`` document by document, a failing one counted."""
         todo = [d for d in docs if d.scores is None]
         if not todo:
             return docs
-        name = getattr(self.scorer, "name", type(self.scorer).__name__)
-        if not getattr(self.scorer, "contextual", False) and self.on_error == "raise":
-            flat = [s for d in todo for s in d.texts]
-            scores = self._call(name, lambda: self.scorer.score(flat), todo[0] if len(todo) == 1 else None)
-            if len(scores) != len(flat):
-                raise RuntimeError(f"scorer {name!r} returned {len(scores)} scores for {len(flat)} segments")
-            i = 0
-            for d in todo:
-                d.scores = [float(s) for s in scores[i : i + len(d.texts)]]
-                i += len(d.texts)
+        name = scorer_name(self.scorer)
+        if self.on_error == "raise":
+            for d, scores in zip(todo, score_batch(self.scorer, todo), strict=True):
+                d.scores = scores
         else:
             for d in todo:
                 try:
-                    d.scores = [float(s) for s in self._call(name, lambda d=d: self.scorer.score_document(d.texts), d)]
+                    d.scores = score_batch(self.scorer, [d])[0]
+                except ScoreCacheError:
+                    raise
                 except RuntimeError as e:
-                    if self.on_error == "raise":
-                        raise
                     self._bad(d, str(e))
         kept = []
         for d in docs:
@@ -210,18 +205,6 @@ class BlockStream:
                 continue
             kept.append(d)
         return kept
-
-    @staticmethod
-    def _call(name: str, fn, doc: Document | None):
-        try:
-            return fn()
-        except ScoreCacheError:  # names the cache file already; not the document's fault, never skipped
-            raise
-        except ScorerError as e:  # already names the scorer and the offending text: add the document
-            raise RuntimeError(f"{e}" + (f" (in document {doc.id!r})" if doc is not None else "")) from e
-        except Exception as e:
-            where = f" on document {doc.id!r} (first segment {doc.texts[0][:80]!r})" if doc is not None else ""
-            raise RuntimeError(f"scorer {name!r} failed{where}: {type(e).__name__}: {e}") from e
 
     def _transform(self, doc: Document, position: int) -> Document | None:
         if self.objective is None:
