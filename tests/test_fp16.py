@@ -16,6 +16,7 @@ import phf.trainer
 from phf.tracking import read_metrics
 from phf.train import train
 from phf.trainer import Trainer
+from tests.conftest import train_killed_after_first_checkpoint
 
 ARGS = ("trainer.precision=fp16", "trainer.device=cpu", "trainer.max_steps=5", "trainer.checkpoint_every=3",
         "trainer.keep_checkpoints=1")
@@ -52,19 +53,9 @@ def test_an_overflow_skips_the_update_and_lowers_the_scale(tiny_cfg, tmp_path, o
     assert adam_steps == {3.0}  # three updates applied by step 3, not four
 
 
-def test_fp16_resume_restores_the_scale_and_is_exact(tiny_cfg, tmp_path, monkeypatch, overflow_at_second_step,
-                                                     one_thread):
+def test_fp16_resume_restores_the_scale_and_is_exact(tiny_cfg, tmp_path, overflow_at_second_step, one_thread):
     train(tiny_cfg(*ARGS, run_dir=tmp_path / "straight"))
-    real_save = phf.trainer.save_training_state
-
-    def save_then_crash(ckpt_root, step, *a, **k):
-        real_save(ckpt_root, step, *a, **k)
-        raise KeyboardInterrupt("simulated kill after the step-3 checkpoint")
-
-    monkeypatch.setattr(phf.trainer, "save_training_state", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny_cfg(*ARGS, run_dir=tmp_path / "crashed"))
-    monkeypatch.setattr(phf.trainer, "save_training_state", real_save)
+    train_killed_after_first_checkpoint(tiny_cfg(*ARGS, run_dir=tmp_path / "crashed"))  # at step 3
     train(tiny_cfg(*ARGS, run_dir=tmp_path / "crashed"))  # resumes from step 3 (no overflow after it)
     resumed = rows(tmp_path / "crashed")
     assert resumed[3]["step"] == 4 and resumed[3]["amp/scale"] == 32768.0 and resumed[3]["amp/skipped_steps"] == 1

@@ -166,15 +166,14 @@ def test_two_gloo_ranks_cover_the_data_disjointly_and_resume_exactly(tmp_path):
     assert gathered[0]["head"] != gathered[1]["head"]  # different data on the two ranks
 
 
-def test_a_training_run_on_parquet_shards_resumes_exactly(tmp_path, monkeypatch, one_thread):
+def test_a_training_run_on_parquet_shards_resumes_exactly(tmp_path, one_thread):
     """phf-train with data=hf on local parquet shards, killed after a checkpoint and resumed (the dataset's
     state comes back from data_state_rank0.pt) reaches the uninterrupted run's weights and losses."""
     from safetensors.torch import load_file
 
-    import phf.trainer
     from phf.tracking import read_metrics
     from phf.train import train
-    from tests.conftest import TINY, compose
+    from tests.conftest import TINY, compose, train_killed_after_first_checkpoint
 
     files = write_shards(tmp_path, shards=4, per_shard=200)
     base = [o for o in TINY if not o.startswith("data")] + [
@@ -182,16 +181,7 @@ def test_a_training_run_on_parquet_shards_resumes_exactly(tmp_path, monkeypatch,
         "data.val_fraction=0.1", "data.shuffle_buffer=8", "data.score_batch_docs=8", "trainer.max_steps=6",
         "trainer.checkpoint_every=3", "trainer.keep_checkpoints=1"]
     train(compose([*base, f"run_dir={tmp_path / 'straight'}"]))
-    real_save = phf.trainer.save_training_state
-
-    def save_then_crash(ckpt_root, step, *a, **k):
-        real_save(ckpt_root, step, *a, **k)
-        raise KeyboardInterrupt("simulated kill after the step-3 checkpoint")
-
-    monkeypatch.setattr(phf.trainer, "save_training_state", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        train(compose([*base, f"run_dir={tmp_path / 'crashed'}"]))
-    monkeypatch.setattr(phf.trainer, "save_training_state", real_save)
+    train_killed_after_first_checkpoint(compose([*base, f"run_dir={tmp_path / 'crashed'}"]))
     ckpt = tmp_path / "crashed" / "checkpoints" / "step_00000003"
     assert torch.load(ckpt / "data_state_rank0.pt", weights_only=True)["source"] is not None
     train(compose([*base, f"run_dir={tmp_path / 'crashed'}"]))
