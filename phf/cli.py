@@ -101,3 +101,10 @@ def push() -> None:
     from phf.push import main
 
     main()
+
+
+def import_model() -> None:
+    """``phf-import``: convert an original PHF ``pytorch_model.bin`` into a phf model directory."""
+    from phf.import_cli import main
+
+    main()

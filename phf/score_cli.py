@@ -1,4 +1,5 @@
-"""``phf-score``: pre-score a corpus into the paper's JSONL format (``texts``, ``scores``, ``avg_score``).
+"""``phf-score``: pre-score a corpus into the paper's format (``texts``, ``scores``, ``avg_score``, ``num_sents``):
+one JSONL file, or parquet shards resumable shard by shard (``--format parquet -o DIR``).
 
 For users who prefer scoring large data offline, once, before training (the paper's workflow)::
 
@@ -6,11 +7,14 @@ For users who prefer scoring large data offline, once, before training (the pape
     phf-score code.jsonl -o scored.jsonl --scorer pep8                # lines; whole-file context
     phf-score --source local_pii --source-arg n_docs=500 -o pii.jsonl --scorer pii
     phf-score data.jsonl -o out.jsonl --scorer conf/scorer/pii.yaml --set score_threshold=0.3
+    phf-score --source hf --source-arg names=parquet --source-arg 'data_files=[raw/*.parquet]' \
+        -o scored/ --format parquet --shard-docs 50000 --scorer pii
 
 Input records are either raw (``{"text": ...}``, segmented here: sentences, or lines for ``pep8``) or
 pre-segmented (``{"texts": [...]}``, re-scored as they are); other keys pass through. Output is in
 input order. Worker processes each build their own scorer; with ``--cache-dir`` they share phf's score
-cache, so re-running (or training later on the same data) scores nothing twice.
+cache, so re-running (or training later on the same data) scores nothing twice. Scores come from the
+training pipeline's scoring function (``phf.scorers.batch.score_batch``): one scoring path.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import collections
 import importlib
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -26,9 +31,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from phf.data.document import Document
 from phf.data.segment import LineSegmenter, SentenceSegmenter
+from phf.scorers.batch import score_batch
 from phf.scorers.cache import build_scorer
-from phf.scorers.errors import ScorerError
 
 SCORERS = {
     "profanity": "phf.scorers.ProfanityScorer",
@@ -37,6 +43,7 @@ SCORERS = {
     "pep8": "phf.scorers.PEP8Scorer",
 }
 SOURCES = {
+    "hf": "phf.data.sources.HFSource",  # what data=hf reads: Hub names, or parquet/json with data_files
     "local_pii": "phf.data.corpora.LocalPIISource",
     "local_toxicity": "phf.data.corpora.LocalToxicitySource",
     "local_prose": "phf.data.corpora.LocalProseSource",
@@ -141,7 +148,7 @@ def read_jsonl(path: str, text_key: str, segmenter) -> Iterator[Item]:
 def record_item(record, where: str, text_key: str, segmenter) -> Item:
     if not isinstance(record, dict):
         raise InputError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    extra = {k: v for k, v in record.items() if k not in ("texts", "scores", "avg_score", text_key)}
+    extra = {k: v for k, v in record.items() if k not in ("texts", "scores", "avg_score", "num_sents", text_key)}
     if "texts" in record:
         texts = record["texts"]
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
@@ -181,33 +188,13 @@ def _init_worker(scorer, cache_dir):
 
 
 def _score_chunk(chunk: list[tuple[str, list[str]]]):
-    """Scores of a chunk of (where, segments); a failure names the document it happened in."""
+    """Scores of a chunk of (where, segments) through the training pipeline's scoring function
+    (``phf.scorers.batch.score_batch``); a failure names the document it happened in."""
 
     scorer = _WORKER["scorer"]
     t0 = time.perf_counter()
-    try:
-        if scorer.contextual:
-            out = []
-            for where, texts in chunk:
-                try:
-                    out.append(scorer.score_document(texts))
-                except ScorerError as e:
-                    raise RuntimeError(f"{where}: {e}") from None
-        else:
-            flat = [t for _, texts in chunk for t in texts]
-            try:
-                scores = scorer.score(flat)
-            except ScorerError as e:
-                where = next((w for w, texts in chunk if e.text in texts), chunk[0][0])
-                raise RuntimeError(f"{where}: {e}") from None
-            out, i = [], 0
-            for _, texts in chunk:
-                out.append(scores[i : i + len(texts)])
-                i += len(texts)
-    except RuntimeError:
-        raise
-    except Exception as e:
-        raise RuntimeError(f"{chunk[0][0]}..{chunk[-1][0]}: {type(e).__name__}: {e}") from None
+    docs = [Document(list(texts), None, id=where) for where, texts in chunk]
+    out = score_batch(scorer, docs)
     if hasattr(scorer, "pop_stats"):
         stats = scorer.pop_stats()
     else:
@@ -232,8 +219,8 @@ def _chunks(items: Iterator[Item], size: int) -> Iterator[list[Item]]:
         yield chunk
 
 
-def score_items(items: Iterator[Item], scorer, out, workers: int, chunk_docs: int, cache_dir, progress: bool):
-    """Score ``items`` in ``workers`` processes and write records to ``out`` in input order."""
+def score_items(items: Iterator[Item], scorer, emit, workers: int, chunk_docs: int, cache_dir, progress: bool):
+    """Score ``items`` in ``workers`` processes and hand each record, in input order, to ``emit``."""
     from tqdm import tqdm
 
     totals = collections.Counter()
@@ -247,9 +234,10 @@ def score_items(items: Iterator[Item], scorer, out, workers: int, chunk_docs: in
                 "texts": item.texts,
                 "scores": s,
                 "avg_score": sum(s) / len(s) if s else 0.0,
+                "num_sents": len(item.texts),
                 **item.extra,
             }
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            emit(record)
             totals["documents"] += 1
             totals["segment_count"] += len(item.texts)
             totals["chars"] += sum(len(t) for t in item.texts)
@@ -284,18 +272,77 @@ def score_items(items: Iterator[Item], scorer, out, workers: int, chunk_docs: in
         bar.close()
 
 
+def jsonl_emitter(out):
+    return lambda record: out.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+class ParquetShards:
+    """Records → ``DIR/part-00000.parquet``, ``part-00001.parquet``, ... of ``shard_docs`` records each,
+    in the paper's record format. Each shard is written to a temporary name and renamed into place, so
+    a killed run leaves only complete shards; a rerun with the same settings (``phf_score.json``)
+    counts them, skips their input documents without scoring them and continues with the next shard."""
+
+    MANIFEST = "phf_score.json"
+
+    def __init__(self, out_dir: Path, shard_docs: int, settings: dict):
+        self.dir, self.shard_docs, self.rows = out_dir, shard_docs, []
+        self.dir.mkdir(parents=True, exist_ok=True)
+        manifest = self.dir / self.MANIFEST
+        settings = {**settings, "shard_docs": shard_docs}
+        if manifest.is_file():
+            stored = json.loads(manifest.read_text())
+            if stored != settings:
+                diff = {k: (stored.get(k), settings.get(k)) for k in set(stored) | set(settings)
+                        if stored.get(k) != settings.get(k)}
+                raise InputError(f"{manifest}: these shards were written with other settings {diff} (stored, now); "
+                                 "use another output directory or the same settings to continue them")
+        else:
+            manifest.write_text(json.dumps(settings, indent=2) + "\n")
+        done = sorted(self.dir.glob("part-*.parquet"))
+        expected = [self.dir / f"part-{i:05d}.parquet" for i in range(len(done))]
+        if done != expected:
+            raise InputError(f"{self.dir}: the shards are not part-00000 .. part-{len(done) - 1:05d} "
+                             f"(found {[p.name for p in done][:5]}...); remove the stray files")
+        self.next = len(done)
+
+    @property
+    def done_docs(self) -> int:
+        return self.next * self.shard_docs
+
+    def __call__(self, record: dict) -> None:
+        self.rows.append(record)
+        if len(self.rows) >= self.shard_docs:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = self.dir / f"part-{self.next:05d}.parquet"
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        pq.write_table(pa.Table.from_pylist(self.rows), tmp)
+        os.replace(tmp, path)
+        self.next, self.rows = self.next + 1, []
+
+
 # -- main -----------------------------------------------------------------------------------------
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="phf-score",
-        description="Pre-score a corpus into the paper's JSONL format (texts, scores, avg_score).",
+        description="Pre-score a corpus into the paper's format (texts, scores, avg_score, num_sents).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:" + __doc__.split("::", 1)[1].split("Input records", 1)[0],
     )
     p.add_argument("input", nargs="?", help="JSONL file of {'text': ...} or {'texts': [...]} records")
     p.add_argument("--source", help=f"a named source instead of a file: {', '.join(SOURCES)} or a class path")
     p.add_argument("--source-arg", action="append", default=[], metavar="KEY=VALUE", help="source argument")
-    p.add_argument("-o", "--output", required=True, help="output JSONL ('-' for stdout)")
+    p.add_argument("-o", "--output", required=True,
+                   help="output JSONL ('-' for stdout), or with --format parquet a directory of shards")
+    p.add_argument("--format", default="jsonl", choices=["jsonl", "parquet"],
+                   help="jsonl (one file) or parquet (DIR/part-NNNNN.parquet, resumable shard by shard)")
+    p.add_argument("--shard-docs", type=int, default=10000, help="documents per parquet shard (default 10000)")
     p.add_argument(
         "--scorer", required=True, help=f"{', '.join(SCORERS)}, a conf/scorer/*.yaml file or a class path"
     )
@@ -315,8 +362,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if (args.input is None) == (args.source is None):
         p.error("give exactly one of INPUT or --source")
-    if args.workers < 1 or args.chunk_docs < 1:
-        p.error("--workers and --chunk-docs must be >= 1")
+    if args.workers < 1 or args.chunk_docs < 1 or args.shard_docs < 1:
+        p.error("--workers, --chunk-docs and --shard-docs must be >= 1")
+    if args.format == "parquet" and args.output == "-":
+        p.error("--format parquet writes a directory of shards: give -o DIR")
     return args
 
 
@@ -339,9 +388,20 @@ def main(argv=None) -> int:
             items = read_jsonl(args.input, args.text_key, segmenter)
             if args.limit is not None:
                 items = (item for _, item in zip(range(args.limit), items, strict=False))
-        if args.output == "-":
+        if args.format == "parquet":
+            shards = ParquetShards(Path(args.output), args.shard_docs, {
+                "input": args.input or args.source, "source_args": args.source_arg, "scorer": args.scorer,
+                "set": args.set, "segmenter": args.segmenter, "text_key": args.text_key, "limit": args.limit})
+            if shards.done_docs:
+                print(f"phf-score: {shards.next} shards already in {args.output}: continuing after document "
+                      f"{shards.done_docs}", file=sys.stderr)
+            items = itertools.islice(items, shards.done_docs, None)  # read again, never scored again
+            totals = score_items(items, scorer, shards, args.workers, args.chunk_docs, args.cache_dir,
+                                 not args.no_progress)
+            shards.flush()
+        elif args.output == "-":
             totals = score_items(
-                items, scorer, sys.stdout, args.workers, args.chunk_docs, args.cache_dir, False
+                items, scorer, jsonl_emitter(sys.stdout), args.workers, args.chunk_docs, args.cache_dir, False
             )
         else:
             out_path = Path(args.output)
@@ -349,7 +409,8 @@ def main(argv=None) -> int:
             tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
             with open(tmp, "w", encoding="utf-8") as out:
                 totals = score_items(
-                    items, scorer, out, args.workers, args.chunk_docs, args.cache_dir, not args.no_progress
+                    items, scorer, jsonl_emitter(out), args.workers, args.chunk_docs, args.cache_dir,
+                    not args.no_progress
                 )
             os.replace(tmp, out_path)
             tmp = None

@@ -139,6 +139,10 @@ def _train(cfg: DictConfig, trainer: Trainer, plan: Plan, dist: Dist, run_dir: P
         check_prompts_fit(model.lm, tokenizer, objective, cfg)
     scorer = build_scorer(cfg.scorer, cfg.get("cache_dir"))
     data = build_data(cfg.data)  # the source is built once: training and validation streams share it
+    if trainer.data_state_from and (data.skip_tokens or data.skip_documents):
+        raise ValueError("trainer.data_state_from and data.skip_tokens / data.skip_documents both set where the "
+                         "training stream starts: use data_state_from for a phf checkpoint (its exact position), "
+                         "skip_tokens for a model without one (an imported original model)")
     stream = stream_from_config(cfg, tokenizer, "train", objective, data=data, scorer=scorer,
                                 rank=dist.rank, world_size=dist.world_size)
     prepared = {}
@@ -151,14 +155,18 @@ def _train(cfg: DictConfig, trainer: Trainer, plan: Plan, dist: Dist, run_dir: P
     precision = trainer.resolved_precision(device)
 
     def autocast():
-        if precision == "bf16":
-            return torch.autocast(device.type, dtype=torch.bfloat16)
+        if precision in ("bf16", "fp16"):
+            return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
         return contextlib.nullcontext()
 
+    # fp16 needs dynamic loss scaling (the original's fp16 AMP: torch's defaults, as HF's Trainer used)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
     # -- where the run starts ---------------------------------------------------------------------------
-    step, tokens_seen = 0, int(trainer.start_tokens)
+    step, tokens_seen, amp_skipped = 0, int(trainer.start_tokens), 0
     if resume_from is not None:
-        step, tokens_seen = resume(resume_from, model, objective, optimizer, scheduler, stream, plan, dist)
+        step, tokens_seen, amp_skipped = resume(resume_from, model, objective, optimizer, scheduler, stream, plan,
+                                                dist, scaler)
         if dist.main:
             truncate_metrics(run_dir / "metrics.jsonl", step)
     else:
@@ -184,9 +192,9 @@ def _train(cfg: DictConfig, trainer: Trainer, plan: Plan, dist: Dist, run_dir: P
         held_out = HeldOut(cfg, tokenizer, data, scorer, trainer.val_blocks, trainer.batch_size, autocast)
         parts = RunParts(cfg=cfg, dist=dist, device=device, model=model, objective=objective, tokenizer=tokenizer,
                          stream=stream, optimizer=optimizer, scheduler=scheduler, tracker=tracker,
-                         held_out=held_out, run_dir=run_dir, autocast=autocast)
+                         held_out=held_out, run_dir=run_dir, autocast=autocast, scaler=scaler)
         sample_every = int(OmegaConf.select(cfg, "task.eval.every_steps", default=0) or 0)
-        return TrainingLoop(trainer, plan, parts, step, tokens_seen, sample_every).run()
+        return TrainingLoop(trainer, plan, parts, step, tokens_seen, sample_every, amp_skipped).run()
     finally:
         if tracker is not None:
             tracker.finish()
@@ -214,8 +222,10 @@ def tracker_identity(cfg: DictConfig, objective) -> dict:
     return {"name": name or f"{task}-{obj}", "group": group, "tags": tags}
 
 
-def resume(resume_from: Path, model, objective, optimizer, scheduler, stream, plan: Plan, dist: Dist) -> tuple[int, int]:
-    """Restore a checkpoint of this run into the built parts; returns (step, tokens_seen)."""
+def resume(resume_from: Path, model, objective, optimizer, scheduler, stream, plan: Plan, dist: Dist,
+           scaler: torch.amp.GradScaler | None = None) -> tuple[int, int, int]:
+    """Restore a checkpoint of this run into the built parts (the fp16 loss scaler too); returns (step,
+    tokens_seen, fp16 updates skipped so far)."""
     if model.value_head is not None and not (resume_from / VALUE_HEAD_FILE).is_file():
         # from_pretrained would build a fresh random head: the resumed run would not be the same run
         raise ValueError(f"checkpoint {resume_from} has no {VALUE_HEAD_FILE} but objective {type(objective).__name__} "
@@ -238,7 +248,15 @@ def resume(resume_from: Path, model, objective, optimizer, scheduler, stream, pl
     for group, base, f in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):
         group["lr"] = base * f(scheduler.last_epoch)
     stream.load_state_dict(state["data_state"])
-    return step, tokens_seen
+    amp_skipped = 0
+    if scaler is not None and scaler.is_enabled():
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+            amp_skipped = int(state.get("amp_skipped_steps", 0))
+        else:
+            log.warning("checkpoint %s has no fp16 loss-scaler state (it was trained in another precision): the "
+                        "loss scale starts afresh at %g", resume_from, scaler.get_scale())
+    return step, tokens_seen, amp_skipped
 
 
 def check_finished_run(run_dir: Path, resolved: dict, trainer: Trainer, plan: Plan, resume_from: Path | None) -> dict | None:

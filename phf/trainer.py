@@ -43,7 +43,7 @@ from phf.runtime import Dist, save_training_state
 log = logging.getLogger("phf.train")
 
 RESUME_MISMATCH = ("refuse", "continue")
-PRECISIONS = ("auto", "bf16", "fp32")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DATA_STATE_BUFFERS = ("fresh", "restored")
 
 
@@ -84,13 +84,14 @@ _CHECKS: dict[str, tuple[Callable, str]] = {
     "keep_checkpoints": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
     "val_blocks": (lambda v: is_int(v) and v > 0, "a positive integer"),
     "max_bad_steps": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
+    "fp16_min_scale": (lambda v: is_num(v) and v > 0, "a positive number"),
     "cpu_keep_freed_memory": (lambda v: isinstance(v, bool), "true or false"),
     "overwrite_finished": (lambda v: isinstance(v, bool), "true or false"),
     "eps": (lambda v: is_num(v) and v > 0, "a positive number"),
     "betas": (lambda v: isinstance(v, list | tuple) and len(v) == 2 and all(is_num(b) and 0 <= b < 1 for b in v),
               "two numbers in [0, 1), e.g. [0.9, 0.999]"),
     "resume_mismatch": (lambda v: v in RESUME_MISMATCH, f"one of {RESUME_MISMATCH}"),
-    "precision": (lambda v: v in PRECISIONS, "auto, bf16 or fp32"),
+    "precision": (lambda v: v in PRECISIONS, "auto, bf16, fp16 or fp32"),
     "data_state_buffers": (lambda v: v in DATA_STATE_BUFFERS, "fresh or restored"),
 }
 
@@ -142,6 +143,7 @@ class Trainer:
     resume_ignore: list[str] = field(default_factory=list)
     overwrite_finished: bool = False
     max_bad_steps: int = 0
+    fp16_min_scale: float = 1.0
     progress: bool = True
     progress_every_s: float = 30.0
     eval_probe_tokens: int = 8
@@ -207,10 +209,13 @@ class Trainer:
                     max_steps=max_steps, warmup_steps=math.ceil(self.warmup_fraction * max_steps))
 
     def resolved_precision(self, device: torch.device) -> str:
-        """``auto`` = bf16 autocast on CUDA, fp32 elsewhere."""
+        """``auto`` = bf16 autocast on CUDA GPUs with native bf16 (compute capability 8.0+: A100, H100,
+        RTX 30xx and later), fp16 autocast with a loss scaler on older ones (V100, T4), fp32 elsewhere."""
         if self.precision != "auto":
             return self.precision
-        return "bf16" if device.type == "cuda" else "fp32"
+        if device.type != "cuda":
+            return "fp32"
+        return "bf16" if torch.cuda.get_device_capability(device) >= (8, 0) else "fp16"
 
 
 def stack(blocks: list[dict], device: torch.device) -> dict[str, torch.Tensor]:
@@ -274,6 +279,8 @@ class RunParts:
     held_out: HeldOut
     run_dir: Path
     autocast: Callable[[], contextlib.AbstractContextManager]
+    #: fp16's dynamic loss scaler (``torch.amp.GradScaler``); None or disabled for bf16 / fp32
+    scaler: torch.amp.GradScaler | None = None
 
 
 class TrainingLoop:
@@ -287,9 +294,13 @@ class TrainingLoop:
     max_histogram_values: int = 2**16
 
     def __init__(self, trainer: Trainer, plan: Plan, parts: RunParts, step: int, tokens_seen: int,
-                 sample_every: int = 0):
+                 sample_every: int = 0, amp_skipped_steps: int = 0):
         self.tr, self.plan, self.p = trainer, plan, parts
         self.step, self.tokens_seen = step, tokens_seen
+        # disabled (bf16 / fp32): scale, unscale_ and update do nothing and step is optimizer.step()
+        self.scaler = parts.scaler if parts.scaler is not None else torch.amp.GradScaler(parts.device.type,
+                                                                                         enabled=False)
+        self.amp_skipped_steps = amp_skipped_steps  # fp16 updates the scaler skipped (overflowed gradients)
         self.sample_every = sample_every
         self.ckpt_root = parts.run_dir / "checkpoints"
         model = parts.model
@@ -331,7 +342,7 @@ class TrainingLoop:
                 out = p.objective.loss(logits, batch["labels"], batch["token_scores"], values)
             if self.free_logits_before_backward:  # the graph keeps what backward needs; the logits can go now
                 del logits, values
-            (out.loss / accum).backward()
+            self.scaler.scale(out.loss / accum).backward()  # fp16: × the loss scale; else unchanged
             step_loss += out.loss.detach() / accum
             for k, v in out.metrics.items():
                 self.sums[k] = self.sums.get(k, 0.0) + v.detach().float() / accum
@@ -346,6 +357,8 @@ class TrainingLoop:
         ``max_bad_steps`` times) or stops the run before it touches the weights."""
         if torch.isfinite(step_loss) and torch.isfinite(grad_norm):
             return True
+        if self.scaler.is_enabled() and torch.isfinite(step_loss):
+            return self.skip_overflow()
         self.bad_steps += 1
         self.p.optimizer.zero_grad(set_to_none=True)
         msg = f"non-finite loss/gradient at step {self.step + 1} with objective {self.p.objective!r}"
@@ -357,11 +370,32 @@ class TrainingLoop:
         self.sums.clear()
         return False
 
+    def skip_overflow(self) -> bool:
+        """fp16: the scaled gradients overflowed (the loss is finite). As torch.amp (and the original's HF
+        Trainer) does, the update is skipped and the loss scale lowered (× backoff_factor); the step is
+        repeated with the next batch and counted in ``amp/skipped_steps``, not as a bad step."""
+        scale = self.scaler.get_scale()
+        self.scaler.step(self.p.optimizer)  # inf found by unscale_: optimizer.step is not called
+        self.scaler.update()
+        self.p.optimizer.zero_grad(set_to_none=True)
+        self.amp_skipped_steps += 1
+        self.sums.clear()
+        if self.scaler.get_scale() < self.tr.fp16_min_scale:
+            good = ckpt.latest_checkpoint(self.ckpt_root) if self.p.dist.main else None
+            raise FloatingPointError(
+                f"fp16 loss scale fell below trainer.fp16_min_scale={self.tr.fp16_min_scale} after "
+                f"{self.amp_skipped_steps} skipped updates (step {self.step + 1}, objective {self.p.objective!r}): the "
+                f"gradients overflow at every scale, the run has diverged; last good checkpoint: {good or 'none'}")
+        log.info("fp16 gradient overflow at step %d: update skipped, loss scale %g -> %g (%d skipped so far)",
+                 self.step + 1, scale, self.scaler.get_scale(), self.amp_skipped_steps)
+        return False
+
     def optimizer_step(self, step_loss: torch.Tensor, grad_norm: torch.Tensor) -> float:
         """Apply the update and advance the schedule; returns the LR the update used."""
         optimizer = self.p.optimizer
         lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
+        self.scaler.step(optimizer)  # optimizer.step() (the gradients were unscaled before clipping)
+        self.scaler.update()  # fp16: the scale grows after growth_interval steps without overflow
         self.p.scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -397,6 +431,7 @@ class TrainingLoop:
         tps = (self.tokens_seen - self.tokens_last) / (now - self.t_last)
         row = {k: (v / self.n_summed).item() for k, v in self.sums.items()}
         row.update(tokens_seen=self.tokens_seen, lr=lr, tokens_per_s=tps)
+        row.update(self.amp_metrics())
         row.update({f"scorer/{k}": v for k, v in self.p.stream.scorer_stats.items()})
         row.update({f"data/{k}": v for k, v in self.p.stream.stats.items()})
         self.p.tracker.log(row, step=self.step, histograms=self.histogram_values())
@@ -406,6 +441,18 @@ class TrainingLoop:
         self.last_row = row
         self.sums.clear()
         self.n_summed, self.t_last, self.tokens_last = 0, now, self.tokens_seen
+
+    def amp_metrics(self) -> dict:
+        """fp16's loss scale and skipped updates so far (nothing in bf16 / fp32)."""
+        if not self.scaler.is_enabled():
+            return {}
+        return {"amp/scale": self.scaler.get_scale(), "amp/skipped_steps": self.amp_skipped_steps}
+
+    def amp_state(self) -> dict:
+        """What a checkpoint keeps of the scaler, so a resumed fp16 run continues with the same scale."""
+        if not self.scaler.is_enabled():
+            return {}
+        return {"scaler": self.scaler.state_dict(), "amp_skipped_steps": self.amp_skipped_steps}
 
     def validate_if_due(self) -> None:
         if self.due(self.tr.eval_every) and self.p.dist.main:
@@ -444,7 +491,7 @@ class TrainingLoop:
                                 p.stream.state_dict(), self.tr.keep_checkpoints, p.dist,
                                 tokens_seen=self.tokens_seen,
                                 plan={"max_steps": self.plan.max_steps, "warmup_steps": self.plan.warmup_steps},
-                                describe=self.describe_checkpoint)
+                                describe=self.describe_checkpoint, **self.amp_state())
 
     def describe_checkpoint(self, model_dir: Path) -> None:
         """A checkpoint's model card and ``phf_objective.json``, like ``final/``'s (``phf.card``)."""
@@ -464,6 +511,7 @@ class TrainingLoop:
                      "segmented, scored and packed until data.shuffle_buffer is full)", self.step)
         while self.step < self.plan.max_steps:
             step_loss = self.accumulate_gradients()
+            self.scaler.unscale_(p.optimizer)  # fp16: clip and check the true gradients, not the scaled ones
             grad_norm = torch.nn.utils.clip_grad_norm_(p.model.parameters(), self.tr.grad_clip)
             if not self.update_is_finite(step_loss, grad_norm):
                 continue
@@ -482,7 +530,7 @@ class TrainingLoop:
         p = self.p
         final = {"step": self.step, "tokens_seen": self.tokens_seen,
                  "train/loss": self.last_row.get("loss", float("nan")),
-                 "tokens_per_s": self.last_row.get("tokens_per_s", float("nan"))}
+                 "tokens_per_s": self.last_row.get("tokens_per_s", float("nan")), **self.amp_metrics()}
         if p.dist.main:
             final["val/loss"] = p.held_out.loss(p.model, p.device)
             final["val/perplexity"] = math.exp(min(final["val/loss"], 50.0))

@@ -61,3 +61,23 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def train_killed_after_first_checkpoint(cfg) -> None:
+    """``phf.train.train(cfg)`` stopped by a simulated kill right after its first checkpoint is written
+    (the checkpoint complete, nothing after it); the next ``train`` of the same run dir resumes from it."""
+    import phf.trainer
+    from phf.train import train
+
+    real_save = phf.trainer.save_training_state
+
+    def save_then_crash(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt("simulated kill after the first checkpoint")
+
+    phf.trainer.save_training_state = save_then_crash
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg)
+    finally:
+        phf.trainer.save_training_state = real_save

@@ -23,6 +23,7 @@ class Packer:
         self._ids: list[int] = []
         self._scores: list[float] = []
         self._start = 0  # tokens before this offset were already emitted (compacted lazily: O(n) packing)
+        self.skip = 0  # tokens still to drop from the front of the stream (data.skip_tokens), never emitted
 
     def add(self, segment_ids: list[list[int]], scores: list[float]) -> None:
         """Append one document: EOS, then each segment's tokens tagged with that segment's score."""
@@ -32,6 +33,10 @@ class Packer:
         for ids, score in zip(segment_ids, scores, strict=True):
             self._ids.extend(ids)
             self._scores.extend([score] * len(ids))
+        if self.skip:
+            dropped = min(self.skip, len(self._ids) - self._start)
+            self._start += dropped
+            self.skip -= dropped
 
     def pop_blocks(self) -> Iterator[dict[str, torch.Tensor]]:
         bs = self.block_size
@@ -50,10 +55,11 @@ class Packer:
 
     def state_dict(self) -> dict:
         return {"ids": torch.tensor(self._ids[self._start :], dtype=torch.long),
-                "scores": torch.tensor(self._scores[self._start :])}
+                "scores": torch.tensor(self._scores[self._start :]), "skip": self.skip}
 
     def load_state_dict(self, state: dict) -> None:
         self._ids, self._scores, self._start = state["ids"].tolist(), state["scores"].tolist(), 0
+        self.skip = int(state.get("skip", 0))  # checkpoints written before data.skip_tokens: nothing to skip
 
 
 class ShuffleBuffer:

@@ -29,8 +29,8 @@ import torch
 from phf.data.document import Document, unicode_problem
 from phf.data.pack import Packer, ShuffleBuffer
 from phf.data.sources import Source, is_placeholder
+from phf.scorers.batch import score_batch, scorer_name
 from phf.scorers.cache import ScoreCacheError, build_scorer
-from phf.scorers.errors import ScorerError
 from phf.tokenizer import encode_text
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,8 @@ class BlockStream:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        skip_tokens: int = 0,
+        skip_documents: int = 0,
     ):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -82,15 +84,23 @@ class BlockStream:
         _check_int("data.num_workers", num_workers, 0)
         _check_int("data.score_batch_docs", score_batch_docs, 1)  # 0 would read nothing, forever
         _check_int("data.shuffle_buffer", shuffle_buffer, 0)
+        _check_int("data.skip_tokens (per rank)", skip_tokens, 0)
+        _check_int("data.skip_documents", skip_documents, 0)
         if isinstance(worker_check_seconds, bool) or not isinstance(worker_check_seconds, int | float) \
                 or not worker_check_seconds > 0:
             raise ValueError(f"data.worker_check_seconds must be a positive number, got {worker_check_seconds!r}")
         self.num_workers, self.worker_check_seconds = num_workers, worker_check_seconds
         self.seed, self.rank, self.world_size = seed, rank, world_size
+        # a source that splits the data by rank itself (HFSource): its documents are all this rank's, its
+        # positions count them, and it records its own stream state per position (resume without re-reading)
+        self.sharded_source = bool(getattr(source, "shards_by_rank", False))
+        self._source_states: dict[int, dict] = {}  # position -> the source's state there (recent ones)
+        self._source_resume: tuple[int, dict] | None = None  # (position, state) restored from a checkpoint
         self.packer = Packer(block_size, tokenizer.eos_token_id)
         self.rng = random.Random(f"{seed}:{split}:{rank}:shuffle")
         self.shuffle = ShuffleBuffer(shuffle_buffer, self.rng)
-        self.epoch, self.position = 0, 0
+        self.epoch, self.position = 0, skip_documents
+        self.packer.skip = skip_tokens
         # skipped_bad: bad documents (the source's on_error=skip placeholders and data.on_error=skip);
         # filtered_by_length: outside data.source.min_chars/max_chars. Both count the records of this
         # rank's share that this stream read (a placeholder has no content, so no split of its own).
@@ -99,18 +109,37 @@ class BlockStream:
         self._control_ids: dict[str, int] = {}
 
     # -- state -----------------------------------------------------------------------------------
+    def _source_state(self) -> dict | None:
+        """The source's own stream state at ``self.position`` (sharded sources; None: re-read to resume)."""
+        if self.position in self._source_states:
+            return self._source_states[self.position]
+        if self._source_resume is not None and self._source_resume[0] == self.position:
+            return self._source_resume[1]
+        return None
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "epoch": self.epoch,
             "position": self.position,
+            "source": self._source_state() if self.sharded_source else None,
             "packer": self.packer.state_dict(),
             "shuffle": self.shuffle.state_dict(),
             "rng": self.rng.getstate(),
             "stats": dict(self.stats),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def _restore_position(self, state: dict[str, Any]) -> None:
+        if self.sharded_source and self.world_size > 1 and "source" not in state:
+            raise ValueError(
+                "this data state was written by a phf that read Hugging Face data unsharded (every rank read "
+                "every record): its position counts all ranks' records and cannot continue the sharded stream; "
+                "resume it with that phf version or start over (trainer.resume=never)")
         self.epoch, self.position = state["epoch"], state["position"]
+        source = state.get("source")
+        self._source_resume = (self.position, source) if source is not None else None
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._restore_position(state)
         self.packer.load_state_dict(state["packer"])
         self.shuffle.load_state_dict(state["shuffle"])
         self.rng.setstate(state["rng"])
@@ -125,11 +154,11 @@ class BlockStream:
         documents at and after that position by *this* stream's objective, as the original's fresh
         ``skip_tokens`` stream was. The blocks the other run had buffered but not trained on are dropped.
         """
-        self.epoch, self.position = state["epoch"], state["position"]
+        self._restore_position(state)
 
     # -- stages ----------------------------------------------------------------------------------
     def _mine(self, doc: Document, position: int) -> bool:
-        if is_placeholder(doc) or position % self.world_size != self.rank:
+        if is_placeholder(doc) or (not self.sharded_source and position % self.world_size != self.rank):
             return False
         return in_validation(doc, self.val_fraction) == (self.split == "validation")
 
@@ -152,27 +181,22 @@ class BlockStream:
         return None
 
     def _score(self, docs: list[Document]) -> list[Document]:
-        """Score the unscored documents of a batch; context-free scorers get one batched call."""
+        """Score the unscored documents of a batch (``phf.scorers.batch.score_batch``: context-free scorers
+        get one batched call); with ``on_error=skip`` document by document, a failing one counted."""
         todo = [d for d in docs if d.scores is None]
         if not todo:
             return docs
-        name = getattr(self.scorer, "name", type(self.scorer).__name__)
-        if not getattr(self.scorer, "contextual", False) and self.on_error == "raise":
-            flat = [s for d in todo for s in d.texts]
-            scores = self._call(name, lambda: self.scorer.score(flat), todo[0] if len(todo) == 1 else None)
-            if len(scores) != len(flat):
-                raise RuntimeError(f"scorer {name!r} returned {len(scores)} scores for {len(flat)} segments")
-            i = 0
-            for d in todo:
-                d.scores = [float(s) for s in scores[i : i + len(d.texts)]]
-                i += len(d.texts)
+        name = scorer_name(self.scorer)
+        if self.on_error == "raise":
+            for d, scores in zip(todo, score_batch(self.scorer, todo), strict=True):
+                d.scores = scores
         else:
             for d in todo:
                 try:
-                    d.scores = [float(s) for s in self._call(name, lambda d=d: self.scorer.score_document(d.texts), d)]
+                    d.scores = score_batch(self.scorer, [d])[0]
+                except ScoreCacheError:
+                    raise
                 except RuntimeError as e:
-                    if self.on_error == "raise":
-                        raise
                     self._bad(d, str(e))
         kept = []
         for d in docs:
@@ -185,18 +209,6 @@ class BlockStream:
                 continue
             kept.append(d)
         return kept
-
-    @staticmethod
-    def _call(name: str, fn, doc: Document | None):
-        try:
-            return fn()
-        except ScoreCacheError:  # names the cache file already; not the document's fault, never skipped
-            raise
-        except ScorerError as e:  # already names the scorer and the offending text: add the document
-            raise RuntimeError(f"{e}" + (f" (in document {doc.id!r})" if doc is not None else "")) from e
-        except Exception as e:
-            where = f" on document {doc.id!r} (first segment {doc.texts[0][:80]!r})" if doc is not None else ""
-            raise RuntimeError(f"scorer {name!r} failed{where}: {type(e).__name__}: {e}") from e
 
     def _transform(self, doc: Document, position: int) -> Document | None:
         if self.objective is None:
@@ -275,7 +287,57 @@ class BlockStream:
                 break
         return self._score(docs)
 
+    def _skip_tokens(self, it: Iterator[Document], position: int) -> int:
+        """Drop the first ``packer.skip`` tokens of this rank's stream (the original's ``skip_tokens``).
+
+        The tokens counted are those of the *untransformed* stream, the one an MLE run trained on (the
+        original turned filtering off while skipping): every document is segmented and tokenized, but
+        not scored, transformed or packed, until the skip ends inside one document. That document is
+        scored and packed untransformed with its first tokens dropped, so the first block starts at
+        exactly token N; the documents after it go through the objective as usual. Returns the source
+        position after the batch it ended in."""
+        skipped_docs = 0
+        while self.packer.skip:
+            batch, end, exhausted = self._read_batch(it, position)
+            docs = [(p, seg) for p, d in batch if (seg := self._segment(d)) is not None]
+            ids = segment_ids(self.tokenizer, [d for _, d in docs])
+            i, last = 0, None  # last: the position of the last document the skip consumed (whole or in part)
+            for p, doc in docs:
+                if not self.packer.skip:  # the skip ended exactly at the previous document's end
+                    break
+                seg_ids, i = ids[i : i + len(doc.texts)], i + len(doc.texts)
+                n = 1 + sum(len(x) for x in seg_ids)  # the document's EOS, then its segments
+                last = p
+                if n <= self.packer.skip:
+                    self.packer.skip -= n
+                    skipped_docs += 1
+                    continue
+                for d in self._score([doc]):  # the document the skip ends in: its tail, untransformed
+                    self.packer.add(seg_ids, d.scores)
+            if not self.packer.skip:
+                self.stats["skipped_documents"] = skipped_docs
+                rest = [(q, d) for q, d in batch if last is None or q > last]  # through the objective as usual
+                if rest:
+                    self._absorb(self._work(rest), end, inline=True)
+                return end
+            position = end
+            if exhausted:
+                raise ValueError(
+                    f"data.skip_tokens is larger than the {self.split} stream of rank {self.rank}/{self.world_size}: "
+                    f"its {position} documents hold fewer tokens ({self.packer.skip} were still to skip)")
+        return position
+
     # -- iteration -------------------------------------------------------------------------------
+    def _open(self) -> Iterator[Document]:
+        """The source from ``self.position``: a sharded source reads this rank's part and continues from
+        its restored stream state when there is one for this position."""
+        if not self.sharded_source:
+            return self.source.iter_from(self.position)
+        state = self._source_state()
+        self._source_states, self._source_resume = {}, None  # from here on the records say where it is
+        return self.source.iter_from(self.position, rank=self.rank, world_size=self.world_size, state=state,
+                                     record=self._source_states)
+
     def _absorb(self, result, end_position: int, inline: bool) -> None:
         docs, ids, counts, scorer_stats = result
         if not inline:  # a worker counted into its own copy of the stats
@@ -286,6 +348,8 @@ class BlockStream:
             self.scorer_stats[k] = self.scorer_stats.get(k, 0) + v
         self._pack(docs, ids)
         self.position = end_position
+        for p in [p for p in self._source_states if p < end_position]:  # only positions ahead can be saved
+            del self._source_states[p]
 
     def _empty_message(self) -> str:
         """Why a split gave no document, with the setting that decides it."""
@@ -318,7 +382,9 @@ class BlockStream:
     def _blocks(self, workers: _Workers | None) -> Iterator[dict[str, torch.Tensor]]:
         lookahead = 2 * self.num_workers
         while True:
-            it = self.source.iter_from(self.position)
+            it = self._open()
+            if self.packer.skip:  # data.skip_tokens: before any block, never again (restored state has 0)
+                self.position = self._skip_tokens(it, self.position)
             read_position, exhausted = self.position, False
             pending: deque = deque()  # (end_position, worker index), in source order
             while True:
@@ -389,16 +455,23 @@ class Data:
     score_batch_docs: int = 32  # documents segmented/scored/tokenized together
     prepare_docs: int = 256  # scored documents used by objectives that fit a setting to data
     on_error: str = "raise"  # a bad document or scorer failure: raise, or skip (counted, logged)
+    skip_tokens: int = 0  # training stream: start after this many tokens (all ranks together), as the original
+    skip_documents: int = 0  # training stream: start after this many source documents
 
     def __post_init__(self):
         _check_int("data.prepare_docs", self.prepare_docs, 1)
         check_val_fraction(self.val_fraction)
+        _check_int("data.skip_tokens", self.skip_tokens, 0)
+        _check_int("data.skip_documents", self.skip_documents, 0)
 
     def stream(self, split: str, *, tokenizer, segmenter, scorer, block_size: int, seed: int, objective=None,
                rank: int = 0, world_size: int = 1, epochs: int | None = None) -> BlockStream:
         """The ``split`` stream. The validation split is never transformed by the objective, shuffled or
         sharded: every objective's held-out loss is measured on the same raw text."""
         train = split == "train"
+        if train and self.skip_tokens % world_size:
+            raise ValueError(f"data.skip_tokens ({self.skip_tokens}) must be a multiple of the world size "
+                             f"({world_size}): each rank skips its equal share of the tokens")
         return BlockStream(
             source=self.source, segmenter=segmenter, scorer=scorer, tokenizer=tokenizer, block_size=block_size,
             objective=objective if train else None, split=split, val_fraction=self.val_fraction,
@@ -406,6 +479,8 @@ class Data:
             on_error=self.on_error, epochs=epochs, num_workers=self.num_workers if train else 0,
             worker_check_seconds=self.worker_check_seconds, seed=seed,
             rank=rank if train else 0, world_size=world_size if train else 1,
+            skip_tokens=self.skip_tokens // world_size if train else 0,
+            skip_documents=self.skip_documents if train else 0,
         )
 
 

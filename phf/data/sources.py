@@ -276,10 +276,19 @@ class JsonlSource(Source):
 class HFSource(Source):
     """Hugging Face ``datasets``, streamed, for the paper's pre-scored datasets (online users).
 
-    ``names`` are dataset names read in order (the paper's 39 shards) or a loader such as ``json``
-    with ``data_files`` (how the tests exercise this path offline). A name that cannot be loaded
-    fails at the first read with an error naming it (and saying so when offline mode is on).
+    ``names`` are dataset names read in order (the paper's 39 shards) or a loader such as ``json`` or
+    ``parquet`` with ``data_files`` (how the tests exercise this path offline). A name that cannot be
+    loaded fails at the first read with an error naming it (and saying so when offline mode is on).
+
+    At scale (``shards_by_rank``): under DDP each rank reads only its part of every dataset
+    (``datasets.distributed.split_dataset_by_node``: whole shards per rank when the shard count is a
+    multiple of the world size, else every world-size-th record), so positions count this rank's
+    records. Each yielded document records the dataset's own stream state
+    (``IterableDataset.state_dict()``) in ``record`` (position -> state); a stream resumed with that
+    ``state`` continues there (``load_state_dict``) instead of re-reading every earlier record.
     """
+
+    shards_by_rank = True  # BlockStream passes rank / world size to iter_from: every document is this rank's
 
     def __init__(self, names: str | list[str], split: str = "train", data_files=None, text_key: str = "text",
                  on_error: str = "raise", min_chars: int = 0, max_chars: int | None = None,
@@ -294,31 +303,48 @@ class HFSource(Source):
         self.skipped: dict[str, str] = {}
         self.filtered: dict[str, str] = {}
 
-    def _load(self, name: str):
+    def _load(self, name: str, rank: int = 0, world_size: int = 1):
         import datasets
 
         kwargs = {"split": self.split, "streaming": True}
         if self.data_files is not None:
             kwargs["data_files"] = self.data_files
         try:
-            return datasets.load_dataset(name, **kwargs)
+            ds = datasets.load_dataset(name, **kwargs)
         except Exception as e:  # datasets raises many types for "not reachable"; re-raise with context
             offline = os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
             hint = (" (offline mode is on: only local files and cached datasets work)" if offline else
                     " (no network? HF_DATASETS_OFFLINE=1 makes this fail at once instead of after retries)")
             raise RuntimeError(f"cannot load Hugging Face dataset {name!r} split {self.split!r}{hint}: {e}") from e
+        if world_size > 1:
+            from datasets.distributed import split_dataset_by_node
 
-    def iter_from(self, start: int) -> Iterator[Document]:
-        seen = 0
-        for name in self.names:
-            ds = self._load(name)
-            for i, record in enumerate(ds):
-                seen += 1
-                if seen <= start:  # streaming .skip() would re-read the same rows anyway
+            ds = split_dataset_by_node(ds, rank=rank, world_size=world_size)
+        return ds
+
+    def iter_from(self, start: int, *, rank: int = 0, world_size: int = 1, state: dict | None = None,
+                  record: dict | None = None) -> Iterator[Document]:
+        """This rank's documents after the first ``start``. ``state``: what ``record`` held for position
+        ``start`` (continue there without re-reading); None re-reads and skips ``start`` records."""
+        first, seen, index = 0, 0, 0
+        if state is not None:
+            first, seen, index = state["name_index"], start, state["index"]
+        for ni in range(first, len(self.names)):
+            name = self.names[ni]
+            ds = self._load(name, rank, world_size)
+            if state is not None and ni == first:
+                ds.load_state_dict(state["dataset"])
+            else:
+                index = 0
+            for record_ in ds:
+                seen, index = seen + 1, index + 1
+                if seen <= start:  # no state: streaming .skip() would re-read the same rows anyway
                     continue
-                where = f"{name}[{i}]"
+                if record is not None:  # the state after this record: a resume continues with the next
+                    record[seen] = {"name_index": ni, "index": index, "dataset": ds.state_dict()}
+                where = f"{name}[{index - 1}]" if world_size == 1 else f"{name}[rank {rank}/{world_size}: {index - 1}]"
                 try:
-                    doc = record_to_document(dict(record), where, self.text_key, self.min_score,
+                    doc = record_to_document(dict(record_), where, self.text_key, self.min_score,
                                              self.avg_score_tolerance)
                 except ValueError as e:
                     yield self._skip(where, str(e))

@@ -133,3 +133,83 @@ def test_a_scorer_failure_names_the_document_and_segment(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "in.jsonl:2" in err and "'exploding'" in err and "BOOM goes here." in err
     assert not out.exists()
+
+
+# -- parquet shards, the pipeline's scoring function --------------------------------------------------
+CODE = [{"text": f"def f{i}(x):\n    return x+{i}\n" + ("y=1\n" if i % 2 else "")} for i in range(25)]
+
+
+def read_shards(out_dir):
+    import pyarrow.parquet as pq
+
+    return [pq.read_table(p).to_pylist() for p in sorted(out_dir.glob("part-*.parquet"))]
+
+
+def test_parquet_shards_in_the_paper_format_resume_shard_by_shard(tmp_path, monkeypatch, capsys):
+    """25 documents, shards of 10: three shards with texts/scores/avg_score/num_sents that data=hf reads
+    back; after the last shard is lost, a rerun scores only that shard's documents."""
+    import phf.score_cli
+    from phf.data.sources import HFSource
+
+    src = write_jsonl(tmp_path / "code.jsonl", CODE)
+    out = tmp_path / "scored"
+    args = [str(src), "-o", str(out), "--format", "parquet", "--shard-docs", "10", "--scorer", "pep8",
+            "--no-progress"]
+    assert main(args) == 0
+    shards = read_shards(out)
+    assert [len(s) for s in shards] == [10, 10, 5]
+    rows = sum(shards, [])
+    assert set(rows[0]) == {"texts", "scores", "avg_score", "num_sents"}
+    assert all(r["num_sents"] == len(r["texts"]) == len(r["scores"]) for r in rows)
+    assert ["".join(r["texts"]) for r in rows] == [c["text"] for c in CODE]
+    docs = list(HFSource("parquet", data_files=sorted(map(str, out.glob("part-*.parquet")))))
+    assert [d.scores for d in docs] == [r["scores"] for r in rows]  # what training reads, checked on read
+
+    (out / "part-00002.parquet").unlink()
+    scored = []
+    real = phf.score_cli.score_batch
+
+    def counting(scorer, batch):
+        scored.extend(d.id for d in batch)
+        return real(scorer, batch)
+
+    monkeypatch.setattr(phf.score_cli, "score_batch", counting)
+    assert main(args) == 0
+    assert "2 shards already" in capsys.readouterr().err
+    assert len(scored) == 5 and read_shards(out) == shards
+    assert main([*args[:-3], "--scorer", "profanity", "--no-progress"]) == 2  # other settings: refused
+    assert "other settings" in capsys.readouterr().err
+
+
+def test_phf_score_and_the_training_pipeline_give_the_same_scores(tmp_path):
+    """One scoring path: phf-score's records and the pipeline's scored documents agree exactly."""
+    from phf.data.pipeline import BlockStream
+    from phf.data.segment import LineSegmenter
+    from phf.data.sources import JsonlSource
+    from phf.scorers import PEP8Scorer
+    from phf.tokenizer import gpt2_tokenizer
+
+    src = write_jsonl(tmp_path / "code.jsonl", CODE)
+    assert main([str(src), "-o", str(tmp_path / "out.jsonl"), "--scorer", "pep8", "--no-progress"]) == 0
+    stream = BlockStream(JsonlSource(str(src)), LineSegmenter(), PEP8Scorer(), gpt2_tokenizer(), block_size=8,
+                         val_fraction=0.0)
+    pipeline = stream.scored_sample(len(CODE))
+    assert [d.scores for d in pipeline] == [r["scores"] for r in read_jsonl(tmp_path / "out.jsonl")]
+
+
+def test_reads_what_data_hf_reads(tmp_path):
+    """``--source hf``: local parquet shards of raw text through HFSource (a Hub name works the same)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = []
+    for s in range(2):
+        files.append(str(tmp_path / f"raw-{s}.parquet"))
+        pq.write_table(pa.table({"text": [c["text"] for c in CODE[s::2]]}), files[-1])
+    out = tmp_path / "scored"
+    assert main(["--source", "hf", "--source-arg", "names=parquet", "--source-arg", f"data_files=[{','.join(files)}]",
+                 "-o", str(out), "--format", "parquet", "--shard-docs", "100", "--scorer", "pep8",
+                 "--no-progress"]) == 0
+    rows = sum(read_shards(out), [])
+    assert len(rows) == len(CODE) and all(r["texts"] and len(r["scores"]) == len(r["texts"]) for r in rows)
+    assert {r["id"] for r in rows} >= {"parquet[0]"}
