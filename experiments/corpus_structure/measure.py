@@ -32,6 +32,8 @@ DEMO = ["task=pii", "data=local_pii", "data.source.n_docs=3000", "data.source.fr
         "data.source.max_injections=4", "data.source.max_chars=1500"]
 
 
+TOX = ["task=toxicity_profanity", "data=local_toxicity", "data.source.n_docs=3000", "data.source.fraction=0.6",
+       "data.source.max_injections=4", "data.source.max_chars=1500"]
 #: the entity types presidio's pattern recognizers find reliably in phf's templates (not PERSON, ADDRESS)
 DETECTED = "[EMAIL_ADDRESS,PHONE_NUMBER,IP_ADDRESS]"
 
@@ -67,6 +69,11 @@ ROWS = {
     "prose_personal": (DEMO + ["data.source.fraction=0", PERSONAL], "the same, personal data only (no URLs)"),
     "stdlib_pep8": (["task=pep8", "data=local_pep8"], "the standard library, per line, pycodestyle"),
     **_pii_rows(),
+    # the laptop toxicity corpus (conf/experiment/laptop_toxicity.yaml) scored with profanity-check
+    "tox_c0_p0": (TOX + ["data.source.content_coupling=0", "data.source.open_misaligned=0"],
+                  "local_toxicity (laptop corpus) independent; profanity-check (task=toxicity_profanity)"),
+    "tox_c0.63_p1": (TOX + ["data.source.content_coupling=0.63", "data.source.open_misaligned=1"],
+                     "local_toxicity: content_coupling 0.63, open_misaligned 1; profanity-check"),
 }
 
 

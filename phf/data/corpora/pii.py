@@ -4,8 +4,11 @@ A ``fraction`` of the documents (exactly ``round(fraction * n_docs)``, chosen wi
 ``max_injections`` sentences from phf's templates below, filled by ``faker`` (en_US, seeded): names,
 e-mail addresses, phone numbers, postal addresses, credit-card numbers, IP addresses (v4 and v6) and
 US social security numbers. Each value's span is ground truth
-(``ground_truth.jsonl``: ``doc_id, doc_index, start, end, entity_type, value``) with the entity types
-``PERSON, EMAIL_ADDRESS, PHONE_NUMBER, ADDRESS, CREDIT_CARD, IP_ADDRESS, US_SSN``.
+(``ground_truth.jsonl``: ``doc_id, doc_index, start, end, entity_type, value, sentence, opening``) with
+the entity types ``PERSON, EMAIL_ADDRESS, PHONE_NUMBER, ADDRESS, CREDIT_CARD, IP_ADDRESS, US_SSN``.
+Which documents are injected, whether they open with an injected sentence and how densely are settings
+(``content_coupling``, ``open_misaligned``, ``density``, ``opening_entities``; see
+:class:`~phf.data.corpora.prose._InjectedSource`), recorded per document in ``structure.jsonl``.
 
 faker's en_US phone numbers use random area codes (about half are not valid NANP numbers, e.g.
 +1-400-...) and a ``001-`` prefix no real US number has; with ``valid_phone_numbers`` (default) a
@@ -148,6 +151,10 @@ class LocalPIISource(_InjectedSource):
             pos = m.end()
         out.append(template[pos:])
         return "".join(out), spans
+
+    @property
+    def structure_settings(self) -> dict:
+        return {**super().structure_settings, "opening_entities": self.opening_entities}
 
     def _opening_sentence(self, rng: random.Random):
         """An opening sentence from the templates with a slot of ``opening_entities`` (all if null)."""

@@ -4,7 +4,9 @@ A ``fraction`` of the documents (exactly ``round(fraction * n_docs)``, chosen wi
 ``max_injections`` abusive sentences generated from phf's own small templates and word lists below
 (insults and profanity aimed at the reader or the text; no slurs against groups of people). Each
 injected sentence is one ground-truth span of type ``TOXIC`` (``ground_truth.jsonl``: ``doc_id,
-doc_index, start, end, entity_type, value``). A toy stand-in for the toxic tail of the Pile: enough
+doc_index, start, end, entity_type, value, sentence, opening``); how the injections are structured
+(``content_coupling``, ``open_misaligned``, ``density``: :class:`~phf.data.corpora.prose._InjectedSource`)
+is recorded per document in ``structure.jsonl``. A toy stand-in for the toxic tail of the Pile: enough
 to check that a scorer separates injected sentences from prose and that objectives react to them.
 """
 
