@@ -754,23 +754,27 @@ def compare_with_mle(groups: list[list[Run]], rows: dict[int, list[dict]], sweep
 
 
 def verdict(c: dict) -> str:
-    """One sentence: what the paired comparison says, and what the pooled one and a larger run would add."""
+    """One sentence: what the paired comparison says, the pooled one beside it, and, when the comparison is
+    not decided, what would decide it (more samples when even the pooled comparison is open, else seeds)."""
     if c["seed_pairs"] == 0:
         return "no seed paired with MLE"
     direction = "lower" if c["hit_rate_ratio"] < 1 else "higher"
     pooled = (f"pooled: {'different' if c['pooled_decisive'] else 'not different'} "
               f"({_ci(c, 'pooled_difference', 3)})")
+    seeds = f"{c['seed_pairs']} seed{'s' if c['seed_pairs'] > 1 else ''}"
     if c["hit_rate_ratio_decisive"]:
-        return f"hit rate {direction} than MLE's, paired by seed over {c['seed_pairs']} seeds; {pooled}"
-    if c["seed_pairs"] < 2:
-        why = "one seed pair: no paired interval"
-    else:
-        why = f"the paired interval over {c['seed_pairs']} seeds includes 1"
+        return f"hit rate {direction} than MLE's, paired by seed over {seeds}; {pooled}"
+    why = ("one seed pair: no seed-level interval" if c["seed_pairs"] < 2
+           else f"the paired interval over {seeds} includes 1")
     need = c["samples_needed"]
-    more = ("the pooled rates are equal" if not math.isfinite(need) else
-            f"separating {_fmt(c['pooled_hit_rate'], 3)} from {_fmt(c['reference_pooled_hit_rate'], 3)} takes "
-            f"≈{int(need):,} samples per arm (α 0.05, power 0.8), i.e. {int(c['samples_needed_per_run']):,} per "
-            f"run over {c['seed_pairs']} seeds")
+    if c["pooled_decisive"]:
+        more = "more seeds would tell whether the pooled difference holds across seeds"
+    elif not math.isfinite(need):
+        more = "the pooled rates are equal"
+    else:
+        more = (f"separating {_fmt(c['pooled_hit_rate'], 3)} from {_fmt(c['reference_pooled_hit_rate'], 3)} takes "
+                f"≈{int(need):,} samples per arm (α 0.05, power 0.8), i.e. {int(c['samples_needed_per_run']):,} "
+                f"per run over {seeds}")
     return f"not decided: {why}; {pooled}; {more}"
 
 
@@ -1185,7 +1189,8 @@ def build_report(dirs: list[Path], out: Path, scenario: str | None = None,
     if plot_curves(runs, "val/loss", "held-out LM loss (nats/token)", "held-out loss vs tokens",
                    out / "heldout_loss_vs_tokens.png", legend_title=legend):
         plots.append("heldout_loss_vs_tokens.png")
-    exported = export_samples(good, list(views), out / SAMPLES_FILE, export_k) if export_k > 0 else None
+    every = list(dict.fromkeys([*views, *(name for r in good for name in r.samples)]))  # primary first
+    exported = export_samples(good, every, out / SAMPLES_FILE, export_k) if export_k > 0 else None
     (out / "report.md").write_text(markdown(table, scenario, plots, dirs, runs, degeneracy, excerpt_k, excerpt_chars,
                                                sweep, comparisons, secondary, titles(good, list(views)), exported))
     rows = table + [r for view in secondary.values() for r in view[0]]

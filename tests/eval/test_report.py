@@ -308,6 +308,7 @@ def test_report_compares_with_mle_paired_by_seed_and_leads_with_the_primary_prot
     with gzip.open(sweep / "samples.jsonl.gz", "rt") as f:
         exported = [json.loads(line) for line in f]
     assert len(exported) == 6 * 2 * 4 and out["samples"]["rows"] == 48  # 6 runs × 2 scenarios × 4 samples
+    assert [r["scenario"] for r in exported[:5]] == ["unconditional"] * 4 + ["unconditional_sentence_level"]
     first = exported[0]
     assert set(first) == {"run", "label", "objective", "seed", "scenario", "index", "prompt", "text", "score"}
     assert "samples.jsonl.gz" in md

@@ -182,6 +182,12 @@ def test_paper_configs_resolve_to_the_originals_settings(name, tmp_path):
     scenarios = cfg.task.eval.scenarios
     uncond = scenarios.unconditional
     assert (uncond.max_length, uncond.min_length) == ((640, 10) if task == "pep8" else (128, 10))
+    # the paper's protocol is the primary one; prose adds the sentence-level one, sampled by the same rule
+    assert uncond.ban_aligned is (task != "pep8")
+    if task != "pep8":
+        secondary = scenarios.unconditional_sentence_level
+        assert secondary.ban_aligned is False and secondary.secondary_to == "unconditional"
+        assert (secondary.max_length, secondary.min_length) == (128, 10)
     if task == "pep8":
         functions = scenarios.functions
         assert (functions.max_length, functions.min_length, functions.prompt_draw) == (272, 10, "random")
