@@ -16,7 +16,8 @@ It returns flat metrics, logged as they are:
                                    trained: task.eval.kl.train_reference, phf.eval.reference)
     eval/heldout/{loss,ppl,aligned_loss,aligned_ppl,aligned_fraction}   when blocks are given
     eval/heldout_clean/{loss,loss_ci_low,loss_ci_high,ppl,num_tokens,num_docs}   on clean held-out
-                    documents in the model's sampling format (phf.eval.heldout_clean), when given
+                    documents in the model's sampling format (phf.eval.heldout_clean), when given;
+                    per document in ``out_dir/heldout_clean/<step_N or eval>.jsonl``
 
 and writes every sample with its score to ``out_dir/samples/<scenario>.jsonl`` (in training:
 ``out_dir/samples/step_<step>/<scenario>.jsonl``); with a tracker, the first ``MAX_TABLE_ROWS`` of them
@@ -102,11 +103,22 @@ def evaluate(
             batch_size=ev.capability.batch_size,
         )
     if clean_documents is not None:
-        cap = ev.capability
-        results["heldout_clean"] = clean_heldout_loss(model, tokenizer, objective, clean_documents,
-                                                      cap.clean_window_tokens, cap.batch_size, ev.confidence,
-                                                      cap.resamples, ev.seed)
+        results["heldout_clean"] = _heldout_clean(model, tokenizer, objective, clean_documents, ev, out_dir, step)
     return results
+
+
+def _heldout_clean(model, tokenizer, objective, documents, ev: Evaluation, out_dir, step) -> dict:
+    """The clean held-out loss; each document's loss and token count go to
+    ``out_dir/heldout_clean/<step_N or eval>.jsonl`` (for paired comparisons across models, phf-report)."""
+    cap, rows = ev.capability, []
+    result = clean_heldout_loss(model, tokenizer, objective, documents, cap.clean_window_tokens, cap.batch_size,
+                                ev.confidence, cap.resamples, ev.seed, per_document=rows)
+    if out_dir is not None:
+        folder = Path(out_dir) / "heldout_clean"
+        folder.mkdir(parents=True, exist_ok=True)
+        name = "eval" if step is None else f"step_{step:07d}"
+        (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return result
 
 
 def _scenario(name: str, sc: Scenario, ev: Evaluation, model, tokenizer, objective, scorer, index: int, out_dir,

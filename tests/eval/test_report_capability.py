@@ -63,3 +63,48 @@ def test_seed_interval_by_hand():
     lo, hi = report.seed_interval([1.0, 2.0, 3.0])
     assert lo == pytest.approx(2 - 2.484138, abs=1e-6) and hi == pytest.approx(2 + 2.484138, abs=1e-6)
     assert all(math.isnan(x) for x in report.seed_interval([1.0, math.nan]))
+
+
+def write_documents(run_dir, rows):
+    (run_dir / "heldout_clean").mkdir(exist_ok=True)
+    (run_dir / "heldout_clean" / "step_0000020.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_clean_loss_over_mle_is_paired_over_the_same_documents(tmp_path):
+    """MLE: documents (nll 10, 20, 30 nats; 5, 10, 15 tokens); filtering: (11, 22, 33): ratio 66/60 = 1.1
+    on every resample (each document's ratio is 1.1), so the paired interval is [1.1, 1.1]; conditional's
+    third document has other tokens: not the same token set, no ratio."""
+    sweep = fake_sweep(tmp_path / "sweep", failed=False)
+    docs = [("a", 5), ("b", 10), ("c", 15)]
+    write_documents(sweep / "0-mle", [{"id": i, "nll": 2.0 * n, "tokens": n} for i, n in docs])
+    write_documents(sweep / "1-filtering", [{"id": i, "nll": 2.2 * n, "tokens": n} for i, n in docs])
+    write_documents(sweep / "2-conditional", [{"id": i, "nll": 2.0 * n, "tokens": n + (i == "c")} for i, n in docs])
+    report.build_report([sweep], tmp_path / "out")
+    rows = {r["objective"]: r for r in read_csv(tmp_path / "out" / "summary.csv")}
+    assert float(rows["filtering"]["clean_loss_vs_mle"]) == pytest.approx(1.1)
+    assert float(rows["filtering"]["clean_loss_vs_mle_ci_low"]) == pytest.approx(1.1)
+    assert float(rows["filtering"]["clean_loss_vs_mle_ci_high"]) == pytest.approx(1.1)
+    assert float(rows["mle"]["clean_loss_vs_mle"]) == pytest.approx(1.0)
+    assert math.isnan(float(rows["conditional"]["clean_loss_vs_mle"]))
+    assert math.isnan(float(rows["rwr"]["clean_loss_vs_mle"]))  # no per-document file
+    assert "| 1.1 [1.1, 1.1] |" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_a_damaged_document_file_names_the_line(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    write_documents(run, [{"id": "a", "nll": 1.0, "tokens": 1}])
+    (run / "heldout_clean" / "step_0000020.jsonl").write_text('{"id": "a", "nll": 1.0, "tokens": 1}\n{"id": "b"}\n')
+    with pytest.raises(report.DamagedRun, match=r"step_0000020.jsonl:2"):
+        report.clean_document_losses(run)
+
+
+def test_a_damaged_document_file_leaves_the_ratio_out_and_says_why(tmp_path, capsys):
+    sweep = fake_sweep(tmp_path / "sweep", failed=False)
+    write_documents(sweep / "0-mle", [{"id": "a", "nll": 1.0, "tokens": 1}])
+    (sweep / "1-filtering" / "heldout_clean").mkdir()
+    (sweep / "1-filtering" / "heldout_clean" / "eval.jsonl").write_text("not json\n")
+    report.build_report([sweep], tmp_path / "out")
+    rows = {r["objective"]: r for r in read_csv(tmp_path / "out" / "summary.csv")}
+    assert math.isnan(float(rows["filtering"]["clean_loss_vs_mle"]))
+    assert "eval.jsonl:1" in capsys.readouterr().err
