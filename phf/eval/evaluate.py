@@ -14,6 +14,7 @@ It returns flat metrics, logged as they are:
                     num_samples, samples_per_s
     eval/kl, eval/kl_stderr        KL(p_ref || p_model), nats per sample (when a reference is set or
                                    trained: task.eval.kl.train_reference, phf.eval.reference)
+    eval/kl_model_samples[_stderr] KL(p_model || p_ref) on the model's own samples (kl.on_model_samples)
     eval/heldout/{loss,ppl,aligned_loss,aligned_ppl,aligned_fraction}   when blocks are given
     eval/heldout_clean/{loss,loss_ci_low,loss_ci_high,ppl,num_tokens,num_docs}   on clean held-out
                     documents in the model's sampling format (phf.eval.heldout_clean), when given;
@@ -93,7 +94,7 @@ def evaluate(
                               seed=k.seed)
         cache_dir = k.cache_dir or Path(OmegaConf.select(cfg, "cache_dir") or "~/.cache/phf").expanduser() / "kl"
         results["kl"] = {"reference": reference, **kl_from_reference(
-            model, tokenizer, objective, reference, settings, cache_dir, k.prefix_every_line)}
+            model, tokenizer, objective, reference, settings, cache_dir, k.prefix_every_line, k.on_model_samples)}
     if blocks is not None:
         results["heldout"] = heldout_loss(
             model,

@@ -214,6 +214,41 @@ def sequence_logprobs(
     return out
 
 
+@torch.no_grad()
+def kl_on_model_samples(model, tokenizer, objective, reference: str, settings: KLSettings,
+                        prefix_every_line: bool = False) -> dict[str, float]:
+    """KL(p_model || p_ref) on the model's own samples, nats per sample, with its standard error:
+
+        KL(p_model || p_ref) ~= 1/N sum_i [log p_model(x_i) - log p_ref(x_i)],   x_i ~ p_model
+
+    x_i are pure ancestral samples (temperature 1, no top-p/top-k, no minimum length) in the model's
+    sampling format (after ``EOS + generation_prefix``, its banned tokens never produced), so
+    log p_model is taken under that same distribution: control logits renormalised away, the prefix as
+    context (``sequence_logprobs``); the reference scores the same text after its BOS/EOS. Both are
+    string-level (each text re-tokenized), as for ``kl_from_reference``. Where KL(p_ref || p_model) asks
+    whether a model still covers the reference's text, this asks whether what the model writes is text
+    the reference would write: a model that writes what the (clean) reference never saw pays here.
+    """
+    from phf.eval.sampling import SamplingSettings, sample_with_objective
+
+    device = next(unwrap(model).parameters()).device
+    sampling = SamplingSettings(max_new_tokens=settings.max_new_tokens, min_new_tokens=0, temperature=1.0, top_p=1.0,
+                                top_k=0, batch_size=settings.batch_size, seed=settings.seed)
+    texts = [s.text for s in sample_with_objective(model, tokenizer, objective, None, settings.num_samples, sampling)]
+    prefix_ids = token_ids(tokenizer, list(objective.generation_prefix))
+    exclude = token_ids(tokenizer, list(objective.special_tokens))
+    logp_model = sequence_logprobs(model, tokenizer, texts, [tokenizer.eos_token_id, *prefix_ids], settings.batch_size,
+                                   prefix_ids if prefix_every_line else (), exclude)
+    ref, ref_tok = load_causal_lm(reference, device)
+    start = ref_tok.bos_token_id if ref_tok.bos_token_id is not None else ref_tok.eos_token_id
+    logp_ref = sequence_logprobs(ref, ref_tok, texts, [start], settings.batch_size)
+    diffs = [m - r for m, r in zip(logp_model, logp_ref, strict=True)]
+    n = len(diffs)
+    kl = sum(diffs) / n
+    var = sum((d - kl) ** 2 for d in diffs) / (n - 1) if n > 1 else float("nan")
+    return {"kl_model_samples": kl, "kl_model_samples_stderr": math.sqrt(var / n) if n > 1 else float("nan")}
+
+
 def kl_from_reference(
     model,
     tokenizer,
@@ -222,9 +257,11 @@ def kl_from_reference(
     settings: KLSettings,
     cache_dir: str | os.PathLike,
     prefix_every_line: bool | None = None,
+    on_model_samples: bool = False,
 ) -> dict[str, float]:
     """Estimate KL(p_ref || p_model) in nats per sample; also its standard error and the mean
-    log-probs of the reference texts under both models."""
+    log-probs of the reference texts under both models; with ``on_model_samples`` also
+    KL(p_model || p_ref) on the model's own samples (``kl_on_model_samples``)."""
     device = next(unwrap(model).parameters()).device
     samples = reference_samples(reference, settings, cache_dir, device)
     prefix = list(objective.generation_prefix) if objective is not None else []
@@ -234,6 +271,8 @@ def kl_from_reference(
     prefix_ids = token_ids(tokenizer, prefix)
     context = [tokenizer.eos_token_id, *prefix_ids]
     texts = [s["text"] for s in samples]
+    reverse = kl_on_model_samples(model, tokenizer, objective, reference, settings, prefix_every_line) \
+        if on_model_samples and objective is not None else {}
     exclude = token_ids(tokenizer, list(objective.special_tokens)) if objective is not None else []
     logp_model = sequence_logprobs(
         model, tokenizer, texts, context, settings.batch_size, prefix_ids if prefix_every_line else (), exclude
@@ -248,4 +287,5 @@ def kl_from_reference(
         "logp_ref": sum(s["logp_ref"] for s in samples) / n,
         "logp_model": sum(logp_model) / n,
         "num_samples": float(n),
+        **reverse,
     }
