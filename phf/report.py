@@ -378,14 +378,16 @@ def summarize(run: Run, scenario: str, degeneracy: Degeneracy | None = None) -> 
 
 def capability(run: Run, pick) -> dict:
     """The capability columns of a run's row: the clean held-out loss with its interval over documents
-    (``eval/heldout_clean/*``, ``phf.eval.heldout_clean``) and the KL's normal-approximation 95% interval,
-    KL ± 1.96 standard errors over the reference samples (``eval/kl_stderr``)."""
+    (``eval/heldout_clean/*``, ``phf.eval.heldout_clean``), the KL's normal-approximation 95% interval,
+    KL ± 1.96 standard errors over the reference samples (``eval/kl_stderr``), KL on the model's own
+    samples (``eval/kl_model_samples``, summary.csv only) and the paired ratio to MLE's clean loss."""
     clean = (run.eval or {}).get("heldout_clean") or {}
     out = {f"heldout_clean_{k}": pick(clean.get(k), f"eval/heldout_clean/{k}")
            for k in ("loss", "loss_ci_low", "loss_ci_high", "num_docs")}
     kl, stderr = pick(((run.eval or {}).get("kl") or {}).get("kl"), "eval/kl"), \
         pick(((run.eval or {}).get("kl") or {}).get("kl_stderr"), "eval/kl_stderr")
     out["kl_ci_low"], out["kl_ci_high"] = kl - Z95 * stderr, kl + Z95 * stderr
+    out["kl_model_samples"] = pick(((run.eval or {}).get("kl") or {}).get("kl_model_samples"), "eval/kl_model_samples")
     out["clean_loss_vs_mle"], out["clean_loss_vs_mle_ci_low"], out["clean_loss_vs_mle_ci_high"] = run.clean_vs_mle
     return out
 
