@@ -94,7 +94,8 @@ def evaluate(
                               seed=k.seed)
         cache_dir = k.cache_dir or Path(OmegaConf.select(cfg, "cache_dir") or "~/.cache/phf").expanduser() / "kl"
         results["kl"] = {"reference": reference, **kl_from_reference(
-            model, tokenizer, objective, reference, settings, cache_dir, k.prefix_every_line, k.on_model_samples)}
+            model, tokenizer, objective, reference, settings, cache_dir, k.prefix_every_line, k.on_model_samples,
+            _segmenter(cfg))}
     if blocks is not None:
         results["heldout"] = heldout_loss(
             model,
@@ -106,6 +107,14 @@ def evaluate(
     if clean_documents is not None:
         results["heldout_clean"] = _heldout_clean(model, tokenizer, objective, clean_documents, ev, out_dir, step)
     return results
+
+
+def _segmenter(cfg):
+    """The task's segmenter (where a line-level control prefix goes), None when the config has none."""
+    from hydra.utils import instantiate
+
+    node = OmegaConf.select(cfg, "task.segmenter")
+    return instantiate(node) if node is not None else None
 
 
 def _heldout_clean(model, tokenizer, objective, documents, ev: Evaluation, out_dir, step) -> dict:

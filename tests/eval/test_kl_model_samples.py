@@ -30,3 +30,20 @@ def test_a_conditional_model_against_a_reference_without_control_tokens(tok, con
     out = kl_from_reference(make_lm(len(cond_tok), seed=3), cond_tok, Conditional(0.0, 0.01), str(tmp_path / "ref"),
                             SETTINGS, tmp_path / "cache", on_model_samples=True)
     assert all(math.isfinite(out[k]) for k in ("kl", "kl_model_samples", "kl_model_samples_stderr"))
+
+
+def test_segment_level_prefix_follows_the_task_segmenter(tok):
+    """Sentence-level conditioning on prose: the prefix goes before every sentence, not every line."""
+    from phf.data.segment import SentenceSegmenter
+    from phf.eval.kl import _encode
+
+    text = "A b. C d.\nE f."
+    ids, weights = _encode(tok, text, [50256, 7], [7], SentenceSegmenter())
+    pieces = SentenceSegmenter()(text)
+    assert len(pieces) == 3
+    expected = [50256, 7]
+    for i, p in enumerate(pieces):
+        expected += ([7] if i else []) + tok(p, add_special_tokens=False)["input_ids"]
+    assert ids == expected and weights.count(0) == 2 + 2  # context and the two inserted prefixes
+    lines, _ = _encode(tok, text, [50256, 7], [7])  # default: lines, one inserted prefix
+    assert lines.count(7) == 2
