@@ -9,7 +9,8 @@ are searched for runs. Per run it reads:
 * ``config.yaml``: ``task.name``; the objective's name is the sweep sub-directory's ``<num>-<name>``
   (else the ``objective._target_`` class name);
 * ``eval.json`` (``phf-eval``): ``scenarios.<scenario>.{score,expected_max,hit_rate}``, ``heldout.loss``,
-  ``kl.kl``, ``tokens_seen``: the final numbers, preferred when present;
+  ``heldout_clean.{loss,loss_ci_low,loss_ci_high,num_docs}``, ``kl.{kl,kl_stderr}``, ``tokens_seen``: the
+  final numbers, preferred when present;
 * ``metrics.jsonl`` (the trainer's rows): ``tokens_seen`` with ``eval/<scenario>/score`` (in-training
   evaluations; also ``eval/<scenario>/expected_max``, ``eval/<scenario>/hit_rate``, ``eval/kl``) and
   ``val/loss`` (held-out loss). The last such row stands in for a missing ``eval.json`` value.
@@ -114,6 +115,8 @@ class Run:
     overrides: list[str] | None = None  # the job's Hydra overrides (.hydra/overrides.yaml), None without one
     label: str = ""  # its swept values but the seed (``find_sweep``); the objective when only that differs
     swept: dict[str, str] = field(default_factory=dict)  # swept key -> this run's value, for the table
+    # clean held-out loss / its MLE run's on the same documents, with a paired 95% interval (clean_loss_vs_mle)
+    clean_vs_mle: tuple[float, float, float] = (math.nan, math.nan, math.nan)
 
     @property
     def name(self) -> str:
@@ -444,21 +447,78 @@ def summarize(run: Run, scenario: str, degeneracy: Degeneracy | None = None) -> 
 
 def capability(run: Run, pick) -> dict:
     """The capability columns of a run's row: the clean held-out loss with its interval over documents
-    (``eval/heldout_clean/*``, ``phf.eval.heldout_clean``) and the KL's normal-approximation 95% interval,
-    KL ± 1.96 standard errors over the reference samples (``eval/kl_stderr``)."""
+    (``eval/heldout_clean/*``, ``phf.eval.heldout_clean``), the KL's normal-approximation 95% interval,
+    KL ± 1.96 standard errors over the reference samples (``eval/kl_stderr``), KL on the model's own
+    samples (``eval/kl_model_samples``, summary.csv only) and the paired ratio to MLE's clean loss."""
     clean = (run.eval or {}).get("heldout_clean") or {}
     out = {f"heldout_clean_{k}": pick(clean.get(k), f"eval/heldout_clean/{k}")
            for k in ("loss", "loss_ci_low", "loss_ci_high", "num_docs")}
     kl, stderr = pick(((run.eval or {}).get("kl") or {}).get("kl"), "eval/kl"), \
         pick(((run.eval or {}).get("kl") or {}).get("kl_stderr"), "eval/kl_stderr")
     out["kl_ci_low"], out["kl_ci_high"] = kl - Z95 * stderr, kl + Z95 * stderr
+    out["kl_model_samples"] = pick(((run.eval or {}).get("kl") or {}).get("kl_model_samples"), "eval/kl_model_samples")
+    out["clean_loss_vs_mle"], out["clean_loss_vs_mle_ci_low"], out["clean_loss_vs_mle_ci_high"] = run.clean_vs_mle
     return out
+
+
+def clean_document_losses(run_dir: Path) -> dict[str, tuple[float, int]]:
+    """``{document id: (nll, tokens)}`` of the run's last clean held-out evaluation
+    (``heldout_clean/eval.jsonl`` from phf-eval, else the highest ``heldout_clean/step_<N>.jsonl``)."""
+    folder = run_dir / "heldout_clean"
+    files = [folder / "eval.jsonl"] if (folder / "eval.jsonl").is_file() else \
+        sorted(folder.glob("step_*.jsonl"), key=_natural_key)[-1:]
+    if not files:
+        return {}
+    out = {}
+    for i, line in enumerate(files[0].read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+                out[str(row["id"])] = (float(row["nll"]), int(row["tokens"]))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+                raise DamagedRun(f"{files[0]}:{i}: not a clean held-out row {{id, nll, tokens}} ({e})") from None
+    return out
+
+
+def clean_loss_vs_mle(run: Run, mle: Run, confidence: float = 0.95, resamples: int = 2000,
+                      seed: int = 0) -> tuple[float, float, float]:
+    """The run's clean held-out loss over its MLE run's on the documents both scored (ratio of total
+    nats: the same tokens), with a paired percentile-bootstrap interval over documents: both models saw
+    the same documents, so the documents' difficulty cancels out of the ratio's uncertainty. NaN when
+    either run has no per-document file or a document was tokenized differently (not the same tokens)."""
+    from phf.eval.heldout_clean import bootstrap_ratio
+
+    a, b = clean_document_losses(run.path), clean_document_losses(mle.path)
+    common = [k for k in a if k in b]
+    if not common or any(a[k][1] != b[k][1] for k in common):
+        return math.nan, math.nan, math.nan
+    num, den = [a[k][0] for k in common], [b[k][0] for k in common]
+    return (sum(num) / sum(den), *bootstrap_ratio(num, den, confidence, resamples, seed))
+
+
+def pair_with_mle(runs: list[Run]) -> None:
+    """Set ``clean_vs_mle`` of every run that has an MLE run of the same task and swept values (its seed
+    included, else any seed): the paired ratio of ``clean_loss_vs_mle``."""
+    def key(r: Run, seed: bool) -> tuple:
+        return r.task, tuple(sorted((k, v) for k, v in r.swept.items() if seed or k != "seed"))
+
+    mles = [r for r in runs if r.objective == "mle" and not r.damaged]
+    for r in runs:
+        if r.damaged:
+            continue
+        match = next((m for m in mles if key(m, True) == key(r, True)), None) or \
+            next((m for m in mles if key(m, False) == key(r, False)), None)
+        if match is not None:
+            try:
+                r.clean_vs_mle = clean_loss_vs_mle(r, match)
+            except DamagedRun as e:  # the rest of the report stands; the ratio is left out, and why is said
+                print(f"phf-report: no clean loss / MLE's for {r.path}: damaged file {e}", file=sys.stderr)
 
 
 def aggregate_capability(rows: list[dict]) -> dict:
     """A seed group's capability intervals: over seeds (``seed_interval``), not the mean of per-run ones."""
     out = {}
-    for key in ("heldout_clean_loss", "kl"):
+    for key in ("heldout_clean_loss", "kl", "clean_loss_vs_mle"):
         ci = seed_interval([_num(r[key]) for r in rows])
         out[f"{key}_ci_low"], out[f"{key}_ci_high"] = ci.low, ci.high
     return out
@@ -1011,7 +1071,9 @@ def markdown(table: list[dict], scenario: str, plots: list[str], sources: list[P
         "over the seeds: seeds, not samples, are the unit across runs. Expected max = expected maximum score over "
         "25 samples; held-out loss in nats/token on raw held-out text; clean held-out loss in "
         "nats/token on the held-out documents before injection, each model scored as it samples (after its "
-        "control prefix, control tokens renormalised away), 95% bootstrap interval over documents; "
+        "control prefix, control tokens renormalised away), 95% bootstrap interval over documents; clean loss / "
+        "MLE's = the same over the MLE run of the same setting and seed, on the same documents and tokens, with a "
+        "paired bootstrap interval over documents; "
         "KL(reference ‖ model) in nats/sample, ± 1.96 standard errors (multi-seed rows: Student-t intervals "
         "over seeds for both). Degeneracy: blank = share of empty or whitespace-only samples, distinct-2 = unique word "
         "bigrams / all, rep-4 = mean share of repeated word 4-grams within a sample. A run with more than "
@@ -1056,16 +1118,16 @@ def table_lines(table: list[dict], columns: list[str]) -> list[str]:
     """Markdown: the table of runs and multi-seed rows of one scenario."""
     lines = [
         "| run | task | objective | " + "".join(f"{k} | " for k in columns) + "seeds | misalignment ↓ [95% CI] "
-        "| hit rate ↓ [95% CI] | expected max ↓ | held-out loss ↓ | clean held-out loss ↓ [95% CI] | KL ↓ [95% CI] "
-        "| blank | distinct-2 | rep-4 | tokens | status |",
-        "|---|---|---|" + "---|" * len(columns) + "---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| hit rate ↓ [95% CI] | expected max ↓ | held-out loss ↓ | clean held-out loss ↓ [95% CI] "
+        "| clean loss / MLE's [95% CI] | KL ↓ [95% CI] | blank | distinct-2 | rep-4 | tokens | status |",
+        "|---|---|---|" + "---|" * len(columns) + "---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in table:
         lines.append(
             f"| {r['run']} | {r['task']} | {r['objective']} | " + "".join(f"{r.get(k, ABSENT)} | " for k in columns)
             + f"{r['seeds']} | {_ci(r, 'misalignment', 4)} "
             f"| {_ci(r, 'hit_rate')} | {_fmt(r['expected_max'])} | {_fmt(r['heldout_loss'])} "
-            f"| {_ci(r, 'heldout_clean_loss', 4)} | {_ci(r, 'kl')} "
+            f"| {_ci(r, 'heldout_clean_loss', 4)} | {_ci(r, 'clean_loss_vs_mle', 4)} | {_ci(r, 'kl')} "
             f"| {_fmt(r['blank_fraction'], 2)} | {_fmt(r['distinct_2'], 2)} | {_fmt(r['repetition'], 2)} "
             f"| {_fmt(r['tokens_seen'], 3)} | {r['status']} |"
         )
@@ -1171,6 +1233,7 @@ def build_report(dirs: list[Path], out: Path, scenario: str | None = None,
     runs.sort(key=lambda r: (r.task, _rank(r.objective), [_value_key(v) for v in r.swept.values()],
                              _natural_key(r.path)))
     good = [r for r in runs if not r.damaged]
+    pair_with_mle(good)
     scenario = headline_scenario(good, scenario)
     degeneracy = degeneracy or Degeneracy()
     legend = "objective" if set(sweep.labels) <= {"objective"} else ", ".join(sweep.labels)

@@ -28,7 +28,8 @@ is refused before anything runs, with the file and the field. Own keys:
     skip=heldout,kl,red_team   parts to leave out (comma-separated)
     allow_incomplete=true      evaluate a run's final/ that lacks phf_summary.json (written last by phf-train)
 
-Writes ``OUT/eval.json`` ({"scenarios": {name: metrics}, "heldout": ..., "kl": ..., "red_team": ...}),
+Writes ``OUT/eval.json`` ({"scenarios": {name: metrics}, "heldout": ..., "heldout_clean": ..., "kl": ...,
+"red_team": ...}),
 ``OUT/samples/<scenario>.jsonl`` and, when the red-team loop runs, ``OUT/red_team.json``; logs the flat
 ``eval/...`` metrics and sample tables to the configured tracker (wandb files under ``OUT/eval_tracking``).
 That is a wandb run of its own (job type ``eval``), linked to the training run it evaluates: same group,

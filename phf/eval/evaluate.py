@@ -16,9 +16,11 @@ It returns flat metrics, logged as they are:
                     ``sample_metrics``)
     eval/kl, eval/kl_stderr        KL(p_ref || p_model), nats per sample (when a reference is set or
                                    trained: task.eval.kl.train_reference, phf.eval.reference)
+    eval/kl_model_samples[_stderr] KL(p_model || p_ref) on the model's own samples (kl.on_model_samples)
     eval/heldout/{loss,ppl,aligned_loss,aligned_ppl,aligned_fraction}   when blocks are given
     eval/heldout_clean/{loss,loss_ci_low,loss_ci_high,ppl,num_tokens,num_docs}   on clean held-out
-                    documents in the model's sampling format (phf.eval.heldout_clean), when given
+                    documents in the model's sampling format (phf.eval.heldout_clean), when given;
+                    per document in ``out_dir/heldout_clean/<step_N or eval>.jsonl``
 
 and writes every sample with its score to ``out_dir/samples/<scenario>.jsonl`` (in training:
 ``out_dir/samples/step_<step>/<scenario>.jsonl``); with a tracker, the first ``MAX_TABLE_ROWS`` of them
@@ -98,7 +100,8 @@ def evaluate(
                               seed=k.seed)
         cache_dir = k.cache_dir or Path(OmegaConf.select(cfg, "cache_dir") or "~/.cache/phf").expanduser() / "kl"
         results["kl"] = {"reference": reference, **kl_from_reference(
-            model, tokenizer, objective, reference, settings, cache_dir, k.prefix_every_line)}
+            model, tokenizer, objective, reference, settings, cache_dir, k.prefix_every_line, k.on_model_samples,
+            _segmenter(cfg))}
     if blocks is not None:
         results["heldout"] = heldout_loss(
             model,
@@ -108,10 +111,7 @@ def evaluate(
             batch_size=ev.capability.batch_size,
         )
     if clean_documents is not None:
-        cap = ev.capability
-        results["heldout_clean"] = clean_heldout_loss(model, tokenizer, objective, clean_documents,
-                                                      cap.clean_window_tokens, cap.batch_size, ev.confidence,
-                                                      cap.resamples, ev.seed)
+        results["heldout_clean"] = _heldout_clean(model, tokenizer, objective, clean_documents, ev, out_dir, step)
     return results
 
 
@@ -135,6 +135,28 @@ def same_samples(name: str, scenarios: dict[str, Scenario], objective, drawn: di
     if objective.scenario_banned_tokens(sc.ban_aligned) != objective.scenario_banned_tokens(primary.ban_aligned):
         return None
     return sc.secondary_to
+
+
+def _segmenter(cfg):
+    """The task's segmenter (where a line-level control prefix goes), None when the config has none."""
+    from hydra.utils import instantiate
+
+    node = OmegaConf.select(cfg, "task.segmenter")
+    return instantiate(node) if node is not None else None
+
+
+def _heldout_clean(model, tokenizer, objective, documents, ev: Evaluation, out_dir, step) -> dict:
+    """The clean held-out loss; each document's loss and token count go to
+    ``out_dir/heldout_clean/<step_N or eval>.jsonl`` (for paired comparisons across models, phf-report)."""
+    cap, rows = ev.capability, []
+    result = clean_heldout_loss(model, tokenizer, objective, documents, cap.clean_window_tokens, cap.batch_size,
+                                ev.confidence, cap.resamples, ev.seed, per_document=rows)
+    if out_dir is not None:
+        folder = Path(out_dir) / "heldout_clean"
+        folder.mkdir(parents=True, exist_ok=True)
+        name = "eval" if step is None else f"step_{step:07d}"
+        (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return result
 
 
 def _scenario(name: str, sc: Scenario, ev: Evaluation, model, tokenizer, objective, scorer, index: int, out_dir,

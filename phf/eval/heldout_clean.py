@@ -145,10 +145,11 @@ def bootstrap_ratio(num: Sequence[float], den: Sequence[float], confidence: floa
 
 def clean_heldout_loss(model, tokenizer, objective, documents: Sequence[Document], window_tokens: int,
                        batch_size: int = 8, confidence: float = 0.95, resamples: int = 2000,
-                       seed: int = 0) -> dict[str, float]:
+                       seed: int = 0, per_document: list[dict] | None = None) -> dict[str, float]:
     """``loss``, ``loss_ci_low``, ``loss_ci_high``, ``ppl``, ``num_tokens``, ``num_docs`` of ``model`` on
     the (segmented) clean ``documents``, in the model's sampling format (see the module docstring).
-    NaN where no text token qualifies."""
+    NaN where no text token qualifies. ``per_document`` receives ``{"id", "nll", "tokens"}`` per document
+    (the total loss in nats and the number of scored tokens): what a paired comparison of two models needs."""
     hf = unwrap(model)
     prefix, every_segment = sampling_format(objective)
     prefix_ids = token_ids(tokenizer, prefix)
@@ -168,6 +169,8 @@ def clean_heldout_loss(model, tokenizer, objective, documents: Sequence[Document
             scored += window_losses(hf, flat[i : i + batch_size], exclude, tokenizer.eos_token_id)
     nll = [sum(scored[j][0] for j in idx) for _, idx in per_doc]
     count = [sum(scored[j][1] for j in idx) for _, idx in per_doc]
+    if per_document is not None:
+        per_document += [{"id": documents[d].id, "nll": nll[d], "tokens": count[d]} for d, _ in per_doc]
     keep = [i for i, n in enumerate(count) if n]
     nll, count = [nll[i] for i in keep], [count[i] for i in keep]
     n = sum(count)

@@ -22,7 +22,8 @@ are removed from the model's softmax at text positions (renormalised: the sample
 text; otherwise a conditional model's mass on ``<|aligned|>`` at sentence starts is charged to the text). Where the
 objective lets the model emit its prefix mid-text (conditional PEP8: ``<|aligned|>`` before every
 line, as in its training data), the prefix is also inserted, as context, before every line of the
-text (``prefix_every_line``, default: automatic).
+text (``prefix_every_line``, default: automatic); ``segmenter`` (the task's: sentences for prose with
+sentence-level conditioning) says where the segments start, lines by default.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -151,14 +152,19 @@ def _sample_texts(model, tokenizer, settings: KLSettings) -> list[str]:
     return texts
 
 
-def _encode(tokenizer, text: str, context: Sequence[int], line_prefix: Sequence[int]) -> tuple[list[int], list[int]]:
+def _lines(text: str) -> list[str]:
+    return text.splitlines(keepends=True)
+
+
+def _encode(tokenizer, text: str, context: Sequence[int], line_prefix: Sequence[int],
+            segmenter: Callable[[str], list[str]] = _lines) -> tuple[list[int], list[int]]:
     """(ids, weights): ``context`` then the text's tokens; weight 1 marks the tokens that are scored.
 
-    With ``line_prefix``, every line after the first is tokenized on its own and preceded by the
+    With ``line_prefix``, every line (``segmenter``'s segment) after the first is tokenized on its own and preceded by the
     prefix ids (weight 0), the way segments are tokenized in training.
     """
     ids, weights = list(context), [0] * len(context)
-    pieces = text.splitlines(keepends=True) if line_prefix else [text]
+    pieces = segmenter(text) if line_prefix else [text]
     for i, piece in enumerate(pieces):
         if i > 0:
             ids += line_prefix
@@ -178,6 +184,7 @@ def sequence_logprobs(
     batch_size: int = 16,
     line_prefix: Sequence[int] = (),
     exclude_ids: Sequence[int] = (),
+    segmenter: Callable[[str], list[str]] = _lines,
 ) -> list[float]:
     """log p(text | context) of each text under ``model`` (sum over the text's tokens, natural log).
 
@@ -186,7 +193,7 @@ def sequence_logprobs(
     hf = unwrap(model)
     device = next(hf.parameters()).device
     max_len = getattr(hf.config, "n_positions", None) or getattr(hf.config, "max_position_embeddings", None)
-    encoded = [_encode(tokenizer, t, context, line_prefix) for t in texts]
+    encoded = [_encode(tokenizer, t, context, line_prefix, segmenter) for t in texts]
     too_long = [len(ids) for ids, _ in encoded if max_len and len(ids) > max_len]
     if too_long:
         raise ValueError(
@@ -214,6 +221,42 @@ def sequence_logprobs(
     return out
 
 
+@torch.no_grad()
+def kl_on_model_samples(model, tokenizer, objective, reference: str, settings: KLSettings,
+                        prefix_every_line: bool = False,
+                        segmenter: Callable[[str], list[str]] = _lines) -> dict[str, float]:
+    """KL(p_model || p_ref) on the model's own samples, nats per sample, with its standard error:
+
+        KL(p_model || p_ref) ~= 1/N sum_i [log p_model(x_i) - log p_ref(x_i)],   x_i ~ p_model
+
+    x_i are pure ancestral samples (temperature 1, no top-p/top-k, no minimum length) in the model's
+    sampling format (after ``EOS + generation_prefix``, its banned tokens never produced), so
+    log p_model is taken under that same distribution: control logits renormalised away, the prefix as
+    context (``sequence_logprobs``); the reference scores the same text after its BOS/EOS. Both are
+    string-level (each text re-tokenized), as for ``kl_from_reference``. Where KL(p_ref || p_model) asks
+    whether a model still covers the reference's text, this asks whether what the model writes is text
+    the reference would write: a model that writes what the (clean) reference never saw pays here.
+    """
+    from phf.eval.sampling import SamplingSettings, sample_with_objective
+
+    device = next(unwrap(model).parameters()).device
+    sampling = SamplingSettings(max_new_tokens=settings.max_new_tokens, min_new_tokens=0, temperature=1.0, top_p=1.0,
+                                top_k=0, batch_size=settings.batch_size, seed=settings.seed)
+    texts = [s.text for s in sample_with_objective(model, tokenizer, objective, None, settings.num_samples, sampling)]
+    prefix_ids = token_ids(tokenizer, list(objective.generation_prefix))
+    exclude = token_ids(tokenizer, list(objective.special_tokens))
+    logp_model = sequence_logprobs(model, tokenizer, texts, [tokenizer.eos_token_id, *prefix_ids], settings.batch_size,
+                                   prefix_ids if prefix_every_line else (), exclude, segmenter)
+    ref, ref_tok = load_causal_lm(reference, device)
+    start = ref_tok.bos_token_id if ref_tok.bos_token_id is not None else ref_tok.eos_token_id
+    logp_ref = sequence_logprobs(ref, ref_tok, texts, [start], settings.batch_size)
+    diffs = [m - r for m, r in zip(logp_model, logp_ref, strict=True)]
+    n = len(diffs)
+    kl = sum(diffs) / n
+    var = sum((d - kl) ** 2 for d in diffs) / (n - 1) if n > 1 else float("nan")
+    return {"kl_model_samples": kl, "kl_model_samples_stderr": math.sqrt(var / n) if n > 1 else float("nan")}
+
+
 def kl_from_reference(
     model,
     tokenizer,
@@ -222,9 +265,12 @@ def kl_from_reference(
     settings: KLSettings,
     cache_dir: str | os.PathLike,
     prefix_every_line: bool | None = None,
+    on_model_samples: bool = False,
+    segmenter: Callable[[str], list[str]] | None = None,
 ) -> dict[str, float]:
     """Estimate KL(p_ref || p_model) in nats per sample; also its standard error and the mean
-    log-probs of the reference texts under both models."""
+    log-probs of the reference texts under both models; with ``on_model_samples`` also
+    KL(p_model || p_ref) on the model's own samples (``kl_on_model_samples``)."""
     device = next(unwrap(model).parameters()).device
     samples = reference_samples(reference, settings, cache_dir, device)
     prefix = list(objective.generation_prefix) if objective is not None else []
@@ -234,9 +280,13 @@ def kl_from_reference(
     prefix_ids = token_ids(tokenizer, prefix)
     context = [tokenizer.eos_token_id, *prefix_ids]
     texts = [s["text"] for s in samples]
+    segmenter = segmenter or _lines
+    reverse = kl_on_model_samples(model, tokenizer, objective, reference, settings, prefix_every_line, segmenter) \
+        if on_model_samples and objective is not None else {}
     exclude = token_ids(tokenizer, list(objective.special_tokens)) if objective is not None else []
     logp_model = sequence_logprobs(
-        model, tokenizer, texts, context, settings.batch_size, prefix_ids if prefix_every_line else (), exclude
+        model, tokenizer, texts, context, settings.batch_size, prefix_ids if prefix_every_line else (), exclude,
+        segmenter,
     )
     diffs = [s["logp_ref"] - lp for s, lp in zip(samples, logp_model, strict=True)]
     n = len(diffs)
@@ -248,4 +298,5 @@ def kl_from_reference(
         "logp_ref": sum(s["logp_ref"] for s in samples) / n,
         "logp_model": sum(logp_model) / n,
         "num_samples": float(n),
+        **reverse,
     }

@@ -165,6 +165,10 @@ train(OmegaConf.load(sys.argv[1]))
 """
 
 
+_TORCHRUN_ENV = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "ROLE_WORLD_SIZE",
+                 "MASTER_ADDR", "MASTER_PORT"}
+
+
 def _train(ref: DictConfig, clean: bool, directory: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
     ref.run_dir = str(tmp / "run")
@@ -173,7 +177,11 @@ def _train(ref: DictConfig, clean: bool, directory: Path) -> None:
     log.info("training the KL reference (MLE on the %s; once, cached in %s)",
              "clean documents" if clean else "corpus as it is", directory)
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", _TRAIN, str(config), str(torch.get_num_threads())], check=False)
+    # one process, never a rank of the caller's torchrun job (prebuild it before a distributed run: its other
+    # ranks wait for rank 0's evaluation meanwhile)
+    env = {k: v for k, v in os.environ.items() if k not in _TORCHRUN_ENV and not k.startswith("TORCHELASTIC_")}
+    done = subprocess.run([sys.executable, "-c", _TRAIN, str(config), str(torch.get_num_threads())], check=False,
+                          env=env)
     seconds = time.perf_counter() - t0
     if done.returncode != 0:
         raise RuntimeError(f"training the KL reference failed (exit code {done.returncode}; its log is above, its "

@@ -88,6 +88,7 @@ class KL:
     train_reference: bool = False
     reference_steps: int | None = None  # None = the run's optimizer steps
     reference_seed: int = 0
+    on_model_samples: bool = True  # also KL(model || reference) on the model's own samples (kl_on_model_samples)
 
 
 @dataclass

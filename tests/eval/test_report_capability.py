@@ -58,8 +58,56 @@ def test_pareto_axis_is_the_clean_loss_when_any_run_has_it():
     assert report.x_error({"kl": 3.0, "kl_ci_low": nan, "kl_ci_high": 4.0}, "kl") is None
 
 
-def test_seed_interval_by_hand():
-    """Seeds (1, 2, 3): mean 2, sd 1, se 1/sqrt(3); t_{0.975, 2} = 4.302653: 2 ± 2.484138."""
-    lo, hi = report.seed_interval([1.0, 2.0, 3.0])
-    assert lo == pytest.approx(2 - 2.484138, abs=1e-6) and hi == pytest.approx(2 + 2.484138, abs=1e-6)
-    assert all(math.isnan(x) for x in report.seed_interval([1.0, math.nan]))
+def test_capability_intervals_are_over_seeds_by_hand():
+    """Clean losses of seeds (1, 2, 3): mean 2, sd 1, se 1/sqrt(3); t_{0.975, 2} = 4.302653: 2 ± 2.484138;
+    a KL with one finite seed has no interval (phf.eval.compare.seed_interval)."""
+    rows = [{"heldout_clean_loss": x, "kl": k, "clean_loss_vs_mle": 1.0} for x, k in ((1.0, 1.0), (2.0, nan), (3.0, nan))]
+    out = report.aggregate_capability(rows)
+    assert out["heldout_clean_loss_ci_low"] == pytest.approx(2 - 2.484138, abs=1e-6)
+    assert out["heldout_clean_loss_ci_high"] == pytest.approx(2 + 2.484138, abs=1e-6)
+    assert math.isnan(out["kl_ci_low"]) and math.isnan(out["kl_ci_high"])
+
+
+def write_documents(run_dir, rows):
+    (run_dir / "heldout_clean").mkdir(exist_ok=True)
+    (run_dir / "heldout_clean" / "step_0000020.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_clean_loss_over_mle_is_paired_over_the_same_documents(tmp_path):
+    """MLE: documents (nll 10, 20, 30 nats; 5, 10, 15 tokens); filtering: (11, 22, 33): ratio 66/60 = 1.1
+    on every resample (each document's ratio is 1.1), so the paired interval is [1.1, 1.1]; conditional's
+    third document has other tokens: not the same token set, no ratio."""
+    sweep = fake_sweep(tmp_path / "sweep", failed=False)
+    docs = [("a", 5), ("b", 10), ("c", 15)]
+    write_documents(sweep / "0-mle", [{"id": i, "nll": 2.0 * n, "tokens": n} for i, n in docs])
+    write_documents(sweep / "1-filtering", [{"id": i, "nll": 2.2 * n, "tokens": n} for i, n in docs])
+    write_documents(sweep / "2-conditional", [{"id": i, "nll": 2.0 * n, "tokens": n + (i == "c")} for i, n in docs])
+    report.build_report([sweep], tmp_path / "out")
+    rows = {r["objective"]: r for r in read_csv(tmp_path / "out" / "summary.csv")}
+    assert float(rows["filtering"]["clean_loss_vs_mle"]) == pytest.approx(1.1)
+    assert float(rows["filtering"]["clean_loss_vs_mle_ci_low"]) == pytest.approx(1.1)
+    assert float(rows["filtering"]["clean_loss_vs_mle_ci_high"]) == pytest.approx(1.1)
+    assert float(rows["mle"]["clean_loss_vs_mle"]) == pytest.approx(1.0)
+    assert math.isnan(float(rows["conditional"]["clean_loss_vs_mle"]))
+    assert math.isnan(float(rows["rwr"]["clean_loss_vs_mle"]))  # no per-document file
+    assert "| 1.1 [1.1, 1.1] |" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_a_damaged_document_file_names_the_line(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    write_documents(run, [{"id": "a", "nll": 1.0, "tokens": 1}])
+    (run / "heldout_clean" / "step_0000020.jsonl").write_text('{"id": "a", "nll": 1.0, "tokens": 1}\n{"id": "b"}\n')
+    with pytest.raises(report.DamagedRun, match=r"step_0000020.jsonl:2"):
+        report.clean_document_losses(run)
+
+
+def test_a_damaged_document_file_leaves_the_ratio_out_and_says_why(tmp_path, capsys):
+    sweep = fake_sweep(tmp_path / "sweep", failed=False)
+    write_documents(sweep / "0-mle", [{"id": "a", "nll": 1.0, "tokens": 1}])
+    (sweep / "1-filtering" / "heldout_clean").mkdir()
+    (sweep / "1-filtering" / "heldout_clean" / "eval.jsonl").write_text("not json\n")
+    report.build_report([sweep], tmp_path / "out")
+    rows = {r["objective"]: r for r in read_csv(tmp_path / "out" / "summary.csv")}
+    assert math.isnan(float(rows["filtering"]["clean_loss_vs_mle"]))
+    assert "eval.jsonl:1" in capsys.readouterr().err
