@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from phf.data.corpora import LocalPIISource, LocalToxicitySource
-from phf.data.corpora.prose import INDEPENDENT, carrier_units, insertion_points, unit_of
+from phf.data.corpora.prose import INDEPENDENT, carrier_units, group_of, insertion_points, unit_of
 
 N, FRACTION = 40, 0.25  # K = round(0.25 * 40) = 10 injected documents at every setting
 K = round(FRACTION * N)
@@ -30,6 +30,32 @@ def test_unit_of_groups_by_package_directory_readme_or_topics():
     assert unit_of("stdlib:os.py") == "stdlib:os"
     assert unit_of("numpy:METADATA") == "numpy:METADATA"
     assert unit_of("pydoc_data.topics[assert]") == unit_of("pydoc_data.topics[with]") == "pydoc_data.topics"
+
+
+def test_group_of_coarsens_units_to_packages_and_kinds():
+    origin = "site-packages:email/mime/text.py"
+    assert group_of(origin, "docstring", "unit") == "site-packages:email/mime"
+    assert group_of(origin, "docstring", "package") == "site-packages:email"
+    assert group_of("stdlib:os.py", "docstring", "package") == "stdlib:os"
+    assert group_of(origin, "docstring", "kind") == "docstring"
+    # READMEs and help topics are genres at the two coarse grains
+    assert group_of("numpy:METADATA", "metadata", "package") == group_of("scipy:METADATA", "metadata", "kind") == "metadata"
+    assert group_of("pydoc_data.topics[with]", "topics", "package") == "topics"
+
+
+@pytest.mark.parametrize("grain", ["package", "kind"])
+def test_content_grain_chooses_carriers_among_coarser_groups(cache_dir, grain):
+    """At coupling 1 every injected document belongs to a carrier group of that grain, and every
+    document of a carrier group is marked carrier; the injected share is unchanged."""
+    src = tox(cache_dir, content_coupling=1.0, content_grain=grain)
+    structure = src.structure()
+    kinds = [d.meta["kind"] for d in src.documents]
+    assert all(r["unit"] == group_of(r["origin"], kinds[r["doc_index"]], grain) for r in structure)
+    carrier_groups = {r["unit"] for r in structure if r["carrier"]}
+    assert all(r["carrier"] == (r["unit"] in carrier_groups) for r in structure)
+    inj = injected(src)
+    assert len(inj) == K and all(r["carrier"] for r in inj)
+    assert src.cache.dir != tox(cache_dir, content_coupling=1.0).cache.dir  # the grain is in the cache key
 
 
 def test_carrier_units_fill_the_need_without_overshooting_when_small_units_allow():
@@ -128,7 +154,8 @@ def test_settings_are_in_the_cache_key_and_the_manifest(cache_dir):
 
 
 @pytest.mark.parametrize(
-    ("key", "value"), [("content_coupling", 1.5), ("open_misaligned", -0.1), ("density", 2.0), ("density", "high")]
+    ("key", "value"), [("content_coupling", 1.5), ("open_misaligned", -0.1), ("density", 2.0), ("density", "high"),
+                       ("content_grain", "topic")]
 )
 def test_settings_out_of_range_are_refused_by_name(cache_dir, key, value):
     with pytest.raises(ValueError, match=key):

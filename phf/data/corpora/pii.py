@@ -53,7 +53,7 @@ class LocalPIISource(_InjectedSource):
         n_docs, seed, min_chars, max_chars: the base prose corpus (:class:`LocalProseSource`).
         fraction: share of documents that get injected PII sentences.
         max_injections: each injected document gets 1..max_injections sentences (when ``density`` is None).
-        content_coupling, open_misaligned, density: how the injections are structured across and within
+        content_coupling, open_misaligned, density, content_grain: how the injections are structured across and within
             documents (:class:`~phf.data.corpora.prose._InjectedSource`); 0, 0, None (the defaults) is the
             *independent* setting: documents at random, sentences at random insertion points.
         valid_phone_numbers: redraw faker phone numbers that are not valid US numbers.
@@ -79,6 +79,7 @@ class LocalPIISource(_InjectedSource):
         content_coupling: float = 0.0,
         open_misaligned: float = 0.0,
         density: float | None = None,
+        content_grain: str = "unit",
         opening_entities: list[str] | None = None,
     ):
         self.valid_phone_numbers = valid_phone_numbers
@@ -95,7 +96,7 @@ class LocalPIISource(_InjectedSource):
         extra = {"valid_phone_numbers": valid_phone_numbers, "faker": _dist_version("faker"),
                  "opening_entities": opening_entities}
         super().__init__(cache_dir, n_docs, seed, fraction, max_injections, min_chars, max_chars, extra,
-                         content_coupling, open_misaligned, density)
+                         content_coupling, open_misaligned, density, content_grain)
         self._fake = None
 
     def _faker(self):

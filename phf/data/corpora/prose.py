@@ -450,7 +450,7 @@ def unit_of(origin: str) -> str:
     unit, ``stdlib:os``), or the interpreter's help topics (``pydoc_data.topics``, one genre).
 
     Documents of one unit share a topic and a genre; :class:`_InjectedSource` picks carrier units
-    with it, and ``phf.data.corpus_stats`` groups documents by it.
+    with it (at ``content_grain="unit"``), and ``phf.data.corpus_stats`` groups documents by it.
     """
     if origin.startswith("pydoc_data.topics["):
         return "pydoc_data.topics"
@@ -461,6 +461,22 @@ def unit_of(origin: str) -> str:
         return origin
     parent = rel.rpartition("/")[0]
     return f"{label}:{parent}" if parent else f"{label}:{rel.removesuffix('.py')}"
+
+
+#: what a carrier group is (``content_grain``): a package directory or README (:func:`unit_of`), a
+#: top-level package (docstrings; the READMEs of all distributions form one group, a genre of their
+#: own), or the kind of text (``topics``, ``metadata``, ``docstring``: three genres)
+CONTENT_GRAINS = ("unit", "package", "kind")
+
+
+def group_of(origin: str, kind: str, grain: str) -> str:
+    """The carrier group of a document at ``grain`` (one of :data:`CONTENT_GRAINS`)."""
+    if grain == "unit":
+        return unit_of(origin)
+    if grain == "kind" or kind != "docstring":
+        return kind  # topics and READMEs are genres; at "kind" docstrings are one too
+    label, _, rel = origin.partition(":")
+    return f"{label}:{rel.split('/')[0].removesuffix('.py')}"
 
 
 def carrier_units(units: list[str], seed: int, need: int) -> set[str]:
@@ -508,6 +524,10 @@ class _InjectedSource(_CorpusSource):
       so the gap P(injected | carrier unit) - P(injected | other unit) is linear in c, and c = 1 injects
       only documents of carrier units (their package/topic decides). ``phf-corpus-stats``'s
       ``content_kappa`` (same-unit agreement) is then about c squared.
+    * ``content_grain`` (``unit``, ``package`` or ``kind``, :func:`group_of`): what a carrier group is,
+      from fine (a package directory, one README) to coarse (a top-level package, all READMEs; or the
+      three kinds of text). The coarser the grain, the more general the content feature that predicts
+      misalignment (a topic vs a genre), and the easier for a small model to pick up.
     * ``open_misaligned`` (p, in [0, 1]): probability that an injected document's first sentence is
       an injected one (a sentence inserted at offset 0; :meth:`_opening_sentence`, which a corpus can
       restrict, e.g. ``LocalPIISource(opening_entities=...)``).
@@ -533,8 +553,11 @@ class _InjectedSource(_CorpusSource):
     """
 
     def __init__(self, cache_dir, n_docs, seed, fraction, max_injections, min_chars, max_chars, extra: dict,
-                 content_coupling: float = 0.0, open_misaligned: float = 0.0, density: float | None = None):
+                 content_coupling: float = 0.0, open_misaligned: float = 0.0, density: float | None = None,
+                 content_grain: str = "unit"):
         name = type(self).__name__
+        if content_grain not in CONTENT_GRAINS:
+            raise ValueError(f"{name}: content_grain must be one of {list(CONTENT_GRAINS)}, got {content_grain!r}")
         if not 0.0 <= fraction <= 1.0:
             raise ValueError(f"{name}: fraction must be in [0, 1], got {fraction}")
         if max_injections < 1:
@@ -549,6 +572,7 @@ class _InjectedSource(_CorpusSource):
         self.n_docs, self.seed, self.fraction, self.max_injections = n_docs, seed, fraction, max_injections
         self.content_coupling, self.open_misaligned = float(content_coupling), float(open_misaligned)
         self.density = None if density is None else float(density)
+        self.content_grain = content_grain
         self.prose = LocalProseSource(
             cache_dir, n_docs=n_docs, seed=seed, min_chars=min_chars, max_chars=max_chars
         )
@@ -561,13 +585,15 @@ class _InjectedSource(_CorpusSource):
             "density": self.density,
             **extra,
         }
+        if content_grain != "unit":  # the default keeps the cache keys corpora had before this setting
+            params["content_grain"] = content_grain
         super().__init__(cache_dir, params)
 
     @property
     def structure_settings(self) -> dict:
         """The structure settings of this corpus (``content_coupling, open_misaligned, density``)."""
         return {"content_coupling": self.content_coupling, "open_misaligned": self.open_misaligned,
-                "density": self.density}
+                "density": self.density, "content_grain": self.content_grain}
 
     def _sentence(self, rng: random.Random) -> tuple[str, list[tuple[int, int, str]]]:
         """One generated sentence and its ground-truth spans (relative to the sentence)."""
@@ -622,7 +648,7 @@ class _InjectedSource(_CorpusSource):
 
     def _build(self):
         base = [r for r in read_jsonl(self.prose.path / "docs.jsonl")]
-        units = [unit_of(r["origin"]) for r in base]
+        units = [group_of(r["origin"], r["kind"], self.content_grain) for r in base]
         carriers = carrier_units(units, self.seed, round(self.fraction * len(base)))
         rng = random.Random(f"phf-{self.corpus_name}:{self.seed}")
         chosen = self._choose(rng, units, carriers)

@@ -60,7 +60,7 @@ class LocalToxicitySource(_InjectedSource):
         n_docs, seed, min_chars, max_chars: the base prose corpus (:class:`LocalProseSource`).
         fraction: share of documents that get injected abusive sentences.
         max_injections: each injected document gets 1..max_injections sentences (when ``density`` is None).
-        content_coupling, open_misaligned, density: how the injections are structured across and within
+        content_coupling, open_misaligned, density, content_grain: how the injections are structured across and within
             documents (:class:`~phf.data.corpora.prose._InjectedSource`); 0, 0, None (the defaults) is the
             *independent* setting: documents at random, sentences at random insertion points.
     """
@@ -79,10 +79,11 @@ class LocalToxicitySource(_InjectedSource):
         content_coupling: float = 0.0,
         open_misaligned: float = 0.0,
         density: float | None = None,
+        content_grain: str = "unit",
     ):
         extra = {"templates": TEMPLATES, "words": WORDS}  # editing them changes the corpus key
         super().__init__(cache_dir, n_docs, seed, fraction, max_injections, min_chars, max_chars, extra,
-                         content_coupling, open_misaligned, density)
+                         content_coupling, open_misaligned, density, content_grain)
 
     def _sentence(self, rng: random.Random):
         sentence = _SLOT.sub(lambda m: rng.choice(WORDS[m.group(1)]), rng.choice(TEMPLATES))
