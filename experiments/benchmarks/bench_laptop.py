@@ -24,7 +24,8 @@ job starts from warm caches, like all but the first jobs of ``make laptop-*``.
     python experiments/benchmarks/bench_laptop.py --trees /work/wt/baseline . --names baseline new \\
         --tasks pii pep8 toxicity --rounds 2 --max-steps 300 --samples 512 --out results/laptop.json
 
-Prints a markdown table; measures, never asserts a time.
+Prints a markdown table; measures, never asserts a time. ``--report A.json B.json`` prints the table of
+saved runs.
 """
 
 from __future__ import annotations
@@ -210,8 +211,17 @@ def table(jobs: list[dict], names: list[str], tasks: list[str]) -> str:
     return "\n".join(lines)
 
 
+def report(paths: list[str]) -> None:
+    """The table of saved ``--out`` files (e.g. one per task, or a run stopped between rounds)."""
+    jobs = [j for p in paths for j in json.loads(Path(p).read_text())["jobs"]]
+    names = list(dict.fromkeys(j["tree"] for j in jobs))
+    print(table(jobs, names, list(dict.fromkeys(j["task"] for j in jobs))))
+
+
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--job":
+    if len(sys.argv) > 1 and sys.argv[1] == "--report":
+        report(sys.argv[2:])
+    elif len(sys.argv) > 1 and sys.argv[1] == "--job":
         i = sys.argv.index("--")
         job(sys.argv[2], sys.argv[3], sys.argv[i + 1 :])
     else:
