@@ -142,6 +142,9 @@ def main() -> None:
     p.add_argument("--max-steps", type=int, default=None, help="trainer.max_steps (default: the experiment's 1,500)")
     p.add_argument("--samples", type=int, default=None, help="unconditional samples (default: the experiment's 128)")
     p.add_argument("--extra", nargs="*", default=[], help="more overrides for every job")
+    p.add_argument("--tree-extra", nargs="+", default=None,
+                   help="overrides per tree, one space-separated string each (e.g. '' 'trainer.chunked_ce=256': "
+                        "the same checkout twice, with and without a setting)")
     p.add_argument("--workdir", default=None, help="run dirs and caches (default: a temp dir)")
     p.add_argument("--out", default=None, help="write every job's numbers here (JSON)")
     a = p.parse_args()
@@ -169,7 +172,8 @@ def main() -> None:
             procs = []
             for i in order:
                 d = work / f"{task}_r{r}_{names[i]}"
-                procs.append((i, d, *launch(a.trees[i], base, d, env)))
+                own = a.tree_extra[i].split() if a.tree_extra else []
+                procs.append((i, d, *launch(a.trees[i], [*base, *own], d, env)))
                 time.sleep(1)
             for i, d, proc, out in procs:
                 if proc.wait():
