@@ -209,7 +209,8 @@ def table(jobs: list[dict], names: list[str], tasks: list[str]) -> str:
                     x = [j for j in jobs if j["task"] == task and j["round"] == r and j["tree"] in (ref, n)]
                     if len(x) == 2:
                         b, c = (x[0], x[1]) if x[0]["tree"] == ref else (x[1], x[0])
-                        rs.append(b[key] / c[key] if better == "lower" else c[key] / b[key])
+                        if b[key] and c[key]:  # 0: a phase the runs skipped (e.g. trainer.final_eval=false)
+                            rs.append(b[key] / c[key] if better == "lower" else c[key] / b[key])
                 ratios.append(f"{statistics.median(rs):.2f}× ({min(rs):.2f}–{max(rs):.2f})" if rs else "")
             lines.append(f"| {task} | **speed-up {n} vs {ref}** | " + " | ".join(ratios[:5]) + f" | {ratios[5]} | | {ratios[6]} |")
     return "\n".join(lines)

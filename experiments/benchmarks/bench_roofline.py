@@ -12,7 +12,9 @@ embedding; the embedding lookup itself is no matmul) and attention's QKᵀ and A
 
 Variants of the step (each alone, interleaved with the eager step):
 
-* ``eager``: phf's path (logits once, CE over the contiguous view, logits freed before backward);
+* ``eager``: phf's path (logits once, CE over the contiguous view, logits freed before backward), with
+  phf's CPU allocator setting (glibc keeps freed memory; ``--default-malloc`` leaves it off: without it
+  the (N, V) buffers are page-faulted in every step, which flatters the chunked CE);
 * ``chunked_ce`` (``--chunked``): LM head + CE fused and chunked (``fused_ce.py``), logits never whole;
 * ``compiled`` (``--compile``): ``torch.compile`` (inductor) of the model; its compile time is reported.
 
@@ -96,7 +98,13 @@ def main() -> None:
     p.add_argument("--chunked", action="store_true", help="also the chunked LM head + CE")
     p.add_argument("--compile", action="store_true", help="also torch.compile (inductor)")
     p.add_argument("--profile", action="store_true", help="torch.profiler table of the eager step")
+    p.add_argument("--default-malloc", action="store_true",
+                   help="leave glibc's allocator as it is (phf's loop keeps freed memory: trainer.cpu_keep_freed_memory)")
     a = p.parse_args()
+    if not a.default_malloc:
+        from phf.runtime import keep_freed_memory
+
+        keep_freed_memory()  # as phf's training loop does on CPU: the (N, V) buffers are reused, not page-faulted
     L, d, V, T, B = a.layers, a.width, a.vocab, a.block, a.batch
     flops_tok = 6 * (L * 12 * d * d + V * d) + 12 * L * d * T
     print(f"threads {torch.get_num_threads()}, torch {torch.__version__}; FLOPs/token {flops_tok / 1e6:.2f}M "
