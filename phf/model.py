@@ -49,9 +49,18 @@ class PHFModel(nn.Module):
     def config(self):
         return self.lm.config
 
-    def forward(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, input_ids: torch.Tensor, chunked_ce: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``chunked_ce`` > 0: instead of the logits, a ``phf.chunked_ce.HeadInput`` that the objectives'
+        ``shift_targets`` turns into per-token CE ``chunked_ce`` positions at a time (trainer.chunked_ce)."""
         hidden = self.lm.transformer(input_ids=input_ids).last_hidden_state  # (B, T, D)
-        logits = self.lm.lm_head(hidden)  # (B, T, V)
+        if chunked_ce:
+            from phf.chunked_ce import HeadInput
+
+            if self.lm.lm_head.bias is not None:
+                raise ValueError("trainer.chunked_ce needs an LM head without bias (GPT-2's has none)")
+            logits = HeadInput(hidden, self.lm.lm_head.weight, chunked_ce)
+        else:
+            logits = self.lm.lm_head(hidden)  # (B, T, V)
         values = self.value_head(hidden) if self.value_head is not None else None
         return logits, values
 

@@ -79,6 +79,7 @@ _CHECKS: dict[str, tuple[Callable, str]] = {
     "log_every": (lambda v: is_int(v) and v > 0, "a positive integer"),
     "progress_every_s": (lambda v: is_num(v) and v >= 0, "a number of seconds >= 0"),
     "eval_probe_tokens": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
+    "chunked_ce": (lambda v: is_int(v) and v >= 0, "an integer >= 0 (positions per chunk; 0 = off)"),
     "eval_every": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
     "checkpoint_every": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
     "keep_checkpoints": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
@@ -127,6 +128,7 @@ class Trainer:
     device: str = "auto"
     precision: str = "auto"
     compile: bool = False
+    chunked_ce: int = 0
     cpu_keep_freed_memory: bool = True
     log_every: int = 1
     eval_every: int = 0
@@ -310,6 +312,9 @@ class TrainingLoop:
             device_ids = [parts.device.index] if parts.device.type == "cuda" else None
             self.ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
         self.forward = torch.compile(self.ddp_model) if trainer.compile else self.ddp_model
+        if trainer.chunked_ce and trainer.resolved_precision(parts.device) != "fp32":
+            raise ValueError(f"trainer.chunked_ce is implemented for fp32 only; this run's precision is "
+                             f"{trainer.resolved_precision(parts.device)} (set trainer.chunked_ce=0 or trainer.precision=fp32)")
         self.blocks = iter(parts.stream)
         self.sums: dict[str, torch.Tensor] = {}  # running sums of logged quantities since the last row
         # the objective's histogram tensors of the step being computed, when that step is logged:
@@ -338,7 +343,10 @@ class TrainingLoop:
             batch = self.next_batch()  # (B, T) each
             sync = not p.dist.enabled or micro == accum - 1  # DDP all-reduces on the last micro-batch only
             with (contextlib.nullcontext() if sync else self.ddp_model.no_sync()), p.autocast():
-                logits, values = self.forward(batch["input_ids"])  # (B, T, V), (B, T) or None
+                if self.tr.chunked_ce:  # opt-in: HeadInput instead of the logits (phf.chunked_ce)
+                    logits, values = self.forward(batch["input_ids"], chunked_ce=self.tr.chunked_ce)
+                else:
+                    logits, values = self.forward(batch["input_ids"])  # (B, T, V), (B, T) or None
                 out = p.objective.loss(logits, batch["labels"], batch["token_scores"], values)
             if self.free_logits_before_backward:  # the graph keeps what backward needs; the logits can go now
                 del logits, values

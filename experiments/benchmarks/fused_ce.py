@@ -1,62 +1,6 @@
-"""A lever prototype: the LM head and the per-token cross-entropy fused and chunked over positions.
+"""The chunked LM head + cross-entropy lever: now ``phf.chunked_ce`` (``trainer.chunked_ce``, opt-in);
+re-exported here for the benchmarks that import it by this name."""
 
-``chunked_token_ce(hidden, weight, targets)`` returns CE_t = −log softmax(h_t·Wᵀ)[x_t] for every
-position without ever holding the (N, V) logits: the forward keeps one chunk of logits at a time and
-only saves h, W and the per-position log-sum-exp; the backward recomputes each chunk's logits and
-forms (softmax − onehot)·∂L/∂CE_t in place. Extra work: one more N×D×V matmul (the recompute).
-Positions whose target is ``ignore_index`` get CE 0 and no gradient.
-"""
+from phf.chunked_ce import ChunkedLinearCE, chunked_token_ce
 
-from __future__ import annotations
-
-import torch
-
-
-class ChunkedLinearCE(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, hidden, weight, targets, chunk: int, ignore_index: int):
-        n = hidden.shape[0]
-        dtype = torch.promote_types(hidden.dtype, torch.float32)  # fp32 log-softmax even under bf16
-        ce = hidden.new_empty(n, dtype=dtype)
-        lse = hidden.new_empty(n, dtype=dtype)
-        safe = targets.clamp(min=0)
-        for s in range(0, n, chunk):
-            logits = (hidden[s : s + chunk] @ weight.t()).to(lse.dtype)  # (c, V)
-            lse_c = torch.logsumexp(logits, dim=-1)
-            lse[s : s + chunk] = lse_c
-            ce[s : s + chunk] = lse_c - logits.gather(1, safe[s : s + chunk, None]).squeeze(1)
-        valid = targets.ne(ignore_index)
-        ce = ce * valid
-        ctx.save_for_backward(hidden, weight, safe, valid, lse)
-        ctx.chunk = chunk
-        return ce
-
-    @staticmethod
-    def backward(ctx, grad_ce):
-        hidden, weight, safe, valid, lse = ctx.saved_tensors
-        chunk = ctx.chunk
-        scale = (grad_ce * valid).to(lse.dtype)
-        grad_h = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
-        acc = torch.promote_types(weight.dtype, torch.float32)  # accumulate W's gradient in >= fp32
-        grad_w = torch.zeros_like(weight, dtype=acc) if ctx.needs_input_grad[1] else None
-        for s in range(0, hidden.shape[0], chunk):
-            h = hidden[s : s + chunk]
-            p = (h @ weight.t()).to(lse.dtype)
-            p.sub_(lse[s : s + chunk, None]).exp_()  # softmax
-            rows = torch.arange(p.shape[0], device=p.device)
-            p[rows, safe[s : s + chunk]] -= 1.0
-            p.mul_(scale[s : s + chunk, None])  # dL/dlogits for this chunk
-            p = p.to(hidden.dtype)
-            if grad_h is not None:
-                grad_h[s : s + chunk] = p @ weight
-            if grad_w is not None:
-                grad_w.addmm_(p.t().to(acc), h.to(acc))
-        return grad_h, None if grad_w is None else grad_w.to(weight.dtype), None, None, None
-
-
-def chunked_token_ce(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int = 256,
-                     ignore_index: int = -100) -> torch.Tensor:
-    """hidden (..., D), weight (V, D), targets (...) -> CE (...) in fp32, chunked over positions."""
-    shape = targets.shape
-    ce = ChunkedLinearCE.apply(hidden.reshape(-1, hidden.shape[-1]), weight, targets.reshape(-1), chunk, ignore_index)
-    return ce.view(shape)
+__all__ = ["ChunkedLinearCE", "chunked_token_ce"]

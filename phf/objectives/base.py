@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from phf.chunked_ce import HeadInput, chunked_token_ce
+
 if TYPE_CHECKING:
     from phf.data.document import Document
 
@@ -81,7 +83,8 @@ def shift_targets(
     """Apply the causal shift and compute per-position cross-entropy in one pass.
 
     logits (B, T, V), labels (B, T), token_scores (B, T) or None (log-probabilities only, e.g. DPO),
-    values (B, T) or None.
+    values (B, T) or None. ``logits`` may be a ``phf.chunked_ce.HeadInput`` (``trainer.chunked_ce``): the
+    same CE from the hidden states without the (B, T, V) logits (equal up to float rounding).
     """
     target = labels[:, 1:]  # (B, T-1)
     mask = target.ne(IGNORE_INDEX)
@@ -89,8 +92,11 @@ def shift_targets(
     # copies the (B, T-1, V) logits and its backward fills another such buffer. Padding the targets with
     # IGNORE_INDEX keeps CE on the contiguous (B*T, V) view; the padded last position costs 1/T extra.
     padded = F.pad(target, (0, 1), value=IGNORE_INDEX)  # (B, T): position t predicts labels[:, t+1]
-    ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), padded.reshape(-1), ignore_index=IGNORE_INDEX,
-                         reduction="none").view_as(padded)[:, :-1]  # (B, T-1)
+    if isinstance(logits, HeadInput):  # trainer.chunked_ce: the LM head and CE fused, chunked over positions
+        ce = chunked_token_ce(logits.hidden, logits.weight, padded, logits.chunk, IGNORE_INDEX)[:, :-1]
+    else:
+        ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), padded.reshape(-1), ignore_index=IGNORE_INDEX,
+                             reduction="none").view_as(padded)[:, :-1]  # (B, T-1)
     return Targets(
         ce=ce,
         mask=mask.to(ce.dtype),

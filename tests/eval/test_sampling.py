@@ -137,7 +137,7 @@ def test_left_padding_does_not_change_a_rows_continuation(tok):
     assert alone == batched
 
 
-@pytest.mark.parametrize("scale", [0.5, 8.0])  # flat (full-sort fallback) and peaked (top-k fast path)
+@pytest.mark.parametrize("scale", [0.5, 8.0])  # flat (large nucleus) and peaked (a few tokens)
 def test_nucleus_filter_matches_hf_temperature_then_top_p(scale):
     """Filter, then HF's temperature warper == HF's temperature warper, then its top-p warper."""
     from transformers import TemperatureLogitsWarper, TopPLogitsWarper
@@ -150,9 +150,49 @@ def test_nucleus_filter_matches_hf_temperature_then_top_p(scale):
     ids = torch.zeros(4, 1, dtype=torch.long)
     temp = TemperatureLogitsWarper(0.7)
     hf = TopPLogitsWarper(0.9)(ids, temp(ids, scores.clone()))
-    ours = temp(ids, NucleusFilter(0.9, temperature=0.7, k=256)(ids, scores.clone()))
+    ours = temp(ids, NucleusFilter(0.9, temperature=0.7)(ids, scores.clone()))
     assert torch.equal(torch.isfinite(hf), torch.isfinite(ours))
     torch.testing.assert_close(ours[torch.isfinite(ours)], hf[torch.isfinite(hf)])
+
+
+def full_sort_nucleus(scores, top_p, temperature):
+    """The definition: sort the whole row, keep token i of the descending order iff the mass before it < top_p."""
+    probs = (scores.float() / temperature).softmax(-1)
+    top, idx = probs.sort(dim=-1, descending=True)
+    keep = torch.zeros_like(probs, dtype=torch.bool).scatter(-1, idx, (top.cumsum(-1) - top) < top_p)
+    return scores.masked_fill(~keep, float("-inf"))
+
+
+@pytest.mark.parametrize("top_p", [0.5, 0.9, 0.999])
+def test_nucleus_filter_is_exactly_the_full_sort(top_p):
+    """The candidate buckets never cut the nucleus: the same kept tokens as sorting the whole vocabulary, on
+    rows from nearly uniform (scale 0.05: most of the 3000 tokens kept) to one-hot-like (scale 40), with a
+    banned token and a row whose tail lies far beyond the buckets' last (clamped) octave. (Exact ties at the
+    boundary are the one difference: broken by token id here, either way by an unstable sort.)"""
+    from phf.eval.sampling import NucleusFilter
+
+    g = torch.Generator().manual_seed(0)
+    rows = [torch.randn(8, 3000, generator=g) * s for s in (0.05, 0.5, 1.0, 3.0, 8.0, 40.0)]
+    scores = torch.cat(rows)
+    scores[:, 7] = float("-inf")
+    scores[-1] = -1e4
+    scores[-1, :2] = torch.tensor([0.1, 0.0])  # two likely tokens (p 0.54, 0.46), the rest 2**-20000 of them: clamped
+    ids = torch.zeros(len(scores), 1, dtype=torch.long)
+    ours = NucleusFilter(top_p, temperature=0.7, per_octave=2, octaves=8)(ids, scores.clone())
+    assert torch.equal(ours, full_sort_nucleus(scores, top_p, 0.7))
+    assert torch.isfinite(ours[-1]).sum() == (1 if top_p <= 0.5 else 2)
+
+
+def test_samples_are_those_of_the_full_sort_filter(tok, monkeypatch):
+    """Same seed, same token ids whether the nucleus comes from the candidate buckets or a full sort."""
+    from phf.eval import sampling
+
+    model = make_lm(len(tok), initializer_range=0.3)
+    settings = SamplingSettings(max_new_tokens=12, min_new_tokens=2, batch_size=3, seed=5)
+    fast = [s.token_ids for s in sample(model, tok, None, 6, settings)]
+    monkeypatch.setattr(sampling.NucleusFilter, "__call__",
+                        lambda self, ids, scores: full_sort_nucleus(scores, self.top_p, self.temperature))
+    assert [s.token_ids for s in sample(model, tok, None, 6, settings)] == fast
 
 
 # -- the original's length rule, prompt draw and decode (paper configs) ----------------------------------
