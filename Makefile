@@ -26,7 +26,7 @@ CPU_PAIR := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 # objectives and seeds (SEEDS when given on the command line or in the environment, else 1,2,3), and the
 # drop-fraction lever at one point (0.01, the task's default, is in the main grid)
 STRUCTURE_DIR ?= outputs/structure_sweep
-STRUCTURE_POINTS ?= s0,s1,s2,s3,s4
+STRUCTURE_POINTS ?= s0,s1,s2,s3,s4,s5
 STRUCTURE_OBJECTIVES ?= mle,filtering,conditional
 STRUCTURE_SEEDS = $(if $(filter command line environment,$(origin SEEDS)),$(SEEDS),1$(comma)2$(comma)3)
 DROP_POINT ?= s4

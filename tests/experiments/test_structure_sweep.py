@@ -33,21 +33,26 @@ def test_point_sets_the_corpus_structure(point, tmp_path):
     file = OmegaConf.load(CONF / "structure" / f"{point}.yaml")
     source = OmegaConf.to_container(cfg.data.source, resolve=True)
     assert cfg.structure.name == point
-    for key in ("content_coupling", "open_misaligned", "density", "opening_entities"):
+    for key in ("content_coupling", "open_misaligned", "content_grain", "density", "opening_entities"):
         assert source[key] == file[key], key
     # the demo's corpus and task, untouched
     assert cfg.task.name == "pii" and source["_target_"] == "phf.data.corpora.LocalPIISource"
     assert (source["n_docs"], source["fraction"], source["max_injections"], source["max_chars"]) == (3000, 0.6, 4, 1500)
     assert cfg.trainer.max_steps == 1500 and cfg.task.eval.kl.train_reference is True
     src = instantiate(cfg.data.source)
-    assert src.structure_settings == {k: source[k] for k in ("content_coupling", "open_misaligned", "density")}
+    assert src.structure_settings == {
+        k: source[k] for k in ("content_coupling", "open_misaligned", "density", "content_grain", "opening_entities")}
 
 
 def test_points_run_from_independent_to_decided(tmp_path):
     """s0 = independent (0, 0, null, null); s4 = content and opening decide (1, 1, detected openings); in
-    between c and p never decrease, and openings, once restricted to detected types, stay so."""
-    assert POINTS == ["s0", "s1", "s2", "s3", "s4"]
-    src = [OmegaConf.to_container(_compose(tmp_path, f"structure={p}").data.source, resolve=True) for p in POINTS]
+    between c and p never decrease, and openings, once restricted to detected types, stay so. s5 (the
+    demo's corpus) is s4 with package-level carrier groups and density 0.3."""
+    assert POINTS == ["s0", "s1", "s2", "s3", "s4", "s5"]
+    s5 = OmegaConf.to_container(_compose(tmp_path, "structure=s5").data.source, resolve=True)
+    assert (s5["content_grain"], s5["density"]) == ("package", 0.3)
+    src = [OmegaConf.to_container(_compose(tmp_path, f"structure={p}").data.source, resolve=True) for p in POINTS[:5]]
+    assert all(s["content_grain"] == "unit" for s in src)
     assert [(s["content_coupling"], s["open_misaligned"], s["density"], s["opening_entities"]) for s in (src[0], src[-1])] \
         == [(0.0, 0.0, None, None), (1.0, 1.0, None, DETECTED)]
     for a, b in zip(src, src[1:], strict=False):
