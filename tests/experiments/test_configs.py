@@ -304,7 +304,8 @@ def test_laptop_toxicity_corpus_shows_the_behaviour_enough(tmp_path):
     """The toxicity corpus has the PII demo's settings (MLE must see enough abuse to learn to write it)."""
     tox = compose_run(["+experiment=laptop_toxicity", f"run_dir={tmp_path}"]).data.source
     pii = compose_run(["+experiment=laptop_pii", f"run_dir={tmp_path}"]).data.source
-    for key in ("n_docs", "fraction", "max_injections", "max_chars"):
+    for key in ("n_docs", "fraction", "max_injections", "max_chars", "content_coupling", "content_grain",
+                "open_misaligned", "density"):
         assert tox[key] == pii[key], key
     assert (tox.n_docs, tox.fraction, tox.max_injections, tox.max_chars) == (3000, 0.6, 4, 1500)
 
