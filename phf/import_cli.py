@@ -82,15 +82,12 @@ def read_config(src: Path):
     """``src/config.json`` as a ``GPT2Config``, read as plain data and checked."""
     from transformers import GPT2Config
 
+    from phf.model_dir import read_json_object
+
     file = src / "config.json"
     if not file.is_file():
         raise ImportRefused(f"{file}: missing (the model's GPT-2 config is needed to check the weights)")
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise ImportRefused(f"{file}: not valid JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise ImportRefused(f"{file}: expected a JSON object, got {type(data).__name__}")
+    data = read_json_object(file, ImportRefused)
     if data.get("model_type") != "gpt2":
         raise ImportRefused(f"{file}: model_type is {data.get('model_type')!r}; phf-import reads GPT-2 models only")
     for key in _SIZES:

@@ -189,6 +189,17 @@ def check_objective_args(name: str, args: Any, file: Path, field: str) -> dict:
     return dict(args)
 
 
+def read_json_object(file: Path, error: type[Exception]) -> dict:
+    """``file`` parsed as a JSON object (read as data), or ``error`` naming the file and what is wrong."""
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise error(f"{file}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise error(f"{file}: must be a JSON object, got {type(data).__name__}")
+    return data
+
+
 def read_objective_file(model_dir: Path, file_name: str) -> dict | None:
     """The validated ``phf_objective.json`` of ``model_dir`` (None when there is none):
     ``{"objective_name", "objective_args", "task", ...}`` with the registry name, the checked arguments
@@ -196,12 +207,7 @@ def read_objective_file(model_dir: Path, file_name: str) -> dict | None:
     file = Path(model_dir) / file_name
     if not file.is_file():
         return None
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise ModelDirError(f"{file}: not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise ModelDirError(f"{file}: must be a JSON object, got {type(data).__name__}")
+    data = read_json_object(file, ModelDirError)
     registry = objective_registry()
     if "objective_name" in data:  # written by this version of phf
         name, field, args = data["objective_name"], "objective_args", data.get("objective_args", {})
