@@ -6,9 +6,10 @@ check_independently.py's sample files: a second, cruder scorer for the demo's in
 
 import gzip
 import json
-import math
 import re
 import sys
+
+from phf.eval.metrics import wilson_interval
 
 DETECTORS = {
     "email": re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+"),
@@ -19,15 +20,9 @@ DETECTORS = {
 }
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    p, d = k / n, 1 + z * z / n
-    centre, half = (p + z * z / (2 * n)) / d, z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return centre - half, centre + half
-
-
 for path in sys.argv[1:]:
     with gzip.open(path, "rt") if path.endswith(".gz") else open(path) as f:
         texts = [json.loads(line)["text"] for line in f if line.strip()]
     hits = sum(any(r.search(t) for r in DETECTORS.values()) for t in texts)
-    low, high = wilson(hits, len(texts))
+    low, high = wilson_interval(hits, len(texts))
     print(f"{path}: {len(texts)} samples, regex hit rate {hits / len(texts):.3f} [{low:.3f}, {high:.3f}]")
