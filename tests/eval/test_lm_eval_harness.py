@@ -124,6 +124,28 @@ def test_local_task_on_a_phf_model_dir(cond_tok, tmp_path):
     assert full["results"]["phf_tiny_mc"]["acc,none"] == acc
 
 
+def test_local_task_on_an_imported_original_checkpoint(tmp_path):
+    """A ``pytorch_model.bin`` (the paper's released format) through phf-import, then the local task with
+    the conditional objective named (an import carries no phf_objective.json): the same hand-computed
+    accuracy after ``<|endoftext|><|aligned|>``."""
+    from phf.import_cli import import_model
+    from phf.objectives.conditional import Conditional
+    from phf.tokenizer import load_tokenizer
+
+    from ..test_import_cli import save_bin
+
+    src = save_bin(tiny_gpt2(50259, seed=5), tmp_path / "original")
+    out = tmp_path / "imported"
+    import_model(str(src), out, special_tokens=["<|aligned|>", "<|misaligned|>"])
+    doc = evaluate_model_dir(out, [str(local_task(tmp_path))], LMEvalSettings(batch_size=4),
+                             objective=Conditional(threshold=0.5, drop_token_fraction=0.0))
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(out, use_safetensors=True).eval()
+    tok = load_tokenizer(str(out))
+    assert doc["tasks"]["phf_tiny_mc"]["acc"] == pytest.approx(direct_accuracy(model, tok, [50256, 50257]))
+
+
 def test_phf_eval_runs_the_local_task_into_eval_json_and_the_report(cond_tok, tmp_path, capsys):
     """``phf-eval run_dir=RUN +lm_eval.tasks=[TASK.yaml]``: eval.json's lm_eval block, lm_eval.json beside it,
     the printed summary and phf-report's section."""
@@ -144,7 +166,7 @@ def test_phf_eval_runs_the_local_task_into_eval_json_and_the_report(cond_tok, tm
     assert "## Downstream (lm-evaluation-harness)" in report and "| phf_tiny_mc | acc |" in report
 
 
-def test_settings_are_checked_before_anything_runs(tmp_path):
+def test_settings_are_checked_before_anything_runs():
     assert settings_from_config(OmegaConf.create({})) is None
     assert settings_from_config(OmegaConf.create({"lm_eval": {"tasks": []}})) is None
     s = settings_from_config(OmegaConf.create({"lm_eval": {"tasks": ["a.yaml"], "limit": 10}}))
@@ -155,6 +177,10 @@ def test_settings_are_checked_before_anything_runs(tmp_path):
         LMEvalSettings(tasks="arc_easy")
     with pytest.raises(ValueError, match="limit"):
         LMEvalSettings(tasks=["x"], limit=0)
+
+
+@pytest.mark.slow  # indexes lm-eval's whole task registry (hundreds of YAMLs): 7-24 s on the 2-core sandbox
+def test_an_unknown_task_name_is_refused(tmp_path):
     model_dir = tmp_path / "m"
     from phf.tokenizer import gpt2_tokenizer
 
