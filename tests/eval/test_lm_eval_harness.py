@@ -99,6 +99,22 @@ def test_loglikelihoods_match_the_model_after_the_sampling_prefix(cond_tok):
         direct_logprob(model, cond_tok, [], ctx, cont), abs=1e-4)
 
 
+def test_generation_is_greedy_after_the_sampling_prefix(cond_tok):
+    """generate_until on a batch of contexts of different lengths (left-padded together) gives each one's
+    greedy continuation after ``<|endoftext|><|aligned|>`` + context, decoded without special tokens."""
+    model = tiny_gpt2(len(cond_tok), seed=2).eval()
+    lm = make_lm(model, cond_tok, [50256, 50257], LMEvalSettings(batch_size=2))
+    contexts = ["The cat", "A much longer context than the first one"]
+    got = lm.generate_until(requests([(c, {"until": ["QQQQ"], "max_gen_toks": 6}) for c in contexts],
+                                     "generate_until"))
+    for context, text in zip(contexts, got, strict=True):
+        ids, new = [50256, 50257, *encode_text(cond_tok, [context])[0]], []
+        with torch.no_grad():
+            for _ in range(6):
+                new.append(int(model(torch.tensor([ids + new])).logits[0, -1].argmax()))
+        assert text == cond_tok.decode(new, skip_special_tokens=True)
+
+
 def test_local_task_on_a_phf_model_dir(cond_tok, tmp_path):
     """``evaluate_model_dir`` on a saved conditional model: the objective (and so the prefix) from its
     phf_objective.json; the accuracy is the hand-computed one; lm_eval.json holds lm-eval's results."""
