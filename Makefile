@@ -43,7 +43,7 @@ install: $(VENV)/.installed ## create .venv with phf (editable), its dependencie
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet $(TORCH_SPEC) -e ".[dev,launchers]"
+	$(VENV)/bin/pip install --quiet $(TORCH_SPEC) -e ".[dev,launchers,lmeval]"
 	touch $@
 
 test: install ## fast test suite, offline (slow and GPU tests excluded)

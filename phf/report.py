@@ -75,6 +75,7 @@ from phf.eval.compare import (
     samples_to_separate,
     seed_interval,
 )
+from phf.eval.lm_eval_harness import report_lines as lm_eval_lines
 from phf.eval.metrics import mean, sample_metrics, wilson_interval
 from phf.tracking import Tracker, stored_run
 
@@ -1089,6 +1090,7 @@ def markdown(table: list[dict], scenario: str, plots: list[str], sources: list[P
     ]
     lines += style_lines(table)
     lines += against_mle_lines(comparisons.get(scenario, []))
+    lines += lm_eval_lines([(r.name, r.eval) for r in runs if not r.damaged])
     ranked, unranked = ordering([r for r in table if r["seeds"] > 1] or table)
     lines += ["", "## Ordering by misalignment" + (f" (`{scenario}`)" if secondary else ""), ""]
     for task in sorted({r["task"] for r in ranked}):

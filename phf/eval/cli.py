@@ -5,6 +5,7 @@
     phf-eval checkpoint=DIR/checkpoints/step_0000200     # the run's config is found above the checkpoint
     phf-eval checkpoint=PATH task=pep8 objective=conditional out=EVAL_DIR   # any HF dir, config from conf/
     phf-eval checkpoint=PATH out=EVAL_DIR      # a phf model dir: task and objective from its phf_objective.json
+    phf-eval checkpoint=PATH +lm_eval.tasks=[arc_easy,my_task.yaml]   # + lm-evaluation-harness (phf.eval.lm_eval_harness)
 
 Arguments are Hydra-style ``key=value`` overrides of the run's saved ``config.yaml`` (values parsed as
 YAML; ``+key=value`` adds a key). Config-group overrides (``task=``, ``objective=``, ``scorer=``,
@@ -55,6 +56,7 @@ from phf.data.pipeline import validation_blocks
 from phf.eval.evaluate import build_eval_scorer, evaluate, flatten
 from phf.eval.heldout_clean import heldout_clean_documents
 from phf.eval.kl import load_causal_lm
+from phf.eval.lm_eval_harness import evaluate_harness, report_columns, settings_from_config
 from phf.eval.red_team import RedTeamSettings, load_prompts, red_team, summary
 from phf.eval.settings import Evaluation
 from phf.model_dir import ModelDirError, check_config_targets, check_model_files, check_weights
@@ -253,6 +255,7 @@ def evaluate_saved(own: dict[str, str], overrides: list[str]) -> tuple[dict, Pat
         objective_source = "override"
     cfg = load_config(config_path, overrides, stored_objective)
     ev = Evaluation.from_config(cfg)
+    harness = settings_from_config(cfg)  # lm-evaluation-harness tasks (+lm_eval.tasks=[...]), checked up front
     out = Path(own.get("out") or run_dir or model_dir)
     out.mkdir(parents=True, exist_ok=True)
     skip = set(filter(None, own.get("skip", "").split(",")))
@@ -290,6 +293,8 @@ def evaluate_saved(own: dict[str, str], overrides: list[str]) -> tuple[dict, Pat
         if "red_team" not in skip and ev.red_team.get("red_lm"):
             results["red_team"] = run_red_team(cfg.task.name, ev.red_team, model, tokenizer, objective, scorer, out,
                                                device)
+        if harness is not None:
+            results["lm_eval"] = evaluate_harness(model, tokenizer, objective, harness, out)
         doc = {
             "model": str(model_dir),
             "config": str(config_path) if config_path else None,
@@ -306,7 +311,8 @@ def evaluate_saved(own: dict[str, str], overrides: list[str]) -> tuple[dict, Pat
             **results,
         }
         if tracker is not None:
-            tracker.log(flatten(results), step=info.get("step") or 0)
+            tracker.log({**flatten(results), **{f"eval/{k}": v for k, v in report_columns(results).items()}},
+                        step=info.get("step") or 0)
     finally:
         if tracker is not None:
             tracker.finish()
@@ -396,6 +402,8 @@ def print_summary(doc: dict, out: Path) -> None:
               f"(ppl {_f(c['ppl'], '.1f')}; {_f(c['num_docs'], '.0f')} documents, {_f(c['num_tokens'], '.0f')} tokens)")
     if "kl" in doc:
         print(f"  KL(ref || model) {_f(doc['kl']['kl'], '.3f')} ± {_f(doc['kl']['kl_stderr'], '.3f')} nats/sample")
+    for task, metrics in ((doc.get("lm_eval") or {}).get("tasks") or {}).items():
+        print(f"  lm-eval {task}: " + ", ".join(f"{k} {_f(v)}" for k, v in metrics.items() if "_stderr" not in k))
     print(f"  wrote {out / 'eval.json'} and {out / 'samples'}/")
 
 
