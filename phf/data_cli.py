@@ -28,8 +28,8 @@ import sys
 
 from phf.console import reader_gone
 from phf.data.pipeline import build_data, stream_from_config
+from phf.entry import conf_dir
 from phf.guidance import build_objective
-from phf.runtime import conf_dir
 from phf.scorers import build_scorer
 
 OWN = {"n": "4", "json": "false", "split": "train"}

@@ -6,7 +6,8 @@ resolved config that the resume check and phf-report compare runs by.
 This module imports neither torch nor transformers (nor any phf module that does): the console
 scripts (``phf.cli``) compose the config, answer ``--help`` and shell tab completion
 (``phf-train -sc query=bash``, run on every Tab) with only Hydra loaded, and import the job's module
-after that. ``phf.runtime`` re-exports these names for the modules that already import torch.
+after that. The torch-importing shared parts live by concern in ``phf.devices``, ``phf.optim`` and
+``phf.train_state`` (docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@
 ``train(cfg) -> metrics`` is the whole job and is what tests call: it builds the run's parts from the
 config (tokenizer, objective, model, scorer, data stream, optimizer), continues a checkpoint when there
 is one, and hands them to ``phf.trainer.TrainingLoop``. ``main`` only composes the config and records
-failures (``phf.runtime.hydra_entry``).
+failures (``phf.entry.hydra_entry``).
 """
 
 from __future__ import annotations
@@ -27,24 +27,15 @@ from omegaconf import DictConfig, OmegaConf
 from phf import checkpoint as ckpt
 from phf.card import generation_config
 from phf.data.pipeline import build_data, stream_from_config
-from phf.entry import FinishedRunError
+from phf.devices import Dist, keep_freed_memory, resolve_device
+from phf.entry import FinishedRunError, hydra_entry
 from phf.eval.evaluate import check_prompts_fit
 from phf.guidance import build_objective
 from phf.model import VALUE_HEAD_FILE
-from phf.runtime import (
-    Dist,
-    RunLock,
-    check_resume_config,
-    config_differences,
-    hydra_entry,
-    keep_freed_memory,
-    lr_schedule,
-    make_optimizer,
-    resolve_device,
-    restore_training_state,
-)
+from phf.optim import lr_schedule, make_optimizer
 from phf.scorers import build_scorer
 from phf.tracking import check_run_id
+from phf.train_state import RunLock, check_resume_config, config_differences, restore_training_state
 from phf.trainer import HeldOut, Plan, RunParts, Trainer, TrainingLoop, is_int
 
 log = logging.getLogger("phf.train")

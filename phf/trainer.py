@@ -35,10 +35,11 @@ from phf import checkpoint as ckpt
 from phf.card import write_model_card
 from phf.console import ProgressLog, duration
 from phf.data.pipeline import validation_blocks
+from phf.devices import Dist
 from phf.eval.capability import validation_loss
 from phf.eval.evaluate import EvaluationCost, build_eval_scorer, estimate_cost, run_evaluation
 from phf.eval.heldout_clean import heldout_clean_documents
-from phf.runtime import Dist, save_training_state
+from phf.train_state import save_training_state
 
 log = logging.getLogger("phf.train")
 

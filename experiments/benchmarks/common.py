@@ -26,7 +26,7 @@ for _k, _v in OFFLINE_ENV.items():
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from phf.runtime import conf_dir  # noqa: E402
+from phf.entry import conf_dir  # noqa: E402
 
 CONF = conf_dir()
 transformers.logging.set_verbosity_error()  # the benchmarks print tables, not per-model notices

@@ -15,9 +15,9 @@ import torch
 from hydra.utils import instantiate
 
 from phf.data.pipeline import validation_blocks
+from phf.entry import conf_dir
 from phf.eval.evaluate import build_eval_scorer
 from phf.model import PHFModel
-from phf.runtime import conf_dir
 from phf.spa.rounds import evaluate_model
 from phf.tokenizer import load_tokenizer
 

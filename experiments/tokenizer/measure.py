@@ -30,7 +30,7 @@ def compose(overrides):
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from phf.runtime import conf_dir
+    from phf.entry import conf_dir
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):

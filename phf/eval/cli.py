@@ -52,13 +52,14 @@ from phf.card import METADATA_FILE, read_objective_metadata
 from phf.checkpoint import check_safetensors
 from phf.console import quiet_hf_progress
 from phf.data.pipeline import validation_blocks
+from phf.devices import resolve_device
+from phf.entry import conf_dir
 from phf.eval.evaluate import build_eval_scorer, evaluate, flatten
 from phf.eval.heldout_clean import heldout_clean_documents
 from phf.eval.kl import load_causal_lm
 from phf.eval.red_team import RedTeamSettings, load_prompts, red_team, summary
 from phf.eval.settings import Evaluation
 from phf.model_dir import ModelDirError, check_config_targets, check_model_files, check_weights
-from phf.runtime import conf_dir, resolve_device
 from phf.tokenizer import load_tokenizer
 from phf.tracking import read_metrics, stored_run
 

@@ -35,6 +35,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from phf.data.pipeline import build_data, in_validation, validation_blocks
+from phf.devices import Dist, resolve_device
+from phf.entry import UsageError, hydra_entry
 from phf.eval.capability import validation_loss
 from phf.eval.evaluate import build_eval_scorer, run_evaluation
 from phf.eval.red_team import load_prompts
@@ -42,7 +44,6 @@ from phf.eval.settings import RESERVED
 from phf.model import PHFModel
 from phf.model_dir import check_model_files
 from phf.objectives.preference import PreferenceObjective
-from phf.runtime import Dist, UsageError, hydra_entry, resolve_device
 from phf.scorers import build_scorer
 from phf.spa import pairs as P
 from phf.spa.train_dpo import DPOSettings, train_dpo

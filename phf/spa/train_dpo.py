@@ -3,9 +3,9 @@
 Why a loop of its own rather than ``phf-train objective=dpo``: phf-train feeds an objective packed
 blocks of the pretraining stream; DPO needs (prompt, chosen, rejected) pairs, a frozen reference model
 and per-sequence log-probabilities. This loop keeps phf-train's conventions: AdamW without decay on 1-D
-parameters (``phf.runtime.make_optimizer``), gradient accumulation to ``effective_batch_size`` pairs per
+parameters (``phf.optim.make_optimizer``), gradient accumulation to ``effective_batch_size`` pairs per
 optimizer step, gradient clipping, a warmup-then-decay schedule, ``metrics.jsonl`` rows through the
-tracker, and atomic checkpoints (``phf.runtime.save_training_state``) that hold the optimizer, the scheduler, the RNG, the
+tracker, and atomic checkpoints (``phf.train_state.save_training_state``) that hold the optimizer, the scheduler, the RNG, the
 objective's rolling percentile, the per-pair noise flags and (as the "data state") the position in the
 pair order with a fingerprint of the pairs, so a killed round resumes where it stopped.
 
@@ -27,9 +27,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from phf import checkpoint as ckpt
+from phf.devices import Dist
 from phf.objectives.preference import extrapolated_logps, sequence_logps
-from phf.runtime import Dist, lr_schedule, make_optimizer, restore_training_state, save_training_state
+from phf.optim import lr_schedule, make_optimizer
 from phf.spa.batch import collate, forward_logits
+from phf.train_state import restore_training_state, save_training_state
 
 log = logging.getLogger(__name__)
 
