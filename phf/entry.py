@@ -88,6 +88,30 @@ def conf_dir() -> Path:
                             f"PHF_CONF_DIR to a copy of the repository's conf/ directory")
 
 
+def compose(overrides: Iterable[str] = (), *, return_hydra_config: bool = False):
+    """The root config (``conf_dir()/config.yaml``) with ``overrides``, composed as the console scripts
+    compose it: the one place phf and its experiments call Hydra's compose API.
+
+    Works inside a running Hydra app too (phf-eval reading a run's objective): Hydra's global state is
+    saved and put back. A config composed this way was not launched, so ``run_dir`` (Hydra's job
+    directory) resolves only when ``overrides`` set it or ``return_hydra_config`` is on and the caller
+    sets ``HydraConfig``.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.initialize import get_gh_backup, restore_gh_from_backup
+
+    backup = get_gh_backup()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            return hydra_compose(config_name=CONFIG_FILE.removesuffix(".yaml"), overrides=list(overrides),
+                                 return_hydra_config=return_hydra_config)
+    finally:
+        restore_gh_from_backup(backup)
+
+
 def record_failure(run_dir: Path, error: BaseException, overrides: Iterable[str] = (),
                    sweep_dir: Path | None = None) -> None:
     """Write the traceback to ``RUN_DIR/error.txt`` (and a line to the sweep's ``failures.jsonl``); a
