@@ -88,9 +88,10 @@ def conf_dir() -> Path:
                             f"PHF_CONF_DIR to a copy of the repository's conf/ directory")
 
 
-def compose(overrides: Iterable[str] = (), *, return_hydra_config: bool = False):
-    """The root config (``conf_dir()/config.yaml``) with ``overrides``, composed as the console scripts
-    compose it: the one place phf and its experiments call Hydra's compose API.
+def compose(overrides: Iterable[str] = (), *, return_hydra_config: bool = False, config_name: str = "config"):
+    """The root config (``conf_dir()/config.yaml``, or another primary config of ``conf_dir()``, e.g.
+    ``score`` for phf-score) with ``overrides``, composed as the console scripts compose it: the one place
+    phf and its experiments call Hydra's compose API.
 
     Works inside a running Hydra app too (phf-eval reading a run's objective): Hydra's global state is
     saved and put back. A config composed this way was not launched, so ``run_dir`` (Hydra's job
@@ -106,7 +107,7 @@ def compose(overrides: Iterable[str] = (), *, return_hydra_config: bool = False)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            return hydra_compose(config_name=CONFIG_FILE.removesuffix(".yaml"), overrides=list(overrides),
+            return hydra_compose(config_name=config_name, overrides=list(overrides),
                                  return_hydra_config=return_hydra_config)
     finally:
         restore_gh_from_backup(backup)
