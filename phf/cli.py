@@ -7,7 +7,7 @@ these functions load only Hydra and ``phf.entry`` and import the job's module in
 Hydra has composed the config and decided that a job runs. ``python -m phf.train`` / ``torchrun -m
 phf.train`` and ``python -m phf.spa`` still work as before (``phf.train.main``, ``phf.spa.rounds.main``).
 
-The non-Hydra commands (phf-eval, phf-data, phf-corpus-stats, phf-report, phf-score) parse their own arguments; they are
+The non-Hydra commands (phf-eval, phf-data, phf-corpus-stats, phf-report) parse their own arguments; they are
 listed here too so every script starts the same way, and import their module when called.
 """
 
@@ -90,10 +90,15 @@ def report() -> None:
 
 
 def score() -> None:
-    """``phf-score`` (``phf.score_cli.main``)."""
-    from phf.score_cli import main
+    """``phf-score``: ``phf.score_cli.main``, a Hydra app (``conf/score.yaml``) whose job imports the
+    pipeline only once it runs."""
 
-    main()
+    def job(cfg):
+        from phf.score_cli import job as score_job
+
+        return score_job(cfg)
+
+    hydra_entry(_named(job, "phf.score_cli"), config_name="score")
 
 
 def push() -> None:

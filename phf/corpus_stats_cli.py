@@ -79,10 +79,10 @@ def readable(name: str, stats: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     from phf.data.pipeline import build_data
-    from phf.data_cli import compose
+    from phf.entry import compose
 
     own, overrides = parse_args(sys.argv[1:] if argv is None else argv)
-    cfg = compose(overrides)
+    cfg = compose(["run_dir=.", *overrides])  # nothing is launched: no Hydra job directory
     data = build_data(cfg.data)
     has_truth = callable(getattr(data.source, "structure", None))
     where = own["from"] or ("both" if has_truth else "scores")

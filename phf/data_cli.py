@@ -28,8 +28,8 @@ import sys
 
 from phf.console import reader_gone
 from phf.data.pipeline import build_data, stream_from_config
+from phf.entry import compose
 from phf.guidance import build_objective
-from phf.runtime import conf_dir
 from phf.scorers import build_scorer
 
 OWN = {"n": "4", "json": "false", "split": "train"}
@@ -61,15 +61,6 @@ def parse_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
     if own["split"] not in ("train", "validation"):
         raise SystemExit(f"phf-data: split must be train or validation, got {own['split']!r}")
     return own, overrides
-
-
-def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        # run_dir is Hydra's job directory, which a composed (not launched) config does not have
-        return hydra_compose(config_name="config", overrides=["run_dir=.", *overrides])
 
 
 def blocks(cfg, n: int, split: str = "train"):
@@ -116,7 +107,7 @@ def readable(tokenizer, index: int, block) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     own, overrides = parse_args(sys.argv[1:] if argv is None else argv)
-    cfg = compose(overrides)
+    cfg = compose(["run_dir=.", *overrides])  # run_dir: Hydra's job directory, which nothing launched here
     tokenizer, out = blocks(cfg, int(own["n"]), own["split"])
     as_json = own["json"].lower() in ("true", "1", "yes")
     count = 0

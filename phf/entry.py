@@ -6,7 +6,8 @@ resolved config that the resume check and phf-report compare runs by.
 This module imports neither torch nor transformers (nor any phf module that does): the console
 scripts (``phf.cli``) compose the config, answer ``--help`` and shell tab completion
 (``phf-train -sc query=bash``, run on every Tab) with only Hydra loaded, and import the job's module
-after that. ``phf.runtime`` re-exports these names for the modules that already import torch.
+after that. The torch-importing shared parts live by concern in ``phf.devices``, ``phf.optim`` and
+``phf.train_state`` (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -85,6 +86,31 @@ def conf_dir() -> Path:
     raise FileNotFoundError(f"phf's configs are not found: neither {repository / 'conf'} (a clone) nor "
                             f"{package / 'conf'} (an installed wheel) has {CONFIG_FILE}. Reinstall phf, or set "
                             f"PHF_CONF_DIR to a copy of the repository's conf/ directory")
+
+
+def compose(overrides: Iterable[str] = (), *, return_hydra_config: bool = False, config_name: str = "config"):
+    """The root config (``conf_dir()/config.yaml``, or another primary config of ``conf_dir()``, e.g.
+    ``score`` for phf-score) with ``overrides``, composed as the console scripts compose it: the one place
+    phf and its experiments call Hydra's compose API.
+
+    Works inside a running Hydra app too (phf-eval reading a run's objective): Hydra's global state is
+    saved and put back. A config composed this way was not launched, so ``run_dir`` (Hydra's job
+    directory) resolves only when ``overrides`` set it or ``return_hydra_config`` is on and the caller
+    sets ``HydraConfig``.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.initialize import get_gh_backup, restore_gh_from_backup
+
+    backup = get_gh_backup()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            return hydra_compose(config_name=config_name, overrides=list(overrides),
+                                 return_hydra_config=return_hydra_config)
+    finally:
+        restore_gh_from_backup(backup)
 
 
 def record_failure(run_dir: Path, error: BaseException, overrides: Iterable[str] = (),

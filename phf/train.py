@@ -7,7 +7,7 @@
 ``train(cfg) -> metrics`` is the whole job and is what tests call: it builds the run's parts from the
 config (tokenizer, objective, model, scorer, data stream, optimizer), continues a checkpoint when there
 is one, and hands them to ``phf.trainer.TrainingLoop``. ``main`` only composes the config and records
-failures (``phf.runtime.hydra_entry``).
+failures (``phf.entry.hydra_entry``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import logging
 import os
 import random
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,24 +28,15 @@ from omegaconf import DictConfig, OmegaConf
 from phf import checkpoint as ckpt
 from phf.card import generation_config
 from phf.data.pipeline import build_data, stream_from_config
-from phf.entry import FinishedRunError
+from phf.devices import Dist, keep_freed_memory, resolve_device
+from phf.entry import FinishedRunError, hydra_entry
 from phf.eval.evaluate import check_prompts_fit
 from phf.guidance import build_objective
 from phf.model import VALUE_HEAD_FILE
-from phf.runtime import (
-    Dist,
-    RunLock,
-    check_resume_config,
-    config_differences,
-    hydra_entry,
-    keep_freed_memory,
-    lr_schedule,
-    make_optimizer,
-    resolve_device,
-    restore_training_state,
-)
+from phf.optim import lr_schedule, make_optimizer
 from phf.scorers import build_scorer
 from phf.tracking import check_run_id
+from phf.train_state import RunLock, check_resume_config, config_differences, restore_training_state
 from phf.trainer import HeldOut, Plan, RunParts, Trainer, TrainingLoop, is_int
 
 log = logging.getLogger("phf.train")
@@ -163,12 +155,12 @@ def _train(cfg: DictConfig, trainer: Trainer, plan: Plan, dist: Dist, run_dir: P
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
     # -- where the run starts ---------------------------------------------------------------------------
-    step, tokens_seen, amp_skipped = 0, int(trainer.start_tokens), 0
+    start = Start(step=0, tokens_seen=int(trainer.start_tokens))
     if resume_from is not None:
-        step, tokens_seen, amp_skipped = resume(resume_from, model, objective, optimizer, scheduler, stream, plan,
-                                                dist, scaler)
+        start = Start(*resume(resume_from, model, objective, optimizer, scheduler, stream, plan, dist, scaler),
+                      resume_from=resume_from)
         if dist.main:
-            truncate_metrics(run_dir / "metrics.jsonl", step)
+            truncate_metrics(run_dir / "metrics.jsonl", start.step)
     else:
         if dist.main:  # a fresh start replaces rows a run killed before its first checkpoint left
             truncate_metrics(run_dir / "metrics.jsonl", -1)
@@ -179,26 +171,39 @@ def _train(cfg: DictConfig, trainer: Trainer, plan: Plan, dist: Dist, run_dir: P
     tracker = None
     try:
         if dist.main:
-            write_config(run_dir, resolved, resumed_at=step if resume_from is not None else None)
+            write_config(run_dir, resolved, resumed_at=start.step if start.resumed else None)
         # partial: the resolved config holds `_target_` nodes that instantiate must not build
         tracker = instantiate(cfg.logger, _partial_=True)(run_dir=run_dir, run_config=resolved, enabled=dist.main,
-                                                          resume=resume_from is not None,
-                                                          **tracker_identity(cfg, objective))
-        n_params = model.num_parameters()
-        if dist.main:
-            log_derived(cfg, trainer, plan, dist, run_dir, objective, control_ids, n_params, resume_from, device,
-                        precision, step, tokens_seen, prepared, model.value_head is not None)
-            tracker.log({"tokens_seen": tokens_seen, "params": n_params, **prepared, **plan.as_dict()}, step=step)
+                                                          resume=start.resumed, **tracker_identity(cfg, objective))
         held_out = HeldOut(cfg, tokenizer, data, scorer, trainer.val_blocks, trainer.batch_size, autocast)
         parts = RunParts(cfg=cfg, dist=dist, device=device, model=model, objective=objective, tokenizer=tokenizer,
                          stream=stream, optimizer=optimizer, scheduler=scheduler, tracker=tracker,
                          held_out=held_out, run_dir=run_dir, autocast=autocast, scaler=scaler)
+        if dist.main:
+            log_derived(parts, trainer, plan, start, control_ids, prepared)
+            tracker.log({"tokens_seen": start.tokens_seen, "params": model.num_parameters(), **prepared,
+                         **plan.as_dict()}, step=start.step)
         sample_every = int(OmegaConf.select(cfg, "task.eval.every_steps", default=0) or 0)
-        return TrainingLoop(trainer, plan, parts, step, tokens_seen, sample_every, amp_skipped).run()
+        return TrainingLoop(trainer, plan, parts, start.step, start.tokens_seen, sample_every, start.amp_skipped).run()
     finally:
         if tracker is not None:
             tracker.finish()
         dist.close()
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where a run starts: step 0 of a fresh run (``trainer.start_tokens`` already seen), or the step,
+    tokens seen and fp16 updates skipped of the checkpoint it resumes (``resume_from``)."""
+
+    step: int
+    tokens_seen: int
+    amp_skipped: int = 0
+    resume_from: Path | None = None
+
+    @property
+    def resumed(self) -> bool:
+        return self.resume_from is not None
 
 
 def tracker_identity(cfg: DictConfig, objective) -> dict:
@@ -384,21 +389,22 @@ def write_config(run_dir: Path, resolved: dict, resumed_at: int | None) -> None:
     config_file.write_text(text)
 
 
-def log_derived(cfg, trainer: Trainer, plan: Plan, dist: Dist, run_dir: Path, objective, control_ids, n_params: int,
-                resume_from, device, precision: str, step: int, tokens_seen: int, prepared: dict,
-                value_head: bool) -> None:
-    """The run's derived quantities, printed once."""
-    log.info("run dir: %s", run_dir)
+def log_derived(parts: RunParts, trainer: Trainer, plan: Plan, start: Start, control_ids, prepared: dict) -> None:
+    """The run's derived quantities, printed once: the built parts, the settings, the plan, where it starts,
+    the objective's control token ids and what the objective prepared from the data."""
+    objective = parts.objective
+    log.info("run dir: %s", parts.run_dir)
     log.info("objective: %r", objective)
     log.info("model: %.2fM parameters (%s), value head: %s, device %s, precision %s",
-             n_params / 1e6, "resumed" if resume_from else "new", value_head, device, precision)
+             parts.model.num_parameters() / 1e6, "resumed" if start.resumed else "new",
+             parts.model.value_head is not None, parts.device, trainer.resolved_precision(parts.device))
     if objective.special_tokens:
         log.info("special tokens: %s", dict(zip(objective.special_tokens, control_ids, strict=True)))
     log.info("tokens per optimizer step: %d (%d seqs × %d tokens; micro-batch %d × %d ranks × %d accumulation)",
-             plan.tokens_per_step, trainer.effective_batch_size, cfg.model.block_size,
-             trainer.batch_size, dist.world_size, plan.accum)
+             plan.tokens_per_step, trainer.effective_batch_size, parts.cfg.model.block_size,
+             trainer.batch_size, parts.dist.world_size, plan.accum)
     log.info("optimizer steps: %d (%d warmup), starting at step %d, %.3g tokens seen",
-             plan.max_steps, plan.warmup_steps, step, tokens_seen)
+             plan.max_steps, plan.warmup_steps, start.step, start.tokens_seen)
     for k, v in prepared.items():
         log.info("prepared %s = %s", k, v)
 

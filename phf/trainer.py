@@ -28,17 +28,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
+from omegaconf import MISSING, DictConfig, ListConfig
 
 from phf import checkpoint as ckpt
 from phf.card import write_model_card
 from phf.console import ProgressLog, duration
 from phf.data.pipeline import validation_blocks
+from phf.devices import Dist
 from phf.eval.capability import validation_loss
 from phf.eval.evaluate import EvaluationCost, build_eval_scorer, estimate_cost, run_evaluation
 from phf.eval.heldout_clean import heldout_clean_documents
-from phf.runtime import Dist, save_training_state
+from phf.settings import bind
+from phf.train_state import save_training_state
 
 log = logging.getLogger("phf.train")
 
@@ -163,25 +164,12 @@ class Trainer:
 
     @classmethod
     def from_config(cls, node: DictConfig | dict) -> Trainer:
-        """Build from the ``trainer`` node; an unknown key is named rather than a TypeError.
+        """The class the ``trainer`` node's ``_target_`` names, built from the node (``phf.settings.bind``).
 
         A key whose value is still missing (``???``, e.g. ``paper.finetune_from`` before it is set) stays
         ``???``: a dry run can print the plan without it, ``check_set`` refuses it before training.
         """
-        d = {}
-        for key in node:
-            if key in ("_target_", "_convert_"):
-                continue
-            try:
-                value = node[key]
-            except (MissingMandatoryValue, InterpolationToMissingValueError):
-                d[key] = MISSING
-                continue
-            d[key] = OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig | ListConfig) else value
-        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown trainer keys {unknown}; known: {sorted(f.name for f in dataclasses.fields(cls))}")
-        return cls(**d)
+        return bind(cls, node, "trainer", keep_missing=True)
 
     def check_set(self) -> None:
         """Refuse to train with a key that is still missing (``???``)."""

@@ -28,11 +28,9 @@ TINY = [
 
 
 def compose(overrides: list[str] | None = None):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from phf.entry import compose as compose_config
 
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides or []))
+    return compose_config(overrides or [])
 
 
 @pytest.fixture(autouse=True)

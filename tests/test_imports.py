@@ -166,3 +166,44 @@ def test_the_console_scripts_import_phf_train_lazily_and_nothing_else_may(tmp_pa
     lazy_elsewhere = tmp_path / "report.py"
     lazy_elsewhere.write_text("def f():\n    from phf.train import job\n")
     assert module_level_lines(lazy_elsewhere) == set()  # so only the CONSOLE_SCRIPTS module may do this
+
+
+#: the training runtime: the loops, their optimizer and schedules, their on-disk state and lock
+TRAINING_RUNTIME = ("phf.train", "phf.trainer", "phf.optim", "phf.train_state", "phf.runtime", "phf.spa")
+
+
+def reachable(start: str) -> dict[str, str]:
+    """Every phf module that importing ``start`` may load (imports inside functions count, and so do
+    the ``__init__`` of every package on the way), each mapped to the module that imports it first."""
+    via: dict[str, str] = {start: start}
+    todo = [start]
+    while todo:
+        module = todo.pop()
+        targets = [t for t, _ in phf_imports(module, MODULES[module])]
+        for target in targets:
+            parts = target.split(".")
+            for i in range(2, len(parts) + 1):  # phf.a.b loads phf.a first
+                name = ".".join(parts[:i])
+                if name in MODULES and name not in via:
+                    via[name] = module
+                    todo.append(name)
+    return via
+
+
+def test_reachable_follows_packages_and_local_imports():
+    graph = reachable("phf.scorers.detoxify")
+    assert graph["phf.devices"] == "phf.scorers.detoxify"  # resolve_device: a function-local import
+    assert "phf.scorers" in graph  # the package's __init__ runs too
+
+
+def test_scorers_do_not_import_the_training_runtime():
+    """The scorers sit below the training loops (docs/architecture.md): a scorer may ask the low floor
+    for its device (``phf.devices``), never for anything of the loops, or scoring would load them."""
+    bad = {}
+    for module in MODULES:
+        if module == "phf.scorers" or module.startswith("phf.scorers."):
+            via = reachable(module)
+            hits = [m for m in via if any(m == r or m.startswith(r + ".") for r in TRAINING_RUNTIME)]
+            if hits:
+                bad[module] = {m: via[m] for m in hits}
+    assert not bad, f"scorer modules reaching the training runtime (module: imported by): {bad}"

@@ -248,7 +248,7 @@ def lever_threads(shape, objective, iters, counts=(1, 2)):
 
 def lever_optimizer(shape, objective, iters):
     """AdamW.step() alone on the model's parameters with gradients present (phf's decay groups)."""
-    from phf.runtime import make_optimizer
+    from phf.optim import make_optimizer
 
     model, obj = build(shape, objective)
     for p in model.parameters():

@@ -8,7 +8,7 @@ local_pep8, in the same order), same objective math, same optimizer settings, fp
 * **baseline**: ``transformers.Trainer`` with the original's ``compute_loss`` (``baseline_hf.py``),
   ``logging_steps=1``, ``remove_unused_columns=False``, torch AdamW (``optim=adamw_torch``);
 * **baseline+malloc**: the baseline with the allocator setting phf makes on CPU (glibc keeps freed
-  memory, ``phf.runtime.keep_freed_memory``): the same work, the same allocator.
+  memory, ``phf.devices.keep_freed_memory``): the same work, the same allocator.
 
 Each engine lives in its own worker process (started once, so import and set-up costs are paid once
 and process-wide settings such as the allocator never leak into another engine). The driver
@@ -148,7 +148,7 @@ def run_chunk(engine: str, shape: str, objective: str, steps: int) -> dict:
 def worker(engine: str, threads: int) -> None:
     """Serve chunk requests (one JSON line each on stdin) until stdin closes."""
     if ENGINES[engine].get("malloc"):
-        from phf.runtime import keep_freed_memory
+        from phf.devices import keep_freed_memory
 
         keep_freed_memory()
     C.set_threads(threads)

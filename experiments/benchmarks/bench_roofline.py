@@ -102,7 +102,7 @@ def main() -> None:
                    help="leave glibc's allocator as it is (phf's loop keeps freed memory: trainer.cpu_keep_freed_memory)")
     a = p.parse_args()
     if not a.default_malloc:
-        from phf.runtime import keep_freed_memory
+        from phf.devices import keep_freed_memory
 
         keep_freed_memory()  # as phf's training loop does on CPU: the (N, V) buffers are reused, not page-faulted
     L, d, V, T, B = a.layers, a.width, a.vocab, a.block, a.batch

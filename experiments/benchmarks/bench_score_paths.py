@@ -2,8 +2,9 @@
 
 Both call ``phf.scorers.batch.score_batch``; this measures what each path adds around it. Input: the first
 ``--docs`` files of the interpreter's standard library (``LocalPythonSource``) as raw ``{"text"}``
-records, scored with ``--scorer`` (pep8: lines in file context; profanity: sentences). **phf-score**:
-``phf.score_cli.main`` with ``--format parquet`` (one process, ``--chunk-docs`` documents per call),
+records, scored with ``--scorer`` (pep8: ``task=pep8``, lines in file context; profanity:
+``task=toxicity_profanity``, sentences). **phf-score**: its job (``phf.score_cli.score``) on the composed
+``conf/score.yaml`` with ``score.format=parquet`` (one process, ``data.score_batch_docs=--chunk-docs``),
 reading the JSONL and writing shards. **pipeline**: ``BlockStream.process`` on batches of the same size
 (segment + score; no tokenizing or packing). Medians of ``--repeats`` interleaved runs, no score cache.
 Measures and prints; asserts nothing.
@@ -34,28 +35,32 @@ def main() -> None:
     ap.add_argument("--chunk-docs", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
+    from hydra.utils import instantiate
+
     from phf.data.pipeline import BlockStream
     from phf.data.sources import LocalPythonSource
-    from phf.score_cli import build as build_scorer
-    from phf.score_cli import main as score_main
-    from phf.score_cli import make_segmenter, scorer_spec
+    from phf.entry import compose
+    from phf.score_cli import score
+    from phf.scorers import build_scorer
     from phf.tokenizer import gpt2_tokenizer
+
+    task = {"pep8": "pep8", "profanity": "toxicity_profanity"}[args.scorer]
 
     docs = [d for d in LocalPythonSource(max_files=args.docs * 2, max_chars=100_000) if d.texts][: args.docs]
     with tempfile.TemporaryDirectory(prefix="phf-bench-score-") as tmp:
         src = Path(tmp) / "in.jsonl"
         src.write_text("".join(json.dumps({"text": d.texts[0]}) + "\n" for d in docs))
-        target, kwargs = scorer_spec(args.scorer, [])
-        scorer = build_scorer(target, kwargs)
-        stream = BlockStream(LocalPythonSource(max_files=1), make_segmenter("auto", args.scorer), scorer,
+        base = [f"task={task}", "data=jsonl", f"data.source.path={src}", "cache_dir=null",
+                f"data.score_batch_docs={args.chunk_docs}", "score.format=parquet", "score.progress=false"]
+        cfg = compose([*base, "score.out=unused"], config_name="score")
+        stream = BlockStream(LocalPythonSource(max_files=1), instantiate(cfg.task.segmenter), build_scorer(cfg.scorer),
                              gpt2_tokenizer(), block_size=8, val_fraction=0.0, score_batch_docs=args.chunk_docs)
         batches = [[(i, d) for i, d in enumerate(docs[j : j + args.chunk_docs], j)]
                    for j in range(0, len(docs), args.chunk_docs)]
         cli, pipe = [], []
         for r in range(args.repeats):
             t0 = time.perf_counter()
-            score_main([str(src), "-o", f"{tmp}/out{r}", "--format", "parquet", "--scorer", args.scorer,
-                        "--chunk-docs", str(args.chunk_docs), "--no-progress"])
+            score(compose([*base, f"score.out={tmp}/out{r}"], config_name="score"))
             cli.append(len(docs) / (time.perf_counter() - t0))
             for b in batches:  # fresh documents: nothing carries scores from the previous run
                 for k, (i, d) in enumerate(b):

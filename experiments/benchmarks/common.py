@@ -26,7 +26,7 @@ for _k, _v in OFFLINE_ENV.items():
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from phf.runtime import conf_dir  # noqa: E402
+from phf.entry import conf_dir  # noqa: E402
 
 CONF = conf_dir()
 transformers.logging.set_verbosity_error()  # the benchmarks print tables, not per-model notices
@@ -73,13 +73,9 @@ def set_threads(n: int | None) -> int:
 def compose(overrides: list[str]):
     """The phf config composed from conf/ exactly as phf-train would, plus ``overrides``; GPT-2's
     tokenizer unless they choose another (the benchmarks' numbers are for GPT-2's 50,257-row LM head)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from phf.entry import compose as compose_config
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=["tokenizer=gpt2", *overrides])
+    return compose_config(["tokenizer=gpt2", *overrides])
 
 
 def bench_overrides(model: str, objective: str, batch: int, block: int, steps: int, run_dir: str,

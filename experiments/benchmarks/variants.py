@@ -6,7 +6,7 @@
 * ``HiddenLogits`` + ``chunked_shift``: CE from the hidden states by the fused chunked LM head + CE;
 * ``logits_kept_in_loop()``: phf's training loop keeping the logits alive through ``backward()``
   (its ``TrainingLoop.free_logits_before_backward`` switch, so the rest of the loop is phf's own code);
-* ``fused_adamw()``: ``phf.runtime.make_optimizer`` with ``fused=True`` on CPU as well.
+* ``fused_adamw()``: ``phf.optim.make_optimizer`` with ``fused=True`` on CPU as well.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def logits_kept_in_loop():
 
 @contextlib.contextmanager
 def fused_adamw():
-    """``phf.runtime.make_optimizer`` with ``fused=True`` on CPU too (phf fuses on CUDA only)."""
+    """``phf.optim.make_optimizer`` with ``fused=True`` on CPU too (phf fuses on CUDA only)."""
     import phf.train as T
 
     original = T.make_optimizer

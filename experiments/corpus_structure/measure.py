@@ -80,9 +80,9 @@ ROWS = {
 def measure(name: str, overrides: list[str], what: str) -> dict:
     from phf.data.corpus_stats import content_kappa, flags_from_scores, flags_from_truth, structure_stats
     from phf.data.pipeline import build_data
-    from phf.data_cli import compose
+    from phf.entry import compose
 
-    cfg = compose(overrides)
+    cfg = compose(["run_dir=.", *overrides])  # nothing is launched: no Hydra job directory
     data = build_data(cfg.data)
     t0 = time.perf_counter()
     result: dict = {"name": name, "what": what, "overrides": overrides}

@@ -15,20 +15,15 @@ import torch
 from hydra.utils import instantiate
 
 from phf.data.pipeline import validation_blocks
+from phf.entry import compose
 from phf.eval.evaluate import build_eval_scorer
 from phf.model import PHFModel
-from phf.runtime import conf_dir
 from phf.spa.rounds import evaluate_model
 from phf.tokenizer import load_tokenizer
 
-CONF = conf_dir()
-
 
 def main(checkpoint: str, out: str, overrides: list[str]) -> None:
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=[f"run_dir={out}", *overrides])
+    cfg = compose([f"run_dir={out}", *overrides])
     torch.manual_seed(cfg.seed)
     tokenizer = load_tokenizer(checkpoint)
     model = PHFModel.from_pretrained(checkpoint).eval()

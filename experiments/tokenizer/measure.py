@@ -25,18 +25,6 @@ ROOT = Path(__file__).resolve().parents[2]
 CORPORA = {"local_pep8": "pep8", "local_pii": "pii", "local_toxicity": "toxicity_profanity"}
 
 
-def compose(overrides):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from phf.runtime import conf_dir
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=overrides)
-
-
 def held_out_texts(cfg, n: int) -> list[str]:
     from hydra.utils import instantiate
 
@@ -81,6 +69,7 @@ def main() -> None:
     torch.set_num_threads(1)
     from hydra.utils import instantiate
 
+    from phf.entry import compose
     from phf.tokenizer import gpt2_tokenizer
 
     gpt2 = gpt2_tokenizer()

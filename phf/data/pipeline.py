@@ -20,7 +20,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,11 +96,13 @@ class BlockStream:
         self.sharded_source = bool(getattr(source, "shards_by_rank", False))
         self._source_states: dict[int, dict] = {}  # position -> the source's state there (recent ones)
         self._source_resume: tuple[int, dict] | None = None  # (position, state) restored from a checkpoint
-        self.packer = Packer(block_size, tokenizer.eos_token_id)
+        # no tokenizer: a stream that only segments and scores (scored_documents, phf-score), never packs
+        self.packer = Packer(block_size, tokenizer.eos_token_id) if tokenizer is not None else None
         self.rng = random.Random(f"{seed}:{split}:{rank}:shuffle")
         self.shuffle = ShuffleBuffer(shuffle_buffer, self.rng)
         self.epoch, self.position = 0, skip_documents
-        self.packer.skip = skip_tokens
+        if self.packer is not None:
+            self.packer.skip = skip_tokens
         # skipped_bad: bad documents (the source's on_error=skip placeholders and data.on_error=skip);
         # filtered_by_length: outside data.source.min_chars/max_chars. Both count the records of this
         # rank's share that this stream read (a placeholder has no content, so no split of its own).
@@ -262,6 +264,10 @@ class BlockStream:
 
     def process(self, batch: list[tuple[int, Document]]) -> list[Document]:
         """Segment, score and transform one batch of (position, raw document)."""
+        return [doc for _, doc in self.process_positions(batch)]
+
+    def process_positions(self, batch: list[tuple[int, Document]]) -> list[tuple[int, Document]]:
+        """``process``, each kept document with its source position."""
         positions = {}
         segmented = []
         for position, doc in batch:
@@ -273,8 +279,48 @@ class BlockStream:
         for d in self._score(segmented):
             t = self._transform(d, positions[id(d)])
             if t is not None:
-                out.append(t)
+                out.append((positions[id(d)], t))
         return out
+
+    def _score_work(self, batch: list[tuple[int, Document]]):
+        """Segment and score one batch (``process``, no tokenizing); runs inline or in a worker process."""
+        skipped = self.stats["skipped_bad"]
+        docs = self.process_positions(batch)
+        pop = getattr(self.scorer, "pop_stats", None)
+        return docs, self.stats["skipped_bad"] - skipped, (pop() if callable(pop) else {})
+
+    def scored_documents(self) -> Iterator[list[tuple[int, Document]]]:
+        """One pass over this split's documents from ``self.position``, segmented and scored as the
+        training stream does (``process``: no objective transform without an objective), in source order:
+        yields each batch's (source position, document) pairs. With ``num_workers`` the
+        batches are scored ahead by the stream's worker processes (``_Workers``); phf-score reads this."""
+        self.scorer_stats = {}
+        workers = _Workers(self, self._score_work) if self.num_workers else None
+        try:
+            it = self._open()
+            read_position, exhausted, pending = self.position, False, deque()
+            while True:
+                while workers is not None and not exhausted and len(pending) < 2 * self.num_workers:
+                    batch, read_position, exhausted = self._read_batch(it, read_position)
+                    pending.append((read_position, workers.submit(batch)))
+                if pending:
+                    end, worker = pending.popleft()
+                    docs, skipped, scorer_stats = workers.result(worker)
+                    self.stats["skipped_bad"] += skipped  # the worker counted into its own copy
+                elif exhausted:
+                    return
+                else:
+                    batch, end, exhausted = self._read_batch(it, read_position)
+                    read_position = end
+                    docs, _, scorer_stats = self._score_work(batch)
+                for k, v in scorer_stats.items():
+                    self.scorer_stats[k] = self.scorer_stats.get(k, 0) + v
+                self.position = end
+                self.stats["documents"] += len(docs)
+                yield docs
+        finally:
+            if workers is not None:
+                workers.close()
 
     def scored_sample(self, n: int) -> list[Document]:
         """The first ``n`` scored (untransformed) documents of this split, for ``objective.prepare``."""
@@ -541,7 +587,9 @@ class _Workers:
     directory's lock or memory, and the resume is not refused as "in use".
     """
 
-    def __init__(self, stream: BlockStream):
+    def __init__(self, stream: BlockStream, work: Callable | None = None):
+        """``work(batch)`` runs in the workers: ``stream._work`` (segment, score, transform, tokenize)
+        unless another of the stream's steps is given (``_score_work`` for ``scored_documents``)."""
         # fork: workers inherit the scorer, segmenter, objective and tokenizer without pickling; they
         # run pure-Python scoring and tokenization only (no torch ops)
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
@@ -551,7 +599,7 @@ class _Workers:
         self.results = [ctx.Queue() for _ in range(stream.num_workers)]
         # the kernel's parent-death signal follows the forking *thread*: only ask for it from the main thread
         parent, pdeathsig = os.getpid(), threading.current_thread() is threading.main_thread()
-        self.procs = [ctx.Process(target=_worker_loop, args=(stream, t, r, parent, pdeathsig),
+        self.procs = [ctx.Process(target=_worker_loop, args=(stream, t, r, parent, pdeathsig, work),
                                   name=f"phf-data-worker-{i}", daemon=True)
                       for i, (t, r) in enumerate(zip(self.tasks, self.results, strict=True))]
         for p in self.procs:
@@ -612,7 +660,9 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _worker_loop(stream: BlockStream, tasks, results, parent: int | None = None, pdeathsig: bool = False) -> None:
+def _worker_loop(stream: BlockStream, tasks, results, parent: int | None = None, pdeathsig: bool = False,
+                 work: Callable | None = None) -> None:
+    work = work or stream._work
     if parent is not None and pdeathsig:
         _die_with_parent(parent)
     while True:
@@ -623,7 +673,7 @@ def _worker_loop(stream: BlockStream, tasks, results, parent: int | None = None,
                 os._exit(1)
             continue
         try:
-            out = (True, stream._work(batch))  # lists, dicts and numbers: always picklable
+            out = (True, work(batch))  # lists, dicts and numbers: always picklable
         except Exception as e:  # re-raised in the trainer
             try:  # the queue pickles in a background thread and would drop what it cannot pickle
                 pickle.dumps(e)

@@ -7,8 +7,8 @@
     phf-eval checkpoint=PATH out=EVAL_DIR      # a phf model dir: task and objective from its phf_objective.json
     phf-eval checkpoint=PATH +lm_eval.tasks=[arc_easy,my_task.yaml]   # + lm-evaluation-harness (phf.eval.lm_eval_harness)
 
-Arguments are Hydra-style ``key=value`` overrides of the run's saved ``config.yaml`` (values parsed as
-YAML; ``+key=value`` adds a key). Config-group overrides (``task=``, ``objective=``, ``scorer=``,
+Arguments are Hydra overrides of the run's saved ``config.yaml`` (Hydra's override grammar, as on
+phf-train's command line: quoting, lists, ``+key=value`` adds a key). Config-group overrides (``task=``, ``objective=``, ``scorer=``,
 ``logger=``) replace that whole group with ``conf/<group>/<name>.yaml`` (``task=`` brings its scorer).
 Without a run config, the config is composed from ``conf/`` with the same overrides; the task and the
 objective (registry name and hyperparameters) then come from the model directory's ``phf_objective.json``,
@@ -53,6 +53,8 @@ from phf.card import METADATA_FILE, read_objective_metadata
 from phf.checkpoint import check_safetensors
 from phf.console import quiet_hf_progress
 from phf.data.pipeline import validation_blocks
+from phf.devices import resolve_device
+from phf.entry import compose
 from phf.eval.evaluate import build_eval_scorer, evaluate, flatten
 from phf.eval.heldout_clean import heldout_clean_documents
 from phf.eval.kl import load_causal_lm
@@ -60,7 +62,6 @@ from phf.eval.lm_eval_harness import evaluate_harness, report_columns, settings_
 from phf.eval.red_team import RedTeamSettings, load_prompts, red_team, summary
 from phf.eval.settings import Evaluation
 from phf.model_dir import ModelDirError, check_config_targets, check_model_files, check_weights
-from phf.runtime import conf_dir, resolve_device
 from phf.tokenizer import load_tokenizer
 from phf.tracking import read_metrics, stored_run
 
@@ -71,33 +72,61 @@ GROUPS = {"task", "objective", "scorer", "logger", "model", "data", "trainer"}
 SKIPPABLE = {"heldout", "kl", "red_team"}
 
 
+def parse_overrides(args: list[str]) -> list:
+    """Each argument parsed by Hydra's override grammar (``hydra.core.override_parser``), the grammar
+    phf-train's command line has: quoting, lists, ``+key``, interpolations. A malformed argument, a sweep
+    of a config key (phf-eval evaluates one configuration) or a deletion is refused, naming it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    parsed = []
+    for arg in args:
+        try:
+            (o,) = parser.parse_overrides([arg])
+        except OverrideParseException as e:
+            raise SystemExit(f"phf-eval: expected key=value, got {arg!r}: {' '.join(str(e).split())} "
+                             "(see phf-eval --help)") from None
+        if o.key_or_group not in OWN_KEYS and o.is_sweep_override():
+            raise SystemExit(f"phf-eval: {arg!r} is a sweep; phf-eval evaluates one configuration (run it once "
+                             "per value)")
+        if o.is_delete():
+            raise SystemExit(f"phf-eval: {arg!r}: deleting a config key is not supported; override its value")
+        parsed.append(o)
+    return parsed
+
+
+def _own_value(o) -> str | None:
+    """An own option's value as the string ``evaluate_saved`` reads (``skip=a,b`` arrives as a sweep)."""
+    if o.is_sweep_override():
+        return ",".join(o.sweep_string_iterator())
+    value = o.value()
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    if isinstance(value, bool):
+        return str(value).lower()
+    return None if value is None else str(value)
+
+
 def parse_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
-    """(own options, config overrides) from ``key=value`` arguments."""
+    """(own options, config overrides) from Hydra-style ``key=value`` arguments (``parse_overrides``)."""
+    if any(arg in ("-h", "--help") for arg in argv):
+        print(__doc__)
+        sys.exit(0)
     own, overrides = {}, []
-    for arg in argv:
-        if arg in ("-h", "--help"):
-            print(__doc__)
-            sys.exit(0)
-        key, sep, value = arg.partition("=")
-        if not sep:
-            raise SystemExit(f"phf-eval: expected key=value, got {arg!r} (see phf-eval --help)")
-        if key in OWN_KEYS:
-            own[key] = value
+    for o in parse_overrides(argv):
+        if o.key_or_group in OWN_KEYS:
+            value = _own_value(o)
+            if value is not None:
+                own[o.key_or_group] = value
         else:
-            overrides.append(arg)
+            overrides.append(o.input_line)
     if "run_dir" not in own and "checkpoint" not in own:
         raise SystemExit("phf-eval: give run_dir=DIR or checkpoint=PATH (see phf-eval --help)")
     bad = set(filter(None, own.get("skip", "").split(","))) - SKIPPABLE
     if bad:
         raise SystemExit(f"phf-eval: skip= accepts {sorted(SKIPPABLE)}, got {sorted(bad)}")
     return own, overrides
-
-
-def _compose(overrides: list[str]) -> DictConfig:
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose("config", overrides=overrides)
 
 
 def _is_group(override: str) -> bool:
@@ -147,19 +176,25 @@ def inferred_objective(model_dir: Path, overrides: list[str]) -> tuple[list[str]
 def load_config(config_path: Path | None, overrides: list[str], objective: dict | None = None) -> DictConfig:
     """The run's saved config with ``overrides`` applied, or a config composed from ``conf/`` (with
     ``objective`` = ``{"name": registry name, "args": checked plain values}`` in place of the default
-    objective: ``conf/objective/<name>.yaml`` with those arguments; ``objective.*`` overrides apply to it)."""
+    objective: ``conf/objective/<name>.yaml`` with those arguments; ``objective.*`` overrides win over them).
+
+    Hydra composes: from ``conf/`` with every override, or, for a run's config, the selected groups
+    (``task=`` brings its scorer), whose nodes replace the run's; the other overrides, parsed by Hydra's
+    grammar, are then set on the run's config."""
+    parsed = parse_overrides(overrides)
     if config_path is None:
         if objective is None:
-            return _compose(overrides)
-        own = [o for o in overrides if o.lstrip("+").startswith("objective.")]
-        cfg = _compose([o for o in overrides if o not in own] + [f"objective={objective['name']}"])
+            return compose(overrides)
+        cfg = compose([*overrides, f"objective={objective['name']}"])  # no objective= among overrides here
+        given = {o.key_or_group for o in parsed}
         for key, value in objective["args"].items():  # plain values (checked): no interpolation, no node
-            cfg.objective[key] = value
-        return OmegaConf.merge(cfg, OmegaConf.from_dotlist([o.lstrip("+") for o in own])) if own else cfg
+            if f"objective.{key}" not in given:
+                cfg.objective[key] = value
+        return cfg
     cfg = OmegaConf.load(config_path)
-    groups = [o for o in overrides if _is_group(o)]
+    groups = [o.input_line for o in parsed if _is_group(o.input_line)]
     if groups:
-        fresh = _compose(groups)
+        fresh = compose(groups)
         for o in groups:
             key = o.partition("=")[0]
             cfg[key] = fresh[key]
@@ -167,10 +202,10 @@ def load_config(config_path: Path | None, overrides: list[str], objective: dict 
                 cfg.scorer = fresh.scorer
     if OmegaConf.select(cfg, "task.eval") is None:  # a run from before evaluation existed: use its task's defaults
         log.warning("%s has no task.eval block; using conf/task/%s.yaml's", config_path, cfg.task.name)
-        cfg.task.eval = _compose([f"task={cfg.task.name}"]).task.eval
-    dotted = [o.lstrip("+") for o in overrides if not _is_group(o)]
-    if dotted:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotted))
+        cfg.task.eval = compose([f"task={cfg.task.name}"]).task.eval
+    for o in parsed:
+        if not _is_group(o.input_line):
+            OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True, force_add=True)
     return cfg
 
 

@@ -198,13 +198,10 @@ def _train(ref: DictConfig, clean: bool, directory: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m phf.eval.reference <phf-train overrides>``: build the reference a run would use."""
-    from hydra import compose, initialize_config_dir
-
-    from phf.entry import conf_dir
+    from phf.entry import compose
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=list(sys.argv[1:] if argv is None else argv) + ["run_dir=."])
+    cfg = compose(list(sys.argv[1:] if argv is None else argv) + ["run_dir=."])
     print(clean_reference(cfg))
 
 

@@ -1,34 +1,21 @@
 """The evaluation's settings: ``task.eval`` of every task config (``conf/task/*.yaml``), typed.
 
-``Evaluation.from_config(cfg)`` builds it from a run's config: every key is a field here, checked once
-(an unknown key or scenario setting is named, with where it was found); nothing downstream repeats a
+``Evaluation.from_config(cfg)`` builds it from a run's config with ``phf.settings.bind``: every key is a
+field here, checked once (an unknown key or scenario setting is named, with where it was found); nothing downstream repeats a
 default. The evaluation stays under ``task`` because its numbers are the task's (hit threshold,
 prompts, scorer) and every override of it is spelled ``task.eval.…``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from phf.settings import bind
+
 RESERVED = {"kl", "heldout", "heldout_clean", "red_team"}  # metric groups that are not scenarios
-
-
-def _build(cls, values: dict | None, where: str):
-    """``cls(**values)``, naming an unknown key and where it was found."""
-    values = dict(values or {})
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known - {"_target_"})
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
-    values.pop("_target_", None)
-    try:
-        return cls(**values)
-    except TypeError as e:  # a required key is missing
-        raise ValueError(f"{where}: {e}") from None
 
 
 @dataclass
@@ -118,16 +105,16 @@ class Evaluation:
         bad = RESERVED.intersection(self.scenarios)
         if bad:
             raise ValueError(f"task.eval.scenarios may not be named {sorted(bad)} (reserved metric groups)")
-        self.scenarios = {name: sc if isinstance(sc, Scenario) else _build(Scenario, sc, f"task.eval.scenarios.{name}")
+        self.scenarios = {name: sc if isinstance(sc, Scenario) else bind(Scenario, sc, f"task.eval.scenarios.{name}")
                           for name, sc in (self.scenarios or {}).items()}
         for name, sc in self.scenarios.items():
             if sc.secondary_to is not None and sc.secondary_to not in self.scenarios:
                 raise ValueError(f"task.eval.scenarios.{name}.secondary_to: no scenario {sc.secondary_to!r}; "
                                  f"known: {sorted(self.scenarios)}")
         if not isinstance(self.capability, Capability):
-            self.capability = _build(Capability, self.capability, "task.eval.capability")
+            self.capability = bind(Capability, self.capability, "task.eval.capability")
         if not isinstance(self.kl, KL):
-            self.kl = _build(KL, self.kl, "task.eval.kl")
+            self.kl = bind(KL, self.kl, "task.eval.kl")
         self.red_team = dict(self.red_team or {})
 
     @classmethod
@@ -137,7 +124,5 @@ class Evaluation:
         node = OmegaConf.select(cfg, "task.eval")
         if node is None:
             raise KeyError("the config has no task.eval block; add one to conf/task/<task>.yaml (see conf/task/pep8.yaml)")
-        values = OmegaConf.to_container(node, resolve=True)
-        scorer = node.get("scorer")
-        values["scorer"] = scorer  # a DictConfig with _target_ (instantiated by phf.scorers.build_scorer) or None
-        return _build(cls, values, "task.eval")
+        # the scorer stays a DictConfig with _target_ (instantiated by phf.scorers.build_scorer) or None
+        return bind(cls, node, "task.eval", scorer=node.get("scorer"))

@@ -32,12 +32,12 @@ import torch
 
 from phf.data.pack import Packer
 from phf.data.pipeline import segment_ids
+from phf.devices import Dist
 from phf.guidance.learner import GuidanceLearner
 from phf.guidance.lists import items_from_blocks
 from phf.guidance.model import GuidanceModel
 from phf.objectives.base import IGNORE_INDEX, LossOutput, Objective, check_number_args
 from phf.objectives.preference import PreferenceObjective
-from phf.runtime import Dist
 from phf.tokenizer import add_special_tokens, load_tokenizer
 
 log = logging.getLogger(__name__)

@@ -148,7 +148,7 @@ class DetoxifyScorer(Scorer):
 
     @property
     def device(self) -> str:
-        from phf.runtime import resolve_device  # torch: only when the scorer runs
+        from phf.devices import resolve_device  # torch: only when the scorer runs
 
         return str(resolve_device(self.device_request, key="scorer.device"))
 

@@ -29,12 +29,15 @@ import logging
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from phf.data.pipeline import build_data, in_validation, validation_blocks
+from phf.devices import Dist, resolve_device
+from phf.entry import UsageError, hydra_entry
 from phf.eval.capability import validation_loss
 from phf.eval.evaluate import build_eval_scorer, run_evaluation
 from phf.eval.red_team import load_prompts
@@ -42,7 +45,6 @@ from phf.eval.settings import RESERVED
 from phf.model import PHFModel
 from phf.model_dir import check_model_files
 from phf.objectives.preference import PreferenceObjective
-from phf.runtime import Dist, UsageError, hydra_entry, resolve_device
 from phf.scorers import build_scorer
 from phf.spa import pairs as P
 from phf.spa.train_dpo import DPOSettings, train_dpo
@@ -192,9 +194,12 @@ def run_spa(cfg: DictConfig) -> dict:
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
     tracker = instantiate(cfg.logger, _partial_=True)(run_dir=run_dir, run_config=resolved,
                                                        name=cfg.get("run_name") or f"{cfg.task.name}-spa")
+    parts = SpaParts(cfg=cfg, init=init, tokenizer=tokenizer, objective=objective, scorer=scorer,
+                     eval_scorer=eval_scorer, blocks=blocks, gen_cfg=gen_cfg, implicit_beta=implicit_beta, pad=pad,
+                     device=device, tracker=tracker)
     rows: list[dict] = []
     try:
-        base = _stage_init(run_dir, policy, tokenizer, objective, eval_scorer, cfg, blocks, tracker)
+        base = _stage_init(parts, run_dir, policy)
         rows.append(base)
         step_offset, totals = 0, {"tokens_trained": 0, "tokens_generated": 0, "pairs": 0, "scorer_labels": 0}
         for i, (name, st) in enumerate(stages.items()):
@@ -206,8 +211,7 @@ def run_spa(cfg: DictConfig) -> dict:
                 policy = PHFModel.from_pretrained(stage_dir / "final").to(device).eval()
                 log.info("stage %s already done (%s): loaded its policy", name, done)
             else:
-                row = _stage(i, name, st, stage_dir, prompts, policy, init, tokenizer, objective, scorer, eval_scorer,
-                             cfg, blocks, gen_cfg, implicit_beta, pad, device, tracker, step_offset, base)
+                row = _stage(parts, Stage(i, name, st, stage_dir, prompts), policy, step_offset, base)
             step_offset += int(row["spa/steps"])
             for k in totals:
                 totals[k] += int(row[f"spa/{k}"])
@@ -225,7 +229,39 @@ def run_spa(cfg: DictConfig) -> dict:
         tracker.finish()
 
 
-def _stage_init(run_dir, policy, tokenizer, objective, eval_scorer, cfg, blocks, tracker) -> dict:
+@dataclass
+class SpaParts:
+    """What every SPA stage uses, built once by ``run_spa`` from the config."""
+
+    cfg: DictConfig
+    init: torch.nn.Module  # π_init = spa.init_from, frozen: the implicit reward's base
+    tokenizer: object
+    objective: PreferenceObjective
+    scorer: object  # the task scorer: labels the seed's pairs and audits the others
+    eval_scorer: object
+    blocks: list  # the held-out validation blocks every evaluation measures
+    gen_cfg: dict  # spa.sampling (phf.spa.pairs.GenerationSettings without the seed)
+    implicit_beta: float
+    pad: int  # the pad token id of implicit-reward batches
+    device: torch.device
+    tracker: object
+
+
+@dataclass
+class Stage:
+    """One entry of ``spa.stages``: its position, name, settings (labeler, num_prompts, ...), directory
+    and the prompts drawn for it."""
+
+    index: int
+    name: str
+    settings: dict
+    dir: Path
+    prompts: list
+
+
+def _stage_init(parts: SpaParts, run_dir: Path, policy) -> dict:
+    tokenizer, objective, eval_scorer, cfg, blocks, tracker = (parts.tokenizer, parts.objective, parts.eval_scorer,
+                                                               parts.cfg, parts.blocks, parts.tracker)
     path = run_dir / "init" / SUMMARY
     if path.is_file():
         return json.loads(path.read_text())
@@ -238,8 +274,13 @@ def _stage_init(run_dir, policy, tokenizer, objective, eval_scorer, cfg, blocks,
     return row
 
 
-def _stage(i, name, st, stage_dir: Path, prompts, policy, init, tokenizer, objective, scorer, eval_scorer, cfg,
-           blocks, gen_cfg, implicit_beta, pad, device, tracker, step_offset, base) -> dict:
+def _stage(parts: SpaParts, stage: Stage, policy, step_offset: int, base: dict) -> dict:
+    """Pairs (sampled from π_{i-1}, scored, labelled), DPO against π_{i-1}, ``final/`` and its evaluation."""
+    i, name, st, stage_dir, prompts = stage.index, stage.name, stage.settings, stage.dir, stage.prompts
+    init, tokenizer, objective, scorer, eval_scorer, cfg = (parts.init, parts.tokenizer, parts.objective, parts.scorer,
+                                                            parts.eval_scorer, parts.cfg)
+    blocks, gen_cfg, implicit_beta, pad, device, tracker = (parts.blocks, parts.gen_cfg, parts.implicit_beta, parts.pad,
+                                                            parts.device, parts.tracker)
     spa = cfg.spa
     t0 = time.perf_counter()
     timings = {}

@@ -3,9 +3,9 @@
 Why a loop of its own rather than ``phf-train objective=dpo``: phf-train feeds an objective packed
 blocks of the pretraining stream; DPO needs (prompt, chosen, rejected) pairs, a frozen reference model
 and per-sequence log-probabilities. This loop keeps phf-train's conventions: AdamW without decay on 1-D
-parameters (``phf.runtime.make_optimizer``), gradient accumulation to ``effective_batch_size`` pairs per
+parameters (``phf.optim.make_optimizer``), gradient accumulation to ``effective_batch_size`` pairs per
 optimizer step, gradient clipping, a warmup-then-decay schedule, ``metrics.jsonl`` rows through the
-tracker, and atomic checkpoints (``phf.runtime.save_training_state``) that hold the optimizer, the scheduler, the RNG, the
+tracker, and atomic checkpoints (``phf.train_state.save_training_state``) that hold the optimizer, the scheduler, the RNG, the
 objective's rolling percentile, the per-pair noise flags and (as the "data state") the position in the
 pair order with a fingerprint of the pairs, so a killed round resumes where it stopped.
 
@@ -24,12 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from phf import checkpoint as ckpt
+from phf.devices import Dist
 from phf.objectives.preference import extrapolated_logps, sequence_logps
-from phf.runtime import Dist, lr_schedule, make_optimizer, restore_training_state, save_training_state
+from phf.optim import lr_schedule, make_optimizer
+from phf.settings import bind
 from phf.spa.batch import collate, forward_logits
+from phf.train_state import restore_training_state, save_training_state
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +59,9 @@ class DPOSettings:
 
     @classmethod
     def from_config(cls, node: DictConfig | dict | None, **overrides) -> DPOSettings:
-        d = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
-        d.update(overrides)
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown spa.train keys {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
-        if "betas" in d:
-            d["betas"] = tuple(d["betas"])
-        s = cls(**d)
+        """``spa.train`` with ``overrides`` (a stage's seed and epochs), bound by ``phf.settings.bind``."""
+        s = bind(cls, node, "spa.train", **overrides)
+        s.betas = tuple(s.betas)
         if s.batch_size <= 0 or s.effective_batch_size % s.batch_size:
             raise ValueError(f"spa.train.effective_batch_size ({s.effective_batch_size}) must be a positive multiple "
                              f"of spa.train.batch_size ({s.batch_size})")

@@ -93,3 +93,21 @@ def test_phf_eval_argument_errors(tmp_path):
         cli.main([f"run_dir={tmp_path}", "skip=everything"])
     with pytest.raises(SystemExit, match="no config.json"):
         cli.main([f"run_dir={tmp_path}"])
+
+
+def test_phf_eval_arguments_use_hydras_override_grammar(tmp_path):
+    """One grammar with phf-train: quoting, lists and ``+key``; ``skip=a,b`` is a list of parts, not a sweep;
+    a sweep of a config key and a deletion are refused by name."""
+    own, overrides = cli.parse_args(["run_dir='/runs/a b'", "skip=heldout,kl", "allow_incomplete=true",
+                                     "task.eval.scenarios.unconditional.num_samples=8", "+logger.tags=[x,y]"])
+    assert own == {"run_dir": "/runs/a b", "skip": "heldout,kl", "allow_incomplete": "true"}
+    assert overrides == ["task.eval.scenarios.unconditional.num_samples=8", "+logger.tags=[x,y]"]
+    with pytest.raises(SystemExit, match=r"'seed=1,2' is a sweep"):
+        cli.parse_args(["run_dir=x", "seed=1,2"])
+    with pytest.raises(SystemExit, match=r"'~seed': deleting a config key is not supported"):
+        cli.parse_args(["run_dir=x", "~seed"])
+    stored = tmp_path / "config.yaml"
+    stored.write_text(OmegaConf.to_yaml(compose_cfg("task=pep8", "run_dir=x")))
+    cfg = cli.load_config(stored, overrides + ["task.eval.kl.reference='A B/final'"])
+    assert cfg.task.eval.scenarios.unconditional.num_samples == 8 and list(cfg.logger.tags) == ["x", "y"]
+    assert cfg.task.eval.kl.reference == "A B/final"

@@ -5,10 +5,10 @@ import math
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from phf.entry import compose
 from phf.eval import build_eval_scorer, run_evaluation
 from phf.eval.red_team import resolve_prompts_file
 from phf.eval.settings import Evaluation
@@ -31,8 +31,7 @@ TINY = [
 
 
 def compose_cfg(*overrides):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+    return compose(overrides)
 
 
 class FakeTracker:

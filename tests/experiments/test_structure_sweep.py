@@ -63,18 +63,17 @@ def test_points_run_from_independent_to_decided(tmp_path):
 
 def test_sweep_directories_and_drop_override(tmp_path):
     """Job directories name the point, objective and seed; the drop lever reaches the conditional objective."""
-    from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
+
+    from phf.entry import compose
 
     subdir = ("${hydra:runtime.choices.structure}-conditional-drop${task.objectives.conditional.drop_token_fraction}"
               "-seed${seed}")  # the Makefile's structure-drop
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        main = compose(config_name="config", overrides=["+experiment=structure_sweep", "structure=s2", "objective=mle",
-                                                        "seed=3"], return_hydra_config=True)
-        drop = compose(config_name="config", overrides=["+experiment=structure_sweep", "structure=s4",
-                                                        "objective=conditional", "seed=2",
-                                                        "task.objectives.conditional.drop_token_fraction=0.1",
-                                                        f"hydra.sweep.subdir={subdir}"], return_hydra_config=True)
+    main = compose(["+experiment=structure_sweep", "structure=s2", "objective=mle", "seed=3"],
+                   return_hydra_config=True)
+    drop = compose(["+experiment=structure_sweep", "structure=s4", "objective=conditional", "seed=2",
+                    "task.objectives.conditional.drop_token_fraction=0.1", f"hydra.sweep.subdir={subdir}"],
+                   return_hydra_config=True)
     HydraConfig.instance().set_config(main)
     assert main.hydra.sweep.subdir == "s2-mle-seed3"
     HydraConfig.instance().set_config(drop)

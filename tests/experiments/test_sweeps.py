@@ -7,7 +7,7 @@ import json
 import re
 from datetime import datetime
 
-from tests.conftest import CONF, TINY
+from tests.conftest import TINY
 from tests.experiments.conftest import OBJECTIVES, compose_run, run_phf_train
 
 
@@ -52,15 +52,11 @@ def test_joblib_launcher_runs_two_jobs_in_parallel(tmp_path):
 
 
 def test_slurm_launcher_configs_compose(tmp_path):
-    from hydra import compose, initialize_config_dir
+    from phf.entry import compose
 
-
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        plain = compose(config_name="config", return_hydra_config=True,
-                        overrides=["hydra/launcher=submitit_slurm", f"run_dir={tmp_path}"])
-        ours = compose(config_name="config", return_hydra_config=True,
-                       overrides=["hydra/launcher=slurm_gpu", "hydra.launcher.partition=gpu", f"run_dir={tmp_path}",
-                                  "+experiment=pep8_pretrain", "objective=awr"])
+    plain = compose(["hydra/launcher=submitit_slurm", f"run_dir={tmp_path}"], return_hydra_config=True)
+    ours = compose(["hydra/launcher=slurm_gpu", "hydra.launcher.partition=gpu", f"run_dir={tmp_path}",
+                    "+experiment=pep8_pretrain", "objective=awr"], return_hydra_config=True)
     for cfg in (plain, ours):
         assert cfg.hydra.launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     launcher = ours.hydra.launcher
@@ -81,14 +77,13 @@ def test_sweep_of_dry_runs_prints_each_objectives_plan(tmp_path):
 
 
 def test_demo_sweep_composes_with_its_launcher(tmp_path):
-    from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
+
+    from phf.entry import compose
 
     cfg = compose_run(["+experiment=demo_sweep", "objective=conditional", "seed=2", f"run_dir={tmp_path}"])
     assert cfg.task.name == "pii" and cfg.data.source._target_.endswith("LocalPIISource")
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        full = compose(config_name="config", overrides=["+experiment=demo_sweep", "objective=conditional", "seed=2"],
-                       return_hydra_config=True)
+    full = compose(["+experiment=demo_sweep", "objective=conditional", "seed=2"], return_hydra_config=True)
     HydraConfig.instance().set_config(full)
     assert full.hydra.sweep.subdir == "conditional-seed2"  # each seed of an objective gets its own run dir
 

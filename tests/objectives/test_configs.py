@@ -6,9 +6,9 @@ Expected values: Korbak et al. 2023 configs (phf_paper.md §2.7). They live in c
 
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from phf.entry import compose
 from phf.objectives import Objective, PreferenceObjective
 from tests.conftest import CONF
 
@@ -42,8 +42,7 @@ PAPER = {
 
 
 def compose_objective(*overrides):
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        cfg = compose(config_name="config", overrides=list(overrides))
+    cfg = compose(overrides)
     return cfg, instantiate(cfg.objective)
 
 

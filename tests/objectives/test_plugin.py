@@ -5,13 +5,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.testing import assert_close
 
+from phf.entry import compose
 from phf.objectives import Objective
-from tests.conftest import CONF
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]  # the repository root, so that `tests.objectives.my_objective` imports
@@ -38,23 +37,11 @@ def test_yaml_instantiates_directly():
 
 def test_selected_by_hydra_searchpath_override():
     """`phf-train objective=my_objective hydra.searchpath=[file:///path/to/conf]` selects the user's YAML."""
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        cfg = compose(
-            config_name="config",
-            overrides=["objective=my_objective", f"hydra.searchpath=[file://{USER_CONF}]"],
-        )
+    cfg = compose(["objective=my_objective", f"hydra.searchpath=[file://{USER_CONF}]"])
     assert cfg.objective._target_ == "tests.objectives.my_objective.MyObjective"
     check(instantiate(cfg.objective))
 
 
 def test_command_line_overrides_reach_the_constructor():
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        cfg = compose(
-            config_name="config",
-            overrides=[
-                "objective=my_objective",
-                "objective.penalty=0.5",
-                f"hydra.searchpath=[file://{USER_CONF}]",
-            ],
-        )
+    cfg = compose(["objective=my_objective", "objective.penalty=0.5", f"hydra.searchpath=[file://{USER_CONF}]"])
     assert instantiate(cfg.objective).penalty == 0.5

@@ -27,7 +27,7 @@ def test_spa_experiments_compose(experiment, tmp_path):
 
 
 def test_unknown_train_key_is_an_error():
-    with pytest.raises(ValueError, match="unknown spa.train keys"):
+    with pytest.raises(ValueError, match=r"spa.train: unknown keys"):
         DPOSettings.from_config({"learning_rate": 1e-4})
     with pytest.raises(ValueError, match="multiple"):
         DPOSettings.from_config({"batch_size": 3, "effective_batch_size": 4})
