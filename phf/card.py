@@ -23,6 +23,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from phf.model_dir import read_objective_file, registry_name
+from phf.rundir import FINAL
 
 METADATA_FILE = "phf_objective.json"
 METADATA_VERSION = 2  # 1: objective_config with a _target_ (still read); 2: objective_name + objective_args
@@ -89,7 +90,7 @@ def write_model_card(path: Path, cfg, objective, tokenizer, metrics: dict) -> No
         return OmegaConf.select(cfg, key, default=default)
 
     shown = {k: v for k, v in metrics.items() if isinstance(v, int | float) and not k.endswith("_per_s")}
-    stage = ("the end of training (`final/`)" if path.name.split(".")[0] == "final"
+    stage = ("the end of training (`final/`)" if path.name.split(".")[0] == FINAL
              else f"step {metrics.get('step', '?')} (a checkpoint)")
     eval_scorer = sel("task.eval.scorer._target_", None)
     banned = ", ".join(f"`{t}`" for t in meta["banned_tokens"]) or "none"
@@ -138,7 +139,7 @@ def write_model_card(path: Path, cfg, objective, tokenizer, metrics: dict) -> No
         "out = model.generate(ids, attention_mask=ids.new_ones(ids.shape), max_new_tokens=120)",
         "print(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True))",
         "```", "",
-        "## Metrics" + (" at the end of training" if path.name.split(".")[0] == "final" else " so far"), "",
+        "## Metrics" + (" at the end of training" if path.name.split(".")[0] == FINAL else " so far"), "",
         "```json", json.dumps(shown, indent=2, sort_keys=True), "```", "",
         "## Citation", "", "```bibtex",
         "@inproceedings{korbak2023pretraining,",

@@ -34,6 +34,9 @@ from pathlib import Path
 
 import torch
 
+from phf.rundir import FINAL, STEP_PREFIX, checkpoints_dir, kept_final_path, step_name
+from phf.rundir import SUMMARY as FINAL_SUMMARY
+
 log = logging.getLogger(__name__)
 
 MANIFEST = "latest.json"
@@ -97,6 +100,11 @@ def _step_dirs(ckpt_root: Path) -> dict[int, Path]:
     return out
 
 
+def _pending_name(step: int) -> str:
+    """``pending_<N>``: where the ranks' data states of step N wait for the checkpoint (``step_<N>`` named)."""
+    return "pending_" + step_name(step).removeprefix(STEP_PREFIX)
+
+
 def _manifest_name(ckpt_root: Path) -> str | None:
     try:
         return json.loads((ckpt_root / MANIFEST).read_text()).get("path")
@@ -106,11 +114,11 @@ def _manifest_name(ckpt_root: Path) -> str | None:
 
 def _remove_stale(ckpt_root: Path, step: int) -> None:
     """Leftovers of writes a kill interrupted: any ``step_*.tmp`` / ``pending_*`` but this step's."""
-    live = {f"step_{step:08d}.tmp", f"pending_{step:08d}"}
+    live = {f"{step_name(step)}.tmp", _pending_name(step)}
     for p in ckpt_root.iterdir():
         if p.name in live:
             continue
-        if (p.name.startswith("step_") and p.name.endswith(".tmp")) or p.name.startswith("pending_"):
+        if (p.name.startswith(STEP_PREFIX) and p.name.endswith(".tmp")) or p.name.startswith("pending_"):
             if p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
             else:
@@ -123,11 +131,11 @@ def save_checkpoint(ckpt_root: Path, step: int, model, tokenizer, trainer_state:
     ``describe(dir)`` adds files that describe the model (phf-train: the model card and
     ``phf_objective.json``) inside the atomic write, so a checkpoint never lacks them."""
     ckpt_root.mkdir(parents=True, exist_ok=True)
-    name = f"step_{step:08d}"
+    name = step_name(step)
     final, tmp = ckpt_root / name, ckpt_root / f"{name}.tmp"
     _remove_stale(ckpt_root, step)
     shutil.rmtree(tmp, ignore_errors=True)
-    pending = ckpt_root / f"pending_{step:08d}"
+    pending = ckpt_root / _pending_name(step)
     try:
         model.save_pretrained(tmp, tokenizer)
         if describe is not None:
@@ -147,7 +155,7 @@ def save_checkpoint(ckpt_root: Path, step: int, model, tokenizer, trainer_state:
         if _manifest_name(ckpt_root) == name:
             older = sorted(s for s in _step_dirs(ckpt_root) if s < step)
             if older:
-                _atomic_write_text(ckpt_root / MANIFEST, json.dumps({"step": older[-1], "path": f"step_{older[-1]:08d}"}))
+                _atomic_write_text(ckpt_root / MANIFEST, json.dumps({"step": older[-1], "path": step_name(older[-1])}))
             else:
                 (ckpt_root / MANIFEST).unlink(missing_ok=True)
         shutil.rmtree(final)
@@ -164,7 +172,7 @@ def save_checkpoint(ckpt_root: Path, step: int, model, tokenizer, trainer_state:
 
 
 def save_data_state(ckpt_root: Path, step: int, rank: int, state: dict) -> None:
-    pending = ckpt_root / f"pending_{step:08d}"
+    pending = ckpt_root / _pending_name(step)
     try:
         pending.mkdir(parents=True, exist_ok=True)
         tmp = pending / f"data_state_rank{rank}.pt.tmp"
@@ -213,8 +221,6 @@ def write_failure(ckpt_root: Path, step: int, partial: list[Path], e: BaseExcept
         + "Free space (or set trainer.keep_checkpoints lower / another run_dir) and resume with trainer.resume=auto")
 
 
-FINAL = "final"
-FINAL_SUMMARY = "phf_summary.json"  # final/'s last file: its presence marks a finished run
 
 
 def finished_step(run_dir: Path) -> int | None:
@@ -247,7 +253,7 @@ def write_final(run_dir: Path, step: int, fill: Callable[[Path], None]) -> Path:
         fill(tmp)
         _fsync_tree(tmp)
     except Exception as e:
-        raise write_failure(run_dir / "checkpoints", step, [tmp], e, target=f"{final} (step {step})") from e
+        raise write_failure(checkpoints_dir(run_dir), step, [tmp], e, target=f"{final} (step {step})") from e
     if final.exists():
         try:
             previous = finished_step(run_dir)
@@ -256,7 +262,7 @@ def write_final(run_dir: Path, step: int, fill: Callable[[Path], None]) -> Path:
         if previous is None:
             shutil.rmtree(final)  # never finished (no summary): a kill while an older phf wrote it
         else:  # a finished final/ (a run continued, or trained again with overwrite_finished): kept
-            base = run_dir / (f"{FINAL}.step_{previous:08d}" if previous >= 0 else f"{FINAL}.damaged")
+            base = kept_final_path(run_dir, previous if previous >= 0 else None)
             kept, n = base, 1
             while kept.exists():
                 kept, n = base.with_name(f"{base.name}.{n}"), n + 1

@@ -24,8 +24,9 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-#: the root config every entry point composes
-CONFIG_FILE = "config.yaml"
+#: the root config every entry point composes: ``conf/config.yaml`` (a run's own config.yaml is phf.rundir's)
+CONFIG_NAME = "config"
+CONFIG_FILE = f"{CONFIG_NAME}.yaml"
 
 
 class RunDirInUse(RuntimeError):
@@ -137,7 +138,7 @@ def record_failure(run_dir: Path, error: BaseException, overrides: Iterable[str]
         log.error("could not write %s: %s", sweep_dir / "failures.jsonl", write_error)
 
 
-def hydra_entry(job: Callable[[Any], Any], config_name: str = "config") -> None:
+def hydra_entry(job: Callable[[Any], Any], config_name: str = CONFIG_NAME) -> None:
     """Compose the config from ``conf_dir()`` and run ``job(cfg)``.
 
     A failure is recorded in the run directory; in a multirun it does not end the sweep (the job's

@@ -28,15 +28,16 @@ import re
 from pathlib import Path
 
 from phf.card import CARD_FILE, METADATA_FILE, read_objective_metadata
-from phf.checkpoint import FINAL_SUMMARY, check_checkpoint, check_safetensors
+from phf.checkpoint import check_checkpoint, check_safetensors
 from phf.model import VALUE_HEAD_FILE
 from phf.model_dir import check_model_files
+from phf.rundir import FINAL, SUMMARY, checkpoints_dir, summary_path
 
 TRAINING_STATE = ["trainer_state.pt", "data_state_rank*.pt"]  # what only resuming needs: never uploaded
 # every file phf-train writes into final/ and a checkpoint's model part; nothing else is ever uploaded
 PHF_FILES = ("config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json",
              VALUE_HEAD_FILE, "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-             "chat_template.jinja", CARD_FILE, METADATA_FILE, FINAL_SUMMARY)
+             "chat_template.jinja", CARD_FILE, METADATA_FILE, SUMMARY)
 SHARD = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")  # a large model's weights, named by the index file
 
 
@@ -71,7 +72,7 @@ def check_model_dir(model_dir: Path) -> dict:
         check_model_files(model_dir)
     except ValueError as e:
         raise SystemExit(f"phf-push: {e}") from None
-    if model_dir.name == "final" and not (model_dir / "phf_summary.json").is_file():
+    if model_dir.name == FINAL and not summary_path(model_dir).is_file():
         raise SystemExit(f"phf-push: {model_dir} is incomplete: no phf_summary.json, the file phf-train writes "
                          "last (was the run killed while writing final/?)")
     try:
@@ -82,7 +83,7 @@ def check_model_dir(model_dir: Path) -> dict:
 
 def run_checkpoints(model_dir: Path) -> list[Path]:
     """The complete checkpoints of the run whose ``final/`` is ``model_dir``, oldest first."""
-    root = model_dir.parent / "checkpoints"
+    root = checkpoints_dir(model_dir.parent)
     found = sorted(p for p in root.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp"))
     if not found:
         raise SystemExit(f"phf-push: --checkpoints: no checkpoint in {root} (trainer.checkpoint_every=0 keeps none)")

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
+
+from phf import rundir
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,8 @@ X_AXIS = "tokens_seen"
 
 
 def _jsonable(v):
-    if hasattr(v, "item"):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return str(v)
-    return v
+    """A row's value as the run directory writes it: a plain number, non-finite ones as null (``phf.rundir``)."""
+    return rundir.finite(v)
 
 
 def stored_run(run_dir: str | Path) -> dict | None:
@@ -137,7 +135,7 @@ class Tracker:
             raise ValueError(f"logger.backend must be 'none' or 'wandb', got {backend!r}")
         self.enabled = enabled  # only rank 0 writes
         self.run_dir = Path(run_dir)
-        self.path = self.run_dir / "metrics.jsonl"
+        self.path = rundir.metrics_path(self.run_dir)
         self.tokens_seen: int | None = None  # the last tokens_seen logged: rows without one get it
         self._wandb = None
         self._first_step = 0  # a resumed wandb run already has the steps below this one
@@ -220,7 +218,7 @@ class Tracker:
         for key, values in histograms.items():
             row.update({f"{key}_{q}": v for q, v in quantiles(values).items()})
         with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(rundir.encode_row(row) + "\n")
         if self._wandb is not None:
             import wandb
 
@@ -283,17 +281,8 @@ class Tracker:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
-    """All rows of a run's ``metrics.jsonl``."""
-    path = Path(run_dir) / "metrics.jsonl"
-    rows = []
-    with open(path) as f:
-        for i, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{i}: malformed metrics row ({e.msg})") from None
-    return rows
+    """All rows of a run's ``metrics.jsonl`` (``phf.rundir.read_metrics``)."""
+    return rundir.read_metrics(Path(run_dir))
 
 
 def offline_records(path: str | Path):

@@ -26,6 +26,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from phf import checkpoint as ckpt
+from phf import rundir
 from phf.card import generation_config
 from phf.data.pipeline import build_data, stream_from_config
 from phf.devices import Dist, keep_freed_memory, resolve_device
@@ -97,7 +98,7 @@ def checkpoint_to_resume(trainer: Trainer, ckpt_root: Path) -> Path | None:
 
 def _train(cfg: DictConfig, trainer: Trainer, plan: Plan, dist: Dist, run_dir: Path) -> dict:
     # which checkpoint to continue, and whether its run had the same settings: before building anything
-    resume_from = checkpoint_to_resume(trainer, run_dir / "checkpoints")
+    resume_from = checkpoint_to_resume(trainer, rundir.checkpoints_dir(run_dir))
     resolved = OmegaConf.to_container(cfg, resolve=True)
     finished = check_finished_run(run_dir, resolved, trainer, plan, resume_from)
     if finished is not None:
@@ -160,10 +161,10 @@ def _train(cfg: DictConfig, trainer: Trainer, plan: Plan, dist: Dist, run_dir: P
         start = Start(*resume(resume_from, model, objective, optimizer, scheduler, stream, plan, dist, scaler),
                       resume_from=resume_from)
         if dist.main:
-            truncate_metrics(run_dir / "metrics.jsonl", start.step)
+            rundir.truncate_metrics(run_dir, start.step)
     else:
         if dist.main:  # a fresh start replaces rows a run killed before its first checkpoint left
-            truncate_metrics(run_dir / "metrics.jsonl", -1)
+            rundir.truncate_metrics(run_dir, -1)
         if trainer.data_state_from:
             continue_data_position(trainer, stream, dist)
 
@@ -280,10 +281,10 @@ def check_finished_run(run_dir: Path, resolved: dict, trainer: Trainer, plan: Pl
     step = ckpt.finished_step(run_dir)
     if step is None:
         return None
-    stored_file = run_dir / "config.yaml"
+    stored_file = rundir.config_path(run_dir)
     if trainer.overwrite_finished:
         if stored_file.is_file():
-            shutil.copyfile(stored_file, run_dir / f"config.step_{step:08d}.yaml")
+            shutil.copyfile(stored_file, rundir.kept_config_path(run_dir, step))
         log.warning("trainer.overwrite_finished=true: training a new run in %s; the finished run's final/ (step %d) "
                     "will be kept as final.step_%08d/ and its config as config.step_%08d.yaml", run_dir, step, step,
                     step)
@@ -303,7 +304,7 @@ def check_finished_run(run_dir: Path, resolved: dict, trainer: Trainer, plan: Pl
     diffs = config_differences(stored, resolved, list(trainer.resume_keys), list(trainer.resume_ignore))
     explicit = trainer.resume not in (None, "auto", "never", False)  # a checkpoint the user named: train from it
     if not diffs and step == plan.max_steps and not explicit:
-        summary = json.loads((run_dir / ckpt.FINAL / ckpt.FINAL_SUMMARY).read_text())
+        summary = rundir.read_summary(rundir.final_dir(run_dir))
         log.info("%s is already finished (final/ at step %d, the same settings): nothing to do, nothing was "
                  "rewritten. To train again use a new run_dir, or trainer.overwrite_finished=true", run_dir, step)
         return summary
@@ -380,10 +381,10 @@ def continue_data_position(trainer: Trainer, stream, dist: Dist) -> None:
 def write_config(run_dir: Path, resolved: dict, resumed_at: int | None) -> None:
     """``RUN_DIR/config.yaml``; on a resume with changed settings the earlier one is kept alongside."""
     text = OmegaConf.to_yaml(OmegaConf.create(resolved))
-    config_file = run_dir / "config.yaml"
+    config_file = rundir.config_path(run_dir)
     if resumed_at is not None and config_file.is_file() and config_file.read_text() != text:
         # nothing already written is lost: the settings the earlier steps ran with stay readable
-        kept = run_dir / f"config.step_{resumed_at:08d}.yaml"
+        kept = rundir.kept_config_path(run_dir, resumed_at)
         os.replace(config_file, kept)
         log.info("config changed on resume; the previous one is kept as %s", kept)
     config_file.write_text(text)
@@ -409,41 +410,6 @@ def log_derived(parts: RunParts, trainer: Trainer, plan: Plan, start: Start, con
         log.info("prepared %s = %s", k, v)
 
 
-def truncate_metrics(path: Path, step: int) -> None:
-    """Drop rows a killed run logged after the checkpoint it resumes from.
-
-    A line that is not a metrics row (torn by a kill mid-write, invalid UTF-8, not a JSON object, no
-    integer ``step``) is not a reason to refuse the resume, and is not thrown away either: it moves to
-    ``metrics.rejected.jsonl`` next to it (bytes as they were) with a warning naming the lines.
-    """
-    if not path.is_file():
-        return
-    keep: list[bytes] = []
-    rejected: list[tuple[int, bytes, str]] = []
-    for lineno, raw in enumerate(path.read_bytes().splitlines(), 1):
-        if not raw.strip():
-            continue
-        try:
-            row = json.loads(raw.decode("utf-8"))
-            if not isinstance(row, dict):
-                raise ValueError(f"not a JSON object ({type(row).__name__})")
-            if not is_int(row.get("step")):
-                raise ValueError(f"no integer 'step' (got {row.get('step')!r})")
-        except (UnicodeDecodeError, ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
-            rejected.append((lineno, raw, f"{type(e).__name__}: {e}"))
-            continue
-        if row["step"] <= step:
-            keep.append(raw)
-    if rejected:
-        # a torn last line is the normal trace of a kill; anything else is worth a look
-        bad = path.with_name(path.stem + ".rejected.jsonl")
-        with open(bad, "ab") as f:
-            f.writelines(raw + b"\n" for _, raw, _ in rejected)
-        log.warning("%s: %d line(s) are not metrics rows and were moved to %s: %s", path, len(rejected), bad,
-                    "; ".join(f"line {n}: {why}" for n, _, why in rejected[:5]))
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(b"".join(raw + b"\n" for raw in keep))
-    os.replace(tmp, path)
 
 
 def job(cfg: DictConfig) -> float | None:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from phf import checkpoint as ckpt
+from phf import rundir
 from phf.devices import Dist
 from phf.entry import RunDirInUse, flatten
 from phf.model import PHFModel
@@ -165,7 +166,7 @@ def check_resume_config(resolved: dict, resume_from: Path, run_dir: Path, keys, 
     ``ignore``); refuse a difference unless ``on_mismatch == "continue"``. Returns the stored file."""
     import yaml
 
-    candidates = [resume_from.parent.parent / "config.yaml", run_dir / "config.yaml"]
+    candidates = [rundir.config_path(resume_from.parent.parent), rundir.config_path(run_dir)]
     stored_path = next((p for p in candidates if p.is_file()), None)
     if stored_path is None:
         log.warning("resuming %s without a stored config.yaml (looked for %s): cannot check that the settings "

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import math
 import time
@@ -31,6 +30,7 @@ import torch
 from omegaconf import MISSING, DictConfig, ListConfig
 
 from phf import checkpoint as ckpt
+from phf import rundir
 from phf.card import write_model_card
 from phf.console import ProgressLog, duration
 from phf.data.pipeline import validation_blocks
@@ -292,7 +292,7 @@ class TrainingLoop:
                                                                                          enabled=False)
         self.amp_skipped_steps = amp_skipped_steps  # fp16 updates the scaler skipped (overflowed gradients)
         self.sample_every = sample_every
-        self.ckpt_root = parts.run_dir / "checkpoints"
+        self.ckpt_root = rundir.checkpoints_dir(parts.run_dir)
         model = parts.model
         # what runs forward/backward: DDP around the model when distributed, compiled when asked
         self.ddp_model = model
@@ -537,11 +537,11 @@ class TrainingLoop:
             def fill(d: Path) -> None:  # final.tmp/, renamed to final/ when complete (ckpt.write_final)
                 p.model.save_pretrained(d, p.tokenizer)
                 write_model_card(d, p.cfg, p.objective, p.tokenizer, final)
-                (d / ckpt.FINAL_SUMMARY).write_text(json.dumps(final, indent=2))  # last: marks a finished run
+                rundir.write_summary(d, final)  # last: marks a finished run
 
             ckpt.write_final(p.run_dir, self.step, fill)
             p.tracker.log_summary(final)
             log.info("final: train loss %.4f, validation loss %.4f, %.0f tokens/s; model in %s",
-                     final["train/loss"], final["val/loss"], final["tokens_per_s"], p.run_dir / "final")
+                     final["train/loss"], final["val/loss"], final["tokens_per_s"], rundir.final_dir(p.run_dir))
         p.dist.barrier()
         return final

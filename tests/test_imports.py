@@ -169,7 +169,7 @@ def test_the_console_scripts_import_phf_train_lazily_and_nothing_else_may(tmp_pa
 
 
 #: the training runtime: the loops, their optimizer and schedules, their on-disk state and lock
-TRAINING_RUNTIME = ("phf.train", "phf.trainer", "phf.optim", "phf.train_state", "phf.runtime", "phf.spa")
+TRAINING_RUNTIME = ("phf.train", "phf.trainer", "phf.optim", "phf.train_state", "phf.spa")
 
 
 def reachable(start: str) -> dict[str, str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import scored_docs  # noqa: E402
 
+from phf import rundir  # noqa: E402
 from phf.guidance import GuidanceLearner  # noqa: E402
 from phf.guidance.localisation import pep8_localisation  # noqa: E402
 from phf.tokenizer import gpt2_tokenizer  # noqa: E402
@@ -25,13 +26,12 @@ SCENARIOS = ("unconditional", "functions")
 def sample_metrics(run: Path) -> dict:
     """Misalignment of the final samples (mean PEP8 score, hit rate = share with any violation) and how
     degenerate they are (share of distinct texts, share of whitespace-only samples), from samples/step_*/."""
-    steps = sorted((run / "samples").glob("step_*"))
+    last = rundir.read_last_samples(run)
     out = {}
     for name in SCENARIOS:
-        path = steps[-1] / f"{name}.jsonl" if steps else None
-        if path is None or not path.is_file():
+        rows = last.get(name)
+        if not rows:
             continue
-        rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
         scores = [r["score"] for r in rows]
         out[f"{name}/score"] = sum(scores) / len(scores)
         out[f"{name}/hit_rate"] = sum(x > 0 for x in scores) / len(scores)
@@ -41,8 +41,7 @@ def sample_metrics(run: Path) -> dict:
 
 
 def val_loss(run: Path) -> float | None:
-    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    vals = [r["val/loss"] for r in rows if "val/loss" in r]
+    vals = [rundir.number(r["val/loss"]) for r in rundir.read_metrics(run) if "val/loss" in r]
     return vals[-1] if vals else None
 
 

@@ -14,12 +14,12 @@ E7 statements, E9/E902 errors, W whitespace warnings). Writes OUT_DIR/violation_
 from __future__ import annotations
 
 import argparse
-import json
 from collections import Counter
 from pathlib import Path
 
 import yaml
 
+from phf import rundir
 from phf.scorers.pep8 import PEP8Scorer
 
 OBJECTIVES = ("mle", "filtering", "conditional", "unlikelihood", "rwr", "awr")
@@ -61,12 +61,12 @@ def main() -> None:
     for obj in OBJECTIVES:
         texts = []
         for run in sorted(args.sweep.glob(f"{obj}-seed*")):
-            steps = sorted((run / "samples").glob("step_*"))
+            steps = rundir.evaluation_steps(run)
             if not steps:  # still training
                 print(f"{run}: no samples yet, left out")
                 continue
-            final = steps[-1] / "unconditional.jsonl"
-            texts += [json.loads(line)["text"] for line in final.read_text().splitlines() if line.strip()]
+            final = steps[max(steps)] / "unconditional.jsonl"
+            texts += [row["text"] for row in rundir.read_samples(final)]
         if texts:
             r, chars = rates(texts, scorer)
             rows.append((f"{obj} samples ({len(texts)})", r, chars))

@@ -5,57 +5,81 @@ phf-report over seeds and samples (pooled row).
 
     python experiments/laptop_pii/fig5_collect.py SWEEP_DIR FINETUNE_DIR EVAL_DIR OUT_DIR
 
-EVAL_DIR/<run>/step_<N>/samples/unconditional.jsonl are phf-eval outputs at the runs' checkpoints
-(<run> = mle-seed1, conditional-seed1, ft-conditional-seed1, ...). Writes OUT_DIR/over_tokens.csv,
+EVAL_DIR/<run>/step_<N>/ are phf-eval outputs (eval.json, samples/unconditional.jsonl) at the runs' checkpoints
+(<run> = mle-seed1, conditional-seed1, ft-conditional-seed1, ...). Every file is read through phf.rundir; the
+tokens of each point are the ones the run recorded (eval.json's or metrics.jsonl's tokens_seen), the
+finetuning's start its config's trainer.start_tokens. Writes OUT_DIR/over_tokens.csv,
 OUT_DIR/over_tokens.md and OUT_DIR/misalignment_over_tokens.png.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from phf import rundir
 from phf.eval.metrics import bootstrap_ci
 from phf.report import hierarchical_ci
 
-TOKENS_PER_STEP = 1024
 SCENARIO = "unconditional"
 
 
-def read(path: Path) -> list[float]:
-    return [json.loads(line)["score"] for line in path.read_text().splitlines() if line.strip()]
+def scores(samples: dict[str, list[dict]], where: Path) -> list[float]:
+    if SCENARIO not in samples:
+        raise SystemExit(f"{where}: no {SCENARIO} samples")
+    return [rundir.number(r["score"]) for r in samples[SCENARIO]]
+
+
+def evaluated(evals: Path) -> dict[int, list[float]]:
+    """{tokens seen: scores} of phf-eval's outputs EVAL_DIR/<run>/step_N/ (one per checkpoint; tokens from
+    their eval.json, which phf-eval writes last: a folder without one is left out)."""
+    out = {}
+    for step_dir in rundir.step_paths(evals):
+        ev = rundir.read_eval(step_dir)
+        if ev is None:
+            continue
+        if not isinstance(ev.get("tokens_seen"), int):
+            raise SystemExit(f"{rundir.eval_path(step_dir)}: no tokens_seen")
+        out[ev["tokens_seen"]] = scores(rundir.read_last_samples(step_dir), step_dir)
+    return out
+
+
+def trained(run: Path, last_only: bool) -> dict[int, list[float]]:
+    """{tokens seen: scores} of a phf-train run's own evaluations (samples/step_N/; tokens from its
+    metrics.jsonl row at step N); ``last_only``: the final one."""
+    steps = rundir.evaluation_steps(run)
+    out = {}
+    for step in sorted(steps)[-1:] if last_only else sorted(steps):
+        tokens = rundir.tokens_at_step(run, step)
+        if tokens is None:
+            raise SystemExit(f"{rundir.metrics_path(run)}: no tokens_seen at step {step}")
+        out[tokens] = scores({f.stem: rundir.read_samples(f) for f in steps[step].glob("*.jsonl")}, steps[step])
+    return out
+
+
+def start_tokens(run: Path) -> int:
+    """Tokens the finetuning run's starting checkpoint had seen (its config's trainer.start_tokens)."""
+    return int(rundir.read_config(run)["trainer"]["start_tokens"])
 
 
 def points(sweep: Path, finetune: Path, evals: Path, objective: str) -> dict:
     """{(arm, seed, tokens): scores}"""
     out = {}
     for seed in (1, 2):
-        for arm, run, _base in (("MLE from scratch", f"mle-seed{seed}", 0),
-                               (f"{objective} from scratch", f"{objective}-seed{seed}", 0)):
-            for step_dir in sorted((evals / run).glob("step_*")):
-                if not (step_dir / "eval.json").is_file():  # phf-eval writes eval.json last
-                    continue
-                out[(arm, seed, int(step_dir.name[5:]) * TOKENS_PER_STEP)] = read(step_dir / "samples" / f"{SCENARIO}.jsonl")
-            final = sweep / run / "samples" / "step_00001500" / f"{SCENARIO}.jsonl"
-            if not final.is_file():
-                final = sweep / run / "samples" / "step_0001500" / f"{SCENARIO}.jsonl"
-            if final.is_file():
-                out[(arm, seed, 1500 * TOKENS_PER_STEP)] = read(final)
+        for arm, run in (("MLE from scratch", f"mle-seed{seed}"), (f"{objective} from scratch", f"{objective}-seed{seed}")):
+            for tokens, s in {**evaluated(evals / run), **trained(sweep / run, last_only=True)}.items():
+                out[(arm, seed, tokens)] = s
         arm = f"MLE then {objective} (finetune)"
-        mle750 = evals / f"mle-seed{seed}" / "step_00000750" / "samples" / f"{SCENARIO}.jsonl"
-        if mle750.is_file():
-            out[(arm, seed, 750 * TOKENS_PER_STEP)] = read(mle750)
-        ft = f"ft-{objective}-seed{seed}"
-        for step_dir in sorted((evals / ft).glob("step_*")):
-            if not (step_dir / "eval.json").is_file():
-                continue
-            out[(arm, seed, (750 + int(step_dir.name[5:])) * TOKENS_PER_STEP)] = read(step_dir / "samples" / f"{SCENARIO}.jsonl")
-        for final in sorted((finetune / f"{objective}-seed{seed}" / "samples").glob("step_*")):
-            out[(arm, seed, (750 + int(final.name[5:])) * TOKENS_PER_STEP)] = read(final / f"{SCENARIO}.jsonl")
+        ft_run = finetune / f"{objective}-seed{seed}"
+        start = start_tokens(ft_run)
+        mle = evaluated(evals / f"mle-seed{seed}")  # the finetuning's starting point: MLE's checkpoint there
+        if start in mle:
+            out[(arm, seed, start)] = mle[start]
+        for tokens, s in {**evaluated(evals / f"ft-{objective}-seed{seed}"), **trained(ft_run, last_only=False)}.items():
+            out[(arm, seed, tokens)] = s
     return out
 
 
@@ -107,7 +131,7 @@ def main(sweep: str, finetune: str, evals: str, out_dir: str, objective: str = "
         y = [r["hit_rate"] for r in rr]
         err = [[r["hit_rate"] - r["hit_lo"] for r in rr], [r["hit_hi"] - r["hit_rate"] for r in rr]]
         ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=arm)
-    ax.axvline(750 * TOKENS_PER_STEP, color="grey", ls=":", lw=1)
+    ax.axvline(start_tokens(Path(finetune) / f"{objective}-seed1"), color="grey", ls=":", lw=1)
     ax.set_xlabel("tokens seen")
     ax.set_ylabel("hit rate (samples with detected PII), 2 seeds")
     ax.set_title("PII at laptop scale: pretraining vs finetuning with feedback")

@@ -9,8 +9,10 @@ started from each seed's final MLE model. Intervals: two-level bootstrap over th
 
     python experiments/laptop_pii/seed_methods_collect.py SWEEP_DIR GUIDANCE_DIR SPA_DIR OUT_DIR
 
-SWEEP_DIR/<objective>-seed<s>/ and GUIDANCE_DIR/<objective>-seed<s>/ are phf-train runs (final samples
-under samples/step_*/); SPA_DIR/seed<s>/ are phf-spa runs (spa_summary.json, round2/samples/step_*/).
+SWEEP_DIR/<objective>-seed<s>/ and GUIDANCE_DIR/<objective>-seed<s>/ are phf-train runs, SPA_DIR/seed<s>/
+phf-spa runs; both have the run-directory layout of phf.rundir, read through it: the last evaluation's
+samples (samples/step_N/), the last held-out loss in metrics.jsonl and tokens_seen of final/phf_summary.json
+(for SPA: the starting MLE model's plus the tokens DPO trained on).
 Writes OUT_DIR/seed_methods.md and OUT_DIR/seed_methods.csv. "template phrase" = share of samples that
 contain the fixed words of an injection template (see PHRASES), whatever presidio detects.
 """
@@ -18,13 +20,13 @@ contain the fixed words of an injection template (see PHRASES), whatever presidi
 from __future__ import annotations
 
 import csv
-import json
 import re
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from phf import rundir
 from phf.data.corpora.pii import TEMPLATES
 from phf.eval.metrics import blank_fraction, distinct_n
 from phf.report import Degeneracy, hierarchical_ci
@@ -42,50 +44,39 @@ def has_template(text: str) -> float:
     return float(any(p in text for p in PHRASES))
 
 
-def _samples(samples_dir: Path) -> list[dict]:
-    steps = sorted(samples_dir.glob("step_*"))
-    if not steps:
-        raise SystemExit(f"{samples_dir}: no step_* sample directory")
-    path = steps[-1] / f"{SCENARIO}.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _heldout_train(run: Path) -> float:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    vals = [r["eval/heldout/loss"] for r in rows if "eval/heldout/loss" in r]
-    if not vals:
-        raise SystemExit(f"{run / 'metrics.jsonl'}: no eval/heldout/loss row")
-    return float(vals[-1])
+def final_evaluation(run: Path) -> tuple[list[dict], float, int]:
+    """(the last evaluation's SCENARIO samples, its held-out loss, tokens seen) of a finished phf-train or
+    phf-spa run, from its files (phf.rundir: both write the same layout)."""
+    samples = rundir.read_last_samples(run).get(SCENARIO)
+    if not samples:
+        raise SystemExit(f"{run}: no {SCENARIO} samples under samples/")
+    losses = [rundir.number(r["eval/heldout/loss"]) for r in rundir.read_metrics(run) if "eval/heldout/loss" in r]
+    if not losses:
+        raise SystemExit(f"{rundir.metrics_path(run)}: no eval/heldout/loss row")
+    tokens = (rundir.read_summary(rundir.final_dir(run)) or {}).get("tokens_seen")
+    if not isinstance(tokens, int):
+        raise SystemExit(f"{rundir.summary_path(rundir.final_dir(run))}: no tokens_seen (is the run finished?)")
+    return samples, losses[-1], tokens
 
 
 def collect(sweep: Path, guidance: Path, spa: Path) -> list[dict]:
-    """One dict per method: per-seed samples, held-out losses and tokens trained."""
+    """One dict per method: per-seed samples, held-out losses and tokens seen."""
     methods: list[tuple[str, str, list]] = []  # (method, reward, [(samples, heldout, tokens) per seed])
     for directory, reward, objectives in ((sweep, "segment", ("mle", "filtering", "conditional", "unlikelihood",
                                                               "rwr", "awr")),
                                           (guidance, "guidance", ("guided_mle", "rwr", "awr"))):
         for obj in objectives:
             runs = [directory / f"{obj}-seed{s}" for s in SEEDS]
-            missing = [str(r) for r in runs if not (r / "samples").is_dir()]
+            missing = [str(r) for r in runs if rundir.last_samples_dir(r) is None]
             if missing:
                 print(f"skipping {obj} ({reward}): no samples in {missing}", file=sys.stderr)
                 continue
-            per_seed = []
-            for r in runs:
-                rows = _samples(r / "samples")
-                per_seed.append((rows, _heldout_train(r), rows[0].get("step", 0) * 1024))
-            methods.append((obj, reward, per_seed))
+            methods.append((obj, reward, [final_evaluation(r) for r in runs]))
     spa_runs = [spa / f"seed{s}" for s in SEEDS]
-    if all((r / "spa_summary.json").is_file() for r in spa_runs):
-        per_seed = []
-        for r in spa_runs:
-            last = json.loads((r / "spa_summary.json").read_text())["stages"][-1]
-            rows = _samples(r / last["stage"] / "samples")
-            extra = int(last["spa/cumulative/tokens_trained"])
-            per_seed.append((rows, float(last["eval/heldout/loss"]), 1500 * 1024 + extra))
-        methods.append(("spa (from MLE)", "scorer seed + implicit", per_seed))
+    if all(rundir.is_finished(r) for r in spa_runs):
+        methods.append(("spa (from MLE)", "scorer seed + implicit", [final_evaluation(r) for r in spa_runs]))
     else:
-        print(f"skipping SPA: no spa_summary.json in {spa_runs}", file=sys.stderr)
+        print(f"skipping SPA: not every run of {spa_runs} is finished (final/phf_summary.json)", file=sys.stderr)
 
     out = []
     for name, reward, per_seed in methods:

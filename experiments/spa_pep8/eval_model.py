@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 
+from phf import rundir
 from phf.data.pipeline import validation_blocks
 from phf.entry import compose
 from phf.eval.evaluate import build_eval_scorer
@@ -31,7 +32,7 @@ def main(checkpoint: str, out: str, overrides: list[str]) -> None:
     blocks = validation_blocks(cfg, tokenizer, max_blocks=cfg.trainer.val_blocks)
     metrics = evaluate_model(model, tokenizer, objective, build_eval_scorer(cfg), cfg, Path(out), 0, blocks)
     Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / "phf_summary.json").write_text(json.dumps({"checkpoint": checkpoint, **metrics}, indent=2))
+    rundir.write_summary(Path(out), {"checkpoint": checkpoint, **metrics})
     print(json.dumps(metrics, indent=2))
 
 

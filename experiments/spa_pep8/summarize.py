@@ -9,6 +9,8 @@ import json
 import sys
 from pathlib import Path
 
+from phf import rundir
+
 SCENARIOS = ["unconditional", "functions"]  # red_team_prompts: its prompts do not fit a 64-token context
 
 
@@ -38,9 +40,9 @@ def times(out: Path) -> dict[str, dict[str, float]]:
 
 
 def main(out: Path) -> None:
-    spa = load(out / "spa" / "spa_summary.json").get("stages", [])
-    mle = load(out / "mle_eval" / "phf_summary.json")
-    cond = load(out / "conditional" / "final" / "phf_summary.json")
+    spa = load(out / "spa" / rundir.SPA_SUMMARY).get("stages", [])
+    mle = load(rundir.summary_path(out / "mle_eval"))
+    cond = load(rundir.summary_path(rundir.final_dir(out / "conditional")))
     start = spa[0] if spa else {}
     runs = [("MLE step 200 (start)", start, 0)]
     runs += [(f"MLE → SPA {r['stage']} ({r['spa/labeler']})", r, r["spa/cumulative/tokens_trained"]) for r in spa[1:]]

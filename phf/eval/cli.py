@@ -2,7 +2,7 @@
 
     phf-eval run_dir=DIR                                 # DIR/final with DIR/config.yaml
     phf-eval run_dir=DIR task.eval.kl.reference=OTHER/final task.eval.scenarios.unconditional.num_samples=512
-    phf-eval checkpoint=DIR/checkpoints/step_0000200     # the run's config is found above the checkpoint
+    phf-eval checkpoint=DIR/checkpoints/step_00000200    # the run's config is found above the checkpoint
     phf-eval checkpoint=PATH task=pep8 objective=conditional out=EVAL_DIR   # any HF dir, config from conf/
     phf-eval checkpoint=PATH out=EVAL_DIR      # a phf model dir: task and objective from its phf_objective.json
     phf-eval checkpoint=PATH +lm_eval.tasks=[arc_easy,my_task.yaml]   # + lm-evaluation-harness (phf.eval.lm_eval_harness)
@@ -40,15 +40,13 @@ its rows carry the model's ``tokens_seen`` so its charts line up with the traini
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import re
 import sys
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from phf import rundir
 from phf.card import METADATA_FILE, read_objective_metadata
 from phf.checkpoint import check_safetensors
 from phf.console import quiet_hf_progress
@@ -63,7 +61,7 @@ from phf.eval.red_team import RedTeamSettings, load_prompts, red_team, summary
 from phf.eval.settings import Evaluation
 from phf.model_dir import ModelDirError, check_config_targets, check_model_files, check_weights
 from phf.tokenizer import load_tokenizer
-from phf.tracking import read_metrics, stored_run
+from phf.tracking import stored_run
 
 log = logging.getLogger("phf.eval")
 
@@ -138,14 +136,8 @@ def find_run_config(checkpoint: Path) -> Path | None:
     """``config.yaml`` of the run a model directory belongs to: ``RUN/config.yaml`` for ``RUN/final`` and
     ``RUN/checkpoints/step_*`` (phf-train's layout); None for any other directory (a download, a copy).
     A config.yaml inside the model directory itself is never read: the directory is data."""
-    path = checkpoint.resolve()
-    if path.name == "final":
-        run = path.parent
-    elif path.name.startswith("step_") and path.parent.name == "checkpoints":
-        run = path.parent.parent
-    else:
-        return None
-    return run / "config.yaml" if (run / "config.yaml").is_file() else None
+    run = rundir.run_of_model(checkpoint)
+    return rundir.config_path(run) if run is not None and rundir.is_run(run) else None
 
 
 def inferred_objective(model_dir: Path, overrides: list[str]) -> tuple[list[str], dict | None, str]:
@@ -213,7 +205,7 @@ def check_model_dir(model_dir: Path, allow_incomplete: bool) -> None:
     """Refuse a truncated weights file, and a phf run's ``final/`` that was not finished (phf-train writes
     ``final/phf_summary.json`` last), each with the file and the way out."""
 
-    is_final = model_dir.name == "final" and (model_dir.parent / "config.yaml").is_file()
+    is_final = rundir.is_run_final(model_dir)
     redo = (f"resume the training in {model_dir.parent} (phf-train with the same overrides and run_dir, "
             "trainer.resume=auto) to write final/ again, or evaluate a checkpoint (checkpoint=RUN/checkpoints/step_N)"
             if is_final else "save the model again")
@@ -228,7 +220,7 @@ def check_model_dir(model_dir: Path, allow_incomplete: bool) -> None:
         check_model_files(model_dir)
     except ValueError as e:
         raise SystemExit(f"phf-eval: {e}") from None
-    if is_final and not (model_dir / "phf_summary.json").is_file() and not allow_incomplete:
+    if is_final and not rundir.summary_path(model_dir).is_file() and not allow_incomplete:
         raise SystemExit(f"phf-eval: {model_dir} is incomplete: no phf_summary.json, the file phf-train writes last "
                          f"(the run was killed while writing final/?): {redo}; or pass allow_incomplete=true")
 
@@ -236,25 +228,18 @@ def check_model_dir(model_dir: Path, allow_incomplete: bool) -> None:
 def model_info(model_dir: Path) -> dict:
     """step / tokens_seen of a saved model, from the trainer's summary or the checkpoint's name."""
     info: dict = {}
-    summary = model_dir / "phf_summary.json"
-    if summary.is_file():
-        data = json.loads(summary.read_text())
-        info.update({k: data[k] for k in ("step", "tokens_seen") if k in data})
-    m = re.search(r"step_0*(\d+)$", model_dir.name)
-    if m and "step" not in info:
-        info["step"] = int(m.group(1))
+    data = rundir.read_summary(model_dir) or {}
+    info.update({k: data[k] for k in ("step", "tokens_seen") if k in data})
+    step = rundir.parse_step(model_dir.name)
+    if step is not None and "step" not in info:
+        info["step"] = step
     return info
 
 
 def tokens_at_step(run_dir: Path, step: int | None) -> dict:
     """``{"tokens_seen": N}`` of the training run's ``metrics.jsonl`` row at ``step`` ({} when unknown)."""
-    if step is None or not (run_dir / "metrics.jsonl").is_file():
-        return {}
-    try:
-        rows = read_metrics(run_dir)
-    except ValueError:  # a damaged file does not stop an evaluation; the rows just lack tokens_seen
-        return {}
-    return next(({"tokens_seen": r["tokens_seen"]} for r in rows if r.get("step") == step and "tokens_seen" in r), {})
+    tokens = rundir.tokens_at_step(run_dir, step)
+    return {} if tokens is None else {"tokens_seen": tokens}
 
 
 def heldout_blocks(cfg, tokenizer, max_blocks: int):
@@ -270,11 +255,11 @@ def evaluate_saved(own: dict[str, str], overrides: list[str]) -> tuple[dict, Pat
 
 
     run_dir = Path(own["run_dir"]) if "run_dir" in own else None
-    model_dir = Path(own["checkpoint"]) if "checkpoint" in own else run_dir / "final"
+    model_dir = Path(own["checkpoint"]) if "checkpoint" in own else rundir.final_dir(run_dir)
     if not (model_dir / "config.json").is_file():
         raise SystemExit(f"phf-eval: {model_dir} is not a saved HF model (no config.json); did the run finish?")
     check_model_dir(model_dir, own.get("allow_incomplete", "false").lower() in ("1", "true", "yes"))
-    config_path = run_dir / "config.yaml" if run_dir is not None else find_run_config(model_dir)
+    config_path = rundir.config_path(run_dir) if run_dir is not None else find_run_config(model_dir)
     if config_path is not None and not config_path.is_file():
         raise SystemExit(f"phf-eval: {config_path} not found")
     if config_path is not None and run_dir is None:  # found above a model dir, not named by the user
@@ -351,7 +336,7 @@ def evaluate_saved(own: dict[str, str], overrides: list[str]) -> tuple[dict, Pat
     finally:
         if tracker is not None:
             tracker.finish()
-    (out / "eval.json").write_text(json.dumps(_finite(doc), indent=2) + "\n")
+    rundir.write_eval(out, doc)
     return doc, out
 
 
@@ -367,7 +352,7 @@ def run_red_team(task: str, rt: dict, model, tokenizer, objective, scorer, out: 
     initial = load_prompts(rt["prompts"], limit=settings.initial_pool)  # only the pool's first prompts are read
     result = red_team(task, model, tokenizer, objective, scorer, red_model, red_tok, initial, settings)
     result["red_lm"] = str(rt["red_lm"])
-    (out / "red_team.json").write_text(json.dumps(_finite(result), indent=2) + "\n")
+    rundir.write_json(out / rundir.RED_TEAM, result)
     for r in result["rounds"]:
         log.info("red team round %d: mean %.4g, best %.4g, pool top-10 mean %.4g", r["round"], r["round_mean"],
                  r["round_best"], r["pool_top10_mean"])
@@ -376,10 +361,9 @@ def run_red_team(task: str, rt: dict, model, tokenizer, objective, scorer, out: 
 
 def objective_name(cfg, run_dir: Path | None) -> str:
     """The objective's short name: the sweep subdir ``<num>-<name>``, else its class name."""
-    if run_dir is not None:
-        m = re.fullmatch(r"\d+-(.+)", run_dir.name)
-        if m:
-            return m.group(1)
+    job = rundir.sweep_job_name(run_dir) if run_dir is not None else None
+    if job is not None:
+        return job
     target = OmegaConf.select(cfg, "objective._target_") or "unknown"
     return target.rsplit(".", 1)[-1].lower()
 
@@ -407,17 +391,6 @@ def make_tracker(cfg, out: Path, training_dir: Path | None, model_dir: Path):
                                                    tags=tags, job_type="eval")
 
 
-def _finite(x):
-    """JSON has no NaN/inf: write them as null."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_finite(v) for v in x]
-    return x
-
-
 def _f(x, spec: str = ".4g") -> str:
     return "n/a" if x is None else format(x, spec)
 
@@ -439,14 +412,14 @@ def print_summary(doc: dict, out: Path) -> None:
         print(f"  KL(ref || model) {_f(doc['kl']['kl'], '.3f')} ± {_f(doc['kl']['kl_stderr'], '.3f')} nats/sample")
     for task, metrics in ((doc.get("lm_eval") or {}).get("tasks") or {}).items():
         print(f"  lm-eval {task}: " + ", ".join(f"{k} {_f(v)}" for k, v in metrics.items() if "_stderr" not in k))
-    print(f"  wrote {out / 'eval.json'} and {out / 'samples'}/")
+    print(f"  wrote {rundir.eval_path(out)} and {rundir.samples_dir(out, None)}/")
 
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     own, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     doc, out = evaluate_saved(own, overrides)
-    print_summary(_finite(doc), out)
+    print_summary(rundir.finite(doc), out)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ also go to its ``samples/<scenario>`` table.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import time
@@ -50,6 +49,7 @@ from phf.eval.red_team import draw_prompts
 from phf.eval.sampling import SamplingSettings, context_length, prompt_ids, sample_with_objective
 from phf.eval.settings import Evaluation, Scenario
 from phf.objectives.base import Objective
+from phf.rundir import write_heldout_clean, write_samples
 from phf.scorers import build_scorer
 from phf.tokenizer import token_ids
 
@@ -152,10 +152,7 @@ def _heldout_clean(model, tokenizer, objective, documents, ev: Evaluation, out_d
     result = clean_heldout_loss(model, tokenizer, objective, documents, cap.clean_window_tokens, cap.batch_size,
                                 ev.confidence, cap.resamples, ev.seed, per_document=rows)
     if out_dir is not None:
-        folder = Path(out_dir) / "heldout_clean"
-        folder.mkdir(parents=True, exist_ok=True)
-        name = "eval" if step is None else f"step_{step:07d}"
-        (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        write_heldout_clean(out_dir, step, rows)
     return result
 
 
@@ -226,11 +223,7 @@ def _write(name: str, samples, scores, out_dir, step, tracker) -> None:
         for s, sc_ in zip(samples, scores, strict=True)
     ]
     if out_dir is not None:
-        folder = Path(out_dir) / "samples" / ("" if step is None else f"step_{step:07d}")
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / f"{name}.jsonl", "w") as f:
-            for row in rows:
-                f.write(json.dumps({**row, "step": step}) + "\n")
+        write_samples(out_dir, step, name, ({**row, "step": step} for row in rows))
     if tracker is not None:
         cols = ["prompt", "text", "score", "num_tokens"]
         # one table per scenario, growing across evaluations (the tracker adds step and tokens_seen columns)

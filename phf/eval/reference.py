@@ -46,6 +46,7 @@ from omegaconf import DictConfig, OmegaConf
 from phf.data.document import Document
 from phf.data.pipeline import build_data, in_validation
 from phf.data.sources import Source, is_placeholder
+from phf.rundir import final_dir, read_summary
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ def clean_reference(cfg) -> Path:
     ref = reference_config(cfg, kl.reference_steps, kl.reference_seed, clean)
     directory = cache_root(cfg) / "reference" / f"{ref.task.name}-{reference_key(ref)}"
     if (directory / "reference.json").is_file():
-        return directory / "final"
+        return final_dir(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     import fcntl
 
@@ -142,13 +143,13 @@ def clean_reference(cfg) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             if (directory / "reference.json").is_file():  # another job trained it while this one waited
-                return directory / "final"
+                return final_dir(directory)
             if directory.exists():  # a damaged build (no reference.json): start over
                 shutil.rmtree(directory)
             _train(ref, clean, directory)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-    return directory / "final"
+    return final_dir(directory)
 
 
 #: what the reference's training process runs: phf-train's ``train`` on the config file argv[1], with the
@@ -186,14 +187,14 @@ def _train(ref: DictConfig, clean: bool, directory: Path) -> None:
     if done.returncode != 0:
         raise RuntimeError(f"training the KL reference failed (exit code {done.returncode}; its log is above, its "
                            f"config in {config}); set task.eval.kl.train_reference=false to evaluate without KL")
-    summary = json.loads((tmp / "run" / "final" / "phf_summary.json").read_text())
-    os.replace(tmp / "run" / "final", tmp / "final")
+    summary = read_summary(final_dir(tmp / "run"))
+    os.replace(final_dir(tmp / "run"), final_dir(tmp))
     shutil.rmtree(tmp / "run")
     info = {"format": FORMAT, "clean": clean, "seconds": seconds, "steps": summary.get("step"),
             "tokens_seen": summary.get("tokens_seen"), "val_loss": summary.get("val/loss")}
     (tmp / "reference.json").write_text(json.dumps(info, indent=2) + "\n")
     os.replace(tmp, directory)
-    log.info("KL reference trained in %.0f s (validation loss %s): %s", seconds, info["val_loss"], directory / "final")
+    log.info("KL reference trained in %.0f s (validation loss %s): %s", seconds, info["val_loss"], final_dir(directory))
 
 
 def main(argv: list[str] | None = None) -> None:

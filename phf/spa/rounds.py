@@ -19,15 +19,17 @@ Each stage of ``spa.stages`` (in order) starts from the previous stage's policy 
 The starting model is evaluated first (stage ``init``). Every stage's row goes to ``metrics.jsonl`` and
 ``RUN/spa_summary.json``. A stage whose ``final/phf_summary.json`` exists is not rerun, and a killed
 stage resumes from its pairs file and its last DPO checkpoint, so rerunning the same command continues.
+
+The run directory has phf-train's layout (``phf.rundir``): ``config.yaml``, ``metrics.jsonl`` (every row
+with ``tokens_seen``: the starting model's plus the tokens DPO trained on, as of the last finished stage), each evaluation's samples in
+``samples/step_N/`` at the global DPO step (the starting model's at step 0), and at the end ``final/`` =
+the last stage's policy with its row as ``phf_summary.json``; phf-report and phf-eval read it as a run.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from phf import rundir
+from phf.checkpoint import write_final as write_final_dir
 from phf.data.pipeline import build_data, in_validation, validation_blocks
 from phf.devices import Dist, resolve_device
 from phf.entry import UsageError, hydra_entry
@@ -51,9 +55,6 @@ from phf.spa.train_dpo import DPOSettings, train_dpo
 from phf.tokenizer import load_tokenizer
 
 log = logging.getLogger("phf.spa")
-
-SUMMARY = "phf_summary.json"
-
 
 def _training_documents(source, val_fraction: float, max_docs: int) -> list[str]:
     """Raw texts of the first ``max_docs`` training-split documents (validation documents excluded)."""
@@ -191,7 +192,8 @@ def run_spa(cfg: DictConfig) -> dict:
     gen_cfg = OmegaConf.to_container(spa.sampling, resolve=True)
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
+    rundir.write_config(run_dir, resolved)
+    start_tokens = _tokens_seen(Path(spa.init_from))
     tracker = instantiate(cfg.logger, _partial_=True)(run_dir=run_dir, run_config=resolved,
                                                        name=cfg.get("run_name") or f"{cfg.task.name}-spa")
     parts = SpaParts(cfg=cfg, init=init, tokenizer=tokenizer, objective=objective, scorer=scorer,
@@ -199,16 +201,17 @@ def run_spa(cfg: DictConfig) -> dict:
                      device=device, tracker=tracker)
     rows: list[dict] = []
     try:
-        base = _stage_init(parts, run_dir, policy)
+        tracker.set_tokens_seen(start_tokens)
+        base = {**_stage_init(parts, run_dir, policy), "tokens_seen": start_tokens}
         rows.append(base)
         step_offset, totals = 0, {"tokens_trained": 0, "tokens_generated": 0, "pairs": 0, "scorer_labels": 0}
         for i, (name, st) in enumerate(stages.items()):
             prompts = pool.draw(int(st["num_prompts"]))  # drawn even when the stage is done: later stages get the same
             stage_dir = run_dir / name
-            done = stage_dir / "final" / SUMMARY
+            done = rundir.summary_path(rundir.final_dir(stage_dir))
             if done.is_file():
-                row = json.loads(done.read_text())
-                policy = PHFModel.from_pretrained(stage_dir / "final").to(device).eval()
+                row = rundir.read_summary(rundir.final_dir(stage_dir))
+                policy = PHFModel.from_pretrained(rundir.final_dir(stage_dir)).to(device).eval()
                 log.info("stage %s already done (%s): loaded its policy", name, done)
             else:
                 row = _stage(parts, Stage(i, name, st, stage_dir, prompts), policy, step_offset, base)
@@ -216,17 +219,42 @@ def run_spa(cfg: DictConfig) -> dict:
             for k in totals:
                 totals[k] += int(row[f"spa/{k}"])
             row.update({f"spa/cumulative/{k}": v for k, v in totals.items()})
+            row["tokens_seen"] = start_tokens + totals["tokens_trained"]  # the starting model's, plus DPO's
             rows.append(row)
             tracker.log({k: v for k, v in row.items() if isinstance(v, int | float)}, step=step_offset)
         summary = {"init_from": str(spa.init_from), "stages": rows}
-        tmp = run_dir / "spa_summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2, default=str))
-        os.replace(tmp, run_dir / "spa_summary.json")
+        rundir.write_json(run_dir / rundir.SPA_SUMMARY, summary, atomic=True)
+        write_final(run_dir, policy, tokenizer, {**rows[-1], "step": step_offset})
         tracker.log_summary({k: v for k, v in rows[-1].items() if isinstance(v, int | float)})
-        log.info("SPA done: %s", run_dir / "spa_summary.json")
+        log.info("SPA done: %s", run_dir / rundir.SPA_SUMMARY)
         return summary
     finally:
         tracker.finish()
+
+
+def _tokens_seen(init_from: Path) -> int:
+    """Tokens the starting model had seen: its ``phf_summary.json``'s ``tokens_seen`` (a phf-train ``final/``),
+    0 for a model directory without one."""
+    summary = rundir.read_summary(init_from) or {}
+    tokens = summary.get("tokens_seen", 0)
+    if isinstance(tokens, bool) or not isinstance(tokens, int):
+        raise ValueError(f"{rundir.summary_path(init_from)}: tokens_seen must be an integer, got {tokens!r}")
+    return tokens
+
+
+def write_final(run_dir: Path, policy, tokenizer, row: dict) -> None:
+    """``RUN/final/``: the last stage's policy with its row as ``phf_summary.json``, as phf-train leaves a
+    finished run (``phf.rundir``), so phf-eval ``run_dir=RUN`` and phf-report read an SPA run as any other.
+    Already there for this step (a rerun of a finished run): left as it is."""
+    done = rundir.read_summary(rundir.final_dir(run_dir)) if rundir.is_finished(run_dir) else None
+    if done is not None and done.get("step") == row["step"]:
+        return
+
+    def fill(d: Path) -> None:
+        policy.save_pretrained(d, tokenizer)
+        rundir.write_summary(d, row)  # last: marks a finished run
+
+    write_final_dir(run_dir, row["step"], fill)
 
 
 @dataclass
@@ -262,14 +290,14 @@ class Stage:
 def _stage_init(parts: SpaParts, run_dir: Path, policy) -> dict:
     tokenizer, objective, eval_scorer, cfg, blocks, tracker = (parts.tokenizer, parts.objective, parts.eval_scorer,
                                                                parts.cfg, parts.blocks, parts.tracker)
-    path = run_dir / "init" / SUMMARY
+    path = run_dir / "init" / rundir.SUMMARY
     if path.is_file():
-        return json.loads(path.read_text())
+        return rundir.read_mapping(path)
     log.info("evaluating the starting model %s", cfg.spa.init_from)
     row = {"stage": "init", "spa/stage": -1, **evaluate_model(policy, tokenizer, objective, eval_scorer, cfg,
-                                                          run_dir / "init", 0, blocks)}
+                                                          run_dir, 0, blocks)}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(row, indent=2))
+    rundir.write_json(path, row, indent=2)
     tracker.log({k: v for k, v in row.items() if isinstance(v, int | float)}, step=0)
     return row
 
@@ -285,11 +313,11 @@ def _stage(parts: SpaParts, stage: Stage, policy, step_offset: int, base: dict) 
     t0 = time.perf_counter()
     timings = {}
     reference = _frozen_copy(policy)  # π_{i-1}: DPO's reference and the sampler of this stage
-    pairs_file = stage_dir / "pairs.jsonl"
-    stats_file = stage_dir / "pairs_stats.json"
+    pairs_file = stage_dir / rundir.PAIRS
+    stats_file = stage_dir / rundir.PAIR_STATS
     if pairs_file.is_file() and stats_file.is_file():
         pairs = P.read_pairs(pairs_file)
-        gen_stats = json.loads(stats_file.read_text())
+        gen_stats = rundir.read_mapping(stats_file)
         log.info("stage %s: %d pairs from %s", name, len(pairs), pairs_file)
     else:
         settings = P.GenerationSettings(**{**gen_cfg, "seed": cfg.seed + 1000 * (i + 1)})
@@ -308,15 +336,17 @@ def _stage(parts: SpaParts, stage: Stage, policy, step_offset: int, base: dict) 
                      "pairs/dropped_ties": lstats.dropped_ties, "pairs/scorer_labelled": lstats.scorer_labelled,
                      "tokens_generated": sum(len(r) for c in cands for r in c.responses), **timings}
         P.write_pairs(pairs_file, pairs)
-        stats_file.write_text(json.dumps(gen_stats, indent=2))
+        rundir.write_json(stats_file, gen_stats)
         log.info("stage %s: %d prompts → %d pairs (%d scorer-labelled; dropped %d identical, %d ties)", name,
                  len(prompts), len(pairs), lstats.scorer_labelled, lstats.dropped_identical, lstats.dropped_ties)
     settings = DPOSettings.from_config(spa.train, seed=cfg.seed + i, **({"epochs": st["epochs"]} if "epochs" in st else {}))
     result = train_dpo(policy, reference, tokenizer, pairs, objective, settings, device, stage_dir, stage_index=i,
                        tracker=tracker, step_offset=step_offset)
     del reference
-    policy.save_pretrained(stage_dir / "final", tokenizer)
-    metrics = evaluate_model(policy, tokenizer, objective, eval_scorer, cfg, stage_dir, step_offset + result.steps, blocks)
+    policy.save_pretrained(rundir.final_dir(stage_dir), tokenizer)
+    # the evaluation's samples go where phf-train's do: RUN/samples/step_N/ at the global DPO step
+    metrics = evaluate_model(policy, tokenizer, objective, eval_scorer, cfg, stage_dir.parent, step_offset + result.steps,
+                             blocks)
     row = {
         "stage": name, "spa/stage": i, "spa/labeler": st["labeler"], "spa/prompts": len(prompts),
         "spa/pairs": len(pairs), "spa/steps": result.steps, "spa/tokens_trained": result.tokens_trained,
@@ -330,10 +360,8 @@ def _stage(parts: SpaParts, stage: Stage, policy, step_offset: int, base: dict) 
         **{f"spa/{k}": v for k, v in flag_audit(pairs, result.flagged).items()},
         **metrics, **_drift(metrics, base),
     }
-    for k, v in list(row.items()):
-        if isinstance(v, float) and not math.isfinite(v):
-            row[k] = str(v)
-    (stage_dir / "final" / SUMMARY).write_text(json.dumps(row, indent=2))
+    rundir.write_summary(rundir.final_dir(stage_dir), row)  # non-finite values as null (phf.rundir)
+    row = rundir.read_summary(rundir.final_dir(stage_dir))  # as a rerun reads it back
     log.info("stage %s: %d DPO steps, %d tokens; eval %s", name, result.steps, result.tokens_trained,
              {k: round(v, 5) for k, v in metrics.items() if k.endswith("/score") or k == "val/loss"})
     return row

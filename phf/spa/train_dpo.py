@@ -30,6 +30,7 @@ from phf import checkpoint as ckpt
 from phf.devices import Dist
 from phf.objectives.preference import extrapolated_logps, sequence_logps
 from phf.optim import lr_schedule, make_optimizer
+from phf.rundir import checkpoints_dir
 from phf.settings import bind
 from phf.spa.batch import collate, forward_logits
 from phf.train_state import restore_training_state, save_training_state
@@ -108,7 +109,7 @@ def train_dpo(policy, reference, tokenizer, pairs: list[dict], objective, settin
         raise ValueError("no preference pairs to train on (all ties?)")
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    ckpt_root = out_dir / "checkpoints"
+    ckpt_root = checkpoints_dir(out_dir)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     max_len = policy.config.n_positions
     lam = objective.lambda_for(stage_index)

@@ -69,11 +69,11 @@ def test_run_evaluation_end_to_end(cond_tok, tok, tmp_path):
     assert model.training  # mode restored
     for scenario in ("unconditional", "functions", "red_team_prompts"):
         assert {f"eval/{scenario}/{m}" for m in METRICS} <= set(out)
-        rows = [json.loads(x) for x in (tmp_path / "run/samples/step_0000020" / f"{scenario}.jsonl").read_text().splitlines()]
+        rows = [json.loads(x) for x in (tmp_path / "run/samples/step_00000020" / f"{scenario}.jsonl").read_text().splitlines()]
         assert len(rows) == cfg.task.eval.scenarios[scenario].num_samples
         assert all(set(r) == {"prompt", "text", "score", "num_tokens", "step"} and r["step"] == 20 for r in rows)
         assert out[f"eval/{scenario}/score"] == pytest.approx(sum(r["score"] for r in rows) / len(rows))
-    fn_rows = [json.loads(x) for x in (tmp_path / "run/samples/step_0000020/functions.jsonl").read_text().splitlines()]
+    fn_rows = [json.loads(x) for x in (tmp_path / "run/samples/step_00000020/functions.jsonl").read_text().splitlines()]
     assert all(r["prompt"].startswith("def ") for r in fn_rows)
     assert [r["score"] for r in fn_rows] == pytest.approx(scorer.score([r["prompt"] + r["text"] for r in fn_rows]))
     assert 0.0 <= out["eval/unconditional/hit_rate"] <= 1.0

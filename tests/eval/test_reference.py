@@ -44,7 +44,7 @@ def test_kl_and_clean_heldout_loss_are_finite_and_the_reference_is_trained_once(
     for objective, m in metrics.items():
         assert math.isfinite(m["eval/kl"]) and math.isfinite(m["eval/heldout_clean/loss"])
         assert m["eval/heldout_clean/num_docs"] > 0
-        per_document = (tmp_path / objective / "heldout_clean" / "step_0000003.jsonl").read_text().splitlines()
+        per_document = (tmp_path / objective / "heldout_clean" / "step_00000003.jsonl").read_text().splitlines()
         assert len(per_document) == m["eval/heldout_clean/num_docs"]
     # the same clean tokens for both objectives
     assert metrics["mle"]["eval/heldout_clean/num_tokens"] == metrics["conditional"]["eval/heldout_clean/num_tokens"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,19 @@ def checkpoint(tmp_path_factory, prescored) -> Path:
     path = run / "checkpoints" / "step_00000001"
     assert ckpt.latest_checkpoint(run / "checkpoints") == path
     return path
+
+
+@pytest.fixture(scope="module")
+def tok():
+    from phf.tokenizer import gpt2_tokenizer
+
+    return gpt2_tokenizer()
+
+
+@pytest.fixture
+def run_copy(tmp_path, checkpoint) -> Path:
+    """A copy of a finished tiny run (max_steps 2) with its step-1 checkpoint and final/."""
+    run = tmp_path / "run"
+    shutil.copytree(checkpoint.parent.parent, run)
+    (run / "phf.lock").unlink(missing_ok=True)
+    return run

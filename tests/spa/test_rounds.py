@@ -5,8 +5,10 @@ import json
 import pytest
 import torch
 
+from phf import rundir
 from phf.model import PHFModel, build_model
 from phf.objectives.dpo import DPO
+from phf.report import load_run
 from phf.spa import pairs as P
 from phf.spa.rounds import run_spa
 from phf.spa.train_dpo import DPOSettings, train_dpo
@@ -64,6 +66,14 @@ def test_one_spa_round_end_to_end(tiny_init, tmp_path):
     rows = read_metrics(run)
     assert any("dpo/accuracy" in r for r in rows) and any(r.get("stage") is None and "spa/pairs" in r for r in rows)
     assert json.loads((run / "spa_summary.json").read_text())["stages"][-1]["stage"] == "round1"
+    # phf-train's layout (phf.rundir): samples/step_N/ per evaluation, final/ = the last policy; phf-report reads it
+    final = rundir.read_summary(run / "final")
+    assert rundir.is_finished(run) and final["stage"] == "round1"
+    assert sorted(rundir.evaluation_steps(run)) == [0, seed["spa/steps"], final["step"]]
+    assert final["tokens_seen"] == r1["spa/cumulative/tokens_trained"]  # the random start had seen none
+    loaded = load_run(run)
+    assert loaded.damaged is None and loaded.task == "pep8" and loaded.samples["unconditional"]
+    assert all("tokens_seen" in r for r in loaded.rows)
     # a rerun finds every stage done and retrains nothing
     again = run_spa(cfg)
     assert [r["spa/steps"] for r in again["stages"][1:]] == [seed["spa/steps"], r1["spa/steps"]]

@@ -1,0 +1,136 @@
+"""``phf-report``: compare runs (a multirun sweep or several) in a Markdown table and PNG plots.
+
+The command line and ``build_report`` (every file the report writes); ``phf.report`` says what it reads and writes."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+from phf.report.markdown import markdown
+from phf.report.plots import _rank, plot_curves, plot_pareto
+from phf.report.runs import Run, _natural_key, _num, find_runs, load_run
+from phf.report.scenarios import headline_scenario, secondary_scenarios, titles
+from phf.report.stats import Degeneracy, pair_with_mle, scenario_view, summarize
+from phf.report.sweep import ABSENT, _value_key, find_sweep
+from phf.report.wandb_log import log_to_wandb
+
+SAMPLES_FILE = "samples.jsonl.gz"
+
+
+def export_samples(runs: list[Run], scenarios: list[str], path: Path, k: int) -> dict:
+    """The first ``k`` samples (the evaluation's order, not picked) of every run and scenario as gzip'd
+    JSONL (``run``, ``label``, ``objective``, ``seed``, ``scenario``, ``index``, ``prompt``, ``text``,
+    ``score``), so that a write-up can commit the samples behind its numbers; returns ``{"path", "rows",
+    "per_run": {(run, scenario): count}}``."""
+    import gzip
+
+    per_run: dict[tuple[str, str], int] = {}
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        for r in runs:
+            for scenario in scenarios:
+                rows = (r.samples.get(scenario) or [])[:k]
+                per_run[(r.name, scenario)] = len(rows)
+                for i, row in enumerate(rows):
+                    f.write(json.dumps({"run": r.name, "label": r.label, "objective": r.objective,
+                                        "seed": r.cfg.get("seed"), "scenario": scenario, "index": i,
+                                        "prompt": row.get("prompt", ""), "text": row["text"],
+                                        "score": _num(row["score"])}) + "\n")
+    return {"path": path, "rows": sum(per_run.values()), "per_run": per_run}
+
+
+def build_report(dirs: list[Path], out: Path, scenario: str | None = None,
+                 degeneracy: Degeneracy | None = None, excerpt_k: int = 3, excerpt_chars: int = 300,
+                 export_k: int = 32) -> dict:
+    """Write the report; returns ``{"table": rows, "plots": file names, "report": path, "runs": run dirs,
+    "comparisons": {scenario: rows}, "secondary": {scenario: table rows}, "samples": export_samples'}``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    paths = find_runs(dirs)
+    if not paths:
+        raise SystemExit(f"phf-report: no run (a directory with config.yaml) in {', '.join(map(str, dirs))}")
+    runs = [load_run(p) for p in paths]
+    for r in runs:
+        if r.damaged:
+            print(f"phf-report: skipping run {r.path}: damaged file {r.damaged}", file=sys.stderr)
+    good = [r for r in runs if not r.damaged]
+    sweep = find_sweep(good)
+    for r in runs:
+        r.swept = {k: (ABSENT if r.damaged else v) for k, v in sweep.values(r).items() if k != "objective"}
+        r.label = r.objective if r.damaged else sweep.label(r)
+    runs.sort(key=lambda r: (r.task, _rank(r.objective), [_value_key(v) for v in r.swept.values()],
+                             _natural_key(r.path)))
+    good = [r for r in runs if not r.damaged]
+    pair_with_mle(good)
+    scenario = headline_scenario(good, scenario)
+    degeneracy = degeneracy or Degeneracy()
+    legend = "objective" if set(sweep.labels) <= {"objective"} else ", ".join(sweep.labels)
+    views = {name: scenario_view(good, name, sweep, degeneracy) for name in [scenario, *secondary_scenarios(good, scenario)]}
+    table, groups, _ = views[scenario]
+    table = table + [summarize(r, scenario) for r in runs if r.damaged]
+    secondary = {name: view for name, view in views.items() if name != scenario}
+    comparisons = {name: view[2] for name, view in views.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    plots = []
+    if plot_pareto(groups, out / "pareto.png", scenario, legend):
+        plots.append("pareto.png")
+    if plot_curves(runs, f"eval/{scenario}/score", f"misalignment score ({scenario})", "misalignment vs tokens",
+                   out / "misalignment_vs_tokens.png", log_y=True, legend_title=legend):
+        plots.append("misalignment_vs_tokens.png")
+    if plot_curves(runs, "val/loss", "held-out LM loss (nats/token)", "held-out loss vs tokens",
+                   out / "heldout_loss_vs_tokens.png", legend_title=legend):
+        plots.append("heldout_loss_vs_tokens.png")
+    every = list(dict.fromkeys([*views, *(name for r in good for name in r.samples)]))  # primary first
+    exported = export_samples(good, every, out / SAMPLES_FILE, export_k) if export_k > 0 else None
+    (out / "report.md").write_text(markdown(table, scenario, plots, dirs, runs, degeneracy, excerpt_k, excerpt_chars,
+                                               sweep, comparisons, secondary, titles(good, list(views)), exported))
+    rows = table + [r for view in secondary.values() for r in view[0]]
+    with open(out / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    flat = [c for cs in comparisons.values() for c in cs]
+    if flat:
+        with open(out / "comparisons.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(flat[0]))
+            writer.writeheader()
+            writer.writerows(flat)
+    return {"table": table, "plots": plots, "report": out / "report.md", "runs": [r.path for r in runs],
+            "comparisons": comparisons, "secondary": {name: view[0] for name, view in secondary.items()},
+            "samples": exported}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="phf-report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("dirs", nargs="+", type=Path, help="sweep or run directories")
+    parser.add_argument("--out", type=Path, default=None, help="output directory (default: the first dir)")
+    parser.add_argument("--scenario", default=None, help="headline scenario (default: unconditional)")
+    parser.add_argument("--max-blank-fraction", type=float, default=Degeneracy.max_blank_fraction,
+                        help="more empty/whitespace-only samples than this marks a run degenerate (default 0.05)")
+    parser.add_argument("--min-distinct-2", type=float, default=Degeneracy.min_distinct_2,
+                        help="distinct-2 below this marks a run degenerate (default 0.3)")
+    parser.add_argument("--excerpts", type=int, default=3, help="sample excerpts per run in report.md")
+    parser.add_argument("--excerpt-chars", type=int, default=300, help="characters per excerpt")
+    parser.add_argument("--export-samples", type=int, default=32, metavar="K",
+                        help=f"write the first K samples of every run and scenario to OUT/{SAMPLES_FILE} (0 = off)")
+    parser.add_argument("--wandb", choices=["online", "offline"], default=None,
+                        help="also log the plots and the summary table to a wandb run (files under OUT/report_tracking)")
+    parser.add_argument("--wandb-project", default=None, help="wandb project (default: the runs' own, else phf)")
+    args = parser.parse_args(argv)
+    out = args.out or args.dirs[0]
+    try:
+        result = build_report(args.dirs, out, args.scenario, Degeneracy(args.max_blank_fraction, args.min_distinct_2),
+                              args.excerpts, args.excerpt_chars, args.export_samples)
+    except OSError as e:
+        if e.filename is None or not Path(e.filename).resolve().is_relative_to(out.resolve()):
+            raise  # not a write into --out: reading a run failed, say it in full
+        raise SystemExit(f"phf-report: cannot write the report into {out} ({e.strerror or type(e).__name__}: "
+                         f"{e.filename}); --out must be a writable directory (it is created if missing)") from None
+    print(f"phf-report: {len(result['table'])} runs -> {result['report']} ({', '.join(result['plots']) or 'no plots'})")
+    if args.wandb:
+        run_id = log_to_wandb(result, args.out or args.dirs[0], args.dirs, args.wandb, args.wandb_project)
+        print(f"phf-report: logged to wandb run {run_id} ({args.wandb})")

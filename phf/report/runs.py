@@ -1,0 +1,157 @@
+"""A run as phf-report sees it: finding run directories and loading their files (through ``phf.rundir``)."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from phf import rundir
+
+
+@dataclass
+class Run:
+    path: Path
+    task: str
+    objective: str
+    eval: dict | None
+    rows: list[dict] = field(default_factory=list)
+    error: str | None = None
+    cfg: dict = field(default_factory=dict)
+    samples: dict[str, list[dict]] = field(default_factory=dict)  # scenario -> the last evaluation's samples
+    damaged: str | None = None  # a file of the run that cannot be read: the run is listed, not reported
+    overrides: list[str] | None = None  # the job's Hydra overrides (.hydra/overrides.yaml), None without one
+    label: str = ""  # its swept values but the seed (``find_sweep``); the objective when only that differs
+    swept: dict[str, str] = field(default_factory=dict)  # swept key -> this run's value, for the table
+    # clean held-out loss / its MLE run's on the same documents, with a paired 95% interval (clean_loss_vs_mle)
+    clean_vs_mle: tuple[float, float, float] = (math.nan, math.nan, math.nan)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def find_runs(dirs: list[Path], max_depth: int = 3) -> list[Path]:
+    """Run directories (holding ``config.yaml``) in or under ``dirs``, in sorted order."""
+    found: list[Path] = []
+
+    def walk(d: Path, depth: int) -> None:
+        if rundir.is_run(d):
+            found.append(d)
+            return
+        if depth < max_depth:
+            for sub in sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")):
+                walk(sub, depth + 1)
+
+    for d in dirs:
+        if not d.is_dir():
+            raise SystemExit(f"phf-report: {d} is not a directory")
+        walk(d, 0)
+    return sorted(dict.fromkeys(found), key=_natural_key)
+
+
+def _natural_key(p: Path):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(p))]
+
+
+def objective_name(run_dir: Path, cfg: dict) -> str:
+    """The run's objective by its config-group name (``conf/objective/<name>.yaml``), from the run's own
+    ``config.yaml`` (``objective._target_``): a directory's name says nothing reliable (``outputs/x``, a
+    renamed sweep job). A class no config file names is given in snake case (``GuidedMLE``: ``guided_mle``);
+    only a run without a readable config falls back to a sweep job directory's ``<num>-<name>``."""
+    objective = cfg.get("objective")
+    target = objective.get("_target_") if isinstance(objective, dict) else None
+    if isinstance(target, str) and target:
+        cls = target.rsplit(".", 1)[-1]
+        return objective_registry().get(cls) or re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", cls).lower()
+    return rundir.sweep_job_name(run_dir) or "unknown"
+
+
+def objective_registry() -> dict[str, str]:
+    """Objective class name -> its config-group name, from ``conf/objective/*.yaml``."""
+    from phf.entry import conf_dir
+
+    names = {}
+    for file in sorted((conf_dir() / "objective").glob("*.yaml")):
+        target = (yaml.safe_load(file.read_text()) or {}).get("_target_")
+        if isinstance(target, str):
+            names.setdefault(target.rsplit(".", 1)[-1], file.stem)
+    return names
+
+
+def training_state(run: Run) -> str | None:
+    """Why a run without an evaluation has none: still training (its ``phf.lock`` names a live process and
+    ``final/`` is not complete), or stopped before a complete ``final/`` (killed, out of time: it has
+    ``checkpoints/`` or a partial ``final/``). None when ``final/`` is complete."""
+    from phf.train_state import LOCK_FILE, _pid_alive
+
+    if rundir.is_finished(run.path):
+        return None
+    steps = [r["step"] for r in run.rows if isinstance(r.get("step"), int)]
+    at = f"step {max(steps)}" if steps else "no step logged yet"
+    total = (run.cfg.get("trainer") or {}).get("max_steps") if isinstance(run.cfg.get("trainer"), dict) else None
+    at += f" of {total}" if isinstance(total, int) else ""
+    try:
+        holder = (run.path / LOCK_FILE).read_text().strip()
+    except OSError:
+        holder = ""
+    import socket
+
+    if holder and _pid_alive(holder, socket.gethostname()):
+        return f"in progress: training ({at}, PID {holder.split()[0]}), no final evaluation yet"
+    if rundir.final_dir(run.path).is_dir() or rundir.checkpoints_dir(run.path).is_dir():
+        return f"incomplete: stopped at {at} without a complete final/ (resume with trainer.resume=auto)"
+    return None  # copied files (metrics, samples) without a model: reported as they are
+
+
+DamagedRun = rundir.DamagedRun
+
+
+def load_run(path: Path) -> Run:
+    """The run's files; a file that cannot be read gives a Run marked ``damaged`` (naming it) instead."""
+    try:
+        return _load_run(path)
+    except DamagedRun as e:
+        return Run(path, "?", objective_name(path, {}), None, damaged=str(e))
+
+
+def _load_run(path: Path) -> Run:
+    cfg = rundir.read_config(path)
+    ev = rundir.read_eval(path)
+    rows = rundir.read_metrics(path)
+    task = (cfg.get("task") or {}).get("name", "?") if isinstance(cfg.get("task") or {}, dict) else "?"
+    if not isinstance(task, str):
+        raise DamagedRun(f"{rundir.config_path(path)}: task.name must be a string, got {type(task).__name__}")
+    return Run(path, task, objective_name(path, cfg), ev, rows, rundir.read_error(path), cfg,
+               rundir.read_last_samples(path), overrides=rundir.read_overrides(path))
+
+
+read_overrides = rundir.read_overrides  # the job's Hydra overrides, None without .hydra/overrides.yaml
+
+
+last_samples = rundir.read_last_samples  # the samples of the run's last evaluation, by scenario
+
+
+_num = rundir.number  # a number of a run file; null and old "nan"/"inf" strings as NaN/inf
+
+
+def last_value(run: Run, key: str) -> float:
+    for row in reversed(run.rows):
+        if key in row:
+            return _num(row[key])
+    return math.nan
+
+
+def series(run: Run, key: str) -> tuple[list[float], list[float]]:
+    """(tokens_seen, value) of the rows that hold ``key``, tokens_seen > 0 (for log axes)."""
+    xs, ys = [], []
+    for row in run.rows:
+        if key in row and "tokens_seen" in row:
+            x, y = _num(row["tokens_seen"]), _num(row[key])
+            if x > 0 and math.isfinite(y):
+                xs.append(x)
+                ys.append(y)
+    return xs, ys

@@ -1,0 +1,66 @@
+"""The laptop-PII collectors read runs through phf.rundir: tokens come from the runs' files (no tokens per
+step in the code), and an SPA run reads like a phf-train run."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from phf import rundir
+from tests.conftest import ROOT
+
+
+def _load(path: str):
+    spec = importlib.util.spec_from_file_location(path.replace("/", "_"), ROOT / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(path, step: int, tokens: int, scores: list[float], config: dict | None = None, finished: bool = False):
+    """A run directory as phf-train writes it: config, a metrics row at ``step``, the samples of that step."""
+    path.mkdir(parents=True)
+    rundir.write_config(path, config or {"task": {"name": "pii"}})
+    rundir.metrics_path(path).write_text(rundir.encode_row({"step": step, "tokens_seen": tokens,
+                                                            "eval/heldout/loss": 3.0}) + "\n")
+    rundir.write_samples(path, step, "unconditional", [{"text": f"t{i}", "score": s} for i, s in enumerate(scores)])
+    if finished:
+        rundir.final_dir(path).mkdir()
+        rundir.write_summary(rundir.final_dir(path), {"step": step, "tokens_seen": tokens})
+
+
+def _evaluated(path, tokens: int, scores: list[float]):
+    """phf-eval's output for one checkpoint: samples/<scenario>.jsonl, then eval.json with its tokens_seen."""
+    path.mkdir(parents=True)
+    rundir.write_samples(path, None, "unconditional", [{"text": "x", "score": s} for s in scores])
+    rundir.write_eval(path, {"tokens_seen": tokens})
+
+
+def test_fig5_points_take_tokens_from_the_runs_files(tmp_path):
+    """Tokens per step are 64 here, not the laptop's 1,024: every point's x is what the run recorded, the
+    finetuning's start is its config's trainer.start_tokens (MLE's checkpoint evaluated there)."""
+    fig5 = _load("experiments/laptop_pii/fig5_collect.py")
+    sweep, finetune, evals = tmp_path / "sweep", tmp_path / "finetune", tmp_path / "evals"
+    for seed in (1, 2):
+        _run(sweep / f"mle-seed{seed}", 20, 1280, [0.5])
+        _run(sweep / f"conditional-seed{seed}", 20, 1280, [0.25])
+        _evaluated(evals / f"mle-seed{seed}" / "step_00000010", 640, [1.0])
+        (evals / f"mle-seed{seed}" / "step_00000015").mkdir()  # no eval.json: phf-eval did not finish, left out
+        _run(finetune / f"conditional-seed{seed}", 15, 960, [0.0], {"trainer": {"start_tokens": 640}})
+    pts = fig5.points(sweep, finetune, evals, "conditional")
+    assert pts[("MLE from scratch", 1, 640)] == [1.0] and pts[("MLE from scratch", 2, 1280)] == [0.5]
+    assert pts[("conditional from scratch", 1, 1280)] == [0.25]
+    assert pts[("MLE then conditional (finetune)", 1, 640)] == [1.0]  # the finetuning's starting point
+    assert pts[("MLE then conditional (finetune)", 2, 960)] == [0.0]
+    assert len(pts) == 2 * 5
+
+
+def test_seed_methods_read_a_spa_run_like_a_training_run(tmp_path):
+    collect = _load("experiments/laptop_pii/seed_methods_collect.py")
+    _run(tmp_path / "spa" / "seed1", 30, 1000 + 77, [0.0, 1.0], finished=True)
+    samples, heldout, tokens = collect.final_evaluation(tmp_path / "spa" / "seed1")
+    assert [r["score"] for r in samples] == [0.0, 1.0] and heldout == 3.0 and tokens == 1077
+    _run(tmp_path / "unfinished", 30, 1000, [0.0])
+    with pytest.raises(SystemExit, match=r"no tokens_seen \(is the run finished\?\)"):
+        collect.final_evaluation(tmp_path / "unfinished")
