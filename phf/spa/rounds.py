@@ -44,7 +44,11 @@ from phf.model_dir import check_model_files
 from phf.objectives.preference import PreferenceObjective
 from phf.runtime import Dist, UsageError, hydra_entry, resolve_device
 from phf.scorers import build_scorer
+from phf.spa import guards as G
 from phf.spa import pairs as P
+from phf.spa.informative import PairSearch, collect_pairs
+from phf.spa.options import bind
+from phf.spa.oracle import oracle_stages
 from phf.spa.train_dpo import DPOSettings, train_dpo
 from phf.tokenizer import load_tokenizer
 
@@ -160,7 +164,8 @@ def run_spa(cfg: DictConfig) -> dict:
     objective = instantiate(cfg.objective)
     if not isinstance(objective, PreferenceObjective):
         raise ValueError(f"phf-spa trains a preference objective (objective=dpo), got {type(objective).__name__}")
-    stages = OmegaConf.to_container(spa.stages, resolve=True)
+    stages = oracle_stages(OmegaConf.to_container(spa.stages, resolve=True), bool(spa.get("oracle", False)))
+    acceptance = bind(G.StageAcceptance, (spa.get("guards") or {}).get("accept"), "spa.guards.accept")
     if not stages:
         raise ValueError("spa.stages is empty")
     for name, st in stages.items():
@@ -197,6 +202,7 @@ def run_spa(cfg: DictConfig) -> dict:
         base = _stage_init(run_dir, policy, tokenizer, objective, eval_scorer, cfg, blocks, tracker)
         rows.append(base)
         step_offset, totals = 0, {"tokens_trained": 0, "tokens_generated": 0, "pairs": 0, "scorer_labels": 0}
+        previous_dir = Path(spa.init_from)  # the policy a rejected stage falls back to (spa.guards.accept)
         for i, (name, st) in enumerate(stages.items()):
             prompts = pool.draw(int(st["num_prompts"]))  # drawn even when the stage is done: later stages get the same
             stage_dir = run_dir / name
@@ -208,6 +214,10 @@ def run_spa(cfg: DictConfig) -> dict:
             else:
                 row = _stage(i, name, st, stage_dir, prompts, policy, init, tokenizer, objective, scorer, eval_scorer,
                              cfg, blocks, gen_cfg, implicit_beta, pad, device, tracker, step_offset, base)
+                row, kept = G.apply_acceptance(acceptance, row, rows[-1], stage_dir, previous_dir, SUMMARY)
+                if not row["spa/accepted"]:
+                    policy = PHFModel.from_pretrained(kept).to(device).eval()
+            previous_dir = stage_dir / "final"
             step_offset += int(row["spa/steps"])
             for k in totals:
                 totals[k] += int(row[f"spa/{k}"])
@@ -242,7 +252,6 @@ def _stage(i, name, st, stage_dir: Path, prompts, policy, init, tokenizer, objec
            blocks, gen_cfg, implicit_beta, pad, device, tracker, step_offset, base) -> dict:
     spa = cfg.spa
     t0 = time.perf_counter()
-    timings = {}
     reference = _frozen_copy(policy)  # π_{i-1}: DPO's reference and the sampler of this stage
     pairs_file = stage_dir / "pairs.jsonl"
     stats_file = stage_dir / "pairs_stats.json"
@@ -252,24 +261,19 @@ def _stage(i, name, st, stage_dir: Path, prompts, policy, init, tokenizer, objec
         log.info("stage %s: %d pairs from %s", name, len(pairs), pairs_file)
     else:
         settings = P.GenerationSettings(**{**gen_cfg, "seed": cfg.seed + 1000 * (i + 1)})
-        cands = P.generate(reference, tokenizer, prompts, settings, objective.generation_prefix,
-                           objective.banned_tokens)
-        timings["generate_s"] = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        P.score_candidates(cands, scorer, bool(spa.score_prompt))
-        by_scorer = P.scorer_labelled_mask(len(cands), st["labeler"], float(st.get("seed_fraction", 0.0)),
+        by_scorer = P.scorer_labelled_mask(len(prompts), st["labeler"], float(st.get("seed_fraction", 0.0)),
                                            cfg.seed + i)
-        if not all(by_scorer):
-            P.implicit_rewards(cands, reference, init, implicit_beta, pad, spa.sampling.batch_size)
-        pairs, lstats = P.label_pairs(cands, by_scorer, stage=name)
-        timings["label_s"] = time.perf_counter() - t1
-        gen_stats = {**P.candidate_stats(cands), "pairs/dropped_identical": lstats.dropped_identical,
-                     "pairs/dropped_ties": lstats.dropped_ties, "pairs/scorer_labelled": lstats.scorer_labelled,
-                     "tokens_generated": sum(len(r) for c in cands for r in c.responses), **timings}
+        pairs, gen_stats = collect_pairs(  # sample, score, label; redraw tied prompts (spa.pairs)
+            reference, init, tokenizer, prompts, settings, objective, scorer, by_scorer,
+            bind(PairSearch, spa.get("pairs"), "spa.pairs"), score_prompt=bool(spa.score_prompt),
+            implicit_beta=implicit_beta, pad_id=pad,
+            length_normalise=bool((spa.get("guards") or {}).get("length_normalise", False)), stage=name)
         P.write_pairs(pairs_file, pairs)
         stats_file.write_text(json.dumps(gen_stats, indent=2))
-        log.info("stage %s: %d prompts → %d pairs (%d scorer-labelled; dropped %d identical, %d ties)", name,
-                 len(prompts), len(pairs), lstats.scorer_labelled, lstats.dropped_identical, lstats.dropped_ties)
+        log.info("stage %s: %d prompts → %d informative pairs in %d draws (%d scorer-labelled; dropped %d "
+                 "identical, %d ties)", name, len(prompts), len(pairs), gen_stats["pairs/tries"],
+                 gen_stats["pairs/scorer_labelled"], gen_stats["pairs/dropped_identical"],
+                 gen_stats["pairs/dropped_ties"])
     settings = DPOSettings.from_config(spa.train, seed=cfg.seed + i, **({"epochs": st["epochs"]} if "epochs" in st else {}))
     result = train_dpo(policy, reference, tokenizer, pairs, objective, settings, device, stage_dir, stage_index=i,
                        tracker=tracker, step_offset=step_offset)
