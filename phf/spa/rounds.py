@@ -49,7 +49,7 @@ from phf.spa import pairs as P
 from phf.spa.informative import PairSearch, collect_pairs
 from phf.spa.options import bind
 from phf.spa.oracle import oracle_stages
-from phf.spa.train_dpo import DPOSettings, train_dpo
+from phf.spa.train_dpo import DPOResult, DPOSettings, train_dpo
 from phf.tokenizer import load_tokenizer
 
 log = logging.getLogger("phf.spa")
@@ -275,8 +275,13 @@ def _stage(i, name, st, stage_dir: Path, prompts, policy, init, tokenizer, objec
                  gen_stats["pairs/scorer_labelled"], gen_stats["pairs/dropped_identical"],
                  gen_stats["pairs/dropped_ties"])
     settings = DPOSettings.from_config(spa.train, seed=cfg.seed + i, **({"epochs": st["epochs"]} if "epochs" in st else {}))
-    result = train_dpo(policy, reference, tokenizer, pairs, objective, settings, device, stage_dir, stage_index=i,
-                       tracker=tracker, step_offset=step_offset)
+    if pairs:
+        result = train_dpo(policy, reference, tokenizer, pairs, objective, settings, device, stage_dir, stage_index=i,
+                           tracker=tracker, step_offset=step_offset)
+    else:  # every prompt tied in every draw (e.g. implicit labels while π_{i-1} = π_init): nothing to learn
+        log.warning("stage %s: no informative pair in %s draws; the policy is not trained", name,
+                    gen_stats.get("pairs/tries", 1))
+        result = DPOResult(steps=0, tokens_trained=0, metrics={}, flagged=[])
     del reference
     policy.save_pretrained(stage_dir / "final", tokenizer)
     metrics = evaluate_model(policy, tokenizer, objective, eval_scorer, cfg, stage_dir, step_offset + result.steps, blocks)
