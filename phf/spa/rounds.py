@@ -37,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 from phf.data.pipeline import build_data, in_validation, validation_blocks
 from phf.eval.capability import validation_loss
 from phf.eval.evaluate import build_eval_scorer, run_evaluation
+from phf.eval.heldout_clean import heldout_clean_documents
 from phf.eval.red_team import load_prompts
 from phf.eval.settings import RESERVED
 from phf.model import PHFModel
@@ -106,12 +107,14 @@ def flag_audit(pairs: list[dict], flagged: list[int | None]) -> dict[str, float]
     }
 
 
-def evaluate_model(model, tokenizer, objective, eval_scorer, cfg, out_dir: Path, step: int, blocks) -> dict[str, float]:
-    """phf-train's final evaluation of a ``PHFModel``: ``run_evaluation`` + ``val/loss`` on ``blocks``."""
+def evaluate_model(model, tokenizer, objective, eval_scorer, cfg, out_dir: Path, step: int, blocks,
+                   clean_documents=None) -> dict[str, float]:
+    """phf-train's final evaluation of a ``PHFModel``: ``run_evaluation`` + ``val/loss`` on ``blocks``
+    (+ the clean held-out loss, ``eval/heldout_clean/*``, on ``clean_documents`` when given)."""
 
     t0 = time.perf_counter()
     metrics = run_evaluation(model.lm, tokenizer, objective, eval_scorer, cfg, out_dir=out_dir, step=step,
-                             blocks=blocks)
+                             blocks=blocks, clean_documents=clean_documents)
     # phf-train's val/loss (next-token CE on the same held-out blocks), so runs compare on one number
     metrics["val/loss"] = validation_loss(model, blocks, cfg.trainer.batch_size, next(model.parameters()).device,
                                           _no_autocast)
@@ -187,6 +190,7 @@ def run_spa(cfg: DictConfig) -> dict:
     eval_scorer = build_eval_scorer(cfg)
     data = build_data(cfg.data)
     blocks = validation_blocks(cfg, tokenizer, max_blocks=cfg.trainer.val_blocks, data=data, scorer=scorer)
+    clean = heldout_clean_documents(cfg, tokenizer, data=data, scorer=scorer)  # as phf-train's final evaluation
     pool = build_prompt_pool(cfg, data)
     log.info("prompt pool: %s", pool.sizes())
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -199,7 +203,7 @@ def run_spa(cfg: DictConfig) -> dict:
                                                        name=cfg.get("run_name") or f"{cfg.task.name}-spa")
     rows: list[dict] = []
     try:
-        base = _stage_init(run_dir, policy, tokenizer, objective, eval_scorer, cfg, blocks, tracker)
+        base = _stage_init(run_dir, policy, tokenizer, objective, eval_scorer, cfg, blocks, tracker, clean)
         rows.append(base)
         step_offset, totals = 0, {"tokens_trained": 0, "tokens_generated": 0, "pairs": 0, "scorer_labels": 0}
         previous_dir = Path(spa.init_from)  # the policy a rejected stage falls back to (spa.guards.accept)
@@ -213,7 +217,7 @@ def run_spa(cfg: DictConfig) -> dict:
                 log.info("stage %s already done (%s): loaded its policy", name, done)
             else:
                 row = _stage(i, name, st, stage_dir, prompts, policy, init, tokenizer, objective, scorer, eval_scorer,
-                             cfg, blocks, gen_cfg, implicit_beta, pad, device, tracker, step_offset, base)
+                             cfg, blocks, gen_cfg, implicit_beta, pad, device, tracker, step_offset, base, clean)
                 row, kept = G.apply_acceptance(acceptance, row, rows[-1], stage_dir, previous_dir, SUMMARY)
                 if not row["spa/accepted"]:
                     policy = PHFModel.from_pretrained(kept).to(device).eval()
@@ -235,13 +239,13 @@ def run_spa(cfg: DictConfig) -> dict:
         tracker.finish()
 
 
-def _stage_init(run_dir, policy, tokenizer, objective, eval_scorer, cfg, blocks, tracker) -> dict:
+def _stage_init(run_dir, policy, tokenizer, objective, eval_scorer, cfg, blocks, tracker, clean=None) -> dict:
     path = run_dir / "init" / SUMMARY
     if path.is_file():
         return json.loads(path.read_text())
     log.info("evaluating the starting model %s", cfg.spa.init_from)
     row = {"stage": "init", "spa/stage": -1, **evaluate_model(policy, tokenizer, objective, eval_scorer, cfg,
-                                                          run_dir / "init", 0, blocks)}
+                                                          run_dir / "init", 0, blocks, clean)}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(row, indent=2))
     tracker.log({k: v for k, v in row.items() if isinstance(v, int | float)}, step=0)
@@ -249,7 +253,7 @@ def _stage_init(run_dir, policy, tokenizer, objective, eval_scorer, cfg, blocks,
 
 
 def _stage(i, name, st, stage_dir: Path, prompts, policy, init, tokenizer, objective, scorer, eval_scorer, cfg,
-           blocks, gen_cfg, implicit_beta, pad, device, tracker, step_offset, base) -> dict:
+           blocks, gen_cfg, implicit_beta, pad, device, tracker, step_offset, base, clean=None) -> dict:
     spa = cfg.spa
     t0 = time.perf_counter()
     reference = _frozen_copy(policy)  # π_{i-1}: DPO's reference and the sampler of this stage
@@ -284,7 +288,8 @@ def _stage(i, name, st, stage_dir: Path, prompts, policy, init, tokenizer, objec
         result = DPOResult(steps=0, tokens_trained=0, metrics={}, flagged=[])
     del reference
     policy.save_pretrained(stage_dir / "final", tokenizer)
-    metrics = evaluate_model(policy, tokenizer, objective, eval_scorer, cfg, stage_dir, step_offset + result.steps, blocks)
+    metrics = evaluate_model(policy, tokenizer, objective, eval_scorer, cfg, stage_dir, step_offset + result.steps, blocks,
+                             clean)
     row = {
         "stage": name, "spa/stage": i, "spa/labeler": st["labeler"], "spa/prompts": len(prompts),
         "spa/pairs": len(pairs), "spa/steps": result.steps, "spa/tokens_trained": result.tokens_trained,

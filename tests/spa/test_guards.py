@@ -122,6 +122,7 @@ def test_rejected_stages_keep_the_starting_policy_end_to_end(tiny_init, tmp_path
     assert r1["spa/labeler"] == "scorer" and r1["spa/pairs/scorer_labelled"] == r1["spa/pairs"] > 0
     assert "distinct-2" in seed["spa/rejected_because"]
     assert r1["val/loss"] == init["val/loss"] and "rejected/val/loss" in r1
+    assert r1["eval/heldout_clean/loss"] == init["eval/heldout_clean/loss"] > 0  # as phf-train evaluates
     assert r1["spa/pairs/requested"] == 6 and r1["spa/pairs/tries"] >= 1 and "spa/train/dpo/nll_chosen" in r1
     a = PHFModel.from_pretrained(tiny_init).state_dict()
     for stage in ("seed", "round1"):
