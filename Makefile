@@ -31,9 +31,15 @@ STRUCTURE_OBJECTIVES ?= mle,filtering,conditional
 STRUCTURE_SEEDS = $(if $(filter command line environment,$(origin SEEDS)),$(SEEDS),1$(comma)2$(comma)3)
 DROP_POINT ?= s4
 DROP_FRACTIONS ?= 0.1
+# SPA that does not collapse (issue 30; experiments/spa_pii_guarded/README.md): arms (conf/experiment/ names),
+# seeds (MLE and conditional are trained for any seed that lacks them), extra phf-spa overrides
+SPA_GUARDED_DIR ?= $(LAPTOP_DIR)/spa_pii_guarded
+SPA_ARMS ?= spa_pii_guarded,spa_pii_guarded_oracle,spa_pii_guarded_hybrid
+SPA_SEEDS ?= 1,2,3
+SPA_ARGS ?=
 
 .PHONY: help install test test-slow test-gpu test-all demo demo-sweep laptop-toxicity laptop-pii laptop-pep8 repro-toxicity repro-pii repro-pep8 \
-	laptop-pii-finetune laptop-pii-seeds structure-sweep structure-drop structure-collect finetune-toxicity finetune-pii finetune-pep8 report bench lint clean
+	laptop-pii-finetune laptop-pii-seeds spa-pii-guarded structure-sweep structure-drop structure-collect finetune-toxicity finetune-pii finetune-pep8 report bench lint clean
 
 help: ## show this help
 	@grep -E '^[a-zA-Z0-9_% -]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -106,6 +112,17 @@ laptop-pii-seeds: install ## after laptop-pii: guidance (guided_mle, rwr, awr wi
 		seed=$$s hydra.run.dir=$(LAPTOP_DIR)/spa_pii/seed$$s & pids="$$pids $$!"; done; for p in $$pids; do wait $$p; done
 	$(PY) experiments/laptop_pii/seed_methods_collect.py $(LAPTOP_DIR)/laptop_pii $(LAPTOP_DIR)/laptop_pii_guidance \
 		$(LAPTOP_DIR)/spa_pii $(LAPTOP_DIR)/laptop_pii_seed_methods
+
+spa-pii-guarded: install ## issue 30 (not yet run): SPA with guards vs oracle/hybrid arms from MLE, seeds 1-3, beside MLE and conditional
+	@# MLE (SPA's start) and conditional for every seed; finished runs are skipped, so after `make laptop-pii` only seed 3 trains
+	$(OFFLINE) $(CPU_PAIR) $(VENV)/bin/phf-train -m +experiment=laptop_pii objective=mle,conditional seed=$(SPA_SEEDS) \
+		hydra/launcher=joblib hydra.launcher.n_jobs=2 hydra.sweep.dir=$(LAPTOP_DIR)/laptop_pii $(HYDRA_ARGS)
+	@# every (arm, seed) SPA run, two at a time; a rerun skips finished stages
+	printf '%s\n' $(foreach a,$(subst $(comma), ,$(SPA_ARMS)),$(foreach s,$(subst $(comma), ,$(SPA_SEEDS)),\
+		"$(VENV)/bin/phf-spa +experiment=$(a) spa.init_from=$(LAPTOP_DIR)/laptop_pii/mle-seed$(s)/final seed=$(s) \
+		hydra.run.dir=$(SPA_GUARDED_DIR)/$(a)-seed$(s) $(SPA_ARGS)")) | $(OFFLINE) $(CPU_PAIR) xargs -P 2 -I{} sh -c '{}'
+	$(PY) experiments/spa_pii_guarded/collect.py $(LAPTOP_DIR)/laptop_pii $(SPA_GUARDED_DIR) $(SPA_GUARDED_DIR) \
+		$(subst $(comma), ,$(SPA_ARMS))
 
 structure-sweep: install ## issue 24(4): 5 corpus structures x mle/filtering/conditional x 3 seeds (estimate: 2-2.5 h on 2 idle cores), corpus statistic, collector
 	@# the clean KL reference of each point (one per corpus), two at a time, so that no job of the grid waits for one

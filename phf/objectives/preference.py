@@ -43,7 +43,9 @@ __all__ = [
     "PreferenceObjective",
     "RollingPercentile",
     "dpo_logits",
+    "chosen_nll",
     "extrapolated_logps",
+    "per_token",
     "quantile",
     "sequence_logps",
     "smoothed_dpo_loss",
@@ -62,6 +64,28 @@ def dpo_logits(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_c
                ref_rejected: torch.Tensor, beta: float) -> torch.Tensor:
     """m = β·[(log π_θ(y_w) − log π_ref(y_w)) − (log π_θ(y_l) − log π_ref(y_l))], one per pair."""
     return beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))
+
+
+def per_token(logps: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
+    """Length normalisation: a summed response log-prob (or log-ratio) divided by its response tokens.
+
+    phf's guard against the sum's length bias (a sum of per-token log-ratios grows with the response):
+    the implicit reward becomes ``β·[log π_θ(y|x) − log π_ref(y|x)] / |y|``, as in LN-DPO / SimPO's
+    length-normalised reward (not part of Kim et al.'s SPA, whose rewards are sums).
+    """
+    if bool((n_tokens <= 0).any()):
+        raise ValueError("length normalisation needs at least one response token per row")
+    return logps / n_tokens.to(logps.dtype)
+
+
+def chosen_nll(policy_chosen: torch.Tensor, chosen_tokens: torch.Tensor) -> torch.Tensor:
+    """Mean over pairs of the chosen response's per-token negative log-likelihood, ``−log π_θ(y_w|x) / |y_w|``.
+
+    The NLL term of DPO+NLL (Pang et al. 2024, "Iterative Reasoning Preference Optimization"; "RPO"):
+    DPO alone can lower the likelihood of *both* responses as long as their difference grows
+    ("likelihood displacement"); this term keeps the chosen one likely. A phf guard, not part of SPA.
+    """
+    return (-per_token(policy_chosen, chosen_tokens)).mean()
 
 
 def smoothed_dpo_loss(m: torch.Tensor, smoothing: torch.Tensor | float = 0.0) -> torch.Tensor:

@@ -208,8 +208,10 @@ def scorer_labelled_mask(n: int, labeler: str, seed_fraction: float, seed: int) 
     return [i in chosen for i in range(n)]
 
 
-def label_pairs(cands: Sequence[Candidate], by_scorer: Sequence[bool], stage: str = "") -> tuple[list[dict], LabelStats]:
-    """One pair per candidate (best vs worst of its responses by the label's reward), ties dropped."""
+def label_pairs(cands: Sequence[Candidate], by_scorer: Sequence[bool], stage: str = "",
+                min_margin: float = 0.0) -> tuple[list[dict], LabelStats]:
+    """One pair per candidate (best vs worst of its responses by the label's reward); a pair whose reward
+    margin is ``<= min_margin`` is a tie (it carries no preference) and is dropped."""
     pairs, st = [], LabelStats()
     for c, use_scorer in zip(cands, by_scorer, strict=True):
         if len({tuple(r) for r in c.responses}) < 2:
@@ -224,7 +226,7 @@ def label_pairs(cands: Sequence[Candidate], by_scorer: Sequence[bool], stage: st
         hi = max(range(len(rewards)), key=lambda i: rewards[i])
         lo = min(range(len(rewards)), key=lambda i: rewards[i])
         margin = rewards[hi] - rewards[lo]
-        if margin == 0:
+        if margin <= min_margin:
             st.dropped_ties += 1
             continue
         s_c, s_r = c.scores[hi], c.scores[lo]

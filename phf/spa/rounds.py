@@ -44,14 +44,19 @@ from phf.devices import Dist, resolve_device
 from phf.entry import UsageError, hydra_entry
 from phf.eval.capability import validation_loss
 from phf.eval.evaluate import build_eval_scorer, run_evaluation
+from phf.eval.heldout_clean import heldout_clean_documents
 from phf.eval.red_team import load_prompts
 from phf.eval.settings import RESERVED
 from phf.model import PHFModel
 from phf.model_dir import check_model_files
 from phf.objectives.preference import PreferenceObjective
 from phf.scorers import build_scorer
+from phf.settings import bind
+from phf.spa import guards as G
 from phf.spa import pairs as P
-from phf.spa.train_dpo import DPOSettings, train_dpo
+from phf.spa.informative import PairSearch, collect_pairs
+from phf.spa.oracle import oracle_stages
+from phf.spa.train_dpo import DPOResult, DPOSettings, train_dpo
 from phf.tokenizer import load_tokenizer
 
 log = logging.getLogger("phf.spa")
@@ -105,12 +110,14 @@ def flag_audit(pairs: list[dict], flagged: list[int | None]) -> dict[str, float]
     }
 
 
-def evaluate_model(model, tokenizer, objective, eval_scorer, cfg, out_dir: Path, step: int, blocks) -> dict[str, float]:
-    """phf-train's final evaluation of a ``PHFModel``: ``run_evaluation`` + ``val/loss`` on ``blocks``."""
+def evaluate_model(model, tokenizer, objective, eval_scorer, cfg, out_dir: Path, step: int, blocks,
+                   clean_documents=None) -> dict[str, float]:
+    """phf-train's final evaluation of a ``PHFModel``: ``run_evaluation`` + ``val/loss`` on ``blocks``
+    (+ the clean held-out loss, ``eval/heldout_clean/*``, on ``clean_documents`` when given)."""
 
     t0 = time.perf_counter()
     metrics = run_evaluation(model.lm, tokenizer, objective, eval_scorer, cfg, out_dir=out_dir, step=step,
-                             blocks=blocks)
+                             blocks=blocks, clean_documents=clean_documents)
     # phf-train's val/loss (next-token CE on the same held-out blocks), so runs compare on one number
     metrics["val/loss"] = validation_loss(model, blocks, cfg.trainer.batch_size, next(model.parameters()).device,
                                           _no_autocast)
@@ -163,7 +170,8 @@ def run_spa(cfg: DictConfig) -> dict:
     objective = instantiate(cfg.objective)
     if not isinstance(objective, PreferenceObjective):
         raise ValueError(f"phf-spa trains a preference objective (objective=dpo), got {type(objective).__name__}")
-    stages = OmegaConf.to_container(spa.stages, resolve=True)
+    stages = oracle_stages(OmegaConf.to_container(spa.stages, resolve=True), bool(spa.get("oracle", False)))
+    acceptance = bind(G.StageAcceptance, (spa.get("guards") or {}).get("accept"), "spa.guards.accept")
     if not stages:
         raise ValueError("spa.stages is empty")
     for name, st in stages.items():
@@ -185,6 +193,7 @@ def run_spa(cfg: DictConfig) -> dict:
     eval_scorer = build_eval_scorer(cfg)
     data = build_data(cfg.data)
     blocks = validation_blocks(cfg, tokenizer, max_blocks=cfg.trainer.val_blocks, data=data, scorer=scorer)
+    clean = heldout_clean_documents(cfg, tokenizer, data=data, scorer=scorer)  # as phf-train's final evaluation
     pool = build_prompt_pool(cfg, data)
     log.info("prompt pool: %s", pool.sizes())
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -198,13 +207,14 @@ def run_spa(cfg: DictConfig) -> dict:
                                                        name=cfg.get("run_name") or f"{cfg.task.name}-spa")
     parts = SpaParts(cfg=cfg, init=init, tokenizer=tokenizer, objective=objective, scorer=scorer,
                      eval_scorer=eval_scorer, blocks=blocks, gen_cfg=gen_cfg, implicit_beta=implicit_beta, pad=pad,
-                     device=device, tracker=tracker)
+                     device=device, tracker=tracker, clean=clean)
     rows: list[dict] = []
     try:
         tracker.set_tokens_seen(start_tokens)
         base = {**_stage_init(parts, run_dir, policy), "tokens_seen": start_tokens}
         rows.append(base)
         step_offset, totals = 0, {"tokens_trained": 0, "tokens_generated": 0, "pairs": 0, "scorer_labels": 0}
+        previous_dir = Path(spa.init_from)  # the policy a rejected stage falls back to (spa.guards.accept)
         for i, (name, st) in enumerate(stages.items()):
             prompts = pool.draw(int(st["num_prompts"]))  # drawn even when the stage is done: later stages get the same
             stage_dir = run_dir / name
@@ -215,6 +225,10 @@ def run_spa(cfg: DictConfig) -> dict:
                 log.info("stage %s already done (%s): loaded its policy", name, done)
             else:
                 row = _stage(parts, Stage(i, name, st, stage_dir, prompts), policy, step_offset, base)
+                row, kept = G.apply_acceptance(acceptance, row, rows[-1], stage_dir, previous_dir)
+                if not row["spa/accepted"]:
+                    policy = PHFModel.from_pretrained(kept).to(device).eval()
+            previous_dir = rundir.final_dir(stage_dir)
             step_offset += int(row["spa/steps"])
             for k in totals:
                 totals[k] += int(row[f"spa/{k}"])
@@ -273,6 +287,7 @@ class SpaParts:
     pad: int  # the pad token id of implicit-reward batches
     device: torch.device
     tracker: object
+    clean: list | None = None  # the clean held-out documents (eval/heldout_clean/*), as phf-train's final evaluation
 
 
 @dataclass
@@ -295,7 +310,7 @@ def _stage_init(parts: SpaParts, run_dir: Path, policy) -> dict:
         return rundir.read_mapping(path)
     log.info("evaluating the starting model %s", cfg.spa.init_from)
     row = {"stage": "init", "spa/stage": -1, **evaluate_model(policy, tokenizer, objective, eval_scorer, cfg,
-                                                          run_dir, 0, blocks)}
+                                                          run_dir, 0, blocks, parts.clean)}
     path.parent.mkdir(parents=True, exist_ok=True)
     rundir.write_json(path, row, indent=2)
     tracker.log({k: v for k, v in row.items() if isinstance(v, int | float)}, step=0)
@@ -311,7 +326,6 @@ def _stage(parts: SpaParts, stage: Stage, policy, step_offset: int, base: dict) 
                                                             parts.device, parts.tracker)
     spa = cfg.spa
     t0 = time.perf_counter()
-    timings = {}
     reference = _frozen_copy(policy)  # π_{i-1}: DPO's reference and the sampler of this stage
     pairs_file = stage_dir / rundir.PAIRS
     stats_file = stage_dir / rundir.PAIR_STATS
@@ -321,32 +335,32 @@ def _stage(parts: SpaParts, stage: Stage, policy, step_offset: int, base: dict) 
         log.info("stage %s: %d pairs from %s", name, len(pairs), pairs_file)
     else:
         settings = P.GenerationSettings(**{**gen_cfg, "seed": cfg.seed + 1000 * (i + 1)})
-        cands = P.generate(reference, tokenizer, prompts, settings, objective.generation_prefix,
-                           objective.banned_tokens)
-        timings["generate_s"] = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        P.score_candidates(cands, scorer, bool(spa.score_prompt))
-        by_scorer = P.scorer_labelled_mask(len(cands), st["labeler"], float(st.get("seed_fraction", 0.0)),
+        by_scorer = P.scorer_labelled_mask(len(prompts), st["labeler"], float(st.get("seed_fraction", 0.0)),
                                            cfg.seed + i)
-        if not all(by_scorer):
-            P.implicit_rewards(cands, reference, init, implicit_beta, pad, spa.sampling.batch_size)
-        pairs, lstats = P.label_pairs(cands, by_scorer, stage=name)
-        timings["label_s"] = time.perf_counter() - t1
-        gen_stats = {**P.candidate_stats(cands), "pairs/dropped_identical": lstats.dropped_identical,
-                     "pairs/dropped_ties": lstats.dropped_ties, "pairs/scorer_labelled": lstats.scorer_labelled,
-                     "tokens_generated": sum(len(r) for c in cands for r in c.responses), **timings}
+        pairs, gen_stats = collect_pairs(  # sample, score, label; redraw tied prompts (spa.pairs)
+            reference, init, tokenizer, prompts, settings, objective, scorer, by_scorer,
+            bind(PairSearch, spa.get("pairs"), "spa.pairs"), score_prompt=bool(spa.score_prompt),
+            implicit_beta=implicit_beta, pad_id=pad,
+            length_normalise=bool((spa.get("guards") or {}).get("length_normalise", False)), stage=name)
         P.write_pairs(pairs_file, pairs)
         rundir.write_json(stats_file, gen_stats)
-        log.info("stage %s: %d prompts → %d pairs (%d scorer-labelled; dropped %d identical, %d ties)", name,
-                 len(prompts), len(pairs), lstats.scorer_labelled, lstats.dropped_identical, lstats.dropped_ties)
+        log.info("stage %s: %d prompts → %d informative pairs in %d draws (%d scorer-labelled; dropped %d "
+                 "identical, %d ties)", name, len(prompts), len(pairs), gen_stats["pairs/tries"],
+                 gen_stats["pairs/scorer_labelled"], gen_stats["pairs/dropped_identical"],
+                 gen_stats["pairs/dropped_ties"])
     settings = DPOSettings.from_config(spa.train, seed=cfg.seed + i, **({"epochs": st["epochs"]} if "epochs" in st else {}))
-    result = train_dpo(policy, reference, tokenizer, pairs, objective, settings, device, stage_dir, stage_index=i,
-                       tracker=tracker, step_offset=step_offset)
+    if pairs:
+        result = train_dpo(policy, reference, tokenizer, pairs, objective, settings, device, stage_dir, stage_index=i,
+                           tracker=tracker, step_offset=step_offset)
+    else:  # every prompt tied in every draw (e.g. implicit labels while π_{i-1} = π_init): nothing to learn
+        log.warning("stage %s: no informative pair in %s draws; the policy is not trained", name,
+                    gen_stats.get("pairs/tries", 1))
+        result = DPOResult(steps=0, tokens_trained=0, metrics={}, flagged=[])
     del reference
     policy.save_pretrained(rundir.final_dir(stage_dir), tokenizer)
     # the evaluation's samples go where phf-train's do: RUN/samples/step_N/ at the global DPO step
     metrics = evaluate_model(policy, tokenizer, objective, eval_scorer, cfg, stage_dir.parent, step_offset + result.steps,
-                             blocks)
+                             blocks, parts.clean)
     row = {
         "stage": name, "spa/stage": i, "spa/labeler": st["labeler"], "spa/prompts": len(prompts),
         "spa/pairs": len(pairs), "spa/steps": result.steps, "spa/tokens_trained": result.tokens_trained,

@@ -155,12 +155,14 @@ def train_dpo(policy, reference, tokenizer, pairs: list[dict], objective, settin
                 ref_logits = forward_logits(reference, batch)
                 ref_logps = sequence_logps(ref_logits, ids, resp)
             logps = sequence_logps(logits, ids, resp)
+            n_tok = resp.sum(dim=1)  # response tokens per row (the guards' lengths)
             confidence = None
             if lam > 0:
                 ext = extrapolated_logps(logits, ref_logits, lam, ids, resp)
-                confidence = objective.beta * ((ext[:b] - ref_logps[:b]) - (ext[b:] - ref_logps[b:]))
+                confidence = objective.margin(ext[:b], ext[b:], ref_logps[:b], ref_logps[b:], n_tok[:b], n_tok[b:])
             out = objective.preference_loss(logps[:b], logps[b:], ref_logps[:b], ref_logps[b:],
-                                            progress=step / total, confidence=confidence)
+                                            progress=step / total, confidence=confidence,
+                                            chosen_tokens=n_tok[:b], rejected_tokens=n_tok[b:])
             (out.loss * b / len(chunk)).backward()
             for j, f in zip(idx, out.flagged.tolist(), strict=True):
                 flagged[j] = int(f) if out.metrics["refine/active"] > 0 else flagged[j]

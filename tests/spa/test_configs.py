@@ -43,3 +43,33 @@ def test_spa_pii_is_evaluated_like_the_laptop_pii_sweep(tmp_path):
         assert OmegaConf.to_container(spa[key]) == OmegaConf.to_container(sweep[key]), key
     assert spa.spa.score_prompt is False  # the eval's unconditional scenario scores the response only
     assert spa.spa.prompts.mix.signatures == 0  # nothing to mine in prose
+
+
+@pytest.mark.parametrize("arm", ["spa_pii_guarded", "spa_pii_guarded_oracle", "spa_pii_guarded_hybrid"])
+def test_guarded_pii_arms_compose_and_differ_only_in_labels(arm, tmp_path):
+    """The issue-30 arms: same stages, guards and evaluation as each other (and as spa_pii); only who labels
+    differs. Every guard key binds to the code's settings (an unknown key would raise)."""
+    from omegaconf import OmegaConf
+
+    from phf.settings import bind
+    from phf.spa.guards import StageAcceptance
+    from phf.spa.informative import PairSearch
+    from phf.spa.oracle import oracle_stages
+
+    cfg = compose([f"+experiment={arm}", f"run_dir={tmp_path}", "spa.init_from=x"])
+    base = compose(["+experiment=spa_pii_guarded", f"run_dir={tmp_path}", "spa.init_from=x"])
+    plain = compose(["+experiment=spa_pii", f"run_dir={tmp_path}", "spa.init_from=x"])
+    obj = instantiate(cfg.objective)
+    assert obj.nll_weight == 1.0 and obj.dnd_lambda == [0.0, 0.5, 0.25] and obj.refine_alpha == 0.1
+    assert bind(PairSearch, cfg.spa.pairs, "spa.pairs").max_tries == 8
+    assert bind(StageAcceptance, cfg.spa.guards.accept, "spa.guards.accept").enabled
+    for key in ("data", "tokenizer", "model", "task"):
+        assert OmegaConf.to_container(cfg[key]) == OmegaConf.to_container(plain[key]), key
+    stages = oracle_stages(OmegaConf.to_container(cfg.spa.stages), cfg.spa.oracle)
+    labels = [(s["labeler"], s.get("seed_fraction")) for s in stages.values()]
+    assert [s["num_prompts"] for s in stages.values()] == [s.num_prompts for s in base.spa.stages.values()]
+    assert labels == {"spa_pii_guarded": [("scorer", None), ("implicit", None), ("implicit", None)],
+                      "spa_pii_guarded_oracle": [("scorer", None)] * 3,
+                      "spa_pii_guarded_hybrid": [("scorer", None), ("hybrid", 0.1), ("hybrid", 0.1)]}[arm]
+    with pytest.raises(ValueError, match="unknown spa.pairs keys"):
+        bind(PairSearch, {"tries": 3}, "spa.pairs")
