@@ -121,25 +121,63 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[:300]}"
 
 
-def push(model_dir: Path, repo_id: str, private: bool = False, checkpoints: bool = False,
-         token: str | None = None, commit_message: str | None = None) -> list[str]:
-    """Create ``repo_id`` (kept if it exists) and upload phf's files of ``model_dir`` (and of the run's
-    checkpoints, ``--checkpoints``); returns the commit URLs."""
-    from huggingface_hub import CommitOperationAdd, HfApi, constants
-    from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+def check_repo_id(repo_id: str, key: str, example: str, prog: str = "phf-push") -> None:
+    """Refuse a Hub repository id that is not NAMESPACE/NAME, naming the option ``key`` it came from."""
+    from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
 
     try:
         validate_repo_id(repo_id)
     except HFValidationError as e:
-        raise SystemExit(f"phf-push: --repo-id {repo_id!r} is not a valid Hub repository id "
-                         f"({' '.join(str(e).split())}); use NAMESPACE/NAME, e.g. user/pep8-conditional") from None
+        raise SystemExit(f"{prog}: {key} {repo_id!r} is not a valid Hub repository id "
+                         f"({' '.join(str(e).split())}); use NAMESPACE/NAME, e.g. {example}") from None
+
+
+def check_online(repo_id: str, what: str, prog: str = "phf-push") -> None:
+    """Refuse to push in offline mode (HF_HUB_OFFLINE=1), before anything is uploaded."""
+    from huggingface_hub import constants
+
+    if constants.is_offline_mode():
+        raise SystemExit(f"{prog}: the Hugging Face Hub is in offline mode (HF_HUB_OFFLINE=1): nothing was "
+                         f"uploaded; unset HF_HUB_OFFLINE (and connect) to push {what} to {repo_id}")
+
+
+def commit_to_hub(repo_id: str, plan: list, repo_type: str, private: bool, token: str | None, what: str,
+                  prog: str = "phf-push") -> list[str]:
+    """Create ``repo_id`` (kept if it exists) and make one commit per ``(operations, message)`` of ``plan``;
+    returns the commit URLs. A Hub error or no network is one line naming ``what`` (SystemExit)."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    api = HfApi(token=token)
+    urls = []
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type)
+        for ops, message in plan:
+            info = api.create_commit(repo_id=repo_id, operations=ops, commit_message=message, repo_type=repo_type)
+            urls.append(str(getattr(info, "commit_url", info)))
+    except HfHubHTTPError as e:
+        status = e.response.status_code if getattr(e, "response", None) is not None else None
+        hint = (" (log in with `hf auth login`, set HF_TOKEN or pass phf-push --token, with write access to the repo)"
+                if status in (401, 403) else "")
+        raise SystemExit(f"{prog}: pushing {what} to {repo_id} failed: {_one_line(e)}{hint}") from None
+    except _connection_errors() as e:
+        raise SystemExit(f"{prog}: pushing {what} to {repo_id} failed: cannot reach the Hugging Face Hub "
+                         f"({_one_line(e)}); check the network (or a proxy), then run {prog} again") from None
+    return urls
+
+
+def push(model_dir: Path, repo_id: str, private: bool = False, checkpoints: bool = False,
+         token: str | None = None, commit_message: str | None = None) -> list[str]:
+    """Create ``repo_id`` (kept if it exists) and upload phf's files of ``model_dir`` (and of the run's
+    checkpoints, ``--checkpoints``); returns the commit URLs."""
+    from huggingface_hub import CommitOperationAdd
+
+    check_repo_id(repo_id, "--repo-id", "user/pep8-conditional")
     model_dir = Path(model_dir)
     meta = check_model_dir(model_dir)
     ckpts = run_checkpoints(model_dir) if checkpoints else []
-    if constants.is_offline_mode():
-        raise SystemExit("phf-push: the Hugging Face Hub is in offline mode (HF_HUB_OFFLINE=1): nothing was "
-                         f"uploaded; unset HF_HUB_OFFLINE (and connect) to push {model_dir} to {repo_id}")
+    check_online(repo_id, str(model_dir))
     what = f"{meta.get('objective') or meta['objective_name']} on {meta['task']}"
     uploads = [(model_dir, None, commit_message or f"phf: {what} ({model_dir.name})")]
     uploads += [(p, f"checkpoints/{p.name}", f"phf: {what} (checkpoint {p.name})") for p in ckpts]
@@ -151,22 +189,7 @@ def push(model_dir: Path, repo_id: str, private: bool = False, checkpoints: bool
         ops = [CommitOperationAdd(path_in_repo=f"{prefix}/{f.name}" if prefix else f.name, path_or_fileobj=str(f))
                for f in files]
         plan.append((ops, message))
-    api = HfApi(token=token)
-    urls = []
-    try:
-        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        for ops, message in plan:
-            info = api.create_commit(repo_id=repo_id, operations=ops, commit_message=message, repo_type="model")
-            urls.append(str(getattr(info, "commit_url", info)))
-    except HfHubHTTPError as e:
-        status = e.response.status_code if getattr(e, "response", None) is not None else None
-        hint = (" (log in with `hf auth login`, set HF_TOKEN or pass --token, with write access to the repo)"
-                if status in (401, 403) else "")
-        raise SystemExit(f"phf-push: pushing {model_dir} to {repo_id} failed: {_one_line(e)}{hint}") from None
-    except _connection_errors() as e:
-        raise SystemExit(f"phf-push: pushing {model_dir} to {repo_id} failed: cannot reach the Hugging Face Hub "
-                         f"({_one_line(e)}); check the network (or a proxy), then run phf-push again") from None
-    return urls
+    return commit_to_hub(repo_id, plan, repo_type="model", private=private, token=token, what=str(model_dir))
 
 
 def main(argv: list[str] | None = None) -> None:

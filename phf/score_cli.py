@@ -48,6 +48,8 @@ class ScoreSettings:
     shard_docs: int = 10000
     limit: int | None = None
     progress: bool = True
+    push_to_hub: str | None = None  # a Hub dataset repo id: upload the output there once it is complete
+    private: bool = False  # create the dataset repo private (push_to_hub)
 
     def __post_init__(self):
         if self.format not in FORMATS:
@@ -59,6 +61,24 @@ class ScoreSettings:
             raise ValueError(f"score.limit must be an integer >= 0 or null, got {self.limit!r}")
         if self.format == "parquet" and self.out == "-":
             raise ValueError("score.format=parquet writes a directory of shards: set score.out=DIR")
+        if self.push_to_hub is not None and self.out == "-":
+            raise ValueError("score.push_to_hub uploads the written output: set score.out to a file or directory")
+
+
+def push_output(settings: ScoreSettings, summary: dict) -> list[str]:
+    """Upload the complete output to the Hub dataset repo ``score.push_to_hub``: parquet shards as
+    ``data/part-NNNNN.parquet`` (with the shards' manifest), a JSONL file as ``data/<name>``, the layout
+    ``datasets.load_dataset(repo_id)`` reads. Errors are one line (``phf.push.commit_to_hub``)."""
+    from huggingface_hub import CommitOperationAdd
+
+    from phf.push import commit_to_hub
+
+    out = Path(settings.out)
+    files = sorted(out.glob("part-*.parquet")) + [out / ParquetShards.MANIFEST] if out.is_dir() else [out]
+    ops = [CommitOperationAdd(path_in_repo=f"data/{f.name}", path_or_fileobj=str(f)) for f in files if f.is_file()]
+    message = f"phf-score: {summary['documents']} documents, {summary['segments']} segments"
+    return commit_to_hub(settings.push_to_hub, [(ops, message)], repo_type="dataset", private=settings.private,
+                         token=None, what=str(out), prog="phf-score")
 
 
 def record(doc) -> dict:
@@ -173,6 +193,11 @@ def score(cfg) -> dict:
     from tqdm import tqdm
 
     settings = bind(ScoreSettings, cfg.score, "score")
+    if settings.push_to_hub is not None:  # checked before anything is scored
+        from phf.push import check_online, check_repo_id
+
+        check_repo_id(settings.push_to_hub, "score.push_to_hub", "user/my-corpus-scored", prog="phf-score")
+        check_online(settings.push_to_hub, settings.out, prog="phf-score")
     t0 = time.perf_counter()
     stream = build_stream(cfg)
     written = 0
@@ -220,6 +245,10 @@ def score(cfg) -> dict:
         "output": settings.out,
     }
     print(f"phf-score: {json.dumps(summary)}", file=sys.stderr)
+    if settings.push_to_hub is not None:
+        summary["pushed"] = push_output(settings, summary)
+        print(f"phf-score: pushed {settings.out} to the dataset repo {settings.push_to_hub}: "
+              f"{', '.join(summary['pushed'])}", file=sys.stderr)
     return summary
 
 

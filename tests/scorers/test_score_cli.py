@@ -232,3 +232,52 @@ def test_reads_what_data_hf_reads(tmp_path):
     rows = sum(read_shards(out), [])
     assert len(rows) == len(CODE) and all(r["texts"] and len(r["scores"]) == len(r["texts"]) for r in rows)
     assert sorted("".join(r["texts"]) for r in rows) == sorted(c["text"] for c in CODE)
+
+
+def test_push_to_hub_uploads_the_complete_shards_as_a_dataset(tmp_path, monkeypatch, capsys):
+    """score.push_to_hub: after the shards are written, one commit to the dataset repo with every shard
+    under data/ (the layout load_dataset reads) and the manifest. The Hub is replaced by a recorder:
+    HfApi's create_repo/create_commit are what phf calls, and nothing here can reach the network."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    calls = []
+
+    class Recorder:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, private, exist_ok, repo_type):
+            calls.append(("repo", repo_id, private, repo_type))
+
+        def create_commit(self, repo_id, operations, commit_message, repo_type):
+            calls.append(("commit", repo_id, sorted(op.path_in_repo for op in operations), repo_type))
+            return "https://hub.example/commit/1"
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", Recorder)
+    monkeypatch.setattr(constants, "is_offline_mode", lambda: False)
+    src = write_jsonl(tmp_path / "code.jsonl", CODE)
+    out = tmp_path / "scored"
+    summary = score(cfg_for(src, out, "score.format=parquet", "score.shard_docs=10", "score.push_to_hub=me/scored",
+                            task="pep8"))
+    assert calls == [("repo", "me/scored", False, "dataset"),
+                     ("commit", "me/scored", ["data/part-00000.parquet", "data/part-00001.parquet",
+                                              "data/part-00002.parquet", "data/phf_score.json"], "dataset")]
+    assert summary["pushed"] == ["https://hub.example/commit/1"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("score.push_to_hub=not a repo", "is not a valid Hub repository id"),
+    ("score.push_to_hub=me/scored", r"offline mode \(HF_HUB_OFFLINE=1\): nothing was uploaded"),
+])
+def test_push_to_hub_is_refused_before_anything_is_scored(tmp_path, monkeypatch, override, message):
+    """A bad repo id, or offline mode (as in these tests), stops phf-score before it writes anything."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "is_offline_mode", lambda: True)
+    src = write_jsonl(tmp_path / "in.jsonl", RECORDS)
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(SystemExit, match=message):
+        score(cfg_for(src, out, override))
+    assert not out.exists()

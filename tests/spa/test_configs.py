@@ -71,5 +71,5 @@ def test_guarded_pii_arms_compose_and_differ_only_in_labels(arm, tmp_path):
     assert labels == {"spa_pii_guarded": [("scorer", None), ("implicit", None), ("implicit", None)],
                       "spa_pii_guarded_oracle": [("scorer", None)] * 3,
                       "spa_pii_guarded_hybrid": [("scorer", None), ("hybrid", 0.1), ("hybrid", 0.1)]}[arm]
-    with pytest.raises(ValueError, match="unknown spa.pairs keys"):
+    with pytest.raises(ValueError, match="spa.pairs: unknown keys"):
         bind(PairSearch, {"tries": 3}, "spa.pairs")
