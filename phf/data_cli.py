@@ -1,6 +1,6 @@
 """``phf-data``: show what the model will be trained on — the first packed training blocks.
 
-    phf-data objective=conditional data=jsonl data.source.path=train.jsonl          # readable, 4 blocks
+    phf-data task=pii objective=conditional data=jsonl data.source.path=train.jsonl # readable, 4 blocks
     phf-data objective=conditional n=2 --json                                 # one JSON object per block
     phf-data +experiment=pep8_pretrain model.block_size=64 n=1
 

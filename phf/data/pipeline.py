@@ -107,6 +107,7 @@ class BlockStream:
         self.stats = {"documents": 0, "dropped_by_objective": 0, "skipped_bad": 0, "filtered_by_length": 0,
                       "tokens": 0}
         self._control_ids: dict[str, int] = {}
+        self._fit_checked = False  # the scorer was asked whether it fits the text (first scored batch)
 
     # -- state -----------------------------------------------------------------------------------
     def _source_state(self) -> dict | None:
@@ -187,6 +188,9 @@ class BlockStream:
         if not todo:
             return docs
         name = scorer_name(self.scorer)
+        if not self._fit_checked:
+            self._fit_checked = True
+            check_scorer_fits(self.scorer, todo)
         if self.on_error == "raise":
             for d, scores in zip(todo, score_batch(self.scorer, todo), strict=True):
                 d.scores = scores
@@ -412,6 +416,20 @@ class BlockStream:
                 yield from self.shuffle.drain()
                 return
             log.info("%s data exhausted: starting epoch %d", self.split, self.epoch)
+
+
+def check_scorer_fits(scorer, docs: list[Document]) -> None:
+    """Stop when the scorer cannot mean anything on this text (``Scorer.misfit``, e.g. the pep8 task's
+    pycodestyle on prose), naming the documents and the tasks to choose from."""
+    why = getattr(scorer, "misfit", lambda texts: None)([d.text for d in docs])
+    if why is None:
+        return
+    from phf.entry import conf_dir
+
+    tasks = sorted(p.stem for p in (conf_dir() / "task").glob("*.yaml"))
+    raise ValueError(f"scorer {scorer_name(scorer)!r} does not fit this data ({docs[0].id} ...): {why}. Choose the task "
+                     f"of your text with task=NAME (one of: {', '.join(tasks)}; docs/data.md#which-task), or write a "
+                     f"scorer for it (docs/scorers.md#write-your-own-scorer)")
 
 
 def check_val_fraction(val_fraction) -> None:

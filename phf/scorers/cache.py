@@ -284,6 +284,9 @@ class CachedScorer(Scorer):
     def sample_metrics(self, texts: list[str], cut: list[bool]) -> dict[str, float]:
         return self.scorer.sample_metrics(texts, cut)
 
+    def misfit(self, texts: list[str]) -> str | None:
+        return self.scorer.misfit(texts)
+
     def __getattr__(self, name):  # e.g. PIIScorer.detect, DetoxifyScorer.device
         if name in ("scorer", "cache", "_stats", "_key"):
             raise AttributeError(name)
