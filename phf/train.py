@@ -309,8 +309,9 @@ def check_finished_run(run_dir: Path, resolved: dict, trainer: Trainer, plan: Pl
                          f"run's stored config {stored_file}: {'; '.join(diffs)}. Training here would start over and "
                          f"replace its final/ and config.yaml. {way_out}")
     raise FinishedRunError(f"{run_dir} holds a finished run (final/ at step {step}); this run ends at step {plan.max_steps} "
-                     "and there is no checkpoint to continue from (trainer.checkpoint_every=0 keeps none, or "
-                     f"trainer.resume=never), so training would start over and replace final/. {way_out}")
+                     "and there is no checkpoint to continue from (none was written before the end: trainer.checkpoint_every / "
+                     f"checkpoint_every_s; or trainer.resume=never), so training would start over and replace final/. "
+                     f"{way_out}")
 
 
 def checkpoint_tokenizer(path: Path):
@@ -399,6 +400,11 @@ def log_derived(cfg, trainer: Trainer, plan: Plan, dist: Dist, run_dir: Path, ob
              trainer.batch_size, dist.world_size, plan.accum)
     log.info("optimizer steps: %d (%d warmup), starting at step %d, %.3g tokens seen",
              plan.max_steps, plan.warmup_steps, step, tokens_seen)
+    every = [f"every {trainer.checkpoint_every} steps"] if trainer.checkpoint_every else []
+    every += [f"every {trainer.checkpoint_every_s:g} s"] if trainer.checkpoint_every_s else []
+    log.info("checkpoints: %s in %s (a killed run resumes from the newest with the same command and run directory)",
+             " and ".join(every) or "none (trainer.checkpoint_every=0, checkpoint_every_s=0): a killed run starts over",
+             run_dir / "checkpoints")
     for k, v in prepared.items():
         log.info("prepared %s = %s", k, v)
 

@@ -82,6 +82,7 @@ _CHECKS: dict[str, tuple[Callable, str]] = {
     "chunked_ce": (lambda v: is_int(v) and v >= 0, "an integer >= 0 (positions per chunk; 0 = off)"),
     "eval_every": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
     "checkpoint_every": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
+    "checkpoint_every_s": (lambda v: is_num(v) and v >= 0, "a number of seconds >= 0"),
     "keep_checkpoints": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
     "val_blocks": (lambda v: is_int(v) and v > 0, "a positive integer"),
     "max_bad_steps": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
@@ -134,6 +135,7 @@ class Trainer:
     eval_every: int = 0
     val_blocks: int = 16
     checkpoint_every: int = 0
+    checkpoint_every_s: float = 900.0
     keep_checkpoints: int = 2
     data_state_from: str | None = None
     data_state_buffers: str = "fresh"
@@ -323,6 +325,7 @@ class TrainingLoop:
         self.n_summed, self.bad_steps, self.last_row = 0, 0, {}
         self.t_last, self.tokens_last = time.perf_counter(), tokens_seen
         self.t_start = self.t_last  # this session's training time, compared with the evaluation's estimate
+        self.t_checkpoint = self.t_last  # wall clock of this session's start or its last checkpoint
         # the console's progress lines when the tqdm bar is off (logs, batch jobs)
         self.console = ProgressLog(log, plan.max_steps, step, trainer.progress_every_s,
                                    enabled=parts.dist.main and not trainer.progress)
@@ -492,14 +495,24 @@ class TrainingLoop:
         if self.due(self.sample_every) and self.p.dist.main:
             self.evaluate_samples()
 
+    def checkpoint_time_due(self) -> bool:
+        """``trainer.checkpoint_every_s`` of wall time since this session's start or its last checkpoint
+        (not at the last step, which ``finish`` handles). Under DDP rank 0's clock decides for every rank."""
+        every = self.tr.checkpoint_every_s
+        if not every or self.step >= self.plan.max_steps:
+            return False
+        due = time.perf_counter() - self.t_checkpoint >= every
+        return bool(self.p.dist.all_gather(due)[0]) if self.p.dist.enabled else due
+
     def checkpoint_if_due(self) -> None:
-        if self.due(self.tr.checkpoint_every):
+        if self.due(self.tr.checkpoint_every) or self.checkpoint_time_due():
             p = self.p
             save_training_state(self.ckpt_root, self.step, p.model, p.tokenizer, p.optimizer, p.scheduler,
                                 p.stream.state_dict(), self.tr.keep_checkpoints, p.dist,
                                 tokens_seen=self.tokens_seen,
                                 plan={"max_steps": self.plan.max_steps, "warmup_steps": self.plan.warmup_steps},
                                 describe=self.describe_checkpoint, **self.amp_state())
+            self.t_checkpoint = time.perf_counter()
 
     def describe_checkpoint(self, model_dir: Path) -> None:
         """A checkpoint's model card and ``phf_objective.json``, like ``final/``'s (``phf.card``)."""
