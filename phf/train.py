@@ -190,6 +190,8 @@ def _train(cfg: DictConfig, trainer: Trainer, plan: Plan, dist: Dist, run_dir: P
                         precision, step, tokens_seen, prepared, model.value_head is not None)
             tracker.log({"tokens_seen": tokens_seen, "params": n_params, **prepared, **plan.as_dict()}, step=step)
         held_out = HeldOut(cfg, tokenizer, data, scorer, trainer.val_blocks, trainer.batch_size, autocast)
+        if dist.main:
+            held_out.blocks  # noqa: B018 (built now: the held-out set's size is checked before training, not after)
         parts = RunParts(cfg=cfg, dist=dist, device=device, model=model, objective=objective, tokenizer=tokenizer,
                          stream=stream, optimizer=optimizer, scheduler=scheduler, tracker=tracker,
                          held_out=held_out, run_dir=run_dir, autocast=autocast, scaler=scaler)

@@ -232,9 +232,10 @@ class HeldOut:
     and the sample-and-score evaluation (``phf.eval``); rank 0 only."""
 
     def __init__(self, cfg: DictConfig, tokenizer, data, scorer, num_blocks: int, batch_size: int, autocast):
-        if data.val_fraction == 0:  # before the first step, not at the first held-out loss
+        if data.val_fraction == 0 and data.val_path is None:  # before the first step, not at the first held-out loss
             raise ValueError("data.val_fraction=0 holds out no document, but the run measures a held-out loss "
-                             f"(trainer.val_blocks={num_blocks}): set data.val_fraction in (0, 1), e.g. 0.01")
+                             f"(trainer.val_blocks={num_blocks}): set data.val_fraction in (0, 1), e.g. 0.01, or "
+                             "pass a validation file, data.val_path=FILE")
         self.cfg, self.tokenizer, self.data, self.scorer = cfg, tokenizer, data, scorer
         self.num_blocks, self.batch_size, self.autocast = num_blocks, batch_size, autocast
         self._blocks: list[dict] | None = None
@@ -246,7 +247,17 @@ class HeldOut:
         if self._blocks is None:
             self._blocks = validation_blocks(self.cfg, self.tokenizer, max_blocks=self.num_blocks, data=self.data,
                                              scorer=self.scorer)
+            where = (f"data.val_path={self.data.val_path}" if self.data.val_path is not None
+                     else f"data.val_fraction={self.data.val_fraction}")
+            log.info("held-out set: %d tokens in %d blocks (%s; at most trainer.val_blocks=%d)", self.num_tokens,
+                     len(self._blocks), where, self.num_blocks)
+            self.data.check_held_out_size(self.num_tokens, where)
         return self._blocks
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens of the held-out blocks the validation loss is measured on (``val/num_tokens``)."""
+        return sum(int(b["input_ids"].numel()) for b in self.blocks)
 
     @property
     def clean_documents(self) -> list:
@@ -554,6 +565,7 @@ class TrainingLoop:
                  "tokens_per_s": self.last_row.get("tokens_per_s", float("nan")), **self.amp_metrics()}
         if p.dist.main:
             final["val/loss"] = p.held_out.loss(p.model, p.device)
+            final["val/num_tokens"] = p.held_out.num_tokens  # the held-out set's size (model card, phf-report)
             final["val/perplexity"] = math.exp(min(final["val/loss"], 50.0))
             p.tracker.log({"tokens_seen": self.tokens_seen, "val/loss": final["val/loss"]}, step=self.step)
             if self.tr.final_eval:  # the original skipped the end-of-training evaluation; we always run it
