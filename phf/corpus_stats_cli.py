@@ -31,6 +31,7 @@ import json
 import sys
 from pathlib import Path
 
+from phf.console import plain
 from phf.data.corpus_stats import flags_from_scores, flags_from_truth, structure_stats
 
 OWN = {"n": "0", "from": "", "group": "unit", "threshold": "", "out": ""}
@@ -42,7 +43,7 @@ def parse_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
     own, overrides = dict(OWN), []
     for arg in argv:
         if arg in ("-h", "--help"):
-            print(__doc__)
+            print(plain(__doc__))
             sys.exit(0)
         key, eq, value = arg.partition("=")
         if eq and key in OWN:

@@ -26,7 +26,7 @@ import itertools
 import json
 import sys
 
-from phf.console import reader_gone
+from phf.console import plain, reader_gone
 from phf.data.pipeline import build_data, stream_from_config
 from phf.guidance import build_objective
 from phf.runtime import conf_dir
@@ -41,7 +41,7 @@ def parse_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
     args = iter(argv)
     for arg in args:
         if arg in ("-h", "--help"):
-            print(__doc__)
+            print(plain(__doc__))
             sys.exit(0)
         if arg == "--json":
             own["json"] = "true"
@@ -67,9 +67,17 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        # run_dir is Hydra's job directory, which a composed (not launched) config does not have
-        return hydra_compose(config_name="config", overrides=["run_dir=.", *overrides])
+    from phf.suggest import explain
+
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            # run_dir is Hydra's job directory, which a composed (not launched) config does not have
+            return hydra_compose(config_name="config", overrides=["run_dir=.", *overrides])
+    except Exception as e:  # a typo or a missing choice: one line with the nearest valid ones
+        msg = explain(e, list(overrides), str(conf_dir()))
+        if msg is None:
+            raise
+        raise SystemExit(f"phf-data: {msg}") from None
 
 
 def blocks(cfg, n: int, split: str = "train"):
@@ -120,6 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer, out = blocks(cfg, int(own["n"]), own["split"])
     as_json = own["json"].lower() in ("true", "1", "yes")
     count = 0
+    from phf.entry import UsageError
+
     try:
         for i, b in enumerate(out):
             if as_json:
@@ -131,6 +141,8 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:
         reader_gone()
         return
+    except UsageError as e:  # e.g. the task's scorer does not fit the text: the message says what to choose
+        raise SystemExit(f"phf-data: {e}") from None
     if count < int(own["n"]):
         print(f"phf-data: the {own['split']} split gave only {count} blocks", file=sys.stderr)
 

@@ -111,6 +111,12 @@ def record_failure(run_dir: Path, error: BaseException, overrides: Iterable[str]
         log.error("could not write %s: %s", sweep_dir / "failures.jsonl", write_error)
 
 
+def _prog() -> str:
+    """The command's name for messages: phf-spa; "phf" under python -m ("rounds.py", "__main__.py")."""
+    prog = Path(sys.argv[0]).name
+    return "phf" if prog.endswith(".py") else prog
+
+
 def hydra_entry(job: Callable[[Any], Any], config_name: str = "config") -> None:
     """Compose the config from ``conf_dir()`` and run ``job(cfg)``.
 
@@ -137,9 +143,11 @@ def hydra_entry(job: Callable[[Any], Any], config_name: str = "config") -> None:
             if multirun:
                 return None
             if isinstance(e, UsageError):
-                prog = Path(sys.argv[0]).name  # phf-spa; "rounds.py" / "__main__.py" under python -m
-                print(f"{'phf' if prog.endswith('.py') else prog}: {e}", file=sys.stderr)
+                print(f"{_prog()}: {e}", file=sys.stderr)
                 sys.exit(2)
             raise
 
+    from phf.suggest import check_overrides
+
+    check_overrides(sys.argv[1:], str(conf_dir()), config_name, prog=_prog())  # "did you mean", before Hydra
     _main()

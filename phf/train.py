@@ -206,9 +206,9 @@ def _train(cfg: DictConfig, trainer: Trainer, plan: Plan, dist: Dist, run_dir: P
 def tracker_identity(cfg: DictConfig, objective) -> dict:
     """The wandb run's name, group and tags.
 
-    A single run is ``<task>-<objective>``; a job of a Hydra multirun is named by its overrides (Hydra's
-    ``job.override_dirname``, read unresolved: an override holding an interpolation is a name, not something
-    to evaluate) and grouped by its sweep directory's name. ``run_name`` and ``logger.group`` win when set;
+    A single run is ``<task>-<objective>``; a job of a Hydra multirun is named by the keys the sweep varies
+    (``phf.run_name``: ``objective=mle,seed=1``; without the sweep's ``multirun.yaml``, by Hydra's
+    ``job.override_dirname`` read unresolved, paths shortened) and grouped by its sweep directory's name. ``run_name`` and ``logger.group`` win when set;
     the tags are the task and the objective, plus ``logger.tags``.
     """
     from hydra.core.hydra_config import HydraConfig
@@ -217,8 +217,14 @@ def tracker_identity(cfg: DictConfig, objective) -> dict:
     task, obj = cfg.task.name, type(objective).__name__.lower()
     name, group = cfg.get("run_name"), OmegaConf.select(cfg, "logger.group")
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        from phf.run_name import short_value, swept_run_name
+
         hc = HydraConfig.get()
-        name = name or OmegaConf.to_container(hc.job, resolve=False).get("override_dirname")
+        # the swept keys' values (short); without the sweep's multirun.yaml every override, paths shortened
+        dirname = OmegaConf.to_container(hc.job, resolve=False).get("override_dirname") or ""
+        name = name or swept_run_name(Path(hc.sweep.dir), list(hc.overrides.task)) or ",".join(
+            f"{o.split('=', 1)[0]}={short_value(o.split('=', 1)[1])}" if "=" in o else o
+            for o in dirname.split(",") if o)
         group = group or Path(hc.sweep.dir).name
     tags = [task, obj, *(t for t in OmegaConf.select(cfg, "logger.tags") or [] if t not in (task, obj))]
     return {"name": name or f"{task}-{obj}", "group": group, "tags": tags}

@@ -423,14 +423,17 @@ class BlockStream:
 
 def check_scorer_fits(scorer, docs: list[Document]) -> None:
     """Stop when the scorer cannot mean anything on this text (``Scorer.misfit``, e.g. the pep8 task's
-    pycodestyle on prose), naming the documents and the tasks to choose from."""
+    pycodestyle on prose), naming the documents and the tasks to choose from (a ``UsageError``, a
+    ``ValueError``: phf-train and phf-data print it without a traceback)."""
     why = getattr(scorer, "misfit", lambda texts: None)([d.text for d in docs])
     if why is None:
         return
     from phf.entry import conf_dir
 
     tasks = sorted(p.stem for p in (conf_dir() / "task").glob("*.yaml"))
-    raise ValueError(f"scorer {scorer_name(scorer)!r} does not fit this data ({docs[0].id} ...): {why}. Choose the task "
+    from phf.entry import UsageError  # a wrong choice on the command line: one message, no traceback
+
+    raise UsageError(f"scorer {scorer_name(scorer)!r} does not fit this data ({docs[0].id} ...): {why}. Choose the task "
                      f"of your text with task=NAME (one of: {', '.join(tasks)}; docs/data.md#which-task), or write a "
                      f"scorer for it (docs/scorers.md#write-your-own-scorer)")
 
