@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
     from phf.data_cli import compose
 
     own, overrides = parse_args(sys.argv[1:] if argv is None else argv)
-    cfg = compose(overrides)
+    cfg = compose(overrides, prog="phf-corpus-stats")
     data = build_data(cfg.data)
     has_truth = callable(getattr(data.source, "structure", None))
     where = own["from"] or ("both" if has_truth else "scores")

@@ -63,7 +63,7 @@ def parse_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
     return own, overrides
 
 
-def compose(overrides: list[str]):
+def compose(overrides: list[str], prog: str = "phf-data"):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
@@ -77,7 +77,7 @@ def compose(overrides: list[str]):
         msg = explain(e, list(overrides), str(conf_dir()))
         if msg is None:
             raise
-        raise SystemExit(f"phf-data: {msg}") from None
+        raise SystemExit(f"{prog}: {msg}") from None
 
 
 def blocks(cfg, n: int, split: str = "train"):
