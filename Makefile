@@ -41,8 +41,10 @@ SPA_ARGS ?=
 .PHONY: help install test test-slow test-gpu test-all demo demo-sweep laptop-toxicity laptop-pii laptop-pep8 repro-toxicity repro-pii repro-pep8 \
 	laptop-pii-finetune laptop-pii-seeds spa-pii-guarded structure-sweep structure-drop structure-collect finetune-toxicity finetune-pii finetune-pep8 report bench lint clean
 
-help: ## show this help
-	@grep -E '^[a-zA-Z0-9_% -]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+help: ## show this help (coloured on a terminal only)
+	@if [ -t 1 ]; then on=$$(printf '\033[36m'); off=$$(printf '\033[0m'); else on=; off=; fi; \
+	grep -E '^[a-zA-Z0-9_% -]+:.*?## ' $(MAKEFILE_LIST) | \
+	awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*?## "}; {printf "  %s%-14s%s %s\n", on, $$1, off, $$2}'
 
 install: $(VENV)/.installed ## create .venv with phf (editable), its dependencies and dev tools
 

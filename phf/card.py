@@ -112,6 +112,10 @@ def write_model_card(path: Path, cfg, objective, tokenizer, metrics: dict) -> No
         f"| data | `{sel('data.source._target_')}` |",
         f"| tokenizer | `{sel('tokenizer._target_')}` ({len(tokenizer)} tokens) |",
         f"| tokens seen | {int(metrics.get('tokens_seen') or 0):,} |",
+        *([f"| held-out set | {int(metrics['val/num_tokens']):,} tokens (validation loss; "
+           + (f"`data.val_path` {sel('data.val_path')}" if sel("data.val_path", None) is not None
+              else f"`data.val_fraction` {sel('data.val_fraction')}") + ") |"]
+          if isinstance(metrics.get("val/num_tokens"), int | float) else []),
         f"| learning rate, batch | {sel('trainer.lr')}, {sel('trainer.effective_batch_size')} sequences of "
         f"{cfg.model.block_size} tokens |",
         f"| seed | {cfg.seed} |", "",

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -94,6 +95,52 @@ def quiet_hf_progress() -> Iterator[None]:
         hf_logging.enable_progress_bar()  # re-enables the hub's too: put them back as they were
         if hub_was_disabled:
             disable_progress_bars()
+
+
+def plain(doc: str) -> str:
+    """A docstring as a terminal shows it: reStructuredText markup dropped (````x````, ```x```,
+    ``:func:`x```, ``**x**`` → x), the text otherwise as written. For ``--help``."""
+    doc = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", doc)
+    doc = re.sub(r"``([^`]+)``", r"\1", doc)
+    doc = re.sub(r"`([^`]+)`", r"\1", doc)
+    return re.sub(r"\*\*([^*]+)\*\*", r"\1", doc)
+
+
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.NOTSET)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def summarised_logs(logger_name: str, what: str, into: logging.Logger) -> Iterator[None]:
+    """A third-party library's start-up chatter in one line: the records of ``logger_name`` inside the block
+    are collected instead of printed, then ``into`` logs one INFO line counting them (``what`` says what
+    was happening) and each of them at DEBUG level (``hydra.verbose=LOGGER`` shows them); an ERROR or
+    worse passes through as it was."""
+    logger = logging.getLogger(logger_name)
+    collect = _Collect()
+    handlers, propagate = logger.handlers[:], logger.propagate
+    logger.handlers, logger.propagate = [collect], False
+    try:
+        yield
+    finally:
+        logger.handlers, logger.propagate = handlers, propagate
+        for r in collect.records:
+            if r.levelno >= logging.ERROR:
+                logger.handle(r)
+            else:
+                into.debug("%s: %s", logger_name, r.getMessage())
+        quiet = [r for r in collect.records if r.levelno < logging.ERROR]
+        if quiet:
+            by_level: dict[str, int] = {}
+            for r in quiet:
+                by_level[r.levelname] = by_level.get(r.levelname, 0) + 1
+            into.info("%s: %s (%s lines of %s's log, at DEBUG level: hydra.verbose=%s shows them)", logger_name,
+                      what, ", ".join(f"{n} {level}" for level, n in by_level.items()), logger_name, into.name)
 
 
 def _called_from_phf() -> bool:

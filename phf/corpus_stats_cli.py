@@ -31,6 +31,7 @@ import json
 import sys
 from pathlib import Path
 
+from phf.console import plain
 from phf.data.corpus_stats import flags_from_scores, flags_from_truth, structure_stats
 
 OWN = {"n": "0", "from": "", "group": "unit", "threshold": "", "out": ""}
@@ -42,7 +43,7 @@ def parse_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
     own, overrides = dict(OWN), []
     for arg in argv:
         if arg in ("-h", "--help"):
-            print(__doc__)
+            print(plain(__doc__))
             sys.exit(0)
         key, eq, value = arg.partition("=")
         if eq and key in OWN:
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
     from phf.entry import compose
 
     own, overrides = parse_args(sys.argv[1:] if argv is None else argv)
-    cfg = compose(["run_dir=.", *overrides])  # nothing is launched: no Hydra job directory
+    cfg = compose(["run_dir=.", *overrides], prog="phf-corpus-stats")  # nothing is launched: no Hydra job directory
     data = build_data(cfg.data)
     has_truth = callable(getattr(data.source, "structure", None))
     where = own["from"] or ("both" if has_truth else "scores")

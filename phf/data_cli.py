@@ -1,6 +1,6 @@
 """``phf-data``: show what the model will be trained on — the first packed training blocks.
 
-    phf-data objective=conditional data=jsonl data.source.path=train.jsonl          # readable, 4 blocks
+    phf-data task=pii objective=conditional data=jsonl data.source.path=train.jsonl # readable, 4 blocks
     phf-data objective=conditional n=2 --json                                 # one JSON object per block
     phf-data +experiment=pep8_pretrain model.block_size=64 n=1
 
@@ -26,7 +26,7 @@ import itertools
 import json
 import sys
 
-from phf.console import reader_gone
+from phf.console import plain, reader_gone
 from phf.data.pipeline import build_data, stream_from_config
 from phf.entry import compose
 from phf.guidance import build_objective
@@ -41,7 +41,7 @@ def parse_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
     args = iter(argv)
     for arg in args:
         if arg in ("-h", "--help"):
-            print(__doc__)
+            print(plain(__doc__))
             sys.exit(0)
         if arg == "--json":
             own["json"] = "true"
@@ -107,10 +107,12 @@ def readable(tokenizer, index: int, block) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     own, overrides = parse_args(sys.argv[1:] if argv is None else argv)
-    cfg = compose(["run_dir=.", *overrides])  # run_dir: Hydra's job directory, which nothing launched here
+    cfg = compose(["run_dir=.", *overrides], prog="phf-data")  # run_dir: Hydra's job directory, which nothing launched here
     tokenizer, out = blocks(cfg, int(own["n"]), own["split"])
     as_json = own["json"].lower() in ("true", "1", "yes")
     count = 0
+    from phf.entry import UsageError
+
     try:
         for i, b in enumerate(out):
             if as_json:
@@ -122,6 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:
         reader_gone()
         return
+    except UsageError as e:  # e.g. the task's scorer does not fit the text: the message says what to choose
+        raise SystemExit(f"phf-data: {e}") from None
     if count < int(own["n"]):
         print(f"phf-data: the {own['split']} split gave only {count} blocks", file=sys.stderr)
 

@@ -89,7 +89,8 @@ def conf_dir() -> Path:
                             f"PHF_CONF_DIR to a copy of the repository's conf/ directory")
 
 
-def compose(overrides: Iterable[str] = (), *, return_hydra_config: bool = False, config_name: str = "config"):
+def compose(overrides: Iterable[str] = (), *, return_hydra_config: bool = False, config_name: str = CONFIG_NAME,
+            prog: str | None = None):
     """The root config (``conf_dir()/config.yaml``, or another primary config of ``conf_dir()``, e.g.
     ``score`` for phf-score) with ``overrides``, composed as the console scripts compose it: the one place
     phf and its experiments call Hydra's compose API.
@@ -97,7 +98,9 @@ def compose(overrides: Iterable[str] = (), *, return_hydra_config: bool = False,
     Works inside a running Hydra app too (phf-eval reading a run's objective): Hydra's global state is
     saved and put back. A config composed this way was not launched, so ``run_dir`` (Hydra's job
     directory) resolves only when ``overrides`` set it or ``return_hydra_config`` is on and the caller
-    sets ``HydraConfig``.
+    sets ``HydraConfig``. With ``prog`` (a command's name), a typo in ``overrides`` (an unknown key or
+    option, a missing choice) is one line naming the nearest valid ones (``phf.suggest.explain``,
+    SystemExit) instead of Hydra's traceback.
     """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -110,6 +113,13 @@ def compose(overrides: Iterable[str] = (), *, return_hydra_config: bool = False,
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             return hydra_compose(config_name=config_name, overrides=list(overrides),
                                  return_hydra_config=return_hydra_config)
+    except Exception as e:
+        from phf.suggest import explain
+
+        msg = explain(e, list(overrides), str(conf_dir()), config_name) if prog else None
+        if msg is None:
+            raise
+        raise SystemExit(f"{prog}: {msg}") from None
     finally:
         restore_gh_from_backup(backup)
 
@@ -138,6 +148,12 @@ def record_failure(run_dir: Path, error: BaseException, overrides: Iterable[str]
         log.error("could not write %s: %s", sweep_dir / "failures.jsonl", write_error)
 
 
+def _prog() -> str:
+    """The command's name for messages: phf-spa; "phf" under python -m ("rounds.py", "__main__.py")."""
+    prog = Path(sys.argv[0]).name
+    return "phf" if prog.endswith(".py") else prog
+
+
 def hydra_entry(job: Callable[[Any], Any], config_name: str = CONFIG_NAME) -> None:
     """Compose the config from ``conf_dir()`` and run ``job(cfg)``.
 
@@ -164,9 +180,11 @@ def hydra_entry(job: Callable[[Any], Any], config_name: str = CONFIG_NAME) -> No
             if multirun:
                 return None
             if isinstance(e, UsageError):
-                prog = Path(sys.argv[0]).name  # phf-spa; "rounds.py" / "__main__.py" under python -m
-                print(f"{'phf' if prog.endswith('.py') else prog}: {e}", file=sys.stderr)
+                print(f"{_prog()}: {e}", file=sys.stderr)
                 sys.exit(2)
             raise
 
+    from phf.suggest import check_overrides
+
+    check_overrides(sys.argv[1:], str(conf_dir()), config_name, prog=_prog())  # "did you mean", before Hydra
     _main()

@@ -39,6 +39,8 @@ import re
 import sys
 from pathlib import Path
 
+from phf.console import plain
+
 log = logging.getLogger("phf.import")
 
 WEIGHTS_FILE = "pytorch_model.bin"
@@ -266,7 +268,7 @@ def import_model(source: str, out: str | Path, revision: str | None = None,
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="phf-import", description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(prog="phf-import", description=plain(__doc__.split("\n\n")[0]),
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("source", help="a local directory with pytorch_model.bin + config.json, or a Hub repo id")
     ap.add_argument("--out", required=True, help="the phf model directory to write")

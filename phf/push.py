@@ -29,6 +29,7 @@ from pathlib import Path
 
 from phf.card import CARD_FILE, METADATA_FILE, read_objective_metadata
 from phf.checkpoint import check_checkpoint, check_safetensors
+from phf.console import plain
 from phf.model import VALUE_HEAD_FILE
 from phf.model_dir import check_model_files
 from phf.rundir import FINAL, SUMMARY, checkpoints_dir, summary_path
@@ -193,7 +194,7 @@ def push(model_dir: Path, repo_id: str, private: bool = False, checkpoints: bool
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="phf-push", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="phf-push", description=plain(__doc__.split("\n\n")[0]))
     parser.add_argument("model_dir", type=Path, help="a run's final/ (or a checkpoint directory)")
     parser.add_argument("--repo-id", required=True, help="the Hub repository, e.g. user/pep8-conditional")
     parser.add_argument("--private", action="store_true", help="create the repository private")

@@ -177,6 +177,8 @@ def _train(cfg: DictConfig, trainer: Trainer, plan: Plan, dist: Dist, run_dir: P
         tracker = instantiate(cfg.logger, _partial_=True)(run_dir=run_dir, run_config=resolved, enabled=dist.main,
                                                           resume=start.resumed, **tracker_identity(cfg, objective))
         held_out = HeldOut(cfg, tokenizer, data, scorer, trainer.val_blocks, trainer.batch_size, autocast)
+        if dist.main:
+            held_out.blocks  # noqa: B018 (built now: the held-out set's size is checked before training, not after)
         parts = RunParts(cfg=cfg, dist=dist, device=device, model=model, objective=objective, tokenizer=tokenizer,
                          stream=stream, optimizer=optimizer, scheduler=scheduler, tracker=tracker,
                          held_out=held_out, run_dir=run_dir, autocast=autocast, scaler=scaler)
@@ -210,9 +212,9 @@ class Start:
 def tracker_identity(cfg: DictConfig, objective) -> dict:
     """The wandb run's name, group and tags.
 
-    A single run is ``<task>-<objective>``; a job of a Hydra multirun is named by its overrides (Hydra's
-    ``job.override_dirname``, read unresolved: an override holding an interpolation is a name, not something
-    to evaluate) and grouped by its sweep directory's name. ``run_name`` and ``logger.group`` win when set;
+    A single run is ``<task>-<objective>``; a job of a Hydra multirun is named by the keys the sweep varies
+    (``phf.run_name``: ``objective=mle,seed=1``; without the sweep's ``multirun.yaml``, by Hydra's
+    ``job.override_dirname`` read unresolved, paths shortened) and grouped by its sweep directory's name. ``run_name`` and ``logger.group`` win when set;
     the tags are the task and the objective, plus ``logger.tags``.
     """
     from hydra.core.hydra_config import HydraConfig
@@ -221,8 +223,14 @@ def tracker_identity(cfg: DictConfig, objective) -> dict:
     task, obj = cfg.task.name, type(objective).__name__.lower()
     name, group = cfg.get("run_name"), OmegaConf.select(cfg, "logger.group")
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        from phf.run_name import short_value, swept_run_name
+
         hc = HydraConfig.get()
-        name = name or OmegaConf.to_container(hc.job, resolve=False).get("override_dirname")
+        # the swept keys' values (short); without the sweep's multirun.yaml every override, paths shortened
+        dirname = OmegaConf.to_container(hc.job, resolve=False).get("override_dirname") or ""
+        name = name or swept_run_name(Path(hc.sweep.dir), list(hc.overrides.task)) or ",".join(
+            f"{o.split('=', 1)[0]}={short_value(o.split('=', 1)[1])}" if "=" in o else o
+            for o in dirname.split(",") if o)
         group = group or Path(hc.sweep.dir).name
     tags = [task, obj, *(t for t in OmegaConf.select(cfg, "logger.tags") or [] if t not in (task, obj))]
     return {"name": name or f"{task}-{obj}", "group": group, "tags": tags}
@@ -315,8 +323,9 @@ def check_finished_run(run_dir: Path, resolved: dict, trainer: Trainer, plan: Pl
                          f"run's stored config {stored_file}: {'; '.join(diffs)}. Training here would start over and "
                          f"replace its final/ and config.yaml. {way_out}")
     raise FinishedRunError(f"{run_dir} holds a finished run (final/ at step {step}); this run ends at step {plan.max_steps} "
-                     "and there is no checkpoint to continue from (trainer.checkpoint_every=0 keeps none, or "
-                     f"trainer.resume=never), so training would start over and replace final/. {way_out}")
+                     "and there is no checkpoint to continue from (none was written before the end: trainer.checkpoint_every / "
+                     f"checkpoint_every_s; or trainer.resume=never), so training would start over and replace final/. "
+                     f"{way_out}")
 
 
 def checkpoint_tokenizer(path: Path):
@@ -406,6 +415,11 @@ def log_derived(parts: RunParts, trainer: Trainer, plan: Plan, start: Start, con
              trainer.batch_size, parts.dist.world_size, plan.accum)
     log.info("optimizer steps: %d (%d warmup), starting at step %d, %.3g tokens seen",
              plan.max_steps, plan.warmup_steps, start.step, start.tokens_seen)
+    every = [f"every {trainer.checkpoint_every} steps"] if trainer.checkpoint_every else []
+    every += [f"every {trainer.checkpoint_every_s:g} s"] if trainer.checkpoint_every_s else []
+    log.info("checkpoints: %s in %s (a killed run resumes from the newest with the same command and run directory)",
+             " and ".join(every) or "none (trainer.checkpoint_every=0, checkpoint_every_s=0): a killed run starts over",
+             rundir.checkpoints_dir(parts.run_dir))
     for k, v in prepared.items():
         log.info("prepared %s = %s", k, v)
 

@@ -83,6 +83,7 @@ _CHECKS: dict[str, tuple[Callable, str]] = {
     "chunked_ce": (lambda v: is_int(v) and v >= 0, "an integer >= 0 (positions per chunk; 0 = off)"),
     "eval_every": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
     "checkpoint_every": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
+    "checkpoint_every_s": (lambda v: is_num(v) and v >= 0, "a number of seconds >= 0"),
     "keep_checkpoints": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
     "val_blocks": (lambda v: is_int(v) and v > 0, "a positive integer"),
     "max_bad_steps": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
@@ -135,6 +136,7 @@ class Trainer:
     eval_every: int = 0
     val_blocks: int = 16
     checkpoint_every: int = 0
+    checkpoint_every_s: float = 900.0
     keep_checkpoints: int = 2
     data_state_from: str | None = None
     data_state_buffers: str = "fresh"
@@ -218,9 +220,10 @@ class HeldOut:
     and the sample-and-score evaluation (``phf.eval``); rank 0 only."""
 
     def __init__(self, cfg: DictConfig, tokenizer, data, scorer, num_blocks: int, batch_size: int, autocast):
-        if data.val_fraction == 0:  # before the first step, not at the first held-out loss
+        if data.val_fraction == 0 and data.val_path is None:  # before the first step, not at the first held-out loss
             raise ValueError("data.val_fraction=0 holds out no document, but the run measures a held-out loss "
-                             f"(trainer.val_blocks={num_blocks}): set data.val_fraction in (0, 1), e.g. 0.01")
+                             f"(trainer.val_blocks={num_blocks}): set data.val_fraction in (0, 1), e.g. 0.01, or "
+                             "pass a validation file, data.val_path=FILE")
         self.cfg, self.tokenizer, self.data, self.scorer = cfg, tokenizer, data, scorer
         self.num_blocks, self.batch_size, self.autocast = num_blocks, batch_size, autocast
         self._blocks: list[dict] | None = None
@@ -232,7 +235,17 @@ class HeldOut:
         if self._blocks is None:
             self._blocks = validation_blocks(self.cfg, self.tokenizer, max_blocks=self.num_blocks, data=self.data,
                                              scorer=self.scorer)
+            where = (f"data.val_path={self.data.val_path}" if self.data.val_path is not None
+                     else f"data.val_fraction={self.data.val_fraction}")
+            log.info("held-out set: %d tokens in %d blocks (%s; at most trainer.val_blocks=%d)", self.num_tokens,
+                     len(self._blocks), where, self.num_blocks)
+            self.data.check_held_out_size(self.num_tokens, where)
         return self._blocks
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens of the held-out blocks the validation loss is measured on (``val/num_tokens``)."""
+        return sum(int(b["input_ids"].numel()) for b in self.blocks)
 
     @property
     def clean_documents(self) -> list:
@@ -311,6 +324,7 @@ class TrainingLoop:
         self.n_summed, self.bad_steps, self.last_row = 0, 0, {}
         self.t_last, self.tokens_last = time.perf_counter(), tokens_seen
         self.t_start = self.t_last  # this session's training time, compared with the evaluation's estimate
+        self.t_checkpoint = self.t_last  # wall clock of this session's start or its last checkpoint
         # the console's progress lines when the tqdm bar is off (logs, batch jobs)
         self.console = ProgressLog(log, plan.max_steps, step, trainer.progress_every_s,
                                    enabled=parts.dist.main and not trainer.progress)
@@ -480,14 +494,24 @@ class TrainingLoop:
         if self.due(self.sample_every) and self.p.dist.main:
             self.evaluate_samples()
 
+    def checkpoint_time_due(self) -> bool:
+        """``trainer.checkpoint_every_s`` of wall time since this session's start or its last checkpoint
+        (not at the last step, which ``finish`` handles). Under DDP rank 0's clock decides for every rank."""
+        every = self.tr.checkpoint_every_s
+        if not every or self.step >= self.plan.max_steps:
+            return False
+        due = time.perf_counter() - self.t_checkpoint >= every
+        return bool(self.p.dist.all_gather(due)[0]) if self.p.dist.enabled else due
+
     def checkpoint_if_due(self) -> None:
-        if self.due(self.tr.checkpoint_every):
+        if self.due(self.tr.checkpoint_every) or self.checkpoint_time_due():
             p = self.p
             save_training_state(self.ckpt_root, self.step, p.model, p.tokenizer, p.optimizer, p.scheduler,
                                 p.stream.state_dict(), self.tr.keep_checkpoints, p.dist,
                                 tokens_seen=self.tokens_seen,
                                 plan={"max_steps": self.plan.max_steps, "warmup_steps": self.plan.warmup_steps},
                                 describe=self.describe_checkpoint, **self.amp_state())
+            self.t_checkpoint = time.perf_counter()
 
     def describe_checkpoint(self, model_dir: Path) -> None:
         """A checkpoint's model card and ``phf_objective.json``, like ``final/``'s (``phf.card``)."""
@@ -529,6 +553,7 @@ class TrainingLoop:
                  "tokens_per_s": self.last_row.get("tokens_per_s", float("nan")), **self.amp_metrics()}
         if p.dist.main:
             final["val/loss"] = p.held_out.loss(p.model, p.device)
+            final["val/num_tokens"] = p.held_out.num_tokens  # the held-out set's size (model card, phf-report)
             final["val/perplexity"] = math.exp(min(final["val/loss"], 50.0))
             p.tracker.log({"tokens_seen": self.tokens_seen, "val/loss": final["val/loss"]}, step=self.step)
             if self.tr.final_eval:  # the original skipped the end-of-training evaluation; we always run it

@@ -21,7 +21,7 @@ for k, v in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OF
 TINY = [
     "model=gpt2_tiny", "model.n_layer=1", "model.n_head=2", "model.n_embd=32", "model.block_size=32",
     "trainer.batch_size=2", "trainer.effective_batch_size=2", "trainer.max_steps=3", "trainer.progress=false",
-    "trainer.val_blocks=4", "data=local_pep8", "data.source.max_files=40", "data.val_fraction=0.2",
+    "trainer.val_blocks=4", "task=pep8", "data=local_pep8", "data.source.max_files=40", "data.val_fraction=0.2",
     "data.shuffle_buffer=8", "data.score_batch_docs=8", "cache_dir=null",
     "trainer.final_eval=false", "task.eval.every_steps=0", "tokenizer=gpt2",
 ]

@@ -23,7 +23,9 @@ def test_config_composes_and_instantiates(group, name, tmp_path):
     if group == "data":
         path = tmp_path / "d.jsonl"
         path.write_text(json.dumps({"text": "x = 1\n"}) + "\n")
-        extra = {"jsonl": [f"data.source.path={path}"], "hf": ["data.source.names=[json]", f"data.source.data_files={path}"]}.get(name, [])
+        # your own data names its task (docs/data.md#which-task)
+        extra = {"jsonl": [f"data.source.path={path}", "task=pep8"],
+                 "hf": ["data.source.names=[json]", f"data.source.data_files={path}", "task=pep8"]}.get(name, [])
     cfg = compose([f"{group}={name}", f"run_dir={tmp_path}", f"cache_dir={tmp_path / 'cache'}", *extra])
     node = cfg[group]
     if group == "trainer":

@@ -157,3 +157,49 @@ def test_the_padding_warning_is_dropped_only_for_phf_calls(caplog):
         exec("def other():\n    logger.warning('another warning')\n", ns)
         ns["other"]()  # any other transformers warning, even from phf: kept
     assert [r.getMessage() for r in caplog.records] == [message, "another warning"]
+
+
+# -- a quieter, plainer command line (issue 28, item 7) ---------------------------------------------------------
+def test_plain_drops_rst_markup():
+    from phf.console import plain
+
+    assert plain("``phf-data`` reads :func:`phf.x.y` and `a` **b**") == "phf-data reads phf.x.y and a b"
+
+
+def test_help_texts_are_plain_text(tmp_path, capsys):
+    from phf.data_cli import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    out = capsys.readouterr().out
+    assert "phf-data" in out and "`" not in out
+    r = python("import sys; sys.argv = ['phf-train', '--help']; from phf.cli import train; train()", tmp_path)
+    assert r.returncode == 0 and "objective: awr, conditional" in r.stdout
+    assert "powered by Hydra" not in r.stdout.lower() and "`" not in r.stdout.split("== Config ==")[0]
+
+
+def test_make_help_has_no_ansi_codes_in_a_pipe():
+    r = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "  demo " in r.stdout and "\033" not in r.stdout
+
+
+def test_third_party_start_up_logs_are_summarised_in_one_line(caplog):
+    """Three records of a library's logger inside the block: one INFO line counting them (2 INFO, 1 WARNING),
+    each kept at DEBUG; an ERROR passes through as it was."""
+    import logging
+
+    from phf.console import summarised_logs
+
+    lib, ours = logging.getLogger("some-library"), logging.getLogger("phf.test")
+    with caplog.at_level(logging.DEBUG):
+        with summarised_logs("some-library", "engine built", ours):
+            lib.info("Loaded recognizer: A")
+            lib.info("Loaded recognizer: B")
+            lib.warning("Recognizer not added")
+            lib.error("real trouble")
+    shown = [(r.name, r.levelname, r.getMessage()) for r in caplog.records if r.levelno >= logging.INFO]
+    assert shown == [("some-library", "ERROR", "real trouble"),
+                     ("phf.test", "INFO", "some-library: engine built (2 INFO, 1 WARNING lines of some-library's "
+                                          "log, at DEBUG level: hydra.verbose=phf.test shows them)")]
+    assert sum(r.levelname == "DEBUG" and "Loaded recognizer" in r.getMessage() for r in caplog.records) == 2
+    assert lib.handlers == [] and lib.propagate  # put back as it was

@@ -231,3 +231,22 @@ def test_histogram_values_leave_out_masked_positions_and_are_capped():
     assert full.tolist() == [0, 1, 2, 6, 7, 8, 9, 10, 11] * 2
     loop.max_histogram_values = 6
     assert TrainingLoop.histogram_values(loop)["hist/weight"].tolist() == full[::3].tolist()
+
+
+def test_a_sweep_job_is_named_by_the_swept_keys_only(tmp_path):
+    """The sweep's command line (multirun.yaml) sweeps objective and seed; the job's name holds their values
+    and nothing else: not the fixed overrides, not the absolute path of the corpus."""
+    from omegaconf import OmegaConf
+
+    from phf.run_name import short_value, swept_keys, swept_run_name
+
+    corpus = "/home/me/data/my_corpus.jsonl"
+    OmegaConf.save(OmegaConf.create({"hydra": {"overrides": {"task": [
+        "objective=mle,conditional", "task=pii", "data=jsonl", f"data.source.path={corpus}", "seed=range(1,3)",
+        "trainer.max_steps=10"]}}}), tmp_path / "multirun.yaml")
+    assert swept_keys(tmp_path) == ["objective", "seed"]
+    job = ["objective=conditional", "task=pii", "data=jsonl", f"data.source.path={corpus}", "seed=2",
+           "trainer.max_steps=10"]
+    assert swept_run_name(tmp_path, job) == "objective=conditional,seed=2"
+    assert swept_run_name(tmp_path / "none", job) is None  # no multirun.yaml: the caller falls back
+    assert short_value(corpus) == "my_corpus.jsonl" and short_value("0.5") == "0.5"

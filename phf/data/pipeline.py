@@ -21,7 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -77,7 +77,8 @@ class BlockStream:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if on_error not in ("raise", "skip"):
             raise ValueError(f"data.on_error must be 'raise' or 'skip', got {on_error!r}")
-        check_val_fraction(val_fraction)
+        if val_fraction is not None:  # None: no split by hash, every document is this split's (data.val_path)
+            check_val_fraction(val_fraction)
         self.source, self.segmenter, self.scorer, self.tokenizer = source, segmenter, scorer, tokenizer
         self.objective, self.split, self.val_fraction = objective, split, val_fraction
         self.score_batch_docs, self.on_error, self.epochs = score_batch_docs, on_error, epochs
@@ -109,6 +110,7 @@ class BlockStream:
         self.stats = {"documents": 0, "dropped_by_objective": 0, "skipped_bad": 0, "filtered_by_length": 0,
                       "tokens": 0}
         self._control_ids: dict[str, int] = {}
+        self._fit_checked = False  # the scorer was asked whether it fits the text (first scored batch)
 
     # -- state -----------------------------------------------------------------------------------
     def _source_state(self) -> dict | None:
@@ -162,6 +164,8 @@ class BlockStream:
     def _mine(self, doc: Document, position: int) -> bool:
         if is_placeholder(doc) or (not self.sharded_source and position % self.world_size != self.rank):
             return False
+        if self.val_fraction is None:
+            return True
         return in_validation(doc, self.val_fraction) == (self.split == "validation")
 
     def _segment(self, doc: Document) -> Document | None:
@@ -189,6 +193,9 @@ class BlockStream:
         if not todo:
             return docs
         name = scorer_name(self.scorer)
+        if not self._fit_checked:
+            self._fit_checked = True
+            check_scorer_fits(self.scorer, todo)
         if self.on_error == "raise":
             for d, scores in zip(todo, score_batch(self.scorer, todo), strict=True):
                 d.scores = scores
@@ -460,6 +467,23 @@ class BlockStream:
             log.info("%s data exhausted: starting epoch %d", self.split, self.epoch)
 
 
+def check_scorer_fits(scorer, docs: list[Document]) -> None:
+    """Stop when the scorer cannot mean anything on this text (``Scorer.misfit``, e.g. the pep8 task's
+    pycodestyle on prose), naming the documents and the tasks to choose from (a ``UsageError``, a
+    ``ValueError``: phf-train and phf-data print it without a traceback)."""
+    why = getattr(scorer, "misfit", lambda texts: None)([d.text for d in docs])
+    if why is None:
+        return
+    from phf.entry import conf_dir
+
+    tasks = sorted(p.stem for p in (conf_dir() / "task").glob("*.yaml"))
+    from phf.entry import UsageError  # a wrong choice on the command line: one message, no traceback
+
+    raise UsageError(f"scorer {scorer_name(scorer)!r} does not fit this data ({docs[0].id} ...): {why}. Choose the task "
+                     f"of your text with task=NAME (one of: {', '.join(tasks)}; docs/data.md#which-task), or write a "
+                     f"scorer for it (docs/scorers.md#write-your-own-scorer)")
+
+
 def check_val_fraction(val_fraction) -> None:
     """``data.val_fraction``: a number in [0, 1) (0 holds out nothing)."""
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, int | float) or not 0.0 <= val_fraction < 1.0:
@@ -503,9 +527,17 @@ class Data:
     on_error: str = "raise"  # a bad document or scorer failure: raise, or skip (counted, logged)
     skip_tokens: int = 0  # training stream: start after this many tokens (all ranks together), as the original
     skip_documents: int = 0  # training stream: start after this many source documents
+    val_path: str | None = None  # a validation file of the source's format: held out instead of val_fraction
+    min_val_tokens: int = 2048  # fewer held-out tokens than this: warn (small_val=warn) or stop (raise)
+    small_val: str = "warn"
+    #: the validation file's source (``build_data`` builds it from ``source``'s config with ``val_path``)
+    val_source: Source | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
         _check_int("data.prepare_docs", self.prepare_docs, 1)
+        _check_int("data.min_val_tokens", self.min_val_tokens, 0)
+        if self.small_val not in ("warn", "raise"):
+            raise ValueError(f"data.small_val must be warn or raise, got {self.small_val!r}")
         check_val_fraction(self.val_fraction)
         _check_int("data.skip_tokens", self.skip_tokens, 0)
         _check_int("data.skip_documents", self.skip_documents, 0)
@@ -519,8 +551,9 @@ class Data:
             raise ValueError(f"data.skip_tokens ({self.skip_tokens}) must be a multiple of the world size "
                              f"({world_size}): each rank skips its equal share of the tokens")
         return BlockStream(
-            source=self.source, segmenter=segmenter, scorer=scorer, tokenizer=tokenizer, block_size=block_size,
-            objective=objective if train else None, split=split, val_fraction=self.val_fraction,
+            source=self.source_of(split), segmenter=segmenter, scorer=scorer, tokenizer=tokenizer,
+            block_size=block_size, objective=objective if train else None, split=split,
+            val_fraction=None if self.val_path is not None else self.val_fraction,
             shuffle_buffer=self.shuffle_buffer if train else 0, score_batch_docs=self.score_batch_docs,
             on_error=self.on_error, epochs=epochs, num_workers=self.num_workers if train else 0,
             worker_check_seconds=self.worker_check_seconds, seed=seed,
@@ -528,6 +561,49 @@ class Data:
             skip_tokens=self.skip_tokens // world_size if train else 0,
             skip_documents=self.skip_documents if train else 0,
         )
+
+
+    def source_of(self, split: str) -> Source:
+        """Where ``split``'s documents come from: the source, or the validation file (``val_path``)."""
+        if self.val_path is None or split != "validation":
+            return self.source
+        if self.val_source is None:
+            raise ValueError(f"data.val_path={self.val_path} but its source was not built: build the data with "
+                             "phf.data.pipeline.build_data")
+        return self.val_source
+
+    def holds_out(self, doc: Document) -> bool:
+        """Whether a document of ``source_of("validation")`` is held out: every one of a validation file,
+        else the ``val_fraction`` chosen by content hash."""
+        return self.val_path is not None or in_validation(doc, self.val_fraction)
+
+    def check_held_out_size(self, num_tokens: int, where: str) -> None:
+        """The held-out set must mean something: fewer than ``min_val_tokens`` tokens is a warning (or,
+        with ``small_val=raise``, an error) naming the ways to a larger one."""
+        if num_tokens >= self.min_val_tokens:
+            return
+        msg = (f"the held-out set has only {num_tokens} tokens ({where}), fewer than data.min_val_tokens="
+               f"{self.min_val_tokens}: its loss is noise. "
+               + (f"Use a larger validation file than data.val_path={self.val_path}" if self.val_path is not None
+                  else f"Raise data.val_fraction (now {self.val_fraction}) or pass a validation file with "
+                       "data.val_path=FILE (the training data's format)")
+               + "; data.min_val_tokens=0 accepts it")
+        if self.small_val == "raise":
+            raise ValueError(msg)
+        log.warning(msg)
+
+
+def validation_source(node, val_path: str) -> Source:
+    """The source of a validation file: ``node`` (the ``data.source`` config) reading ``val_path`` instead,
+    through its ``path`` (JSONL) or ``data_files`` (Hugging Face loaders: json, parquet)."""
+    from hydra.utils import instantiate
+
+    for key in ("path", "data_files"):
+        if key in node:
+            return instantiate(node, **{key: val_path})
+    raise ValueError(f"data.val_path={val_path}: the source {node.get('_target_')} reads no file (it has neither "
+                     "`path` nor `data_files`); use data=jsonl or data=hf (data_files), or hold out documents with "
+                     "data.val_fraction")
 
 
 def build_data(node, source: Source | None = None) -> Data:
@@ -539,7 +615,10 @@ def build_data(node, source: Source | None = None) -> Data:
     from hydra.utils import instantiate
 
     try:
-        return instantiate(node, source=source) if source is not None else instantiate(node)
+        data = instantiate(node, source=source) if source is not None else instantiate(node)
+        if data.val_path is not None:
+            data.val_source = validation_source(node.source, data.val_path)
+        return data
     except InstantiationException as e:
         if isinstance(e.__cause__, ValueError):
             raise e.__cause__ from None

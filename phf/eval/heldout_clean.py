@@ -52,7 +52,6 @@ import numpy as np
 import torch
 
 from phf.data.document import Document
-from phf.data.pipeline import in_validation
 from phf.data.sources import is_placeholder
 from phf.model import eval_mode, unwrap
 from phf.tokenizer import encode_text, token_ids
@@ -189,14 +188,14 @@ def clean_heldout_documents(data, segmenter, scorer, tokenizer, block_size: int,
     segment scores at most ``aligned_threshold``. At most ``max_docs`` (None: all), in source order.
     ``tokenizer`` and ``block_size`` build the pipeline's validation stream (nothing is packed).
     """
-    source, out = data.source, []
+    source, out = data.source_of("validation"), []
     clean = getattr(source, "clean_documents", None)
     if callable(clean):
         docs = clean()
         for i, doc in enumerate(source.iter_from(0)):
             if max_docs is not None and len(out) >= max_docs:
                 break
-            if is_placeholder(doc) or not in_validation(doc, data.val_fraction):
+            if is_placeholder(doc) or not data.holds_out(doc):
                 continue
             if i >= len(docs):
                 raise ValueError(f"{type(source).__name__}.clean_documents() has {len(docs)} documents but the "
@@ -217,7 +216,7 @@ def clean_heldout_documents(data, segmenter, scorer, tokenizer, block_size: int,
     for i, doc in enumerate(source.iter_from(0)):
         if max_docs is not None and len(out) >= max_docs:
             break
-        if is_placeholder(doc) or not in_validation(doc, data.val_fraction):
+        if is_placeholder(doc) or not data.holds_out(doc):
             continue
         batch.append((i, doc))
         if len(batch) >= data.score_batch_docs:

@@ -37,6 +37,14 @@ class Scorer:
         """One score per segment of one document; context-free scorers score segments alone."""
         return self.score(segments)
 
+    def misfit(self, texts: list[str]) -> str | None:
+        """Why this scorer does not fit these documents (e.g. pycodestyle on prose), or None when it does.
+
+        The pipeline asks once, with the first batch of documents it scores itself (pre-scored records
+        are never asked about): a scorer that cannot mean anything on the text stops the run instead of
+        scoring noise. None by default (any text fits)."""
+        return None
+
     def sample_metrics(self, texts: list[str], cut: list[bool]) -> dict[str, float]:
         """Task-specific evaluation metrics of a batch of scored samples, beside the scores (e.g. PEP8's
         parse rate); ``cut[i]``: sample i was stopped by the token limit, not by EOS. None by default."""

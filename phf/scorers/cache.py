@@ -3,7 +3,8 @@
 :class:`ScoreCache` is one SQLite file in WAL mode: any number of processes (DataLoader workers,
 the jobs of a sweep, ``phf-score`` workers) read concurrently and their writes are serialized by
 SQLite's lock (with a busy timeout), so no entry is lost. Entries are keyed by the scorer's ``key``
-(name + version + settings) and a 128-bit BLAKE2b hash of the segment:
+(name + version + settings), a fingerprint of its code (``code_fingerprint``: an edited scorer is never
+served the scores of its earlier code, whatever its ``version``) and a 128-bit BLAKE2b hash of the segment:
 
 * context-free scorers: one row per distinct segment text → its score;
 * ``contextual`` scorers (PEP8): one row per document (hash of its segmentation) → the list of its
@@ -17,6 +18,7 @@ memory, which network file systems (NFS) do not provide reliably.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import sqlite3
 import struct
@@ -28,6 +30,8 @@ from pathlib import Path
 
 from phf.scorers.base import Scorer
 from phf.scorers.errors import check_scores
+
+log = logging.getLogger(__name__)
 
 CACHE_FILE = "scores.sqlite"
 _SCHEMA = """
@@ -95,6 +99,32 @@ def _pack(scores: list[float]) -> bytes:
 
 def _unpack(blob: bytes) -> list[float]:
     return list(struct.unpack(f"<{len(blob) // 8}d", blob))
+
+
+def code_fingerprint(scorer: Scorer) -> str:
+    """A hash of the scorer's implementation: the source files of the modules that define its class and
+    every base class (e.g. ``my_scorers/keywords.py`` and ``phf/scorers/base.py``), plus the modules a
+    scorer lists in ``code_modules`` (helpers it calls). A scorer edited between runs gets a new cache key
+    and fresh scores, without a hand-bumped ``version``. A class without a readable source file (built in,
+    compiled) counts by its qualified name only."""
+    import inspect
+    import sys
+
+    names = [c.__module__ for c in type(scorer).__mro__ if c is not object]
+    names += list(getattr(scorer, "code_modules", ()))
+    h = hashlib.blake2b(digest_size=8, person=b"phf-scorer-code")
+    for name in dict.fromkeys(names):
+        module = sys.modules.get(name)
+        if module is None:
+            import importlib
+
+            module = importlib.import_module(name)
+        try:
+            source = Path(inspect.getsourcefile(module) or "").read_bytes()
+        except (OSError, TypeError):  # no source file: the name alone
+            source = b""
+        h.update(name.encode() + b"\0" + hashlib.blake2b(source, digest_size=16).digest())
+    return h.hexdigest()
 
 
 class ScoreCacheError(OSError):
@@ -271,8 +301,19 @@ class CachedScorer(Scorer):
     def __init__(self, scorer: Scorer, cache: ScoreCache):
         self.scorer, self.cache = scorer, cache
         self.name, self.version, self.contextual = scorer.name, scorer.version, scorer.contextual
-        self._key = scorer.key
+        self._key = f"{scorer.key}#code={code_fingerprint(scorer)}"
         self._stats = _zero_stats()
+        self._says_if_code_changed(scorer.key)
+
+    def _says_if_code_changed(self, key: str) -> None:
+        """One line when the cache holds scores of this scorer (same name, version and settings) from other
+        code: they are not used (the new code scores afresh), and kept for the code they came from."""
+        if self._key in (known := self.cache.keys()):
+            return
+        if any(k.startswith(f"{key}#code=") for k in known):
+            log.warning("scorer %r: its code changed since scores were cached under the same version (%s): "
+                        "scoring afresh; the earlier code's scores stay in %s", self.name, self.version,
+                        self.cache.path)
 
     def settings(self) -> dict:
         return self.scorer.settings()
@@ -283,6 +324,9 @@ class CachedScorer(Scorer):
 
     def sample_metrics(self, texts: list[str], cut: list[bool]) -> dict[str, float]:
         return self.scorer.sample_metrics(texts, cut)
+
+    def misfit(self, texts: list[str]) -> str | None:
+        return self.scorer.misfit(texts)
 
     def __getattr__(self, name):  # e.g. PIIScorer.detect, DetoxifyScorer.device
         if name in ("scorer", "cache", "_stats", "_key"):

@@ -38,8 +38,14 @@ class PEP8Scorer(Scorer):
     name = "pep8"
     contextual = True
 
-    def __init__(self, max_line_length: int = 79, ignore: list[str] | None = None, select: list[str] | None = None):
+    def __init__(self, max_line_length: int = 79, ignore: list[str] | None = None, select: list[str] | None = None,
+                 min_python_share: float = 0.5):
         import pycodestyle
+
+        if isinstance(min_python_share, bool) or not isinstance(min_python_share, int | float) \
+                or not 0 <= min_python_share <= 1:
+            raise ValueError(f"scorer.min_python_share must be a number in [0, 1], got {min_python_share!r}")
+        self.min_python_share = min_python_share
 
         self.version = f"pycodestyle-{pycodestyle.__version__}"
         self.max_line_length = max_line_length
@@ -55,6 +61,18 @@ class PEP8Scorer(Scorer):
 
     def settings(self) -> dict:
         return {"max_line_length": self.max_line_length, "ignore": self.ignore, "select": self.select}
+
+    def misfit(self, texts: list[str]) -> str | None:
+        """pycodestyle on text that is not Python (prose) counts every sentence as violations: when fewer
+        than ``min_python_share`` of the first documents parse as Python (``parses``; a truncated last line
+        is allowed in a document of several lines), the text is not code and the task is the wrong one."""
+        if not texts:
+            return None
+        n_python = sum(parses(t) or ("\n" in t.rstrip("\n") and parses(t, cut=True)) for t in texts)
+        if n_python >= self.min_python_share * len(texts):
+            return None
+        return (f"only {n_python} of the first {len(texts)} documents parse as Python (scorer.min_python_share="
+                f"{self.min_python_share}): pycodestyle on text that is not Python code scores noise")
 
     def violations(self, text: str) -> list[tuple[int, int, str]]:
         """``(line_number, column, message)`` of every counted violation in ``text``."""

@@ -14,6 +14,7 @@ highest-scoring detection.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -23,6 +24,8 @@ from importlib.metadata import version as _dist_version
 
 from phf.scorers.base import Scorer
 from phf.scorers.errors import ScorerError, check_scores
+
+log = logging.getLogger(__name__)
 
 PATTERN_ENTITIES = [
     "EMAIL_ADDRESS",
@@ -204,8 +207,17 @@ _ENGINES: dict = {}
 def _engine(spacy_model: str | None, language: str):
     """presidio's (AnalyzerEngine, BatchAnalyzerEngine) for a spaCy model, built once per process
     (analysis settings such as entities and thresholds are per call, so scorers can share one)."""
-    if (spacy_model, language) in _ENGINES:
-        return _ENGINES[(spacy_model, language)]
+    if (spacy_model, language) not in _ENGINES:
+        from phf.console import summarised_logs
+
+        # presidio logs every recognizer it loads or skips (~45 lines at start): one line instead
+        with summarised_logs("presidio-analyzer", f"analyzer engine built ({language}, spaCy "
+                             f"{spacy_model or 'blank'})", log):
+            _ENGINES[(spacy_model, language)] = _build_engine(spacy_model, language)
+    return _ENGINES[(spacy_model, language)]
+
+
+def _build_engine(spacy_model: str | None, language: str):
     # tldextract (used by the e-mail recognizer) would try to download the public-suffix list in
     # every process; an empty URL list makes it use its bundled copy silently
     os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
@@ -234,8 +246,7 @@ def _engine(spacy_model: str | None, language: str):
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)  # the pipeline is loaded into memory by now
-    _ENGINES[(spacy_model, language)] = (analyzer, BatchAnalyzerEngine(analyzer_engine=analyzer))
-    return _ENGINES[(spacy_model, language)]
+    return analyzer, BatchAnalyzerEngine(analyzer_engine=analyzer)
 
 
 def _version_or(dist: str) -> str:

@@ -127,7 +127,7 @@ def test_injected_corpus_gives_the_clean_version_of_exactly_the_held_out_documen
     clean = [Document([f"Plain sentence {i}. Another one."], None, id=f"p[{i}]") for i in range(40)]
     injected = [Document([f"Plain sentence {i}. Mail me at x{i}@example.com. Another one."], None, id=f"i[{i}]")
                 for i in range(40)]
-    data = SimpleNamespace(source=_Injected(injected, clean), val_fraction=0.3)
+    data = Data(source=_Injected(injected, clean), val_fraction=0.3)
     got = clean_heldout_documents(data, _seg, None, None, 8, 0.0)
     held = [i for i, d in enumerate(injected) if in_validation(d, 0.3)]
     assert 0 < len(held) < 40

@@ -529,5 +529,5 @@ def test_bad_steps_are_skipped_within_the_bound(fast_cfg, tmp_path, monkeypatch,
 @pytest.mark.parametrize("data", ["jsonl", "hf"])
 def test_one_data_on_error_knob_covers_bad_records(tmp_path, data):
     extra = {"jsonl": ["data.source.path=x.jsonl"], "hf": ["data.source.names=[json]"]}[data]
-    cfg = compose([f"data={data}", *extra, "data.on_error=skip", f"run_dir={tmp_path}"])
+    cfg = compose(["task=pep8", f"data={data}", *extra, "data.on_error=skip", f"run_dir={tmp_path}"])
     assert cfg.data.source.on_error == "skip"

@@ -142,7 +142,7 @@ def test_max_chars_is_a_key_of_the_jsonl_and_hf_sources():
         cfg = compose([o for o in TINY if not o.startswith("data")]
                       + [f"data={data}", "data.source.max_chars=100", "data.source.min_chars=2"])
         assert cfg.data.source.max_chars == 100 and cfg.data.source.min_chars == 2
-    assert compose(["data=jsonl"]).data.source.max_chars is None  # no limit unless asked
+    assert compose(["task=pep8", "data=jsonl"]).data.source.max_chars is None  # no limit unless asked
 
 
 def test_every_record_dropped_by_max_chars_is_logged_and_counted(tmp_path, tok, caplog):

@@ -67,12 +67,8 @@ def test_key_separates_scorer_settings(tmp_path):
 def test_contract_is_forwarded(tmp_path):
     bare = PEP8Scorer()
     cached = build_scorer(bare, tmp_path)
-    assert (cached.name, cached.version, cached.contextual, cached.key) == (
-        bare.name,
-        bare.version,
-        True,
-        bare.key,
-    )
+    assert (cached.name, cached.version, cached.contextual) == (bare.name, bare.version, True)
+    assert cached.key.startswith(f"{bare.key}#code=")  # and a fingerprint of its code (code_fingerprint)
     assert cached.settings() == bare.settings() and cached.violations("x=1\n") == bare.violations("x=1\n")
     assert build_scorer(bare, None) is bare and build_scorer(cached, tmp_path) is cached
 
@@ -202,3 +198,34 @@ def test_fork_hook_closes_connections_before_fork(tmp_path):
     p.join(60)
     assert p.exitcode == 0
     assert cache._db is None and cache.count() == 0 and cache._db is not None  # reopened lazily
+
+
+def test_an_edited_scorer_gets_fresh_scores_not_the_cached_ones(tmp_path, monkeypatch, caplog):
+    """A plugin scorer scores 'x' as 1/len(text); its code is edited to 3/len(text) with the same name and
+    version. The cache key holds a fingerprint of the code, so the edited scorer scores afresh (3/2 for
+    'ab') instead of being served the cached 1/2, and says so once; the old code's scores stay usable."""
+    import importlib
+    import logging
+    import sys
+
+    plugin = tmp_path / "edited_scorer_plugin.py"
+    source = ("from phf.scorers.base import Scorer\n\n"
+              "class Edited(Scorer):\n    name, version = 'edited', '1'\n\n"
+              "    def score(self, texts):\n        return [WEIGHT / len(t) for t in texts]\n\nWEIGHT = {}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def load(weight):
+        plugin.write_text(source.format(weight))
+        sys.modules.pop("edited_scorer_plugin", None)
+        importlib.invalidate_caches()
+        return build_scorer(importlib.import_module("edited_scorer_plugin").Edited(), tmp_path / "cache")
+
+    first = load(1.0)
+    assert first.score(["ab"]) == [0.5] and first.stats()["segments_scored"] == 1
+    with caplog.at_level(logging.WARNING, logger="phf.scorers.cache"):
+        edited = load(3.0)
+        assert edited.score(["ab"]) == [1.5] and edited.stats()["segments_scored"] == 1
+    assert edited.key != first.key and "its code changed since scores were cached" in caplog.text
+    again = load(3.0)  # the same code again: served from the cache
+    assert again.score(["ab"]) == [1.5] and again.stats()["cache_hits"] == 1
+    sys.modules.pop("edited_scorer_plugin", None)

@@ -154,3 +154,16 @@ def test_failure_names_scorer_and_text(scorer):
 def test_picklable(scorer):
     clone = pickle.loads(pickle.dumps(scorer))
     assert clone.score(TEXTS[:3]) == scorer.score(TEXTS[:3])
+
+
+def test_presidio_start_up_is_one_line(monkeypatch, caplog):
+    """presidio logs each recognizer it loads or skips (~45 lines): building the engine shows one line."""
+    import logging
+
+    import phf.scorers.pii as pii
+
+    monkeypatch.setattr(pii, "_ENGINES", {})
+    with caplog.at_level(logging.INFO):
+        pii._engine(None, "en")
+    shown = [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert len(shown) == 1 and shown[0].name == "phf.scorers.pii" and "analyzer engine built" in shown[0].getMessage()
