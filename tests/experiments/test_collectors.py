@@ -64,3 +64,22 @@ def test_seed_methods_read_a_spa_run_like_a_training_run(tmp_path):
     _run(tmp_path / "unfinished", 30, 1000, [0.0])
     with pytest.raises(SystemExit, match=r"no tokens_seen \(is the run finished\?\)"):
         collect.final_evaluation(tmp_path / "unfinished")
+
+
+def test_where_hits_fall_splits_samples_at_the_first_sentence(tmp_path, capsys):
+    """Two finished seeds of s4-mle, two samples each, one unfinished run (skipped):
+    seed 1: "Mail a@b.io now. Fine." (first hit, rest clean), "Hello there. Call 5551234567." (rest hit);
+    seed 2: "Plain. Plain again." (clean), "x@y.org. z@w.net" (both).
+    first = 2/4, later = 2/4, later | clean first = 1 (seed 1's 2nd) of 2 clean-first samples = 0.5."""
+    where = _load("experiments/structure_sweep/where_hits_fall.py")
+    texts = {1: ["Mail a@b.io now. Fine.", "Hello there. Call 5551234567."],
+             2: ["Plain. Plain again.", "x@y.org. z@w.net"]}
+    for seed, rows in texts.items():
+        run = tmp_path / f"s4-mle-seed{seed}"
+        _run(run, 10, 100, [0.0, 0.0], finished=True)
+        rundir.write_samples(run, 10, "unconditional", [{"text": t, "score": 0.0} for t in rows])
+    _run(tmp_path / "s4-mle-seed3", 10, 100, [0.0])  # not finished: left out
+    (row,) = where.main([str(tmp_path), "--out", str(tmp_path / "where.csv")])
+    assert (row["point"], row["objective"], row["seeds"], row["samples"]) == ("s4", "mle", 2, 4)
+    assert (row["first"], row["later"], row["later_given_clean_first"]) == (0.5, 0.5, 0.5)
+    assert (tmp_path / "where.csv").read_text().startswith("point,objective,seeds,samples,first")
