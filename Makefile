@@ -14,6 +14,10 @@ SWEEP_DIR ?= outputs/demo_sweep
 LAPTOP_DIR ?= outputs/laptop
 PAPER_DIR ?= runs/paper
 OBJECTIVES := mle,filtering,conditional,unlikelihood,rwr,awr
+# the laptop suite's headline comparison gets 5 seeds (issue 24, item 6), the other three objectives SEEDS
+HEADLINE_OBJECTIVES := mle,filtering,conditional
+OTHER_OBJECTIVES := unlikelihood,rwr,awr
+HEADLINE_SEEDS ?= 1,2,3,4,5
 FINETUNE_OBJECTIVES ?= conditional,unlikelihood
 comma := ,
 SEEDS ?= 1,2
@@ -31,6 +35,7 @@ STRUCTURE_OBJECTIVES ?= mle,filtering,conditional
 STRUCTURE_SEEDS = $(if $(filter command line environment,$(origin SEEDS)),$(SEEDS),1$(comma)2$(comma)3)
 DROP_POINT ?= s4
 DROP_FRACTIONS ?= 0.1
+CONTEXT_SEEDS ?= 1,2,3
 # SPA that does not collapse (issue 30; experiments/spa_pii_guarded/README.md): arms (conf/experiment/ names),
 # seeds (MLE and conditional are trained for any seed that lacks them), extra phf-spa overrides
 SPA_GUARDED_DIR ?= $(LAPTOP_DIR)/spa_pii_guarded
@@ -39,7 +44,7 @@ SPA_SEEDS ?= 1,2,3
 SPA_ARGS ?=
 
 .PHONY: help install test test-slow test-gpu test-all demo demo-sweep laptop-toxicity laptop-pii laptop-pep8 repro-toxicity repro-pii repro-pep8 \
-	laptop-pii-finetune laptop-pii-seeds spa-pii-guarded structure-sweep structure-drop structure-collect finetune-toxicity finetune-pii finetune-pep8 report bench lint clean
+	laptop-pii-finetune laptop-pii-seeds spa-pii-guarded structure-sweep structure-drop structure-context structure-collect finetune-toxicity finetune-pii finetune-pep8 report bench lint clean
 
 help: ## show this help (coloured on a terminal only)
 	@if [ -t 1 ]; then on=$$(printf '\033[36m'); off=$$(printf '\033[0m'); else on=; off=; fi; \
@@ -80,8 +85,14 @@ demo-sweep: install ## offline CPU, < 1 h on 2 cores: six objectives x 2 seeds o
 		hydra/launcher=joblib hydra.launcher.n_jobs=2 hydra.sweep.dir=$(SWEEP_DIR) $(HYDRA_ARGS)
 	$(PY) -m phf.report $(SWEEP_DIR) && cat $(SWEEP_DIR)/report.md
 
-laptop-toxicity laptop-pii laptop-pep8: laptop-%: install ## laptop-{toxicity,pii,pep8}: six objectives x 2 seeds on the task's local corpus, offline CPU, ~40 min on 2 cores
-	$(OFFLINE) $(CPU_PAIR) $(VENV)/bin/phf-train -m +experiment=laptop_$* objective=$(OBJECTIVES) seed=$(SEEDS) \
+laptop-toxicity laptop-pii laptop-pep8: laptop-%: install ## laptop-{toxicity,pii,pep8}: MLE/filtering/conditional x 5 seeds, the other three x 2, task's local corpus, offline CPU
+	@# headline objectives first (HEADLINE_SEEDS), then the rest (SEEDS); finished runs are skipped on a rerun.
+	@# The KL reference (MLE on the clean corpus, cached) trains beside the first pair, so no job waits for it.
+	$(OFFLINE) $(CPU_PAIR) $(PY) -m phf.eval.reference +experiment=laptop_$* $(HYDRA_ARGS) & ref=$$!; \
+	$(OFFLINE) $(CPU_PAIR) $(VENV)/bin/phf-train -m +experiment=laptop_$* objective=$(HEADLINE_OBJECTIVES) seed=$(HEADLINE_SEEDS) \
+		hydra/launcher=joblib hydra.launcher.n_jobs=2 hydra.sweep.dir=$(LAPTOP_DIR)/laptop_$* $(HYDRA_ARGS); status=$$?; \
+	wait $$ref && exit $$status
+	$(OFFLINE) $(CPU_PAIR) $(VENV)/bin/phf-train -m +experiment=laptop_$* objective=$(OTHER_OBJECTIVES) seed=$(SEEDS) \
 		hydra/launcher=joblib hydra.launcher.n_jobs=2 hydra.sweep.dir=$(LAPTOP_DIR)/laptop_$* $(HYDRA_ARGS)
 	$(PY) -m phf.report $(LAPTOP_DIR)/laptop_$* && cat $(LAPTOP_DIR)/laptop_$*/report.md
 
@@ -141,6 +152,12 @@ structure-drop: install ## after structure-sweep: conditional at drop_token_frac
 		'hydra.sweep.subdir=$${hydra:runtime.choices.structure}-conditional-drop$${task.objectives.conditional.drop_token_fraction}-seed$${seed}' \
 		hydra/launcher=joblib hydra.launcher.n_jobs=2 hydra.sweep.dir=$(STRUCTURE_DIR)/drop $(HYDRA_ARGS)
 	$(MAKE) structure-collect
+
+structure-context: install ## after laptop-pii: the demo's corpus with a 512-token context (same tokens per step), MLE and conditional x seeds 1-3
+	$(OFFLINE) $(CPU_PAIR) $(PY) -m phf.eval.reference +experiment=laptop_pii_context $(HYDRA_ARGS)
+	$(OFFLINE) $(CPU_PAIR) $(VENV)/bin/phf-train -m +experiment=laptop_pii_context objective=mle,conditional seed=$(CONTEXT_SEEDS) \
+		hydra/launcher=joblib hydra.launcher.n_jobs=2 hydra.sweep.dir=$(LAPTOP_DIR)/laptop_pii_context $(HYDRA_ARGS)
+	$(PY) experiments/structure_sweep/context_collect.py $(LAPTOP_DIR)/laptop_pii $(LAPTOP_DIR)/laptop_pii_context
 
 structure-collect: install ## the structure sweep's corpus statistic per point (cached after the first), CSV and plot
 	@mkdir -p $(STRUCTURE_DIR)/corpus_stats
