@@ -83,3 +83,54 @@ def test_where_hits_fall_splits_samples_at_the_first_sentence(tmp_path, capsys):
     assert (row["point"], row["objective"], row["seeds"], row["samples"]) == ("s4", "mle", 2, 4)
     assert (row["first"], row["later"], row["later_given_clean_first"]) == (0.5, 0.5, 0.5)
     assert (tmp_path / "where.csv").read_text().startswith("point,objective,seeds,samples,first")
+
+
+def _context_run(path, objective: str, seed: int, block: int, hits: int, clean_loss: float):
+    """A finished run of 10 samples, ``hits`` of them scored 0.9 (above pii's 0.5 threshold), the rest 0.0."""
+    targets = {"mle": "phf.objectives.MLE", "conditional": "phf.objectives.Conditional"}
+    _run(path, 1500, 1_536_000, [0.9] * hits + [0.0] * (10 - hits), finished=True,
+         config={"task": {"name": "pii"}, "objective": {"_target_": targets[objective]}, "seed": seed,
+                 "model": {"block_size": block}})
+    rundir.metrics_path(path).write_text(rundir.encode_row({"step": 1500, "tokens_seen": 1_536_000,
+                                                            "eval/heldout_clean/loss": clean_loss}) + "\n")
+    rundir.write_samples(path, 1500, "unconditional_sentence_level", [{"text": "t", "score": 0.0}] * 10)
+
+
+def test_context_collect_pairs_contexts_and_objectives_by_seed(tmp_path, capsys):
+    """Seeds 1, 2 in both folders (seed 3 only at 128: dropped). Conditional / MLE per seed, hit rates
+    continuity-corrected ((k + 0.5) / (n + 1)): at 128, seed 1 (2.5/11) / (6.5/11) = 0.3846, seed 2
+    (4.5/11) / (4.5/11) = 1; at 512, seed 1 (0.5/11) / (6.5/11) = 0.07692, seed 2 (2.5/11) / (4.5/11) = 0.5556.
+    Change with context, per seed: 0.07692 / 0.3846 = 0.2 and 0.5556 / 1 = 0.5556; geometric mean
+    sqrt(0.2 * 0.5556) = 0.3333."""
+    collect = _load("experiments/structure_sweep/context_collect.py")
+    base, ctx = tmp_path / "base", tmp_path / "ctx"
+    for seed, mle, cond in ((1, 6, 2), (2, 4, 4), (3, 5, 5)):
+        _context_run(base / f"mle-seed{seed}", "mle", seed, 128, mle, 4.0)
+        _context_run(base / f"conditional-seed{seed}", "conditional", seed, 128, cond, 4.2)
+    for seed, mle, cond in ((1, 6, 0), (2, 4, 2)):
+        _context_run(ctx / f"mle-ctx512-seed{seed}", "mle", seed, 512, mle, 3.8)
+        _context_run(ctx / f"conditional-ctx512-seed{seed}", "conditional", seed, 512, cond, 3.9)
+    collect.main([str(base), str(ctx)])
+    text = (ctx / "context.md").read_text()
+    assert "Seeds 1, 2 " in text
+    # per context: 128 sqrt(0.3846 * 1) = 0.62, 512 sqrt(0.07692 * 0.5556) = 0.21
+    row = next(line for line in text.splitlines() if line.startswith("| unconditional | 0.62 ["))
+    assert "| 0.21 [" in row and "128: 0.38 1.00; 512: 0.08 0.56" in row
+    assert row.rstrip(" |").split("| ")[-1].startswith("0.33 [")
+    # clean loss conditional / MLE: 4.2 / 4.0 = 1.05 at 128, 3.9 / 3.8 = 1.026 at 512 (same for both seeds)
+    assert "| 128 | 1.050 [1.050, 1.050] |" in text and "| 512 | 1.026 [1.026, 1.026] |" in text
+    assert "| unconditional | 512 | conditional | 0.100 [0.000, 1.000] |" in text  # t interval clipped to [0, 1]
+    rows = list(__import__("csv").DictReader(open(ctx / "context.csv")))
+    assert {(r["context"], r["objective"], r["seed"], r["scenario"]) for r in rows} == {
+        (c, o, s, sc) for c in ("128", "512") for o in ("mle", "conditional") for s in ("1", "2")
+        for sc in ("unconditional", "unconditional_sentence_level")}
+
+
+def test_context_collect_refuses_two_folders_of_one_context(tmp_path):
+    collect = _load("experiments/structure_sweep/context_collect.py")
+    for folder in ("a", "b"):
+        for seed in (1, 2):
+            for objective in ("mle", "conditional"):
+                _context_run(tmp_path / folder / f"{objective}-seed{seed}", objective, seed, 128, 1, 4.0)
+    with pytest.raises(SystemExit, match="same model.block_size"):
+        collect.main([str(tmp_path / "a"), str(tmp_path / "b")])
