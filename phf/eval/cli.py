@@ -50,7 +50,7 @@ from phf import rundir
 from phf.card import METADATA_FILE, read_objective_metadata
 from phf.checkpoint import check_safetensors
 from phf.console import quiet_hf_progress
-from phf.data.pipeline import validation_blocks
+from phf.data.pipeline import RunData
 from phf.devices import resolve_device
 from phf.entry import compose
 from phf.eval.evaluate import build_eval_scorer, evaluate, flatten
@@ -58,7 +58,7 @@ from phf.eval.heldout_clean import heldout_clean_documents
 from phf.eval.kl import load_causal_lm
 from phf.eval.lm_eval_harness import evaluate_harness, report_columns, settings_from_config
 from phf.eval.red_team import RedTeamSettings, load_prompts, red_team, summary
-from phf.eval.settings import Evaluation
+from phf.eval.settings import EvalSetup
 from phf.model_dir import ModelDirError, check_config_targets, check_model_files, check_weights
 from phf.tokenizer import load_tokenizer
 from phf.tracking import stored_run
@@ -242,10 +242,9 @@ def tokens_at_step(run_dir: Path, step: int | None) -> dict:
     return {} if tokens is None else {"tokens_seen": tokens}
 
 
-def heldout_blocks(cfg, tokenizer, max_blocks: int):
-    """Held-out blocks from the data pipeline (``phf.data.pipeline.validation_blocks``)."""
-
-    return validation_blocks(cfg, tokenizer, max_blocks)
+def heldout_blocks(run_data: RunData, tokenizer, max_blocks: int):
+    """Held-out blocks from the data pipeline (``RunData.validation_blocks``)."""
+    return run_data.validation_blocks(tokenizer, max_blocks)
 
 
 def evaluate_saved(own: dict[str, str], overrides: list[str]) -> tuple[dict, Path]:
@@ -274,7 +273,8 @@ def evaluate_saved(own: dict[str, str], overrides: list[str]) -> tuple[dict, Pat
     elif any(_is_group(o) and o.partition("=")[0] == "objective" for o in overrides):
         objective_source = "override"
     cfg = load_config(config_path, overrides, stored_objective)
-    ev = Evaluation.from_config(cfg)
+    setup = EvalSetup.from_config(cfg)  # task.eval typed, with what it takes from the other groups: built once
+    ev = setup.settings
     harness = settings_from_config(cfg)  # lm-evaluation-harness tasks (+lm_eval.tasks=[...]), checked up front
     out = Path(own.get("out") or run_dir or model_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -286,13 +286,14 @@ def evaluate_saved(own: dict[str, str], overrides: list[str]) -> tuple[dict, Pat
         model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True).to(device)
     tokenizer = load_tokenizer(str(model_dir))
     objective = instantiate(cfg.objective)
-    scorer = build_eval_scorer(cfg)
+    scorer = build_eval_scorer(setup)
 
     blocks, clean, heldout_note = None, None, None
     if "heldout" not in skip:
         try:
-            blocks = heldout_blocks(cfg, tokenizer, ev.capability.max_blocks)
-            clean = heldout_clean_documents(cfg, tokenizer)
+            run_data = RunData.from_config(cfg)
+            blocks = heldout_blocks(run_data, tokenizer, ev.capability.max_blocks)
+            clean = heldout_clean_documents(run_data, tokenizer, ev.capability)
         except Exception as e:  # the data may be unavailable offline; the rest of the evaluation still runs
             heldout_note = f"skipped: {type(e).__name__}: {e}"
         if heldout_note:
@@ -305,7 +306,7 @@ def evaluate_saved(own: dict[str, str], overrides: list[str]) -> tuple[dict, Pat
     try:
         if tracker is not None and info.get("tokens_seen") is not None:
             tracker.set_tokens_seen(info["tokens_seen"])  # the sample tables' tokens_seen column
-        results = evaluate(model, tokenizer, objective, scorer, cfg, out_dir=out, blocks=blocks,
+        results = evaluate(model, tokenizer, objective, scorer, setup, out_dir=out, blocks=blocks,
                            kl="kl" not in skip, tracker=tracker, clean_documents=clean)
         results["step"] = info.get("step")
         if heldout_note:
@@ -374,7 +375,8 @@ def make_tracker(cfg, out: Path, training_dir: Path | None, model_dir: Path):
     A run of its own rather than the training run resumed: an evaluation may run while training goes on
     (a checkpoint), be repeated with other settings, or run on another machine, and none of that may
     touch the training run's history or summary. The link is the config key ``training_run_id`` (the id
-    ``training_dir`` recorded), the same group, and the name ``<training run's name>-eval``.
+    ``training_dir`` recorded), the same group, and the name ``<training run's name>-eval``. Takes the whole
+    config: the tracker is built from its ``logger`` group and is named and tagged from its task and objective.
     """
     from hydra.utils import instantiate
 

@@ -28,7 +28,7 @@ def fake_run(tmp_path, tokenizer, objective="conditional", name="0-conditional")
     return run
 
 
-def fake_blocks(cfg, tokenizer, max_blocks):
+def fake_blocks(run_data, tokenizer, max_blocks):
     g = torch.Generator().manual_seed(0)
     ids = [torch.randint(0, 50256, (16,), generator=g) for _ in range(2)]
     return [{"input_ids": i, "labels": i.clone(), "token_scores": torch.zeros(16)} for i in ids]
