@@ -88,8 +88,8 @@ def parse_overrides(args: list[str]) -> list:
         if o.key_or_group not in OWN_KEYS and o.is_sweep_override():
             raise SystemExit(f"phf-eval: {arg!r} is a sweep; phf-eval evaluates one configuration (run it once "
                              "per value)")
-        if o.is_delete():
-            raise SystemExit(f"phf-eval: {arg!r}: deleting a config key is not supported; override its value")
+        if o.is_delete() and o.key_or_group in OWN_KEYS | GROUPS:
+            raise SystemExit(f"phf-eval: {arg!r}: {o.key_or_group} cannot be deleted; override its value")
         parsed.append(o)
     return parsed
 
@@ -171,13 +171,16 @@ def load_config(config_path: Path | None, overrides: list[str], objective: dict 
     objective: ``conf/objective/<name>.yaml`` with those arguments; ``objective.*`` overrides win over them).
 
     Hydra composes: from ``conf/`` with every override, or, for a run's config, the selected groups
-    (``task=`` brings its scorer), whose nodes replace the run's; the other overrides, parsed by Hydra's
-    grammar, are then set on the run's config."""
+    (``task=`` brings its scorer), whose nodes replace the run's; the other overrides are then applied to
+    the run's config as Hydra applies them to a composed one (``apply_overrides``: ``key=`` changes a key
+    that exists, ``+key=`` adds one, ``++key=`` either, ``~key`` deletes). A key that is not there is
+    refused naming it and the nearest keys the run's config has."""
     parsed = parse_overrides(overrides)
     if config_path is None:
         if objective is None:
-            return compose(overrides)
-        cfg = compose([*overrides, f"objective={objective['name']}"])  # no objective= among overrides here
+            return compose(overrides, prog="phf-eval")
+        # no objective= among overrides here
+        cfg = compose([*overrides, f"objective={objective['name']}"], prog="phf-eval")
         given = {o.key_or_group for o in parsed}
         for key, value in objective["args"].items():  # plain values (checked): no interpolation, no node
             if f"objective.{key}" not in given:
@@ -186,7 +189,7 @@ def load_config(config_path: Path | None, overrides: list[str], objective: dict 
     cfg = OmegaConf.load(config_path)
     groups = [o.input_line for o in parsed if _is_group(o.input_line)]
     if groups:
-        fresh = compose(groups)
+        fresh = compose(groups, prog="phf-eval")
         for o in groups:
             key = o.partition("=")[0]
             cfg[key] = fresh[key]
@@ -195,10 +198,38 @@ def load_config(config_path: Path | None, overrides: list[str], objective: dict 
     if OmegaConf.select(cfg, "task.eval") is None:  # a run from before evaluation existed: use its task's defaults
         log.warning("%s has no task.eval block; using conf/task/%s.yaml's", config_path, cfg.task.name)
         cfg.task.eval = compose([f"task={cfg.task.name}"]).task.eval
-    for o in parsed:
-        if not _is_group(o.input_line):
-            OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True, force_add=True)
+    apply_overrides(cfg, [o for o in parsed if not _is_group(o.input_line)], config_path)
     return cfg
+
+
+def apply_overrides(cfg: DictConfig, parsed: list, config_path: Path) -> None:
+    """Hydra's own application of parsed value overrides to a config (what ``compose`` does after the
+    defaults list), on a run's stored config: the config is in struct mode meanwhile, as a composed one is,
+    so ``key=`` cannot add a key silently. A failure is one line naming the override, the key and, for a
+    key the config lacks, the nearest ones it has (``phf.suggest.nearest``)."""
+    # Hydra has no public call for "apply these overrides to this config"; ConfigLoaderImpl's is the one its
+    # compose runs (hydra-core 1.3)
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra.errors import ConfigCompositionException
+
+    from phf.suggest import config_keys, nearest
+
+    OmegaConf.set_struct(cfg, True)
+    try:
+        for o in parsed:
+            try:
+                ConfigLoaderImpl._apply_overrides_to_config([o], cfg)
+            except ConfigCompositionException as e:
+                key = o.key_or_group
+                if o.is_add() or o.is_force_add() or (o.is_delete() and OmegaConf.select(cfg, key) is not None):
+                    why = " ".join(str(e).split())
+                    raise SystemExit(f"phf-eval: {o.input_line}: {why} ({config_path})") from None
+                close = nearest(key, config_keys(cfg))
+                hint = f"did you mean {' or '.join(close)}? " if close else ""
+                raise SystemExit(f"phf-eval: {o.input_line}: {key} is not a key of the run's config {config_path}; "
+                                 f"{hint}(a new key needs a leading +, e.g. +{key}=VALUE)") from None
+    finally:
+        OmegaConf.set_struct(cfg, False)
 
 
 def check_model_dir(model_dir: Path, allow_incomplete: bool) -> None:
