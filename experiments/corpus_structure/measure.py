@@ -78,8 +78,13 @@ ROWS = {
 
 
 def measure(name: str, overrides: list[str], what: str) -> dict:
-    from phf.data.corpus_stats import (conditional_threshold, content_kappa, flags_from_scores, flags_from_truth,
-                                       structure_stats)
+    from phf.data.corpus_stats import (
+        conditional_threshold,
+        content_kappa,
+        flags_from_scores,
+        flags_from_truth,
+        structure_stats,
+    )
     from phf.data.pipeline import RunData
     from phf.entry import compose
 

@@ -45,7 +45,7 @@ from phf.eval.kl import KLSettings, kl_from_reference
 from phf.eval.metrics import sample_metrics
 from phf.eval.red_team import draw_prompts
 from phf.eval.sampling import SamplingSettings, context_length, prompt_ids, sample_with_objective
-from phf.eval.settings import Evaluation, EvalSetup, Scenario
+from phf.eval.settings import EvalSetup, Evaluation, Scenario
 from phf.objectives.base import Objective
 from phf.rundir import write_heldout_clean, write_samples
 from phf.scorers import build_scorer

@@ -109,17 +109,17 @@ def flag_audit(pairs: list[dict], flagged: list[int | None]) -> dict[str, float]
     }
 
 
-def evaluate_model(model, tokenizer, objective, eval_scorer, setup: EvalSetup, batch_size: int, out_dir: Path,
-                   step: int, blocks, clean_documents=None) -> dict[str, float]:
-    """phf-train's final evaluation of a ``PHFModel``: ``run_evaluation`` + ``val/loss`` on ``blocks`` in
-    batches of ``batch_size`` (phf-train's ``trainer.batch_size``) (+ the clean held-out loss,
-    ``eval/heldout_clean/*``, on ``clean_documents`` when given)."""
+def evaluate_model(parts: SpaParts, model, out_dir: Path, step: int) -> dict[str, float]:
+    """phf-train's final evaluation of a ``PHFModel``: ``run_evaluation`` + ``val/loss`` on the held-out
+    blocks in batches of phf-train's ``trainer.batch_size`` + the clean held-out loss (``eval/heldout_clean/*``)
+    when ``parts.clean`` is given; samples to ``out_dir/samples/step_<step>/``."""
 
     t0 = time.perf_counter()
-    metrics = run_evaluation(model.lm, tokenizer, objective, eval_scorer, setup, out_dir=out_dir, step=step,
-                             blocks=blocks, clean_documents=clean_documents)
+    metrics = run_evaluation(model.lm, parts.tokenizer, parts.objective, parts.eval_scorer, parts.evaluation,
+                             out_dir=out_dir, step=step, blocks=parts.blocks, clean_documents=parts.clean)
     # phf-train's val/loss (next-token CE on the same held-out blocks), so runs compare on one number
-    metrics["val/loss"] = validation_loss(model, blocks, batch_size, next(model.parameters()).device, _no_autocast)
+    metrics["val/loss"] = validation_loss(model, parts.blocks, parts.val_batch_size, next(model.parameters()).device,
+                                          _no_autocast)
     metrics["eval/wall_s"] = time.perf_counter() - t0
     return metrics
 
@@ -308,9 +308,7 @@ def _stage_init(parts: SpaParts, run_dir: Path, policy) -> dict:
     if path.is_file():
         return rundir.read_mapping(path)
     log.info("evaluating the starting model %s", parts.spa.init_from)
-    row = {"stage": "init", "spa/stage": -1, **evaluate_model(
-        policy, parts.tokenizer, parts.objective, parts.eval_scorer, parts.evaluation, parts.val_batch_size, run_dir,
-        0, parts.blocks, parts.clean)}
+    row = {"stage": "init", "spa/stage": -1, **evaluate_model(parts, policy, run_dir, 0)}
     tracker = parts.tracker
     path.parent.mkdir(parents=True, exist_ok=True)
     rundir.write_json(path, row, indent=2)
@@ -357,8 +355,7 @@ def _stage(parts: SpaParts, stage: Stage, policy, step_offset: int, base: dict) 
     del reference
     policy.save_pretrained(rundir.final_dir(stage_dir), tokenizer)
     # the evaluation's samples go where phf-train's do: RUN/samples/step_N/ at the global DPO step
-    metrics = evaluate_model(policy, tokenizer, objective, parts.eval_scorer, parts.evaluation, parts.val_batch_size,
-                             stage_dir.parent, step_offset + result.steps, parts.blocks, parts.clean)
+    metrics = evaluate_model(parts, policy, stage_dir.parent, step_offset + result.steps)
     row = {
         "stage": name, "spa/stage": i, "spa/labeler": st["labeler"], "spa/prompts": len(prompts),
         "spa/pairs": len(pairs), "spa/steps": result.steps, "spa/tokens_trained": result.tokens_trained,

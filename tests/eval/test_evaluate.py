@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from phf.entry import compose
 from phf.eval import build_eval_scorer, run_evaluation
 from phf.eval.red_team import resolve_prompts_file
-from phf.eval.settings import Evaluation, EvalSetup
+from phf.eval.settings import EvalSetup, Evaluation
 from phf.objectives import Conditional
 from tests.conftest import CONF
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from phf.data.segment import LineSegmenter, SentenceSegmenter
-from phf.eval.settings import Evaluation, EvalSetup
+from phf.eval.settings import EvalSetup, Evaluation
 from tests.conftest import TINY, compose
 
 
