@@ -8,7 +8,9 @@
     phf-eval checkpoint=PATH +lm_eval.tasks=[arc_easy,my_task.yaml]   # + lm-evaluation-harness (phf.eval.lm_eval_harness)
 
 Arguments are Hydra overrides of the run's saved ``config.yaml`` (Hydra's override grammar, as on
-phf-train's command line: quoting, lists, ``+key=value`` adds a key). Config-group overrides (``task=``, ``objective=``, ``scorer=``,
+phf-train's command line: quoting, lists), applied as Hydra applies them: ``key=value`` changes a key the
+config has (a typo is refused with the nearest keys), ``+key=value`` adds one, ``++key=value`` adds or
+changes one, ``~key`` deletes one. Config-group overrides (``task=``, ``objective=``, ``scorer=``,
 ``logger=``) replace that whole group with ``conf/<group>/<name>.yaml`` (``task=`` brings its scorer).
 Without a run config, the config is composed from ``conf/`` with the same overrides; the task and the
 objective (registry name and hyperparameters) then come from the model directory's ``phf_objective.json``,
