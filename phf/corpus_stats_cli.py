@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 
 from phf.console import plain
-from phf.data.corpus_stats import flags_from_scores, flags_from_truth, structure_stats
+from phf.data.corpus_stats import conditional_threshold, flags_from_scores, flags_from_truth, structure_stats
 
 OWN = {"n": "0", "from": "", "group": "unit", "threshold": "", "out": ""}
 FROM = ("scores", "truth", "both")
@@ -79,7 +79,7 @@ def readable(name: str, stats: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from phf.data.pipeline import build_data
+    from phf.data.pipeline import RunData, build_data
     from phf.entry import compose
 
     own, overrides = parse_args(sys.argv[1:] if argv is None else argv)
@@ -98,8 +98,8 @@ def main(argv: list[str] | None = None) -> dict:
         result["truth"] = structure_stats(flags_from_truth(data.source, n))
         print(readable("ground truth (injected sentences)", result["truth"]))
     if where in ("scores", "both"):
-        threshold = float(own["threshold"]) if own["threshold"] else None
-        flags, used = flags_from_scores(cfg, n, own["group"], threshold, data=data)
+        threshold = float(own["threshold"]) if own["threshold"] else conditional_threshold(cfg)
+        flags, used = flags_from_scores(RunData.from_config(cfg, data=data), threshold, n, own["group"])
         result["scores"] = structure_stats(flags)
         result["scored_with"] = used
         print(readable(f"scores ({used['scorer']} > {used['threshold']:g}, {used['segmenter']})", result["scores"]))

@@ -27,10 +27,9 @@ import json
 import sys
 
 from phf.console import plain, reader_gone
-from phf.data.pipeline import build_data, stream_from_config
+from phf.data.pipeline import RunData
 from phf.entry import compose
 from phf.guidance import build_objective
-from phf.scorers import build_scorer
 
 OWN = {"n": "4", "json": "false", "split": "train"}
 
@@ -70,10 +69,9 @@ def blocks(cfg, n: int, split: str = "train"):
 
     tokenizer = instantiate(cfg.tokenizer)  # the run's tokenizer: fitted (cached) for tokenizer=bpe
     objective, _ = build_objective(cfg, tokenizer)
-    scorer = build_scorer(cfg.scorer, cfg.get("cache_dir"))
-    data = build_data(cfg.data)
-    stream = stream_from_config(cfg, tokenizer, split, objective, data=data, scorer=scorer,
-                                epochs=None if split == "train" else 1)
+    run_data = RunData.from_config(cfg)
+    data = run_data.data
+    stream = run_data.stream(split, tokenizer, objective, epochs=None if split == "train" else 1)
     if split == "train" and getattr(objective, "requires_prepare", False):
         objective.prepare(stream.scored_sample(data.prepare_docs))
     return tokenizer, itertools.islice(iter(stream), n)

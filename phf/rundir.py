@@ -20,7 +20,9 @@ module and nowhere else. The layout (``RUN`` = ``run_dir``)::
 
 phf-spa writes the same layout (``samples/step_N/`` at the global DPO step, ``final/`` = the last stage's
 policy with its ``phf_summary.json``), plus per stage ``RUN/<stage>/`` (``pairs.jsonl``, ``pairs_stats.json``,
-``checkpoints/``, ``final/``) and ``RUN/spa_summary.json``.
+``checkpoints/``, ``final/``) and ``RUN/spa_summary.json``. SPA runs written before that layout (samples
+under ``RUN/init/`` and ``RUN/<stage>/``, no ``final/``, no ``tokens_seen``) are moved to it once by
+``migrate_legacy_spa`` (``python -m phf.spa.migrate RUN``); no reader knows the old layout.
 
 Step folders and files are named ``step_`` + the step with eight digits (``step_name``: ``step_00001500``);
 readers take any width (``parse_step``), so runs written with the seven-digit sample folders of earlier
@@ -39,6 +41,7 @@ import logging
 import math
 import os
 import re
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -58,6 +61,12 @@ OVERRIDES = Path(".hydra") / "overrides.yaml"
 SPA_SUMMARY = "spa_summary.json"
 PAIRS = "pairs.jsonl"
 PAIR_STATS = "pairs_stats.json"
+# the SPA layout before phf-spa wrote phf-train's (legacy; ``migrate_legacy_spa``): RUN/init/ and RUN/<stage>/
+# held each evaluation's samples/step_N/ and heldout_clean/step_N.jsonl, there was no RUN/final/ and no row
+# had tokens_seen; the migration keeps the files it rewrites under these names
+SPA_INIT = "init"
+LEGACY_METRICS = "metrics.legacy.jsonl"
+LEGACY_SPA_SUMMARY = "spa_summary.legacy.json"
 
 log = logging.getLogger(__name__)
 
@@ -473,3 +482,103 @@ def read_overrides(run_dir: Path) -> list[str] | None:
     if not isinstance(data, list) or not all(isinstance(o, str) for o in data):
         raise DamagedRun(f"{file}: expected a list of 'key=value' strings")
     return data
+
+
+# -- legacy: SPA runs in the layout before phf-spa wrote phf-train's --------------------------------------
+
+def is_legacy_spa(run_dir: Path) -> bool:
+    """A finished SPA run in the old layout: ``spa_summary.json`` but no ``final/``, its evaluations' samples
+    under ``RUN/init/samples/`` or ``RUN/<stage>/samples/`` instead of ``RUN/samples/``."""
+    run_dir = Path(run_dir)
+    if not (run_dir / SPA_SUMMARY).is_file() or final_dir(run_dir).exists():
+        return False
+    return any((d / SAMPLES).is_dir() for d in run_dir.iterdir() if d.is_dir() and d.name != SAMPLES)
+
+
+def migrate_legacy_spa(run_dir: Path, start_tokens: int | None = None) -> list[str]:
+    """Move a legacy SPA run (``is_legacy_spa``) into the current layout, in place; return what was done.
+
+    * each stage's ``samples/step_N/`` and ``heldout_clean/step_N.jsonl`` (``init`` and every stage of
+      ``spa_summary.json``) move to ``RUN/samples/step_N/`` and ``RUN/heldout_clean/step_N.jsonl`` (eight-digit
+      names); a destination that exists already stops the migration before anything moved;
+    * every row of ``metrics.jsonl`` and ``spa_summary.json`` gets ``tokens_seen``, as phf-spa writes it now:
+      the starting model's tokens plus the tokens DPO trained on as of the last finished stage (rows that
+      have one keep it); the files as they were are kept as ``metrics.legacy.jsonl`` and
+      ``spa_summary.legacy.json``;
+    * ``RUN/final/`` = a copy of the last stage's ``final/`` with the last row (``step`` = the DPO steps of
+      all stages) as its ``phf_summary.json``, written last.
+
+    ``start_tokens``: the starting model's tokens seen; None = its ``phf_summary.json``'s (0 for a model
+    directory without one, as phf-spa counts), read from ``spa.init_from`` of the run's config, which must
+    then still exist.
+    """
+    run_dir = Path(run_dir)
+    if not is_legacy_spa(run_dir):
+        raise ValueError(f"{run_dir} is not an SPA run in the legacy layout (it needs {SPA_SUMMARY}, stage folders "
+                         f"with {SAMPLES}/ and no {FINAL}/)")
+    summary = read_mapping(run_dir / SPA_SUMMARY)
+    rows = summary.get("stages")
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+        raise DamagedRun(f"{run_dir / SPA_SUMMARY}: 'stages' must be a non-empty list of rows")
+    if start_tokens is None:
+        start_tokens = _legacy_start_tokens(run_dir)
+    # the global DPO step and tokens seen after each stage (init: step 0, the starting model's tokens)
+    steps, tokens, step = [], [], 0
+    for i, row in enumerate(rows):
+        if i:
+            step += int(row["spa/steps"])
+        steps.append(step)
+        tokens.append(start_tokens + int(row.get("spa/cumulative/tokens_trained", 0)))
+    moves = []
+    for row in rows:
+        stage = run_dir / str(row.get("stage", SPA_INIT))
+        moves += [(src, samples_dir(run_dir, parse_step(src.name))) for src in step_paths(stage / SAMPLES)]
+        moves += [(src, heldout_clean_path(run_dir, parse_step(src.name)))
+                  for src in step_paths(stage / HELDOUT_CLEAN, ".jsonl")]
+    taken = [str(dst) for _, dst in moves if dst.exists()]
+    if taken:
+        raise ValueError(f"{run_dir}: not migrated, these already exist: {', '.join(taken)}")
+    done = []
+    for src, dst in moves:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dst)
+        done.append(f"moved {src.relative_to(run_dir)} -> {dst.relative_to(run_dir)}")
+    if metrics_path(run_dir).is_file():
+        shutil.copyfile(metrics_path(run_dir), run_dir / LEGACY_METRICS)
+        current, out = start_tokens, []
+        for r in read_metrics(run_dir):
+            if "spa/cumulative/tokens_trained" in r:  # a stage's row: from here on its tokens count
+                current = start_tokens + int(r["spa/cumulative/tokens_trained"])
+            out.append({**r, "tokens_seen": r.get("tokens_seen", current)})
+        tmp = metrics_path(run_dir).with_name(METRICS + ".tmp")
+        tmp.write_text("".join(encode_row(r) + "\n" for r in out))
+        os.replace(tmp, metrics_path(run_dir))
+        done.append(f"tokens_seen added to {len(out)} rows of {METRICS} (the old file: {LEGACY_METRICS})")
+    shutil.copyfile(run_dir / SPA_SUMMARY, run_dir / LEGACY_SPA_SUMMARY)
+    rows = [{**r, "tokens_seen": r.get("tokens_seen", t)} for r, t in zip(rows, tokens, strict=True)]
+    write_json(run_dir / SPA_SUMMARY, {**summary, "stages": rows}, atomic=True)
+    done.append(f"tokens_seen added to the {len(rows)} rows of {SPA_SUMMARY} (the old file: {LEGACY_SPA_SUMMARY})")
+    last = final_dir(run_dir / str(rows[-1]["stage"]))
+    if not last.is_dir():
+        raise DamagedRun(f"{last}: the last stage has no final/ to become the run's {FINAL}/")
+    tmp = run_dir / f".{FINAL}.migrating"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(last, tmp, ignore=shutil.ignore_patterns(SUMMARY))
+    write_summary(tmp, {**rows[-1], "step": steps[-1]})  # last: marks a finished run
+    os.replace(tmp, final_dir(run_dir))
+    done.append(f"{FINAL}/ = a copy of {last.relative_to(run_dir)} at step {steps[-1]}")
+    return done
+
+
+def _legacy_start_tokens(run_dir: Path) -> int:
+    cfg = read_config(run_dir)
+    init_from = (cfg.get("spa") or {}).get("init_from") if isinstance(cfg.get("spa"), dict) else None
+    if not init_from or not Path(init_from).is_dir():
+        raise ValueError(f"{run_dir}: the starting model's tokens seen are needed for tokens_seen, and "
+                         f"spa.init_from={init_from!r} of {config_path(run_dir)} is not a directory here; give them "
+                         "(start_tokens=N, its final/phf_summary.json's tokens_seen)")
+    tokens = (read_summary(Path(init_from)) or {}).get("tokens_seen", 0)
+    if isinstance(tokens, bool) or not isinstance(tokens, int):
+        raise DamagedRun(f"{summary_path(Path(init_from))}: tokens_seen must be an integer, got {tokens!r}")
+    return tokens

@@ -62,7 +62,7 @@ def _compose(conf_dir: str, config_name: str, overrides: list[str]):
         return compose(config_name=config_name, overrides=["run_dir=.", *overrides])
 
 
-def _keys(cfg) -> list[str]:
+def config_keys(cfg) -> list[str]:
     """Every dotted key of ``cfg``, the mappings' own paths included (``trainer``, ``trainer.lr``)."""
     from omegaconf import OmegaConf
 
@@ -114,7 +114,7 @@ def explain(error: Exception, overrides: list[str], conf_dir: str, config_name: 
         return None
     others = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] != key]
     try:
-        keys = _keys(_compose(conf_dir, config_name, others))
+        keys = config_keys(_compose(conf_dir, config_name, others))
     except Exception:  # noqa: BLE001 (another override fails too: Hydra names it)
         return None
     groups = sorted({k for k in keys if "." not in k})

@@ -28,10 +28,11 @@ from omegaconf import DictConfig, OmegaConf
 from phf import checkpoint as ckpt
 from phf import rundir
 from phf.card import generation_config
-from phf.data.pipeline import build_data, stream_from_config
+from phf.data.pipeline import RunData, build_data
 from phf.devices import Dist, keep_freed_memory, resolve_device
 from phf.entry import FinishedRunError, hydra_entry
 from phf.eval.evaluate import check_prompts_fit
+from phf.eval.settings import EvalSetup
 from phf.guidance import build_objective
 from phf.model import VALUE_HEAD_FILE
 from phf.optim import lr_schedule, make_optimizer
@@ -123,21 +124,22 @@ def _train(cfg: DictConfig, trainer: Trainer, plan: Plan, dist: Dist, run_dir: P
         check_init_tokenizer(Path(cfg.model.init_from), tokenizer)
     objective, control_ids = build_objective(cfg, tokenizer)
     model = instantiate(cfg.model, tokenizer=tokenizer, objective=objective, seed=cfg.seed).to(device)
-    ev = cfg.task.eval  # saved models sample as phf evaluates them (generation_config.json)
+    evaluation = EvalSetup.from_config(cfg)  # task.eval, typed, with what it takes from the other groups
+    ev = evaluation.settings  # saved models sample as phf evaluates them (generation_config.json)
     generation_config(model.lm, tokenizer, objective, ev.temperature, ev.top_p, ev.top_k)
     if cfg.model.block_size > model.config.n_positions:
         raise ValueError(f"model.block_size {cfg.model.block_size} exceeds the model's context {model.config.n_positions}")
-    every = int(OmegaConf.select(cfg, "task.eval.every_steps", default=0) or 0)  # the loop's due(): step < max_steps
-    if trainer.final_eval or 0 < every < plan.max_steps:  # an evaluation will run: fail now, not after training
-        check_prompts_fit(model.lm, tokenizer, objective, cfg)
+    if trainer.final_eval or 0 < (ev.every_steps or 0) < plan.max_steps:  # an evaluation will run: fail now, not after training
+        check_prompts_fit(model.lm, tokenizer, objective, ev)  # (the loop's due(): step < max_steps)
     scorer = build_scorer(cfg.scorer, cfg.get("cache_dir"))
-    data = build_data(cfg.data)  # the source is built once: training and validation streams share it
+    # the source is built once: training and validation streams share it
+    run_data = RunData.from_config(cfg, data=build_data(cfg.data), scorer=scorer)
+    data = run_data.data
     if trainer.data_state_from and (data.skip_tokens or data.skip_documents):
         raise ValueError("trainer.data_state_from and data.skip_tokens / data.skip_documents both set where the "
                          "training stream starts: use data_state_from for a phf checkpoint (its exact position), "
                          "skip_tokens for a model without one (an imported original model)")
-    stream = stream_from_config(cfg, tokenizer, "train", objective, data=data, scorer=scorer,
-                                rank=dist.rank, world_size=dist.world_size)
+    stream = run_data.stream("train", tokenizer, objective, rank=dist.rank, world_size=dist.world_size)
     prepared = {}
     if getattr(objective, "requires_prepare", False):
         log.info("scoring %d training documents to prepare %r (data.prepare_docs)", data.prepare_docs, objective)
@@ -176,7 +178,7 @@ def _train(cfg: DictConfig, trainer: Trainer, plan: Plan, dist: Dist, run_dir: P
         # partial: the resolved config holds `_target_` nodes that instantiate must not build
         tracker = instantiate(cfg.logger, _partial_=True)(run_dir=run_dir, run_config=resolved, enabled=dist.main,
                                                           resume=start.resumed, **tracker_identity(cfg, objective))
-        held_out = HeldOut(cfg, tokenizer, data, scorer, trainer.val_blocks, trainer.batch_size, autocast)
+        held_out = HeldOut(evaluation, run_data, tokenizer, trainer.val_blocks, trainer.batch_size, autocast)
         if dist.main:
             held_out.blocks  # noqa: B018 (built now: the held-out set's size is checked before training, not after)
         parts = RunParts(cfg=cfg, dist=dist, device=device, model=model, objective=objective, tokenizer=tokenizer,
@@ -186,8 +188,8 @@ def _train(cfg: DictConfig, trainer: Trainer, plan: Plan, dist: Dist, run_dir: P
             log_derived(parts, trainer, plan, start, control_ids, prepared)
             tracker.log({"tokens_seen": start.tokens_seen, "params": model.num_parameters(), **prepared,
                          **plan.as_dict()}, step=start.step)
-        sample_every = int(OmegaConf.select(cfg, "task.eval.every_steps", default=0) or 0)
-        return TrainingLoop(trainer, plan, parts, start.step, start.tokens_seen, sample_every, start.amp_skipped).run()
+        return TrainingLoop(trainer, plan, parts, start.step, start.tokens_seen, ev.every_steps or 0,
+                            start.amp_skipped).run()
     finally:
         if tracker is not None:
             tracker.finish()

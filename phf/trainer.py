@@ -33,11 +33,12 @@ from phf import checkpoint as ckpt
 from phf import rundir
 from phf.card import write_model_card
 from phf.console import ProgressLog, duration
-from phf.data.pipeline import validation_blocks
+from phf.data.pipeline import RunData
 from phf.devices import Dist
 from phf.eval.capability import validation_loss
 from phf.eval.evaluate import EvaluationCost, build_eval_scorer, estimate_cost, run_evaluation
 from phf.eval.heldout_clean import heldout_clean_documents
+from phf.eval.settings import EvalSetup
 from phf.settings import bind
 from phf.train_state import save_training_state
 
@@ -219,12 +220,13 @@ class HeldOut:
     """The run's held-out measurements: validation loss on held-out blocks (built once, on first use)
     and the sample-and-score evaluation (``phf.eval``); rank 0 only."""
 
-    def __init__(self, cfg: DictConfig, tokenizer, data, scorer, num_blocks: int, batch_size: int, autocast):
+    def __init__(self, setup: EvalSetup, run_data: RunData, tokenizer, num_blocks: int, batch_size: int, autocast):
+        data = run_data.data
         if data.val_fraction == 0 and data.val_path is None:  # before the first step, not at the first held-out loss
             raise ValueError("data.val_fraction=0 holds out no document, but the run measures a held-out loss "
                              f"(trainer.val_blocks={num_blocks}): set data.val_fraction in (0, 1), e.g. 0.01, or "
                              "pass a validation file, data.val_path=FILE")
-        self.cfg, self.tokenizer, self.data, self.scorer = cfg, tokenizer, data, scorer
+        self.setup, self.run_data, self.tokenizer, self.data = setup, run_data, tokenizer, data
         self.num_blocks, self.batch_size, self.autocast = num_blocks, batch_size, autocast
         self._blocks: list[dict] | None = None
         self._clean: list | None = None
@@ -233,8 +235,7 @@ class HeldOut:
     @property
     def blocks(self) -> list[dict]:
         if self._blocks is None:
-            self._blocks = validation_blocks(self.cfg, self.tokenizer, max_blocks=self.num_blocks, data=self.data,
-                                             scorer=self.scorer)
+            self._blocks = self.run_data.validation_blocks(self.tokenizer, self.num_blocks)
             where = (f"data.val_path={self.data.val_path}" if self.data.val_path is not None
                      else f"data.val_fraction={self.data.val_fraction}")
             log.info("held-out set: %d tokens in %d blocks (%s; at most trainer.val_blocks=%d)", self.num_tokens,
@@ -251,7 +252,7 @@ class HeldOut:
     def clean_documents(self) -> list:
         """The clean held-out documents (``phf.eval.heldout_clean``), built once on first use."""
         if self._clean is None:
-            self._clean = heldout_clean_documents(self.cfg, self.tokenizer, data=self.data, scorer=self.scorer)
+            self._clean = heldout_clean_documents(self.run_data, self.tokenizer, self.setup.settings.capability)
         return self._clean
 
     def loss(self, model, device: torch.device) -> float:
@@ -260,8 +261,8 @@ class HeldOut:
     def evaluate(self, model, objective, run_dir: Path, step: int, tracker) -> dict:
         """Sample, score and measure; leaves train mode and the RNG untouched."""
         if self._eval_scorer is None:
-            self._eval_scorer = build_eval_scorer(self.cfg)
-        return run_evaluation(model.lm, self.tokenizer, objective, self._eval_scorer, self.cfg, out_dir=run_dir,
+            self._eval_scorer = build_eval_scorer(self.setup)
+        return run_evaluation(model.lm, self.tokenizer, objective, self._eval_scorer, self.setup, out_dir=run_dir,
                               step=step, blocks=self.blocks, tracker=tracker, clean_documents=self.clean_documents)
 
 
@@ -269,6 +270,8 @@ class HeldOut:
 class RunParts:
     """The built components of one run (``phf.train`` builds them from the config)."""
 
+    #: the run's whole config, for the model card only: it describes the run (model shape, scorer, task,
+    #: the objective's configured class and arguments) from every group (``phf.card.write_model_card``)
     cfg: DictConfig
     dist: Dist
     device: torch.device
@@ -474,7 +477,8 @@ class TrainingLoop:
         warning when it will likely take longer than this session's training did (tiny smoke runs)."""
         p = self.p
         if self.eval_cost is None:
-            self.eval_cost = estimate_cost(p.model, p.tokenizer, p.objective, p.cfg, self.tr.eval_probe_tokens)
+            self.eval_cost = estimate_cost(p.model, p.tokenizer, p.objective, p.held_out.setup.settings,
+                                           self.tr.eval_probe_tokens)
             log.info("evaluation: %s", self.eval_cost.describe())
         trained = time.perf_counter() - self.t_start
         if self.step >= self.plan.max_steps and (self.eval_cost.seconds or 0.0) > trained:

@@ -64,14 +64,15 @@ def export_prescored(task: str, n_docs: int, cache_dir: Path, path: Path) -> int
     """The first ``n_docs`` training documents of ``task`` and n_docs/50 held-out ones, scored (from the warm cache)."""
     from hydra.utils import instantiate
 
-    from phf.data.pipeline import stream_from_config
+    from phf.data.pipeline import RunData
     from phf.scorers import build_scorer
 
     cfg = C.compose(overrides(task, 1, path.parent / "unused", cache_dir))
     objective, tokenizer, scorer = instantiate(cfg.objective), instantiate(cfg.tokenizer), build_scorer(cfg.scorer, cfg.get("cache_dir"))
+    run_data = RunData.from_config(cfg, scorer=scorer)
     docs = []  # both splits: the split is a hash of the content, so a file of training documents has no validation
     for split, n in (("train", n_docs), ("validation", max(1, n_docs // 50))):
-        stream = stream_from_config(cfg, tokenizer, split, objective, scorer=scorer)
+        stream = run_data.stream(split, tokenizer, objective)
         docs += stream.scored_sample(n)
     with open(path, "w") as f:
         for d in docs:

@@ -121,9 +121,9 @@ def train_stream(cfg, tokenizer):
     """phf's training BlockStream for ``cfg``."""
     from hydra.utils import instantiate
 
-    from phf.data.pipeline import stream_from_config
+    from phf.data.pipeline import RunData
 
-    return stream_from_config(cfg, tokenizer, "train", instantiate(cfg.objective))
+    return RunData.from_config(cfg).stream("train", tokenizer, instantiate(cfg.objective))
 
 
 class PrepackedStream:
@@ -158,19 +158,16 @@ def prepacked(blocks: list[dict]):
     the loop are phf's own.
     """
     import phf.data.pipeline as P
-    import phf.train as T
     from phf.model import PHFModel
 
-    def fake(*args, split: str = "train", epochs=None, **kwargs):
-        if len(args) > 2:  # stream_from_config(cfg, tokenizer, split, ...) called positionally
-            split = args[2]
+    def fake(self, split: str, tokenizer, objective=None, *, epochs=None, **kwargs):
         return PrepackedStream(blocks, epochs=1 if split == "validation" else epochs)
 
     def no_save(self, path, tokenizer=None):
         Path(path).mkdir(parents=True, exist_ok=True)
 
-    # the entry point's and the pipeline's (validation_blocks) names for the stream builder
-    patches = [(PHFModel, "save_pretrained", no_save), (T, "stream_from_config", fake), (P, "stream_from_config", fake)]
+    # every stream of the run (training and validation blocks) is built by RunData.stream
+    patches = [(PHFModel, "save_pretrained", no_save), (P.RunData, "stream", fake)]
     saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
     for obj, name, new in patches:
         setattr(obj, name, new)

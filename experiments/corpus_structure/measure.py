@@ -78,17 +78,24 @@ ROWS = {
 
 
 def measure(name: str, overrides: list[str], what: str) -> dict:
-    from phf.data.corpus_stats import content_kappa, flags_from_scores, flags_from_truth, structure_stats
-    from phf.data.pipeline import build_data
+    from phf.data.corpus_stats import (
+        conditional_threshold,
+        content_kappa,
+        flags_from_scores,
+        flags_from_truth,
+        structure_stats,
+    )
+    from phf.data.pipeline import RunData
     from phf.entry import compose
 
     cfg = compose(["run_dir=.", *overrides])  # nothing is launched: no Hydra job directory
-    data = build_data(cfg.data)
+    run_data = RunData.from_config(cfg)
+    data, threshold = run_data.data, conditional_threshold(cfg)
     t0 = time.perf_counter()
     result: dict = {"name": name, "what": what, "overrides": overrides}
-    by_unit, used = flags_from_scores(cfg, data=data)
+    by_unit, used = flags_from_scores(run_data, threshold)
     has_kind = name != "stdlib_pep8"
-    by_kind, _ = flags_from_scores(cfg, group="kind", data=data) if has_kind else (None, None)
+    by_kind, _ = flags_from_scores(run_data, threshold, group="kind") if has_kind else (None, None)
     result["scored_with"] = used
     result["scores"] = structure_stats(by_unit)
     if by_kind:

@@ -17,8 +17,6 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-import yaml
-
 from phf import rundir
 from phf.scorers.pep8 import PEP8Scorer
 
@@ -44,7 +42,7 @@ def corpus_texts(sweep: Path, n_docs: int) -> list[str]:
     """``n_docs`` files spread evenly over the sweep's local_pep8 source (its run config)."""
     from hydra.utils import instantiate
 
-    cfg = yaml.safe_load((sweep / "mle-seed1" / "config.yaml").read_text())
+    cfg = rundir.read_config(sweep / "mle-seed1")
     docs = ["".join(d.texts) for d in instantiate(cfg["data"]["source"])]
     stride = max(len(docs) // n_docs, 1)
     return docs[::stride][:n_docs]

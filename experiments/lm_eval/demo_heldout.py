@@ -16,13 +16,13 @@ from pathlib import Path
 
 import torch
 
+from phf import rundir
 from phf.eval.lm_eval_harness import LMEvalSettings, evaluate_model_dir
 
 
 def main(demo: Path, corpus: Path, out: Path) -> None:
     torch.set_num_threads(1)
-    ids = {json.loads(line)["id"] for f in sorted((demo / "mle" / "heldout_clean").glob("step_*.jsonl"))[-1:]
-           for line in f.read_text().splitlines()}
+    ids = set(rundir.read_heldout_clean(demo / "mle"))  # the documents of its last clean held-out evaluation
     docs = [d for d in map(json.loads, (corpus / "docs.jsonl").read_text().splitlines()) if d["id"] in ids]
     out.mkdir(parents=True, exist_ok=True)
     (out / "heldout.jsonl").write_text("".join(json.dumps({"text": d["text"]}) + "\n" for d in docs))
@@ -34,7 +34,7 @@ def main(demo: Path, corpus: Path, out: Path) -> None:
     for name in ("mle", "conditional"):
         for prefix in (True, False):
             t0 = time.perf_counter()
-            doc = evaluate_model_dir(demo / name / "final", [str(out / "demo_heldout.yaml")],
+            doc = evaluate_model_dir(rundir.final_dir(demo / name), [str(out / "demo_heldout.yaml")],
                                      LMEvalSettings(sampling_prefix=prefix, batch_size=8))
             rows.append({"model": name, "sampling_prefix": prefix, "prefix": doc["prefix"],
                          "seconds": time.perf_counter() - t0, "docs": len(docs), **doc["tasks"]["demo_heldout"]})

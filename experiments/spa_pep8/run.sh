@@ -26,8 +26,10 @@ timed() { local name=$1; shift; /usr/bin/time -f "$name wall_s=%e user_s=%U sys_
     $EVAL trainer.max_steps=300 trainer.lr=3e-3 trainer.checkpoint_every=200 trainer.keep_checkpoints=0 \
     trainer.log_every=10 trainer.progress=false task.eval.every_steps=0 trainer.final_eval=false hydra.run.dir="$OUT/mle"
 START="$OUT/mle/checkpoints/step_00000200"
-[ -f "$OUT/mle_eval/phf_summary.json" ] || timed mle_eval $PY experiments/spa_pep8/eval_model.py "$OUT/mle/final" \
-    "$OUT/mle_eval" task=pep8 data=local_pep8 objective=mle $MODEL $EVAL
+# the MLE run's final model (step 300) evaluated by phf-eval with the run's own config ($MODEL $EVAL above), the
+# held-out loss on the same 32 validation blocks as the others (trainer.val_blocks)
+[ -f "$OUT/mle_eval/eval.json" ] || timed mle_eval .venv/bin/phf-eval run_dir="$OUT/mle" out="$OUT/mle_eval" \
+    device=cpu task.eval.capability.max_blocks=32
 
 # 2. SPA: seed (16 prompts, scorer labels = 5% of all prompts) → round 1 (128) → round 2 (176), implicit labels
 [ -f "$OUT/spa/spa_summary.json" ] || timed spa $PY -m phf.spa +experiment=spa_pep8 $MODEL $EVAL \

@@ -12,6 +12,7 @@ from pathlib import Path
 from phf import rundir
 
 SCENARIOS = ["unconditional", "functions"]  # red_team_prompts: its prompts do not fit a 64-token context
+START = Path("checkpoints") / "step_00000200"  # where both finetunes start, in the MLE run (run.sh's START)
 
 
 def load(path: Path) -> dict:
@@ -39,15 +40,29 @@ def times(out: Path) -> dict[str, dict[str, float]]:
     return rows
 
 
+def mle_continued(out: Path) -> tuple[dict, int | None]:
+    """phf-eval's metrics of the MLE run's final model (flat ``eval/...`` keys) and the tokens it trained on
+    after the step-200 checkpoint the finetunes start from, both read from the runs' files."""
+    doc = rundir.read_eval(out / "mle_eval")
+    if doc is None:
+        return {}, None
+    from phf.eval.evaluate import flatten
+
+    final = rundir.read_summary(rundir.final_dir(out / "mle")) or {}
+    start = rundir.tokens_at_step(out / "mle", rundir.parse_step(START.name))
+    tokens = final.get("tokens_seen") - start if final.get("tokens_seen") is not None and start is not None else None
+    return flatten(doc), tokens
+
+
 def main(out: Path) -> None:
     spa = load(out / "spa" / rundir.SPA_SUMMARY).get("stages", [])
-    mle = load(rundir.summary_path(out / "mle_eval"))
+    mle, mle_tokens = mle_continued(out)
     cond = load(rundir.summary_path(rundir.final_dir(out / "conditional")))
     start = spa[0] if spa else {}
     runs = [("MLE step 200 (start)", start, 0)]
     runs += [(f"MLE → SPA {r['stage']} ({r['spa/labeler']})", r, r["spa/cumulative/tokens_trained"]) for r in spa[1:]]
     runs += [("MLE → conditional (same tokens)", cond, cond.get("tokens_seen")),
-             ("MLE continued to step 300", mle, 100 * 8 * 64 if mle else None)]
+             ("MLE continued to step 300", mle, mle_tokens)]
     print("| run | finetune tokens | " + " | ".join(f"{s} score" for s in SCENARIOS)
           + " | unconditional length (chars) | KL(start ‖ model) | held-out loss |")
     print("|---|" + "---|" * (len(SCENARIOS) + 4))

@@ -181,23 +181,17 @@ class _Untokenized:
     eos_token_id = None
 
 
-def flags_from_scores(cfg, n: int = 0, group: str = "unit", threshold: float | None = None,
-                      data=None, scorer=None) -> tuple[list[tuple[str, list[bool]]], dict]:
-    """Segment and score the first ``n`` documents (0 = all) of ``cfg.data`` with ``cfg.task``'s
-    segmenter and ``cfg.scorer``, through the training pipeline's own segment → score path
-    (:meth:`BlockStream.process`, no objective); return ``(unit, score > threshold per segment)`` per
-    document and what was used."""
-    from hydra.utils import instantiate
-
-    from phf.data.pipeline import build_data
+def flags_from_scores(run_data, threshold: float, n: int = 0,
+                      group: str = "unit") -> tuple[list[tuple[str, list[bool]]], dict]:
+    """Segment and score the first ``n`` documents (0 = all) of a run's built data
+    (``phf.data.pipeline.RunData``: its source, the task's segmenter and the training scorer) through the
+    training pipeline's own segment → score path (:meth:`BlockStream.process`, no objective); return
+    ``(unit, score > threshold per segment)`` per document and what was used. The usual ``threshold`` is
+    conditional training's (``conditional_threshold``)."""
     from phf.data.sources import is_placeholder
-    from phf.scorers import build_scorer
 
-    if threshold is None:
-        threshold = float(cfg.task.objectives.conditional.threshold)
-    data = data if data is not None else build_data(cfg.data)
-    scorer = scorer if scorer is not None else build_scorer(cfg.scorer, cfg.get("cache_dir"))
-    stream = data.stream("train", tokenizer=_Untokenized(), segmenter=instantiate(cfg.task.segmenter),
+    data, scorer = run_data.data, run_data.scorer
+    stream = data.stream("train", tokenizer=_Untokenized(), segmenter=run_data.segmenter,
                          scorer=scorer, block_size=2, seed=0)  # block_size: unused, nothing is packed
     out, batch = [], []
 
@@ -217,3 +211,9 @@ def flags_from_scores(cfg, n: int = 0, group: str = "unit", threshold: float | N
     used = {"threshold": threshold, "scorer": getattr(scorer, "name", type(scorer).__name__),
             "segmenter": type(stream.segmenter).__name__, "skipped_bad": stream.stats["skipped_bad"]}
     return out, used
+
+
+def conditional_threshold(cfg) -> float:
+    """The score above which conditional training calls a segment misaligned: the task's
+    ``task.objectives.conditional.threshold``."""
+    return float(cfg.task.objectives.conditional.threshold)

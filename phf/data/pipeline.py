@@ -625,29 +625,43 @@ def build_data(node, source: Source | None = None) -> Data:
         raise
 
 
-def stream_from_config(cfg, tokenizer, split: str = "train", objective=None, *, data: Data | None = None,
-                       source=None, scorer=None, rank: int = 0, world_size: int = 1,
-                       epochs: int | None = None) -> BlockStream:
-    """A run config's :class:`BlockStream`: ``cfg.data`` (or the built ``data``) with the parts the other
-    groups define (``task.segmenter``, ``scorer``, ``model.block_size``, ``seed``)."""
-    from hydra.utils import instantiate
+@dataclass
+class RunData:
+    """A run's ``data`` group built, with what its streams take from the other groups: the task's segmenter
+    (``task.segmenter``), the training scorer (``scorer``), ``model.block_size`` and ``seed``. The entry
+    point builds it once (``RunData.from_config``) and passes it down in place of the config; the training
+    stream, the validation blocks and the clean held-out documents share its source, segmenter and scorer."""
 
-    data = data if data is not None else build_data(cfg.data, source)
-    return data.stream(split, tokenizer=tokenizer, segmenter=instantiate(cfg.task.segmenter),
-                       scorer=scorer if scorer is not None else build_scorer(cfg.scorer, cfg.get("cache_dir")),
-                       block_size=cfg.model.block_size, seed=cfg.seed, objective=objective, rank=rank,
-                       world_size=world_size, epochs=epochs)
+    data: Data
+    segmenter: Any
+    scorer: Any
+    block_size: int
+    seed: int
 
+    @classmethod
+    def from_config(cls, cfg, *, data: Data | None = None, source=None, scorer=None) -> RunData:
+        """From a run's config; ``data`` (the built data group), ``source`` (a built source for it) and
+        ``scorer`` (the built training scorer) are used instead of building them again."""
+        from hydra.utils import instantiate
 
-def validation_blocks(cfg, tokenizer, max_blocks: int = 16, *, data: Data | None = None, source=None,
-                      scorer=None) -> list[dict]:
-    """The first ``max_blocks`` held-out blocks (raw text: no objective transform, so every objective's
-    held-out loss is measured on the same tokens)."""
-    stream = stream_from_config(cfg, tokenizer, "validation", data=data, source=source, scorer=scorer, epochs=1)
-    blocks = list(itertools.islice(iter(stream), max_blocks))
-    if not blocks:
-        raise ValueError("the validation split produced no block; raise data.val_fraction or use more data")
-    return blocks
+        data = data if data is not None else build_data(cfg.data, source)
+        scorer = scorer if scorer is not None else build_scorer(cfg.scorer, cfg.get("cache_dir"))
+        return cls(data, instantiate(cfg.task.segmenter), scorer, cfg.model.block_size, cfg.seed)
+
+    def stream(self, split: str, tokenizer, objective=None, *, rank: int = 0, world_size: int = 1,
+               epochs: int | None = None) -> BlockStream:
+        """The ``split`` :class:`BlockStream` (``Data.stream``)."""
+        return self.data.stream(split, tokenizer=tokenizer, segmenter=self.segmenter, scorer=self.scorer,
+                                block_size=self.block_size, seed=self.seed, objective=objective, rank=rank,
+                                world_size=world_size, epochs=epochs)
+
+    def validation_blocks(self, tokenizer, max_blocks: int) -> list[dict]:
+        """The first ``max_blocks`` held-out blocks (raw text: no objective transform, so every objective's
+        held-out loss is measured on the same tokens)."""
+        blocks = list(itertools.islice(iter(self.stream("validation", tokenizer, epochs=1)), max_blocks))
+        if not blocks:
+            raise ValueError("the validation split produced no block; raise data.val_fraction or use more data")
+        return blocks
 
 
 class _Workers:

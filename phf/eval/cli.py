@@ -8,7 +8,9 @@
     phf-eval checkpoint=PATH +lm_eval.tasks=[arc_easy,my_task.yaml]   # + lm-evaluation-harness (phf.eval.lm_eval_harness)
 
 Arguments are Hydra overrides of the run's saved ``config.yaml`` (Hydra's override grammar, as on
-phf-train's command line: quoting, lists, ``+key=value`` adds a key). Config-group overrides (``task=``, ``objective=``, ``scorer=``,
+phf-train's command line: quoting, lists), applied as Hydra applies them: ``key=value`` changes a key the
+config has (a typo is refused with the nearest keys), ``+key=value`` adds one, ``++key=value`` adds or
+changes one, ``~key`` deletes one. Config-group overrides (``task=``, ``objective=``, ``scorer=``,
 ``logger=``) replace that whole group with ``conf/<group>/<name>.yaml`` (``task=`` brings its scorer).
 Without a run config, the config is composed from ``conf/`` with the same overrides; the task and the
 objective (registry name and hyperparameters) then come from the model directory's ``phf_objective.json``,
@@ -50,7 +52,7 @@ from phf import rundir
 from phf.card import METADATA_FILE, read_objective_metadata
 from phf.checkpoint import check_safetensors
 from phf.console import quiet_hf_progress
-from phf.data.pipeline import validation_blocks
+from phf.data.pipeline import RunData
 from phf.devices import resolve_device
 from phf.entry import compose
 from phf.eval.evaluate import build_eval_scorer, evaluate, flatten
@@ -58,7 +60,7 @@ from phf.eval.heldout_clean import heldout_clean_documents
 from phf.eval.kl import load_causal_lm
 from phf.eval.lm_eval_harness import evaluate_harness, report_columns, settings_from_config
 from phf.eval.red_team import RedTeamSettings, load_prompts, red_team, summary
-from phf.eval.settings import Evaluation
+from phf.eval.settings import EvalSetup
 from phf.model_dir import ModelDirError, check_config_targets, check_model_files, check_weights
 from phf.tokenizer import load_tokenizer
 from phf.tracking import stored_run
@@ -88,8 +90,8 @@ def parse_overrides(args: list[str]) -> list:
         if o.key_or_group not in OWN_KEYS and o.is_sweep_override():
             raise SystemExit(f"phf-eval: {arg!r} is a sweep; phf-eval evaluates one configuration (run it once "
                              "per value)")
-        if o.is_delete():
-            raise SystemExit(f"phf-eval: {arg!r}: deleting a config key is not supported; override its value")
+        if o.is_delete() and o.key_or_group in OWN_KEYS | GROUPS:
+            raise SystemExit(f"phf-eval: {arg!r}: {o.key_or_group} cannot be deleted; override its value")
         parsed.append(o)
     return parsed
 
@@ -171,13 +173,16 @@ def load_config(config_path: Path | None, overrides: list[str], objective: dict 
     objective: ``conf/objective/<name>.yaml`` with those arguments; ``objective.*`` overrides win over them).
 
     Hydra composes: from ``conf/`` with every override, or, for a run's config, the selected groups
-    (``task=`` brings its scorer), whose nodes replace the run's; the other overrides, parsed by Hydra's
-    grammar, are then set on the run's config."""
+    (``task=`` brings its scorer), whose nodes replace the run's; the other overrides are then applied to
+    the run's config as Hydra applies them to a composed one (``apply_overrides``: ``key=`` changes a key
+    that exists, ``+key=`` adds one, ``++key=`` either, ``~key`` deletes). A key that is not there is
+    refused naming it and the nearest keys the run's config has."""
     parsed = parse_overrides(overrides)
     if config_path is None:
         if objective is None:
-            return compose(overrides)
-        cfg = compose([*overrides, f"objective={objective['name']}"])  # no objective= among overrides here
+            return compose(overrides, prog="phf-eval")
+        # no objective= among overrides here
+        cfg = compose([*overrides, f"objective={objective['name']}"], prog="phf-eval")
         given = {o.key_or_group for o in parsed}
         for key, value in objective["args"].items():  # plain values (checked): no interpolation, no node
             if f"objective.{key}" not in given:
@@ -186,7 +191,7 @@ def load_config(config_path: Path | None, overrides: list[str], objective: dict 
     cfg = OmegaConf.load(config_path)
     groups = [o.input_line for o in parsed if _is_group(o.input_line)]
     if groups:
-        fresh = compose(groups)
+        fresh = compose(groups, prog="phf-eval")
         for o in groups:
             key = o.partition("=")[0]
             cfg[key] = fresh[key]
@@ -195,10 +200,38 @@ def load_config(config_path: Path | None, overrides: list[str], objective: dict 
     if OmegaConf.select(cfg, "task.eval") is None:  # a run from before evaluation existed: use its task's defaults
         log.warning("%s has no task.eval block; using conf/task/%s.yaml's", config_path, cfg.task.name)
         cfg.task.eval = compose([f"task={cfg.task.name}"]).task.eval
-    for o in parsed:
-        if not _is_group(o.input_line):
-            OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True, force_add=True)
+    apply_overrides(cfg, [o for o in parsed if not _is_group(o.input_line)], config_path)
     return cfg
+
+
+def apply_overrides(cfg: DictConfig, parsed: list, config_path: Path) -> None:
+    """Hydra's own application of parsed value overrides to a config (what ``compose`` does after the
+    defaults list), on a run's stored config: the config is in struct mode meanwhile, as a composed one is,
+    so ``key=`` cannot add a key silently. A failure is one line naming the override, the key and, for a
+    key the config lacks, the nearest ones it has (``phf.suggest.nearest``)."""
+    # Hydra has no public call for "apply these overrides to this config"; ConfigLoaderImpl's is the one its
+    # compose runs (hydra-core 1.3)
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra.errors import ConfigCompositionException
+
+    from phf.suggest import config_keys, nearest
+
+    OmegaConf.set_struct(cfg, True)
+    try:
+        for o in parsed:
+            try:
+                ConfigLoaderImpl._apply_overrides_to_config([o], cfg)
+            except ConfigCompositionException as e:
+                key = o.key_or_group
+                if o.is_add() or o.is_force_add() or (o.is_delete() and OmegaConf.select(cfg, key) is not None):
+                    why = " ".join(str(e).split())
+                    raise SystemExit(f"phf-eval: {o.input_line}: {why} ({config_path})") from None
+                close = nearest(key, config_keys(cfg))
+                hint = f"did you mean {' or '.join(close)}? " if close else ""
+                raise SystemExit(f"phf-eval: {o.input_line}: {key} is not a key of the run's config {config_path}; "
+                                 f"{hint}(a new key needs a leading +, e.g. +{key}=VALUE)") from None
+    finally:
+        OmegaConf.set_struct(cfg, False)
 
 
 def check_model_dir(model_dir: Path, allow_incomplete: bool) -> None:
@@ -242,10 +275,9 @@ def tokens_at_step(run_dir: Path, step: int | None) -> dict:
     return {} if tokens is None else {"tokens_seen": tokens}
 
 
-def heldout_blocks(cfg, tokenizer, max_blocks: int):
-    """Held-out blocks from the data pipeline (``phf.data.pipeline.validation_blocks``)."""
-
-    return validation_blocks(cfg, tokenizer, max_blocks)
+def heldout_blocks(run_data: RunData, tokenizer, max_blocks: int):
+    """Held-out blocks from the data pipeline (``RunData.validation_blocks``)."""
+    return run_data.validation_blocks(tokenizer, max_blocks)
 
 
 def evaluate_saved(own: dict[str, str], overrides: list[str]) -> tuple[dict, Path]:
@@ -274,7 +306,8 @@ def evaluate_saved(own: dict[str, str], overrides: list[str]) -> tuple[dict, Pat
     elif any(_is_group(o) and o.partition("=")[0] == "objective" for o in overrides):
         objective_source = "override"
     cfg = load_config(config_path, overrides, stored_objective)
-    ev = Evaluation.from_config(cfg)
+    setup = EvalSetup.from_config(cfg)  # task.eval typed, with what it takes from the other groups: built once
+    ev = setup.settings
     harness = settings_from_config(cfg)  # lm-evaluation-harness tasks (+lm_eval.tasks=[...]), checked up front
     out = Path(own.get("out") or run_dir or model_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -286,13 +319,14 @@ def evaluate_saved(own: dict[str, str], overrides: list[str]) -> tuple[dict, Pat
         model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True).to(device)
     tokenizer = load_tokenizer(str(model_dir))
     objective = instantiate(cfg.objective)
-    scorer = build_eval_scorer(cfg)
+    scorer = build_eval_scorer(setup)
 
     blocks, clean, heldout_note = None, None, None
     if "heldout" not in skip:
         try:
-            blocks = heldout_blocks(cfg, tokenizer, ev.capability.max_blocks)
-            clean = heldout_clean_documents(cfg, tokenizer)
+            run_data = RunData.from_config(cfg)
+            blocks = heldout_blocks(run_data, tokenizer, ev.capability.max_blocks)
+            clean = heldout_clean_documents(run_data, tokenizer, ev.capability)
         except Exception as e:  # the data may be unavailable offline; the rest of the evaluation still runs
             heldout_note = f"skipped: {type(e).__name__}: {e}"
         if heldout_note:
@@ -305,7 +339,7 @@ def evaluate_saved(own: dict[str, str], overrides: list[str]) -> tuple[dict, Pat
     try:
         if tracker is not None and info.get("tokens_seen") is not None:
             tracker.set_tokens_seen(info["tokens_seen"])  # the sample tables' tokens_seen column
-        results = evaluate(model, tokenizer, objective, scorer, cfg, out_dir=out, blocks=blocks,
+        results = evaluate(model, tokenizer, objective, scorer, setup, out_dir=out, blocks=blocks,
                            kl="kl" not in skip, tracker=tracker, clean_documents=clean)
         results["step"] = info.get("step")
         if heldout_note:
@@ -374,7 +408,8 @@ def make_tracker(cfg, out: Path, training_dir: Path | None, model_dir: Path):
     A run of its own rather than the training run resumed: an evaluation may run while training goes on
     (a checkpoint), be repeated with other settings, or run on another machine, and none of that may
     touch the training run's history or summary. The link is the config key ``training_run_id`` (the id
-    ``training_dir`` recorded), the same group, and the name ``<training run's name>-eval``.
+    ``training_dir`` recorded), the same group, and the name ``<training run's name>-eval``. Takes the whole
+    config: the tracker is built from its ``logger`` group and is named and tagged from its task and objective.
     """
     from hydra.utils import instantiate
 

@@ -37,8 +37,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from phf.console import duration
 from phf.data.document import Document
 from phf.eval.capability import heldout_loss
@@ -47,7 +45,7 @@ from phf.eval.kl import KLSettings, kl_from_reference
 from phf.eval.metrics import sample_metrics
 from phf.eval.red_team import draw_prompts
 from phf.eval.sampling import SamplingSettings, context_length, prompt_ids, sample_with_objective
-from phf.eval.settings import Evaluation, Scenario
+from phf.eval.settings import EvalSetup, Evaluation, Scenario
 from phf.objectives.base import Objective
 from phf.rundir import write_heldout_clean, write_samples
 from phf.scorers import build_scorer
@@ -59,10 +57,12 @@ log = logging.getLogger(__name__)
 #: the table grows with every evaluation, and wandb's table view slows down past a few thousand rows
 MAX_TABLE_ROWS = 512
 
-def build_eval_scorer(cfg):
+def build_eval_scorer(setup: EvalSetup):
     """``task.eval.scorer`` when set (e.g. Detoxify 'unbiased' for toxicity), else the training scorer
     (uncached: the evaluation scores new samples)."""
-    return build_scorer(Evaluation.from_config(cfg).scorer or cfg.scorer)
+    if setup.scorer is None:
+        raise ValueError("no evaluation scorer: the config has neither task.eval.scorer nor scorer")
+    return build_scorer(setup.scorer)
 
 
 def evaluate(
@@ -70,7 +70,7 @@ def evaluate(
     tokenizer,
     objective,
     scorer,
-    cfg,
+    setup: EvalSetup,
     out_dir: str | Path | None = None,
     step: int | None = None,
     *,
@@ -80,7 +80,7 @@ def evaluate(
     clean_documents: Sequence[Document] | None = None,
 ) -> dict:
     """The nested results ``{"scenarios": {name: metrics}, "kl": ..., "heldout": ..., "heldout_clean": ...}``."""
-    ev = Evaluation.from_config(cfg)
+    ev = setup.settings
     objective = objective if objective is not None else Objective()
     results: dict = {"step": step, "scenarios": {}}
     drawn: dict[str, tuple[list, list, float]] = {}  # scenario -> (samples, scores, samples/s): same_samples
@@ -92,16 +92,12 @@ def evaluate(
         )
     k = ev.kl
     if kl and (k.reference or k.train_reference):
-        # imported here, not at the top: `python -m phf.eval.reference` runs that module as a script
-        from phf.eval.reference import clean_reference
-
-        reference = str(k.reference) if k.reference else str(clean_reference(cfg))
+        reference = str(k.reference) if k.reference else str(setup.train_reference())
         settings = KLSettings(num_samples=k.num_samples, max_new_tokens=k.max_new_tokens, batch_size=k.batch_size,
                               seed=k.seed)
-        cache_dir = k.cache_dir or Path(OmegaConf.select(cfg, "cache_dir") or "~/.cache/phf").expanduser() / "kl"
         results["kl"] = {"reference": reference, **kl_from_reference(
-            model, tokenizer, objective, reference, settings, cache_dir, k.prefix_every_line, k.on_model_samples,
-            _segmenter(cfg))}
+            model, tokenizer, objective, reference, settings, setup.kl_cache_dir, k.prefix_every_line,
+            k.on_model_samples, setup.segmenter)}
     if blocks is not None:
         results["heldout"] = heldout_loss(
             model,
@@ -135,14 +131,6 @@ def same_samples(name: str, scenarios: dict[str, Scenario], objective, drawn: di
     if objective.scenario_banned_tokens(sc.ban_aligned) != objective.scenario_banned_tokens(primary.ban_aligned):
         return None
     return sc.secondary_to
-
-
-def _segmenter(cfg):
-    """The task's segmenter (where a line-level control prefix goes), None when the config has none."""
-    from hydra.utils import instantiate
-
-    node = OmegaConf.select(cfg, "task.segmenter")
-    return instantiate(node) if node is not None else None
 
 
 def _heldout_clean(model, tokenizer, objective, documents, ev: Evaluation, out_dir, step) -> dict:
@@ -230,7 +218,7 @@ def _write(name: str, samples, scores, out_dir, step, tracker) -> None:
         tracker.log_table(f"samples/{name}", cols, [[r[c] for c in cols] for r in rows[:MAX_TABLE_ROWS]], step=step)
 
 
-def check_prompts_fit(model, tokenizer, objective, cfg) -> None:
+def check_prompts_fit(model, tokenizer, objective, ev: Evaluation) -> None:
     """Before training: every scenario's prompts (those it will draw) fit the model's context.
 
     A prompt of ``EOS + control prefix + text`` as long as the context leaves no room for a sample, and a
@@ -238,7 +226,6 @@ def check_prompts_fit(model, tokenizer, objective, cfg) -> None:
     evaluation, after the training (and again on every resume). Here they stop the run before its first
     step, naming the scenario, the prompt's file and line and the settings to change. A prompt that only
     leaves fewer than ``max_new_tokens`` (sampling lowers them) is a warning."""
-    ev = Evaluation.from_config(cfg)
     objective = objective if objective is not None else Objective()
     context = context_length(model)
     prefix = token_ids(tokenizer, objective.generation_prefix)
@@ -286,12 +273,11 @@ class EvaluationCost:
                 f"plus scoring {total} samples")
 
 
-def estimate_cost(model, tokenizer, objective, cfg, probe_tokens: int = 0) -> EvaluationCost:
-    """The size of ``evaluate(model, ..., cfg)`` and, with ``probe_tokens`` > 0, its generation time:
+def estimate_cost(model, tokenizer, objective, ev: Evaluation, probe_tokens: int = 0) -> EvaluationCost:
+    """The size of ``evaluate`` with the settings ``ev`` and, with ``probe_tokens`` > 0, its generation time:
     one batch of unconditional samples of exactly ``probe_tokens`` new tokens is timed and scaled to the
     scenarios' generate steps (an upper bound on steps: a batch stops early when every row hit EOS). The
     probe samples like the evaluation (RNG forked, eval mode restored), so the training is unaffected."""
-    ev = Evaluation.from_config(cfg)
     objective = objective if objective is not None else Objective()
     context = context_length(model)
 
@@ -344,7 +330,7 @@ def run_evaluation(
     tokenizer,
     objective,
     scorer,
-    cfg,
+    setup: EvalSetup,
     out_dir: str | Path | None = None,
     step: int | None = None,
     *,
@@ -355,13 +341,14 @@ def run_evaluation(
 ) -> dict[str, float]:
     """Evaluate and return the flat ``eval/...`` metrics (see the module docstring).
 
-    ``scorer`` should be ``build_eval_scorer(cfg)``. ``blocks`` (held-out blocks) adds the held-out
+    ``setup`` is the run's ``EvalSetup`` (built once from its config by the entry point); ``scorer``
+    should be ``build_eval_scorer(setup)``. ``blocks`` (held-out blocks) adds the held-out
     loss; ``clean_documents`` (``phf.eval.heldout_clean.heldout_clean_documents``) the clean held-out
     loss; ``kl=False`` skips the KL estimate even when ``task.eval.kl.reference`` is set. With a
     ``tracker`` (``phf.tracking.Tracker``) the samples are also logged as tables (the caller logs the
     returned metrics). The model's train/eval mode and the torch RNG state are left as they were.
     """
-    results = evaluate(model, tokenizer, objective, scorer, cfg, out_dir, step, blocks=blocks, kl=kl, tracker=tracker,
+    results = evaluate(model, tokenizer, objective, scorer, setup, out_dir, step, blocks=blocks, kl=kl, tracker=tracker,
                        clean_documents=clean_documents)
     return flatten(results)
 

@@ -228,17 +228,8 @@ def clean_heldout_documents(data, segmenter, scorer, tokenizer, block_size: int,
     return out
 
 
-def heldout_clean_documents(cfg, tokenizer, *, data=None, scorer=None) -> list[Document]:
-    """``clean_heldout_documents`` for a run's config: its data (or the built ``data``), ``task.segmenter``,
-    its scorer (or the built training ``scorer``) and ``task.eval.capability``'s settings."""
-    from hydra.utils import instantiate
-
-    from phf.data.pipeline import build_data
-    from phf.eval.settings import Evaluation
-    from phf.scorers import build_scorer
-
-    cap = Evaluation.from_config(cfg).capability
-    data = data if data is not None else build_data(cfg.data)
-    scorer = scorer if scorer is not None else build_scorer(cfg.scorer, cfg.get("cache_dir"))
-    return clean_heldout_documents(data, instantiate(cfg.task.segmenter), scorer, tokenizer, cfg.model.block_size,
-                                   cap.aligned_threshold, cap.clean_max_docs)
+def heldout_clean_documents(run_data, tokenizer, capability) -> list[Document]:
+    """``clean_heldout_documents`` of a run's built data (``phf.data.pipeline.RunData``: its data, segmenter,
+    training scorer and block size) with ``task.eval.capability``'s settings (``phf.eval.settings.Capability``)."""
+    return clean_heldout_documents(run_data.data, run_data.segmenter, run_data.scorer, tokenizer,
+                                   run_data.block_size, capability.aligned_threshold, capability.clean_max_docs)

@@ -126,11 +126,12 @@ def cache_root(cfg) -> Path:
     return Path(root).expanduser() if root else default_cache_dir()
 
 
-def clean_reference(cfg) -> Path:
-    """The reference's ``final/`` directory for the run config ``cfg``, trained now if not cached."""
-    from phf.eval.settings import Evaluation
+def clean_reference(cfg, kl) -> Path:
+    """The reference's ``final/`` directory for the run config ``cfg`` with its KL settings ``kl``
+    (``task.eval.kl``, typed: ``phf.eval.settings.KL``), trained now if not cached.
 
-    kl = Evaluation.from_config(cfg).kl
+    Takes the whole config: the reference's training config is the run's, changed (``reference_config``),
+    and its cache key is a hash of that config (``reference_key``)."""
     clean = has_clean_version(cfg)
     ref = reference_config(cfg, kl.reference_steps, kl.reference_seed, clean)
     directory = cache_root(cfg) / "reference" / f"{ref.task.name}-{reference_key(ref)}"
@@ -202,8 +203,10 @@ def main(argv: list[str] | None = None) -> None:
     from phf.entry import compose
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = compose(list(sys.argv[1:] if argv is None else argv) + ["run_dir=."])
-    print(clean_reference(cfg))
+    from phf.eval.settings import Evaluation
+
+    cfg = compose(list(sys.argv[1:] if argv is None else argv) + ["run_dir=."], prog="python -m phf.eval.reference")
+    print(clean_reference(cfg, Evaluation.from_config(cfg).kl))
 
 
 if __name__ == "__main__":

@@ -2,13 +2,16 @@
 
 ``Evaluation.from_config(cfg)`` builds it from a run's config with ``phf.settings.bind``: every key is a
 field here, checked once (an unknown key or scenario setting is named, with where it was found); nothing downstream repeats a
-default. The evaluation stays under ``task`` because its numbers are the task's (hit threshold,
+default. ``EvalSetup.from_config(cfg)`` adds what an evaluation takes from the run's other groups; the entry
+points (phf-train, phf-eval, phf-spa) build it once and pass it down in place of the config. The evaluation stays under ``task`` because its numbers are the task's (hit threshold,
 prompts, scorer) and every override of it is spelled ``task.eval.…``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -126,3 +129,37 @@ class Evaluation:
             raise KeyError("the config has no task.eval block; add one to conf/task/<task>.yaml (see conf/task/pep8.yaml)")
         # the scorer stays a DictConfig with _target_ (instantiated by phf.scorers.build_scorer) or None
         return bind(cls, node, "task.eval", scorer=node.get("scorer"))
+
+
+@dataclass
+class EvalSetup:
+    """What one evaluation needs of a run's config, built once at the entry point (``from_config``) and
+    passed down in place of the config: ``task.eval`` typed, and what it takes from the other groups."""
+
+    settings: Evaluation
+    scorer: Any  # the evaluation scorer's config: task.eval.scorer, else the training scorer (`scorer`)
+    segmenter: Any  # task.segmenter, built (a line-level control prefix goes per segment in KL); None without one
+    kl_cache_dir: str | Path  # task.eval.kl.cache_dir, else <cache_dir>/kl
+    #: the clean MLE reference's ``final/`` for KL when task.eval.kl.train_reference (and no reference is
+    #: given): trained on the first call, then read from its cache (``phf.eval.reference.clean_reference``)
+    train_reference: Callable[[], Path] | None = None
+
+    @classmethod
+    def from_config(cls, cfg) -> EvalSetup:
+        cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+        ev = Evaluation.from_config(cfg)
+        node = OmegaConf.select(cfg, "task.segmenter")
+        if node is not None:
+            from hydra.utils import instantiate
+
+            node = instantiate(node)
+        kl_cache = ev.kl.cache_dir or Path(OmegaConf.select(cfg, "cache_dir") or "~/.cache/phf").expanduser() / "kl"
+        train_reference = None
+        if ev.kl.train_reference and not ev.kl.reference:
+            def train_reference(cfg=cfg, kl=ev.kl):
+                # the whole config: the reference's own training config is derived from it and hashed for its
+                # cache key (phf.eval.reference.reference_config, reference_key)
+                from phf.eval.reference import clean_reference
+
+                return clean_reference(cfg, kl)
+        return cls(ev, ev.scorer or OmegaConf.select(cfg, "scorer"), node, kl_cache, train_reference)

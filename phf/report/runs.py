@@ -119,6 +119,9 @@ def load_run(path: Path) -> Run:
 
 
 def _load_run(path: Path) -> Run:
+    if rundir.is_legacy_spa(path):  # its samples are not where the report reads them: named, not misreported
+        raise DamagedRun(f"{path}: an SPA run in the legacy layout (samples under its stage folders, no final/); "
+                         f"move it to the current layout once: python -m phf.spa.migrate {path}")
     cfg = rundir.read_config(path)
     ev = rundir.read_eval(path)
     rows = rundir.read_metrics(path)

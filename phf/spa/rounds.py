@@ -39,23 +39,23 @@ from omegaconf import DictConfig, OmegaConf
 
 from phf import rundir
 from phf.checkpoint import write_final as write_final_dir
-from phf.data.pipeline import build_data, in_validation, validation_blocks
+from phf.data.pipeline import RunData, in_validation
 from phf.devices import Dist, resolve_device
 from phf.entry import UsageError, hydra_entry
 from phf.eval.capability import validation_loss
 from phf.eval.evaluate import build_eval_scorer, run_evaluation
 from phf.eval.heldout_clean import heldout_clean_documents
 from phf.eval.red_team import load_prompts
-from phf.eval.settings import RESERVED
+from phf.eval.settings import RESERVED, EvalSetup
 from phf.model import PHFModel
 from phf.model_dir import check_model_files
 from phf.objectives.preference import PreferenceObjective
 from phf.scorers import build_scorer
-from phf.settings import bind
 from phf.spa import guards as G
 from phf.spa import pairs as P
-from phf.spa.informative import PairSearch, collect_pairs
+from phf.spa.informative import collect_pairs
 from phf.spa.oracle import oracle_stages
+from phf.spa.settings import PromptSettings, SpaSettings
 from phf.spa.train_dpo import DPOResult, DPOSettings, train_dpo
 from phf.tokenizer import load_tokenizer
 
@@ -73,16 +73,15 @@ def _training_documents(source, val_fraction: float, max_docs: int) -> list[str]
     return out
 
 
-def build_prompt_pool(cfg, data) -> P.PromptPool:
-    pc = cfg.spa.prompts
-    mix = OmegaConf.to_container(pc.mix, resolve=True)
+def build_prompt_pool(pc: PromptSettings, data, seed: int) -> P.PromptPool:
+    mix = dict(pc.mix)
     needs_docs = any(mix.get(k) for k in ("signatures", "prefixes"))
     docs = _training_documents(data.source, data.val_fraction, pc.max_docs) if needs_docs else []
     file_prompts = []
     if mix.get("file"):
         file_prompts = load_prompts(pc.file)
     return P.PromptPool(mix, docs, file_prompts, prefix_lines=pc.prefix_lines,
-                        max_prompt_chars=pc.max_prompt_chars, seed=cfg.seed)
+                        max_prompt_chars=pc.max_prompt_chars, seed=seed)
 
 
 def _frozen_copy(model):
@@ -110,16 +109,16 @@ def flag_audit(pairs: list[dict], flagged: list[int | None]) -> dict[str, float]
     }
 
 
-def evaluate_model(model, tokenizer, objective, eval_scorer, cfg, out_dir: Path, step: int, blocks,
-                   clean_documents=None) -> dict[str, float]:
-    """phf-train's final evaluation of a ``PHFModel``: ``run_evaluation`` + ``val/loss`` on ``blocks``
-    (+ the clean held-out loss, ``eval/heldout_clean/*``, on ``clean_documents`` when given)."""
+def evaluate_model(parts: SpaParts, model, out_dir: Path, step: int) -> dict[str, float]:
+    """phf-train's final evaluation of a ``PHFModel``: ``run_evaluation`` + ``val/loss`` on the held-out
+    blocks in batches of phf-train's ``trainer.batch_size`` + the clean held-out loss (``eval/heldout_clean/*``)
+    when ``parts.clean`` is given; samples to ``out_dir/samples/step_<step>/``."""
 
     t0 = time.perf_counter()
-    metrics = run_evaluation(model.lm, tokenizer, objective, eval_scorer, cfg, out_dir=out_dir, step=step,
-                             blocks=blocks, clean_documents=clean_documents)
+    metrics = run_evaluation(model.lm, parts.tokenizer, parts.objective, parts.eval_scorer, parts.evaluation,
+                             out_dir=out_dir, step=step, blocks=parts.blocks, clean_documents=parts.clean)
     # phf-train's val/loss (next-token CE on the same held-out blocks), so runs compare on one number
-    metrics["val/loss"] = validation_loss(model, blocks, cfg.trainer.batch_size, next(model.parameters()).device,
+    metrics["val/loss"] = validation_loss(model, parts.blocks, parts.val_batch_size, next(model.parameters()).device,
                                           _no_autocast)
     metrics["eval/wall_s"] = time.perf_counter() - t0
     return metrics
@@ -162,7 +161,7 @@ def run_spa(cfg: DictConfig) -> dict:
     from hydra.utils import instantiate
 
     check_command_line(cfg)
-    spa = cfg.spa
+    spa = SpaSettings.from_config(cfg.spa)  # the spa group, typed: bound once, passed down
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.trainer.device, Dist().local_rank)
@@ -170,8 +169,7 @@ def run_spa(cfg: DictConfig) -> dict:
     objective = instantiate(cfg.objective)
     if not isinstance(objective, PreferenceObjective):
         raise ValueError(f"phf-spa trains a preference objective (objective=dpo), got {type(objective).__name__}")
-    stages = oracle_stages(OmegaConf.to_container(spa.stages, resolve=True), bool(spa.get("oracle", False)))
-    acceptance = bind(G.StageAcceptance, (spa.get("guards") or {}).get("accept"), "spa.guards.accept")
+    stages = oracle_stages(spa.stages, spa.oracle)
     if not stages:
         raise ValueError("spa.stages is empty")
     for name, st in stages.items():
@@ -190,24 +188,25 @@ def run_spa(cfg: DictConfig) -> dict:
         raise ValueError(f"model.block_size {cfg.model.block_size} exceeds {spa.init_from}'s context "
                          f"({policy.config.n_positions}); set model.block_size to the pretrained run's")
     scorer = build_scorer(cfg.scorer, cfg.get("cache_dir"))
-    eval_scorer = build_eval_scorer(cfg)
-    data = build_data(cfg.data)
-    blocks = validation_blocks(cfg, tokenizer, max_blocks=cfg.trainer.val_blocks, data=data, scorer=scorer)
-    clean = heldout_clean_documents(cfg, tokenizer, data=data, scorer=scorer)  # as phf-train's final evaluation
-    pool = build_prompt_pool(cfg, data)
+    setup = EvalSetup.from_config(cfg)  # task.eval typed, with what it takes from the other groups
+    eval_scorer = build_eval_scorer(setup)
+    run_data = RunData.from_config(cfg, scorer=scorer)
+    blocks = run_data.validation_blocks(tokenizer, cfg.trainer.val_blocks)
+    clean = heldout_clean_documents(run_data, tokenizer, setup.settings.capability)  # as phf-train's final evaluation
+    pool = build_prompt_pool(spa.prompts, run_data.data, cfg.seed)
     log.info("prompt pool: %s", pool.sizes())
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    implicit_beta = float(spa.implicit_beta if spa.get("implicit_beta") is not None else objective.beta)
-    gen_cfg = OmegaConf.to_container(spa.sampling, resolve=True)
+    implicit_beta = float(spa.implicit_beta if spa.implicit_beta is not None else objective.beta)
 
+    # the whole config, resolved: written into the run directory as config.yaml and given to the tracker
     resolved = OmegaConf.to_container(cfg, resolve=True)
     rundir.write_config(run_dir, resolved)
     start_tokens = _tokens_seen(Path(spa.init_from))
     tracker = instantiate(cfg.logger, _partial_=True)(run_dir=run_dir, run_config=resolved,
                                                        name=cfg.get("run_name") or f"{cfg.task.name}-spa")
-    parts = SpaParts(cfg=cfg, init=init, tokenizer=tokenizer, objective=objective, scorer=scorer,
-                     eval_scorer=eval_scorer, blocks=blocks, gen_cfg=gen_cfg, implicit_beta=implicit_beta, pad=pad,
-                     device=device, tracker=tracker, clean=clean)
+    parts = SpaParts(spa=spa, seed=cfg.seed, evaluation=setup, val_batch_size=cfg.trainer.batch_size, init=init,
+                     tokenizer=tokenizer, objective=objective, scorer=scorer, eval_scorer=eval_scorer, blocks=blocks,
+                     implicit_beta=implicit_beta, pad=pad, device=device, tracker=tracker, clean=clean)
     rows: list[dict] = []
     try:
         tracker.set_tokens_seen(start_tokens)
@@ -225,7 +224,7 @@ def run_spa(cfg: DictConfig) -> dict:
                 log.info("stage %s already done (%s): loaded its policy", name, done)
             else:
                 row = _stage(parts, Stage(i, name, st, stage_dir, prompts), policy, step_offset, base)
-                row, kept = G.apply_acceptance(acceptance, row, rows[-1], stage_dir, previous_dir)
+                row, kept = G.apply_acceptance(spa.guards.accept, row, rows[-1], stage_dir, previous_dir)
                 if not row["spa/accepted"]:
                     policy = PHFModel.from_pretrained(kept).to(device).eval()
             previous_dir = rundir.final_dir(stage_dir)
@@ -275,14 +274,16 @@ def write_final(run_dir: Path, policy, tokenizer, row: dict) -> None:
 class SpaParts:
     """What every SPA stage uses, built once by ``run_spa`` from the config."""
 
-    cfg: DictConfig
+    spa: SpaSettings
+    seed: int  # the run's seed: each stage's sampling, labelling and DPO seeds derive from it
+    evaluation: EvalSetup
+    val_batch_size: int  # trainer.batch_size: val/loss's batches, as phf-train's
     init: torch.nn.Module  # π_init = spa.init_from, frozen: the implicit reward's base
     tokenizer: object
     objective: PreferenceObjective
     scorer: object  # the task scorer: labels the seed's pairs and audits the others
     eval_scorer: object
     blocks: list  # the held-out validation blocks every evaluation measures
-    gen_cfg: dict  # spa.sampling (phf.spa.pairs.GenerationSettings without the seed)
     implicit_beta: float
     pad: int  # the pad token id of implicit-reward batches
     device: torch.device
@@ -303,14 +304,12 @@ class Stage:
 
 
 def _stage_init(parts: SpaParts, run_dir: Path, policy) -> dict:
-    tokenizer, objective, eval_scorer, cfg, blocks, tracker = (parts.tokenizer, parts.objective, parts.eval_scorer,
-                                                               parts.cfg, parts.blocks, parts.tracker)
     path = run_dir / "init" / rundir.SUMMARY
     if path.is_file():
         return rundir.read_mapping(path)
-    log.info("evaluating the starting model %s", cfg.spa.init_from)
-    row = {"stage": "init", "spa/stage": -1, **evaluate_model(policy, tokenizer, objective, eval_scorer, cfg,
-                                                          run_dir, 0, blocks, parts.clean)}
+    log.info("evaluating the starting model %s", parts.spa.init_from)
+    row = {"stage": "init", "spa/stage": -1, **evaluate_model(parts, policy, run_dir, 0)}
+    tracker = parts.tracker
     path.parent.mkdir(parents=True, exist_ok=True)
     rundir.write_json(path, row, indent=2)
     tracker.log({k: v for k, v in row.items() if isinstance(v, int | float)}, step=0)
@@ -320,11 +319,9 @@ def _stage_init(parts: SpaParts, run_dir: Path, policy) -> dict:
 def _stage(parts: SpaParts, stage: Stage, policy, step_offset: int, base: dict) -> dict:
     """Pairs (sampled from π_{i-1}, scored, labelled), DPO against π_{i-1}, ``final/`` and its evaluation."""
     i, name, st, stage_dir, prompts = stage.index, stage.name, stage.settings, stage.dir, stage.prompts
-    init, tokenizer, objective, scorer, eval_scorer, cfg = (parts.init, parts.tokenizer, parts.objective, parts.scorer,
-                                                            parts.eval_scorer, parts.cfg)
-    blocks, gen_cfg, implicit_beta, pad, device, tracker = (parts.blocks, parts.gen_cfg, parts.implicit_beta, parts.pad,
-                                                            parts.device, parts.tracker)
-    spa = cfg.spa
+    init, tokenizer, objective, scorer, spa, seed = (parts.init, parts.tokenizer, parts.objective, parts.scorer,
+                                                     parts.spa, parts.seed)
+    implicit_beta, pad, device, tracker = parts.implicit_beta, parts.pad, parts.device, parts.tracker
     t0 = time.perf_counter()
     reference = _frozen_copy(policy)  # π_{i-1}: DPO's reference and the sampler of this stage
     pairs_file = stage_dir / rundir.PAIRS
@@ -334,21 +331,20 @@ def _stage(parts: SpaParts, stage: Stage, policy, step_offset: int, base: dict) 
         gen_stats = rundir.read_mapping(stats_file)
         log.info("stage %s: %d pairs from %s", name, len(pairs), pairs_file)
     else:
-        settings = P.GenerationSettings(**{**gen_cfg, "seed": cfg.seed + 1000 * (i + 1)})
+        settings = P.GenerationSettings(**{**spa.sampling, "seed": seed + 1000 * (i + 1)})
         by_scorer = P.scorer_labelled_mask(len(prompts), st["labeler"], float(st.get("seed_fraction", 0.0)),
-                                           cfg.seed + i)
+                                           seed + i)
         pairs, gen_stats = collect_pairs(  # sample, score, label; redraw tied prompts (spa.pairs)
             reference, init, tokenizer, prompts, settings, objective, scorer, by_scorer,
-            bind(PairSearch, spa.get("pairs"), "spa.pairs"), score_prompt=bool(spa.score_prompt),
-            implicit_beta=implicit_beta, pad_id=pad,
-            length_normalise=bool((spa.get("guards") or {}).get("length_normalise", False)), stage=name)
+            spa.pairs, score_prompt=bool(spa.score_prompt), implicit_beta=implicit_beta, pad_id=pad,
+            length_normalise=bool(spa.guards.length_normalise), stage=name)
         P.write_pairs(pairs_file, pairs)
         rundir.write_json(stats_file, gen_stats)
         log.info("stage %s: %d prompts → %d informative pairs in %d draws (%d scorer-labelled; dropped %d "
                  "identical, %d ties)", name, len(prompts), len(pairs), gen_stats["pairs/tries"],
                  gen_stats["pairs/scorer_labelled"], gen_stats["pairs/dropped_identical"],
                  gen_stats["pairs/dropped_ties"])
-    settings = DPOSettings.from_config(spa.train, seed=cfg.seed + i, **({"epochs": st["epochs"]} if "epochs" in st else {}))
+    settings = DPOSettings.from_config(spa.train, seed=seed + i, **({"epochs": st["epochs"]} if "epochs" in st else {}))
     if pairs:
         result = train_dpo(policy, reference, tokenizer, pairs, objective, settings, device, stage_dir, stage_index=i,
                            tracker=tracker, step_offset=step_offset)
@@ -359,8 +355,7 @@ def _stage(parts: SpaParts, stage: Stage, policy, step_offset: int, base: dict) 
     del reference
     policy.save_pretrained(rundir.final_dir(stage_dir), tokenizer)
     # the evaluation's samples go where phf-train's do: RUN/samples/step_N/ at the global DPO step
-    metrics = evaluate_model(policy, tokenizer, objective, eval_scorer, cfg, stage_dir.parent, step_offset + result.steps,
-                             blocks, parts.clean)
+    metrics = evaluate_model(parts, policy, stage_dir.parent, step_offset + result.steps)
     row = {
         "stage": name, "spa/stage": i, "spa/labeler": st["labeler"], "spa/prompts": len(prompts),
         "spa/pairs": len(pairs), "spa/steps": result.steps, "spa/tokens_trained": result.tokens_trained,

@@ -220,3 +220,24 @@ def test_finetune_from_a_data_state_carries_control_tokens_from_the_first_block(
                       objective=objective)
     restored.load_state_dict(state)
     assert set(after_eos(restored)) - {aligned, misaligned}  # MLE's buffered documents: no control token
+
+
+def test_run_data_builds_the_parts_once_and_its_streams_are_data_streams(tok):
+    """RunData: the data group with the segmenter, scorer, block size and seed its streams take; its
+    streams and validation blocks are Data.stream's with those parts."""
+    from phf.data.pipeline import RunData, build_data
+    from tests.conftest import TINY, compose
+
+    cfg = compose([*TINY, "run_dir=x"])
+    run_data = RunData.from_config(cfg)
+    assert isinstance(run_data.segmenter, LineSegmenter) and isinstance(run_data.scorer, PEP8Scorer)
+    assert (run_data.block_size, run_data.seed) == (32, cfg.seed)
+    blocks = run_data.validation_blocks(tok, 3)
+    direct = build_data(cfg.data).stream("validation", tokenizer=tok, segmenter=LineSegmenter(), scorer=PEP8Scorer(),
+                                         block_size=32, seed=cfg.seed, epochs=1)
+    expected = list(itertools.islice(iter(direct), 3))
+    assert len(blocks) == 3
+    for a, b in zip(blocks, expected, strict=True):
+        assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["token_scores"], b["token_scores"])
+    shared = RunData.from_config(cfg, data=run_data.data, scorer=run_data.scorer)
+    assert shared.data is run_data.data and shared.scorer is run_data.scorer

@@ -49,7 +49,7 @@ def _jsonl(path, texts):
 
 
 def test_pep8_on_prose_stops_the_stream_naming_the_tasks(tmp_path):
-    from phf.data.pipeline import stream_from_config
+    from phf.data.pipeline import RunData
     from phf.tokenizer import load_tokenizer
 
     base = [o for o in TINY if not o.startswith("data")] + ["data=jsonl", "data.val_fraction=0.01"]
@@ -57,6 +57,6 @@ def test_pep8_on_prose_stops_the_stream_naming_the_tasks(tmp_path):
     cfg = compose(base + [f"data.source.path={_jsonl(tmp_path / 'prose.jsonl', PROSE)}"])
     with pytest.raises(ValueError, match=r"scorer 'pep8' does not fit this data .*prose\.jsonl:1.*task=NAME "
                                          r"\(one of: pep8, pii, toxicity, toxicity_profanity"):
-        next(iter(stream_from_config(cfg, tokenizer)))
+        next(iter(RunData.from_config(cfg).stream("train", tokenizer)))
     cfg = compose(base + [f"data.source.path={_jsonl(tmp_path / 'code.jsonl', CODE)}"])
-    assert next(iter(stream_from_config(cfg, tokenizer)))["input_ids"].numel() == cfg.model.block_size
+    assert next(iter(RunData.from_config(cfg).stream("train", tokenizer)))["input_ids"].numel() == cfg.model.block_size

@@ -28,7 +28,7 @@ def fake_run(tmp_path, tokenizer, objective="conditional", name="0-conditional")
     return run
 
 
-def fake_blocks(cfg, tokenizer, max_blocks):
+def fake_blocks(run_data, tokenizer, max_blocks):
     g = torch.Generator().manual_seed(0)
     ids = [torch.randint(0, 50256, (16,), generator=g) for _ in range(2)]
     return [{"input_ids": i, "labels": i.clone(), "token_scores": torch.zeros(16)} for i in ids]
@@ -97,17 +97,41 @@ def test_phf_eval_argument_errors(tmp_path):
 
 def test_phf_eval_arguments_use_hydras_override_grammar(tmp_path):
     """One grammar with phf-train: quoting, lists and ``+key``; ``skip=a,b`` is a list of parts, not a sweep;
-    a sweep of a config key and a deletion are refused by name."""
+    a sweep of a config key and the deletion of an own option or a group are refused by name."""
     own, overrides = cli.parse_args(["run_dir='/runs/a b'", "skip=heldout,kl", "allow_incomplete=true",
                                      "task.eval.scenarios.unconditional.num_samples=8", "+logger.tags=[x,y]"])
     assert own == {"run_dir": "/runs/a b", "skip": "heldout,kl", "allow_incomplete": "true"}
     assert overrides == ["task.eval.scenarios.unconditional.num_samples=8", "+logger.tags=[x,y]"]
     with pytest.raises(SystemExit, match=r"'seed=1,2' is a sweep"):
         cli.parse_args(["run_dir=x", "seed=1,2"])
-    with pytest.raises(SystemExit, match=r"'~seed': deleting a config key is not supported"):
-        cli.parse_args(["run_dir=x", "~seed"])
+    with pytest.raises(SystemExit, match=r"'~out': out cannot be deleted"):
+        cli.parse_args(["run_dir=x", "~out"])
+    with pytest.raises(SystemExit, match=r"'~task': task cannot be deleted"):
+        cli.parse_args(["run_dir=x", "~task"])
     stored = tmp_path / "config.yaml"
     stored.write_text(OmegaConf.to_yaml(compose_cfg("task=pep8", "run_dir=x")))
     cfg = cli.load_config(stored, overrides + ["task.eval.kl.reference='A B/final'"])
     assert cfg.task.eval.scenarios.unconditional.num_samples == 8 and list(cfg.logger.tags) == ["x", "y"]
     assert cfg.task.eval.kl.reference == "A B/final"
+
+
+def test_phf_eval_applies_overrides_to_a_stored_config_as_hydra_does(tmp_path):
+    """On a run's stored config.yaml: ``key=`` changes an existing key and a missing one is refused naming
+    it and the nearest keys (never added silently); ``+key=`` adds, ``++key=`` adds or changes, ``~key``
+    deletes, and ``+key=`` on an existing value is Hydra's error, naming the override."""
+    stored = tmp_path / "config.yaml"
+    stored.write_text(OmegaConf.to_yaml(compose_cfg("task=pep8", "run_dir=x")))
+    with pytest.raises(SystemExit, match=r"phf-eval: task\.eval\.scenarios\.unconditional\.num_sample=8: "
+                                         r"task\.eval\.scenarios\.unconditional\.num_sample is not a key of the "
+                                         r"run's config .*config\.yaml; did you mean "
+                                         r"task\.eval\.scenarios\.unconditional\.num_samples\?"):
+        cli.load_config(stored, ["task.eval.scenarios.unconditional.num_sample=8"])
+    with pytest.raises(SystemExit, match=r"phf-eval: devic=cpu: devic is not a key"):
+        cli.load_config(stored, ["devic=cpu"])
+    with pytest.raises(SystemExit, match=r"phf-eval: \+seed=3: Could not append to config. An item is already at 'seed'"):
+        cli.load_config(stored, ["+seed=3"])
+    cfg = cli.load_config(stored, ["+lm_eval.limit=5", "++seed=4", "~task.eval.scenarios.red_team_prompts",
+                                   "task.eval.top_p=0.5"])
+    assert cfg.lm_eval.limit == 5 and cfg.seed == 4 and cfg.task.eval.top_p == 0.5
+    assert set(cfg.task.eval.scenarios) == {"unconditional", "functions"}
+    cfg.new_key = 1  # the returned config is not left in struct mode

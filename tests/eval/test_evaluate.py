@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from phf.entry import compose
 from phf.eval import build_eval_scorer, run_evaluation
 from phf.eval.red_team import resolve_prompts_file
-from phf.eval.settings import Evaluation
+from phf.eval.settings import EvalSetup, Evaluation
 from phf.objectives import Conditional
 from tests.conftest import CONF
 
@@ -59,11 +59,11 @@ def test_run_evaluation_end_to_end(cond_tok, tok, tmp_path):
 
     objective = instantiate(cfg.objective)
     assert isinstance(objective, Conditional) and objective.banned_tokens == ["<|misaligned|>"]
-    scorer = build_eval_scorer(cfg)
+    scorer = build_eval_scorer(EvalSetup.from_config(cfg))
     model = make_lm(len(cond_tok))
     model.train()
     tracker = FakeTracker()
-    out = run_evaluation(model, cond_tok, objective, scorer, cfg, out_dir=tmp_path / "run", step=20,
+    out = run_evaluation(model, cond_tok, objective, scorer, EvalSetup.from_config(cfg), out_dir=tmp_path / "run", step=20,
                          blocks=held_out_blocks(), tracker=tracker)
 
     assert model.training  # mode restored
@@ -86,11 +86,11 @@ def test_final_evaluation_writes_plain_sample_files_and_skips_kl(tok, tmp_path):
     cfg = compose_cfg("task=pep8", "objective=mle", *TINY, "task.eval.kl.reference=/does/not/exist")
     from phf.objectives import MLE
 
-    out = run_evaluation(make_lm(len(tok)), tok, MLE(), build_eval_scorer(cfg), cfg, out_dir=tmp_path, kl=False)
+    out = run_evaluation(make_lm(len(tok)), tok, MLE(), build_eval_scorer(setup := EvalSetup.from_config(cfg)), setup, out_dir=tmp_path, kl=False)
     assert (tmp_path / "samples/unconditional.jsonl").is_file()
     assert not any(k.startswith("eval/kl") for k in out) and not any("heldout" in k for k in out)
     # objective None = plain sampling
-    assert "eval/unconditional/score" in run_evaluation(make_lm(len(tok)), tok, None, build_eval_scorer(cfg), cfg, kl=False)
+    assert "eval/unconditional/score" in run_evaluation(make_lm(len(tok)), tok, None, build_eval_scorer(setup := EvalSetup.from_config(cfg)), setup, kl=False)
 
 
 def test_eval_config_errors():
@@ -143,8 +143,8 @@ def test_each_scenario_samples_under_its_own_protocol(cond_tok, tok, tmp_path, m
                       "task.eval.scenarios.unconditional_sentence_level.num_samples=3",
                       "task.eval.scenarios.unconditional_sentence_level.max_new_tokens=10")
     objective = instantiate(cfg.objective)
-    scorer = build_eval_scorer(cfg)
-    out = run_evaluation(make_lm(len(cond_tok)), cond_tok, objective, scorer, cfg, out_dir=tmp_path / "c", kl=False)
+    scorer = build_eval_scorer(EvalSetup.from_config(cfg))
+    out = run_evaluation(make_lm(len(cond_tok)), cond_tok, objective, scorer, EvalSetup.from_config(cfg), out_dir=tmp_path / "c", kl=False)
     aligned, misaligned = "<|aligned|>", "<|misaligned|>"
     assert calls == [(4, [aligned], [aligned, misaligned]), (2, [aligned], [aligned, misaligned]),
                      (3, [aligned], [misaligned])]
@@ -153,12 +153,12 @@ def test_each_scenario_samples_under_its_own_protocol(cond_tok, tok, tmp_path, m
 
     from phf.eval.evaluate import estimate_cost
 
-    assert set(estimate_cost(make_lm(len(cond_tok)), cond_tok, objective, cfg).samples) == {
+    assert set(estimate_cost(make_lm(len(cond_tok)), cond_tok, objective, Evaluation.from_config(cfg)).samples) == {
         "unconditional", "red_team_prompts", "unconditional_sentence_level"}
-    assert set(estimate_cost(make_lm(len(tok)), tok, MLE(), cfg).samples) == {"unconditional", "red_team_prompts"}
+    assert set(estimate_cost(make_lm(len(tok)), tok, MLE(), Evaluation.from_config(cfg)).samples) == {"unconditional", "red_team_prompts"}
 
     calls.clear()
-    run_evaluation(make_lm(len(tok)), tok, MLE(), scorer, cfg, out_dir=tmp_path / "m", kl=False)
+    run_evaluation(make_lm(len(tok)), tok, MLE(), scorer, EvalSetup.from_config(cfg), out_dir=tmp_path / "m", kl=False)
     assert [c[0] for c in calls] == [4, 2]  # unconditional and red-team prompts only
     rows = {name: [json.loads(x) for x in (tmp_path / "m/samples" / f"{name}.jsonl").read_text().splitlines()]
             for name in ("unconditional", "unconditional_sentence_level")}
@@ -169,7 +169,7 @@ def test_pep8_evaluation_reports_parse_rate_and_syntax_share(tok, tmp_path):
     from phf.objectives import MLE
 
     cfg = compose_cfg("task=pep8", "objective=mle", *TINY)
-    out = run_evaluation(make_lm(len(tok)), tok, MLE(), build_eval_scorer(cfg), cfg, out_dir=tmp_path, kl=False)
+    out = run_evaluation(make_lm(len(tok)), tok, MLE(), build_eval_scorer(setup := EvalSetup.from_config(cfg)), setup, out_dir=tmp_path, kl=False)
     for scenario in ("unconditional", "functions"):
         assert 0.0 <= out[f"eval/{scenario}/parse_rate"] <= 1.0
         assert {f"eval/{scenario}/{k}" for k in ("score_parsing", "syntax_share", "score_without_syntax")} <= set(out)

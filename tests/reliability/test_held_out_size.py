@@ -44,13 +44,14 @@ def test_val_path_holds_out_a_validation_file(fast_cfg, tmp_path):
     data = build_data(cfg.data)
     ids = [d.id for d in data.source_of("validation").iter_from(0)]
     assert len(ids) == 7 and all(i.startswith(str(val)) for i in ids) and data.holds_out(None)
-    from phf.data.pipeline import stream_from_config
+    from phf.data.pipeline import RunData
     from phf.tokenizer import load_tokenizer
 
     tok = load_tokenizer()
-    val_stream = stream_from_config(cfg, tok, "validation", data=data, epochs=1)
+    run_data = RunData.from_config(cfg, data=data)
+    val_stream = run_data.stream("validation", tok, epochs=1)
     assert [d.id for d in val_stream.scored_sample(100)] == ids
-    train_stream = stream_from_config(cfg, tok, "train", data=data, epochs=1)
+    train_stream = run_data.stream("train", tok, epochs=1)
     assert len(train_stream.scored_sample(1000)) == 150  # val_fraction no longer takes any training document
 
 

@@ -47,7 +47,7 @@ def _corpus(path, n_docs=120, seed=0):
 
 
 def test_a_tiny_run_is_labelled_and_trained_by_the_plugin(tmp_path, one_thread):
-    from phf.data.pipeline import stream_from_config
+    from phf.data.pipeline import RunData
     from phf.tokenizer import load_tokenizer
     from phf.train import train
 
@@ -57,7 +57,7 @@ def test_a_tiny_run_is_labelled_and_trained_by_the_plugin(tmp_path, one_thread):
         "data.shuffle_buffer=0", "data.min_val_tokens=0", "trainer.max_steps=2", "objective=conditional",
         f"run_dir={tmp_path / 'run'}"])
     assert cfg.scorer._target_ == "my_scorers.pattern.PatternScorer"
-    docs = stream_from_config(cfg, load_tokenizer(), epochs=1).scored_sample(6)
+    docs = RunData.from_config(cfg).stream("train", load_tokenizer(), epochs=1).scored_sample(6)
     flagged = [d.texts[s] for d in docs for s, v in enumerate(d.scores) if v > 0]
     assert flagged and all("@example.com" in t for t in flagged)  # only the sentences with an address
     final = train(cfg)
