@@ -13,7 +13,7 @@ DEMO_DIR ?= outputs/demo
 # the demo's evaluations during training (every N optimizer steps of 1,500, besides the final one), so that its
 # curves have more than one point; only `make demo` sets it (conf/experiment/demo.yaml, which other experiments
 # inherit, keeps task.eval.every_steps=0); DEMO_EVAL_EVERY=0 evaluates at the end only
-DEMO_EVAL_EVERY ?= 500
+DEMO_EVAL_EVERY ?= 750
 SWEEP_DIR ?= outputs/demo_sweep
 LAPTOP_DIR ?= outputs/laptop
 PAPER_DIR ?= runs/paper
