@@ -110,7 +110,8 @@ def build_report(dirs: list[Path], out: Path, scenario: str | None = None,
     every = list(dict.fromkeys([*views, *(name for r in good for name in r.samples)]))  # primary first
     exported = export_samples(good, every, out / SAMPLES_FILE, export_k) if export_k > 0 else None
     (out / "report.md").write_text(markdown(table, scenario, plots, dirs, runs, degeneracy, excerpt_k, excerpt_chars,
-                                               sweep, comparisons, secondary, titles(good, list(views)), exported))
+                                               sweep, comparisons, secondary, titles(good, list(views)), exported,
+                                               {task: a.unit for task, a in axes_of.items()}))
     rows = table + [r for view in secondary.values() for r in view[0]]
     with open(out / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), restval="")

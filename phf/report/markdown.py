@@ -95,7 +95,8 @@ def excerpts(runs: list[Run], scenario: str, k: int, chars: int) -> list[str]:
 def markdown(table: list[dict], scenario: str, plots: list[str], sources: list[Path], runs: list[Run],
              degeneracy: Degeneracy, excerpt_k: int = 3, excerpt_chars: int = 300, sweep: Sweep | None = None,
              comparisons: dict[str, list[dict]] | None = None, secondary: dict | None = None,
-             names: dict[str, str] | None = None, exported: dict | None = None) -> str:
+             names: dict[str, str] | None = None, exported: dict | None = None,
+             units: dict[str, str] | None = None) -> str:
     columns = [k for k in (sweep.labels if sweep else []) if k != "objective"]  # swept keys beside the objective
     comparisons, secondary, names = comparisons or {}, secondary or {}, names or {}
     title = names.get(scenario, scenario)
@@ -118,6 +119,7 @@ def markdown(table: list[dict], scenario: str, plots: list[str], sources: list[P
         + " Final values come from each run's `eval.json` (`phf-eval`), else "
         "from its last evaluation's samples, else from `metrics.jsonl`.",
         "",
+        *(["Scores are in " + "; ".join(f"{u} ({t})" for t, u in units.items()) + ".", ""] if units else []),
         *([f"Swept ({sweep.source}): {', '.join(f'`{k}`' for k in sweep.labels)}; runs that differ only by `seed` "
            "form one multi-seed row.", ""] if sweep and sweep.labels else []),
         f"## Primary: `{scenario}`" + (f" — {title}" if title != scenario else ""),

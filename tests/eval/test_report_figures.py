@@ -131,6 +131,7 @@ def test_figures_have_curves_with_seed_bands_and_all_three_formats(tmp_path, cap
     assert report.score_unit(report.load_run(c)) == "PII entities per character"
     md = out["report"].read_text()
     assert "[PNG](pareto.png) [PDF](pareto.pdf) [SVG](pareto.svg)" in md
+    assert "Scores are in PII entities per character (pii)." in md
     report.main([str(sweep), "--out", str(tmp_path / "out2")])
     assert "phf-report: 3 runs, 1 multi-seed group ->" in capsys.readouterr().out
 
