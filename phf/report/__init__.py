@@ -118,6 +118,7 @@ from phf.report.runs import (  # noqa: F401
     score_unit,
     scorer_registry,
     series,
+    tokens_between,
     training_state,
 )
 from phf.report.scenarios import _scenario_settings, headline_scenario, secondary_scenarios, titles  # noqa: F401

@@ -130,29 +130,52 @@ def _load_run(path: Path) -> Run:
         raise DamagedRun(f"{rundir.config_path(path)}: task.name must be a string, got {type(task).__name__}")
     return Run(path, task, objective_name(path, cfg), ev, rows, rundir.read_error(path), cfg,
                rundir.read_last_samples(path), overrides=rundir.read_overrides(path),
-               evaluations=evaluation_rows(path, ev))
+               evaluations=evaluation_rows(path, ev, rows))
 
 
-def evaluation_rows(path: Path, ev: dict | None) -> list[dict]:
+def evaluation_rows(path: Path, ev: dict | None, rows: list[dict] = ()) -> list[dict]:
     """phf-eval's results of the run as flat metric rows with their ``tokens_seen``, keyed as the trainer
     logs them (``eval/<scenario>/<metric>``, ``eval/heldout/*``, ``eval/heldout_clean/*``, ``eval/kl``):
     every ``checkpoints/step_N/eval.json`` (``phf-eval checkpoint=RUN/checkpoints/step_N`` writes there),
-    then ``eval.json``. A result without ``tokens_seen`` cannot be placed on a curve and is left out of
-    them (it still makes the table). Values go through ``rundir.number`` (eval.json holds null for NaN and
-    notes as strings, which ``phf.eval.evaluate.flatten`` is not made for)."""
-    docs = [rundir.read_eval(p) for p in rundir.step_paths(rundir.checkpoints_dir(path))] + [ev]
-    rows = []
-    for d in docs:
-        if d is None or not math.isfinite(_num(d.get("tokens_seen"))):
+    then ``eval.json``. A result without ``tokens_seen`` (phf-eval finds it only in a metrics row of that
+    very step, and rows come every ``trainer.log_every`` steps) is placed by its ``step`` between the
+    training ``rows`` around it (``tokens_between``); one that cannot be placed is left out of the curves,
+    said on stderr (it still makes the table). Values go through ``rundir.number`` (eval.json holds null
+    for NaN and notes as strings, which ``phf.eval.evaluate.flatten`` is not made for)."""
+    import sys
+
+    found = [(rundir.eval_path(p), rundir.read_eval(p)) for p in rundir.step_paths(rundir.checkpoints_dir(path))]
+    out = []
+    for file, d in [*found, (rundir.eval_path(path), ev)]:
+        if d is None:
             continue
-        row = {"tokens_seen": _num(d["tokens_seen"])}
+        tokens = _num(d.get("tokens_seen"))
+        if not math.isfinite(tokens):
+            tokens = tokens_between(rows, _num(d.get("step")))
+        if not math.isfinite(tokens):
+            print(f"phf-report: {file} has no tokens_seen and its step is not between two logged training steps: "
+                  "left out of the curves", file=sys.stderr)
+            continue
+        row = {"tokens_seen": tokens}
         for name, metrics in (d.get("scenarios") or {}).items():
             row.update({f"eval/{name}/{k}": _num(v) for k, v in metrics.items()})
         for group in ("heldout", "heldout_clean"):
             row.update({f"eval/{group}/{k}": _num(v) for k, v in (d.get(group) or {}).items()})
         row.update({f"eval/{k}": _num(v) for k, v in (d.get("kl") or {}).items() if k.startswith("kl")})
-        rows.append(row)
-    return rows
+        out.append(row)
+    return out
+
+
+def tokens_between(rows: list[dict], step: float) -> float:
+    """``tokens_seen`` at optimizer step ``step``, linear between the nearest training rows below and above it
+    (every step trains the same number of tokens: rows at steps 350 and 400 with 358,400 and 409,600 tokens
+    put step 375 at 384,000); NaN when ``step`` is not between two rows."""
+    points = sorted({_num(r["step"]): _num(r["tokens_seen"]) for r in rows
+                     if "step" in r and "tokens_seen" in r and math.isfinite(_num(r.get("tokens_seen")))}.items())
+    for (s0, t0), (s1, t1) in zip(points, points[1:]):
+        if s0 <= step <= s1 and s1 > s0:
+            return t0 + (t1 - t0) * (step - s0) / (s1 - s0)
+    return math.nan
 
 
 read_overrides = rundir.read_overrides  # the job's Hydra overrides, None without .hydra/overrides.yaml

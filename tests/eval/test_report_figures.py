@@ -73,7 +73,7 @@ def test_a_templated_corpus_is_judged_against_its_own_diversity(tmp_path, capsys
     assert rows["unlikelihood"]["status"] == "degenerate: distinct-2 0.10"
     assert rows["unlikelihood"]["degeneracy_bar"] == "absolute (no corpus statistic): distinct-2 ≥ 0.3"
     md = (tmp_path / "out" / "report.md").read_text()
-    assert "Judged by the absolute degeneracy bar only (1 of 3 rows" in md and "): unlikelihood." in md
+    assert "Judged by the absolute degeneracy bar only (1 of 3 runs" in md and "): unlikelihood." in md
     assert "| 0.09 / 0.11, 0.01 / 0.05 |" in md and "| – (absolute bar) |" in md
     assert "- pii: mle (0.003)" in md
     assert "phf-report: 3 runs, 0 multi-seed groups" in capsys.readouterr().out
@@ -134,6 +134,23 @@ def test_figures_have_curves_with_seed_bands_and_all_three_formats(tmp_path, cap
     assert "Scores are in PII entities per character (pii)." in md
     report.main([str(sweep), "--out", str(tmp_path / "out2")])
     assert "phf-report: 3 runs, 1 multi-seed group ->" in capsys.readouterr().out
+
+
+def test_a_checkpoint_evaluation_without_tokens_seen_is_placed_by_its_step(tmp_path, capsys):
+    """phf-eval knows tokens_seen only from a metrics row of that very step: step 75 lies between the val/loss
+    rows of steps 50 and 100 (51,200 and 102,400 tokens), so at 76,800; step 1000 lies past them all and is
+    left out of the curves, said on stderr."""
+    run = run_dir(tmp_path, "mle", "MLE", 1, (0.5, 0.4, 0.3))
+    for step, hit in ((75, 0.6), (1000, 0.1)):
+        ckpt = run / "checkpoints" / f"step_{step:08d}"
+        ckpt.mkdir(parents=True)
+        (ckpt / "eval.json").write_text(json.dumps({"step": step, "tokens_seen": None,
+                                                    "scenarios": {"unconditional": {"hit_rate": hit}}}))
+    xs, ys = report.series(report.load_run(run), "eval/unconditional/hit_rate")
+    assert xs[0] == 75 * TOKENS_PER_STEP and ys == [0.6, 0.5, 0.4, 0.3]
+    assert "step_00001000/eval.json has no tokens_seen" in capsys.readouterr().err
+    assert report.tokens_between([{"step": 350, "tokens_seen": 358400}, {"step": 400, "tokens_seen": 409600}],
+                                 375) == 384000
 
 
 def test_score_unit_names_an_unknown_scorer_without_importing_it(tmp_path):
