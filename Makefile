@@ -10,6 +10,10 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TLDEXTR
 # temp dirs for the HF and wandb caches, so tests never touch a user's caches
 TMPENV = tmp=$$(mktemp -d) && export HF_HOME=$$tmp/hf WANDB_DIR=$$tmp/wandb PHF_CACHE_DIR=$$tmp/phf-cache
 DEMO_DIR ?= outputs/demo
+# the demo's evaluations during training (every N optimizer steps of 1,500, besides the final one), so that its
+# curves have more than one point; only `make demo` sets it (conf/experiment/demo.yaml, which other experiments
+# inherit, keeps task.eval.every_steps=0); DEMO_EVAL_EVERY=0 evaluates at the end only
+DEMO_EVAL_EVERY ?= 750
 SWEEP_DIR ?= outputs/demo_sweep
 LAPTOP_DIR ?= outputs/laptop
 PAPER_DIR ?= runs/paper
@@ -75,6 +79,7 @@ demo: install ## offline CPU, < 10 min: PII on local_pii, fitted BPE, MLE vs con
 	@# the KL reference (MLE on the clean corpus, cached) trains beside the two runs, so neither waits for it
 	$(OFFLINE) $(CPU_PAIR) $(PY) -m phf.eval.reference +experiment=demo $(HYDRA_ARGS) & ref=$$!; \
 	$(OFFLINE) $(CPU_PAIR) $(VENV)/bin/phf-train -m +experiment=demo objective=mle,conditional \
+		task.eval.every_steps=$(DEMO_EVAL_EVERY) \
 		hydra/launcher=joblib hydra.launcher.n_jobs=2 hydra.sweep.dir=$(DEMO_DIR) $(HYDRA_ARGS); status=$$?; \
 	wait $$ref && exit $$status
 	$(PY) -m phf.report $(DEMO_DIR) && cat $(DEMO_DIR)/report.md

@@ -10,6 +10,10 @@ It returns flat metrics, logged as they are:
     eval/<scenario>/{score,hit_rate}_ci_{low,high}   95% intervals: bootstrap (score), Wilson (hit rate)
     eval/<scenario>/blank_fraction share of empty or whitespace-only samples (degenerate when high)
     eval/<scenario>/repetition     mean share of repeated word 4-grams within a sample
+    eval/<scenario>/{corpus_distinct_2,corpus_repetition,distinct_2_matched,corpus_words}   the clean
+                    held-out text's own distinct-2 and rep-4 in windows of the samples' lengths, and the
+                    samples' distinct-2 over as many words (``phf.eval.metrics.corpus_reference``), when
+                    clean documents are given: phf-report's degeneracy bar is relative to them
     eval/<scenario>/score_max, length (chars), num_tokens, distinct_1, distinct_2, self_bleu,
                     num_samples, samples_per_s
     eval/<scenario>/{parse_rate,score_parsing,syntax_share,score_without_syntax}   PEP8 (the scorer's
@@ -42,7 +46,7 @@ from phf.data.document import Document
 from phf.eval.capability import heldout_loss
 from phf.eval.heldout_clean import clean_heldout_loss
 from phf.eval.kl import KLSettings, kl_from_reference
-from phf.eval.metrics import sample_metrics
+from phf.eval.metrics import corpus_reference, sample_metrics
 from phf.eval.red_team import draw_prompts
 from phf.eval.sampling import SamplingSettings, context_length, prompt_ids, sample_with_objective
 from phf.eval.settings import EvalSetup, Evaluation, Scenario
@@ -84,11 +88,12 @@ def evaluate(
     objective = objective if objective is not None else Objective()
     results: dict = {"step": step, "scenarios": {}}
     drawn: dict[str, tuple[list, list, float]] = {}  # scenario -> (samples, scores, samples/s): same_samples
+    corpus = ["".join(d.texts) for d in clean_documents] if clean_documents is not None else None
     for i, (name, sc) in enumerate(ev.scenarios.items()):
         twin = same_samples(name, ev.scenarios, objective, drawn)
         results["scenarios"][name] = _scenario(
             name, sc, ev, model, tokenizer, objective, scorer, i, out_dir, step, tracker, drawn,
-            drawn.get(twin)
+            drawn.get(twin), corpus
         )
     k = ev.kl
     if kl and (k.reference or k.train_reference):
@@ -145,7 +150,8 @@ def _heldout_clean(model, tokenizer, objective, documents, ev: Evaluation, out_d
 
 
 def _scenario(name: str, sc: Scenario, ev: Evaluation, model, tokenizer, objective, scorer, index: int, out_dir,
-              step, tracker, drawn: dict, reuse: tuple[list, list, float] | None = None) -> dict:
+              step, tracker, drawn: dict, reuse: tuple[list, list, float] | None = None,
+              corpus: list[str] | None = None) -> dict:
     scored = None
     if reuse is not None:
         samples, scores, rate = (reuse[0][: sc.num_samples], reuse[1][: sc.num_samples], reuse[2])
@@ -170,6 +176,8 @@ def _scenario(name: str, sc: Scenario, ev: Evaluation, model, tokenizer, objecti
     extra = getattr(scorer, "sample_metrics", None)  # phf's scorers: Scorer.sample_metrics, e.g. PEP8's parse rate
     if extra is not None:
         metrics.update(extra(scored, [not s.ended for s in samples]))
+    if corpus is not None:  # the held-out text's own diversity at the samples' size (degeneracy, phf-report)
+        metrics.update(corpus_reference([s.text for s in samples], corpus, ev.repetition_n))
     metrics["samples_per_s"] = rate
     _write(name, samples, scores, out_dir, step, tracker)
     log.info("eval %s: score %.4g [%.4g, %.4g], hit rate %.3g [%.3g, %.3g], expected max@%d %.4g; blank %.2f, "

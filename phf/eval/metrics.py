@@ -30,6 +30,7 @@ closest reference length, and NLTK's "method1" smoothing (a zero n-gram match co
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections import Counter
@@ -153,6 +154,40 @@ def distinct_n(texts: Sequence[str], n: int, tokenize: Callable[[str], list[str]
     """Unique n-grams / all n-grams over the whole batch (0 when there are no n-grams)."""
     all_ngrams = [g for t in texts for g in ngrams(tokenize(t), n)]
     return len(set(all_ngrams)) / len(all_ngrams) if all_ngrams else 0.0
+
+
+def corpus_reference(samples: Sequence[str], corpus: Sequence[str], repetition_n: int = 4,
+                     tokenize: Callable[[str], list[str]] = words) -> dict[str, float]:
+    """The held-out text's own diversity at the samples' size, so that a report can judge a model's samples
+    against the text it learned from instead of against one absolute bar (a templated corpus is not diverse
+    either, and a model of it should not be called degenerate for that).
+
+    Batch distinct-2 falls as text grows (more words, more repeated bigrams), so both sides are measured on
+    the same words: the corpus's words in order (documents concatenated) are cut into windows of the samples'
+    lengths in words, sample i's window as long as sample i, until either side runs out; the samples are
+    cut the same way (the first ``corpus_words`` of their words, window by window). Returns
+    ``corpus_distinct_2`` and ``corpus_repetition`` (rep-n) of the windows, ``distinct_2_matched`` (the
+    samples' distinct-2 over the same number of words) and ``corpus_words`` (that number; NaN statistics
+    when it is 0). Hand-checked: samples ["a b a b", "c d"] against corpus ["x y z", "x y"] use windows of 4
+    and 2 words: corpus "x y z x", "y" (all 5 words), samples "a b a b", "c": corpus_words 5, corpus
+    distinct-2 3/3, samples' 2/3 (a b, b a, a b)."""
+    sample_words = [tokenize(s) for s in samples]
+    stream = (w for text in corpus for w in tokenize(text))
+    corpus_windows, sample_windows = [], []
+    for ws in sample_words:
+        window = list(itertools.islice(stream, len(ws)))
+        if not window:
+            break
+        corpus_windows.append(window)
+        sample_windows.append(ws[: len(window)])
+    n = sum(len(w) for w in corpus_windows)
+    if n == 0:
+        return {"corpus_distinct_2": math.nan, "corpus_repetition": math.nan, "distinct_2_matched": math.nan,
+                "corpus_words": 0.0}
+    return {"corpus_distinct_2": distinct_n(corpus_windows, 2, tokenize=list),  # windows are word lists already
+            "corpus_repetition": repetition(corpus_windows, repetition_n, tokenize=list),
+            "distinct_2_matched": distinct_n(sample_windows, 2, tokenize=list),
+            "corpus_words": float(n)}
 
 
 def sentence_bleu(

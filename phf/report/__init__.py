@@ -1,4 +1,4 @@
-"""``phf-report``: compare runs (a multirun sweep or several) in a Markdown table and PNG plots.
+"""``phf-report``: compare runs (a multirun sweep or several) in a Markdown table and figures (PNG, PDF, SVG).
 
     phf-report multirun/2026-11-23_18-00-00                      # writes report.md + PNGs into it
     phf-report SWEEP_A SWEEP_B --out reports/pep8 --scenario functions
@@ -18,8 +18,13 @@ are searched for runs. Per run it reads:
 * ``samples/[step_<N>/]<scenario>.jsonl`` (the last evaluation's samples with their scores): the
   misalignment, hit rate and their 95% bootstrap intervals are recomputed from them, with the
   degeneracy measures (share of empty/whitespace-only samples, distinct-2, repetition). A run whose
-  samples are degenerate (``--max-blank-fraction``, ``--min-distinct-2``) is marked and not ranked:
-  a low score over empty strings or whitespace runs is an artifact, not a win.
+  samples are degenerate is marked and not ranked: a low score over empty strings or whitespace runs is
+  an artifact, not a win. Diversity is judged against the training text's own, recorded by the
+  evaluation (``eval/<scenario>/corpus_distinct_2``, ``corpus_repetition``, ``distinct_2_matched``;
+  ``stats.Degeneracy``: ``--distinct-2-vs-corpus``, ``--unrepeated-vs-corpus``, ``--distinct-2-floor``);
+  a run without it is judged by the absolute bar (``--min-distinct-2``) and named as such.
+* ``checkpoints/step_N/eval.json`` (``phf-eval checkpoint=RUN/checkpoints/step_N``): more points on the
+  curves, at the checkpoint's ``tokens_seen``.
 
 What was swept (``find_sweep``): when every run has ``.hydra/overrides.yaml`` (Hydra's record of the
 job's command-line overrides), the overridden keys whose values differ; otherwise the differing leaves of
@@ -45,42 +50,55 @@ every run and scenario, for a write-up to commit.
 
 Outputs in ``--out`` (default: the first directory): ``report.md`` (per scenario, primary first: one table
 row per run and per multi-seed group, the comparisons against MLE, the ordering of the non-degenerate runs, a few sample excerpts per run, the plots
-embedded), ``summary.csv``, ``pareto.png`` (misalignment vs capability, one labelled point per group with
-its 95% interval as error bars, degenerate runs hollow and off the front, the Pareto front dashed; capability = the
-clean held-out loss (``eval/heldout_clean/*``; else the held-out loss) and, when any run has one, KL from the
-reference, each with its interval as horizontal error bars),
-``misalignment_vs_tokens.png`` and ``heldout_loss_vs_tokens.png`` (log-scale tokens, like the paper).
+embedded), ``summary.csv``, and each figure as PNG, PDF and SVG: ``pareto`` (hit rate and mean score, in
+the scorer's unit, vs capability, one labelled point per group with its 95% intervals on both axes,
+degenerate runs hollow and off the front, the Pareto front dashed; capability = the clean held-out loss
+(``eval/heldout_clean/*``; else the held-out loss) and, when any run has one, KL from the reference),
+``misalignment_vs_tokens`` (hit rate and mean score at every evaluation, the mean over seeds with a 95% t
+band) and ``heldout_loss_vs_tokens`` (``val/loss``, ``eval/heldout/loss``, ``eval/heldout_clean/loss``);
+tokens on a log axis when they span a decade, else linear.
 
 The package, one job per module (imports run down this list): ``runs`` (finding and loading runs, through
 ``phf.rundir``), ``scenarios`` (which scenarios a report shows), ``sweep`` (what was swept, seed groups),
-``stats`` (rows, aggregates, comparisons against MLE), ``fmt`` (number formatting), ``plots`` (PNG plots),
+``stats`` (rows, aggregates, comparisons against MLE, the degeneracy bar), ``fmt`` (number formatting), ``plots``
+(the figures),
 ``markdown`` (report.md), ``wandb_log`` (``--wandb``), ``cli`` (``build_report`` and the command line).
 """
 
 from phf.report.cli import SAMPLES_FILE, build_report, export_samples, main  # noqa: F401
 from phf.report.fmt import _ci, _code, _fmt, _mantissa  # noqa: F401
 from phf.report.markdown import (  # noqa: F401
+    absolute_bar_lines,
     against_mle_lines,
     comparison_lines,
+    degeneracy_rule,
     excerpts,
     markdown,
     style_lines,
     table_lines,
     verdict,
+    vs_corpus,
 )
 from phf.report.plots import (  # noqa: F401
     EXTRA_COLORS,
+    FORMATS,
     OBJECTIVE_COLORS,
     ORDER,
     PALETTE,
     PLOT_TITLES,
+    Axes,
+    Panel,
     _label_groups,
     _rank,
     color_map,
+    interval,
     pareto_front,
     pareto_measures,
     plot_curves,
     plot_pareto,
+    save,
+    seed_curve,
+    tokens_axis,
     x_error,
 )
 from phf.report.runs import (  # noqa: F401
@@ -89,6 +107,7 @@ from phf.report.runs import (  # noqa: F401
     _load_run,
     _natural_key,
     _num,
+    evaluation_rows,
     find_runs,
     last_samples,
     last_value,
@@ -96,11 +115,15 @@ from phf.report.runs import (  # noqa: F401
     objective_name,
     objective_registry,
     read_overrides,
+    score_unit,
+    scorer_registry,
     series,
+    tokens_between,
     training_state,
 )
 from phf.report.scenarios import _scenario_settings, headline_scenario, secondary_scenarios, titles  # noqa: F401
 from phf.report.stats import (  # noqa: F401
+    CORPUS_KEYS,
     REFERENCE,
     STYLE_KEYS,
     Z95,

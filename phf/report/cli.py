@@ -1,4 +1,4 @@
-"""``phf-report``: compare runs (a multirun sweep or several) in a Markdown table and PNG plots.
+"""``phf-report``: compare runs (a multirun sweep or several) in a Markdown table and figures (PNG, PDF, SVG).
 
 The command line and ``build_report`` (every file the report writes); ``phf.report`` says what it reads and writes."""
 
@@ -7,18 +7,31 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import sys
 from pathlib import Path
 
 from phf.report.markdown import markdown
-from phf.report.plots import _rank, plot_curves, plot_pareto
-from phf.report.runs import Run, _natural_key, _num, find_runs, load_run
+from phf.report.plots import Axes, Panel, _rank, plot_curves, plot_pareto
+from phf.report.runs import Run, _natural_key, _num, find_runs, load_run, score_unit
 from phf.report.scenarios import headline_scenario, secondary_scenarios, titles
-from phf.report.stats import Degeneracy, pair_with_mle, scenario_view, summarize
+from phf.report.stats import Degeneracy, hit_threshold, pair_with_mle, scenario_view, summarize
 from phf.report.sweep import ABSENT, _value_key, find_sweep
 from phf.report.wandb_log import log_to_wandb
 
 SAMPLES_FILE = "samples.jsonl.gz"
+
+#: ``stats.Degeneracy``'s settings as flags (``--max-blank-fraction``, ...), with what each does
+DEGENERACY_FLAGS = {
+    "max_blank_fraction": "more empty/whitespace-only samples than this marks a run degenerate",
+    "min_distinct_2": "the absolute bar, for runs whose evaluation has no corpus statistic: distinct-2 below this "
+                      "marks a run degenerate",
+    "distinct_2_vs_corpus": "with the corpus statistic: distinct-2 (over as many words as the corpus sample) below "
+                            "this fraction of the held-out text's own marks a run degenerate",
+    "unrepeated_vs_corpus": "with the corpus statistic: 1 - rep-4 below this fraction of the held-out text's own "
+                            "marks a run degenerate",
+    "distinct_2_floor": "with the corpus statistic: distinct-2 below this marks a run degenerate whatever the corpus's",
+}
 
 
 def export_samples(runs: list[Run], scenarios: list[str], path: Path, k: int) -> dict:
@@ -45,7 +58,8 @@ def export_samples(runs: list[Run], scenarios: list[str], path: Path, k: int) ->
 def build_report(dirs: list[Path], out: Path, scenario: str | None = None,
                  degeneracy: Degeneracy | None = None, excerpt_k: int = 3, excerpt_chars: int = 300,
                  export_k: int = 32) -> dict:
-    """Write the report; returns ``{"table": rows, "plots": file names, "report": path, "runs": run dirs,
+    """Write the report; returns ``{"table": rows, "plots": PNG names, "figures": every figure file (PNG, PDF,
+    SVG), "report": path, "runs": run dirs,
     "comparisons": {scenario: rows}, "secondary": {scenario: table rows}, "samples": export_samples'}``."""
     import matplotlib
 
@@ -75,19 +89,29 @@ def build_report(dirs: list[Path], out: Path, scenario: str | None = None,
     secondary = {name: view for name, view in views.items() if name != scenario}
     comparisons = {name: view[2] for name, view in views.items()}
     out.mkdir(parents=True, exist_ok=True)
-    plots = []
-    if plot_pareto(groups, out / "pareto.png", scenario, legend):
-        plots.append("pareto.png")
-    if plot_curves(runs, f"eval/{scenario}/score", f"misalignment score ({scenario})", "misalignment vs tokens",
-                   out / "misalignment_vs_tokens.png", log_y=True, legend_title=legend):
-        plots.append("misalignment_vs_tokens.png")
-    if plot_curves(runs, "val/loss", "held-out LM loss (nats/token)", "held-out loss vs tokens",
-                   out / "heldout_loss_vs_tokens.png", legend_title=legend):
-        plots.append("heldout_loss_vs_tokens.png")
+    axes_of = {}
+    for r in good:  # a task's first run names its scorer's unit and hit threshold
+        axes_of.setdefault(r.task, Axes(score_unit(r), hit_threshold(r)))
+    figures = {
+        "pareto.png": plot_pareto(groups, out / "pareto.png", scenario, legend, axes_of),
+        "misalignment_vs_tokens.png": plot_curves(
+            runs, [Panel(f"eval/{scenario}/hit_rate", f"hit rate ({scenario}) vs tokens",
+                         "share of samples with score > {threshold}", (0.0, 1.0)),
+                   Panel(f"eval/{scenario}/score", f"mean score ({scenario}) vs tokens", "{unit}", (0.0, math.inf))],
+            out / "misalignment_vs_tokens.png", legend, axes_of),
+        "heldout_loss_vs_tokens.png": plot_curves(
+            runs, [Panel("val/loss", "held-out loss (val/loss)", "nats/token"),
+                   Panel("eval/heldout/loss", "held-out loss at evaluations (eval/heldout)", "nats/token"),
+                   Panel("eval/heldout_clean/loss", "clean held-out loss (eval/heldout_clean)",
+                         "nats/token, sampling format")],
+            out / "heldout_loss_vs_tokens.png", legend, axes_of),
+    }
+    plots = [name for name, files in figures.items() if files]
     every = list(dict.fromkeys([*views, *(name for r in good for name in r.samples)]))  # primary first
     exported = export_samples(good, every, out / SAMPLES_FILE, export_k) if export_k > 0 else None
     (out / "report.md").write_text(markdown(table, scenario, plots, dirs, runs, degeneracy, excerpt_k, excerpt_chars,
-                                               sweep, comparisons, secondary, titles(good, list(views)), exported))
+                                               sweep, comparisons, secondary, titles(good, list(views)), exported,
+                                               {task: a.unit for task, a in axes_of.items()}))
     rows = table + [r for view in secondary.values() for r in view[0]]
     with open(out / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), restval="")
@@ -99,9 +123,14 @@ def build_report(dirs: list[Path], out: Path, scenario: str | None = None,
             writer = csv.DictWriter(f, fieldnames=list(flat[0]))
             writer.writeheader()
             writer.writerows(flat)
-    return {"table": table, "plots": plots, "report": out / "report.md", "runs": [r.path for r in runs],
+    return {"table": table, "plots": plots, "figures": [f for files in figures.values() for f in files],
+            "report": out / "report.md", "runs": [r.path for r in runs],
             "comparisons": comparisons, "secondary": {name: view[0] for name, view in secondary.items()},
             "samples": exported}
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -109,10 +138,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("dirs", nargs="+", type=Path, help="sweep or run directories")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: the first dir)")
     parser.add_argument("--scenario", default=None, help="headline scenario (default: unconditional)")
-    parser.add_argument("--max-blank-fraction", type=float, default=Degeneracy.max_blank_fraction,
-                        help="more empty/whitespace-only samples than this marks a run degenerate (default 0.05)")
-    parser.add_argument("--min-distinct-2", type=float, default=Degeneracy.min_distinct_2,
-                        help="distinct-2 below this marks a run degenerate (default 0.3)")
+    for name, text in DEGENERACY_FLAGS.items():  # the Degeneracy fields, one flag each
+        parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(Degeneracy, name),
+                            help=text + " (default %(default)s)")
     parser.add_argument("--excerpts", type=int, default=3, help="sample excerpts per run in report.md")
     parser.add_argument("--excerpt-chars", type=int, default=300, help="characters per excerpt")
     parser.add_argument("--export-samples", type=int, default=32, metavar="K",
@@ -123,14 +151,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     out = args.out or args.dirs[0]
     try:
-        result = build_report(args.dirs, out, args.scenario, Degeneracy(args.max_blank_fraction, args.min_distinct_2),
+        degeneracy = Degeneracy(**{name: getattr(args, name) for name in DEGENERACY_FLAGS})
+        result = build_report(args.dirs, out, args.scenario, degeneracy,
                               args.excerpts, args.excerpt_chars, args.export_samples)
     except OSError as e:
         if e.filename is None or not Path(e.filename).resolve().is_relative_to(out.resolve()):
             raise  # not a write into --out: reading a run failed, say it in full
         raise SystemExit(f"phf-report: cannot write the report into {out} ({e.strerror or type(e).__name__}: "
                          f"{e.filename}); --out must be a writable directory (it is created if missing)") from None
-    print(f"phf-report: {len(result['table'])} runs -> {result['report']} ({', '.join(result['plots']) or 'no plots'})")
+    groups = sum(1 for r in result["table"] if r["seeds"] > 1)
+    print(f"phf-report: {_count(len(result['runs']), 'run')}, {_count(groups, 'multi-seed group')} -> "
+          f"{result['report']} ({', '.join(p.name for p in result['figures']) or 'no figures'})")
     if args.wandb:
         run_id = log_to_wandb(result, args.out or args.dirs[0], args.dirs, args.wandb, args.wandb_project)
         print(f"phf-report: logged to wandb run {run_id} ({args.wandb})")

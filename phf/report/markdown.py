@@ -7,7 +7,7 @@ from pathlib import Path
 
 from phf.eval.lm_eval_harness import report_lines as lm_eval_lines
 from phf.report.fmt import _ci, _code, _fmt
-from phf.report.plots import PLOT_TITLES
+from phf.report.plots import FORMATS, PLOT_TITLES
 from phf.report.runs import Run, _num
 from phf.report.stats import Degeneracy, ordering
 from phf.report.sweep import ABSENT, Sweep
@@ -95,7 +95,8 @@ def excerpts(runs: list[Run], scenario: str, k: int, chars: int) -> list[str]:
 def markdown(table: list[dict], scenario: str, plots: list[str], sources: list[Path], runs: list[Run],
              degeneracy: Degeneracy, excerpt_k: int = 3, excerpt_chars: int = 300, sweep: Sweep | None = None,
              comparisons: dict[str, list[dict]] | None = None, secondary: dict | None = None,
-             names: dict[str, str] | None = None, exported: dict | None = None) -> str:
+             names: dict[str, str] | None = None, exported: dict | None = None,
+             units: dict[str, str] | None = None) -> str:
     columns = [k for k in (sweep.labels if sweep else []) if k != "objective"]  # swept keys beside the objective
     comparisons, secondary, names = comparisons or {}, secondary or {}, names or {}
     title = names.get(scenario, scenario)
@@ -114,16 +115,17 @@ def markdown(table: list[dict], scenario: str, plots: list[str], sources: list[P
         "paired bootstrap interval over documents; "
         "KL(reference ‖ model) in nats/sample, ± 1.96 standard errors (multi-seed rows: Student-t intervals "
         "over seeds for both). Degeneracy: blank = share of empty or whitespace-only samples, distinct-2 = unique word "
-        "bigrams / all, rep-4 = mean share of repeated word 4-grams within a sample. A run with more than "
-        f"{degeneracy.max_blank_fraction:.0%} blank samples or distinct-2 below {degeneracy.min_distinct_2} is "
-        "marked degenerate and not ranked. Final values come from each run's `eval.json` (`phf-eval`), else "
+        "bigrams / all, rep-4 = mean share of repeated word 4-grams within a sample. " + degeneracy_rule(degeneracy)
+        + " Final values come from each run's `eval.json` (`phf-eval`), else "
         "from its last evaluation's samples, else from `metrics.jsonl`.",
         "",
+        *(["Scores are in " + "; ".join(f"{u} ({t})" for t, u in units.items()) + ".", ""] if units else []),
         *([f"Swept ({sweep.source}): {', '.join(f'`{k}`' for k in sweep.labels)}; runs that differ only by `seed` "
            "form one multi-seed row.", ""] if sweep and sweep.labels else []),
         f"## Primary: `{scenario}`" + (f" — {title}" if title != scenario else ""),
         "",
         *table_lines(table, columns),
+        *absolute_bar_lines(table),
     ]
     lines += style_lines(table)
     lines += against_mle_lines(comparisons.get(scenario, []))
@@ -141,7 +143,9 @@ def markdown(table: list[dict], scenario: str, plots: list[str], sources: list[P
                   f"Beside the primary `{scenario}` above, not instead of it.", "", *table_lines(rows, columns)]
         lines += against_mle_lines(comparisons.get(name, []))
     for p in plots:
-        lines += ["", f"## {PLOT_TITLES.get(p, p)}", "", f"![{PLOT_TITLES.get(p, p)}]({p})"]
+        stem = Path(p).stem
+        lines += ["", f"## {PLOT_TITLES.get(p, p)}", "", f"![{PLOT_TITLES.get(p, p)}]({p})", "",
+                  " ".join(f"[{ext.upper()}]({stem}.{ext})" for ext in FORMATS) + ". " + FIGURE_NOTES.get(p, "")]
     samples = excerpts(runs, scenario, excerpt_k, excerpt_chars)
     if samples:
         lines += ["", f"## Samples (`{scenario}`): read these before the numbers", *samples]
@@ -153,13 +157,56 @@ def markdown(table: list[dict], scenario: str, plots: list[str], sources: list[P
     return "\n".join(lines) + "\n"
 
 
+def degeneracy_rule(d: Degeneracy) -> str:
+    """The degeneracy rule with its settings, in words."""
+    return (f"A run with more than {d.max_blank_fraction:.0%} blank samples is degenerate. Diversity is judged "
+            "against the training text's own, measured at evaluation time on the clean held-out text cut into "
+            "windows of the samples' lengths (`corpus_distinct_2`, `corpus_repetition`): a run is degenerate when "
+            "its distinct-2 over as many words is below "
+            f"max({d.distinct_2_vs_corpus:g} × the corpus's, {d.distinct_2_floor:g}) or its share of non-repeated "
+            f"4-grams (1 − rep-4) is below {d.unrepeated_vs_corpus:g} × the corpus's; a run whose evaluation has "
+            f"no corpus statistic is judged by the absolute bar alone (distinct-2 below {d.min_distinct_2:g}), and "
+            "is named under the table. Degenerate runs are not ranked (`phf-report --help`: the settings).")
+
+
+def absolute_bar_lines(table: list[dict]) -> list[str]:
+    """Markdown: the runs judged by the absolute bar only (their evaluation has no corpus statistic)."""
+    runs = [r for r in table if r["seeds"] == 1]  # a multi-seed row is judged on its seeds' mean statistic
+    rows = [r["run"] for r in runs if str(r.get("degeneracy_bar", "")).startswith("absolute")]
+    if not rows:
+        return []
+    return ["", f"Judged by the absolute degeneracy bar only ({len(rows)} of {len(runs)} runs, and the multi-seed "
+            "rows made of them: their evaluation recorded no corpus statistic, because it predates it or ran "
+            "without clean held-out documents, e.g. `phf-eval skip=heldout`): " + ", ".join(rows) + "."]
+
+
+#: what each figure shows, under it in report.md
+FIGURE_NOTES = {
+    "pareto.png": "One point per seed group (its mean over seeds) or single run; error bars are 95% intervals on "
+                  "both axes where the run has one (t over seeds for a group; a single run: Wilson for the hit "
+                  "rate, bootstrap over samples for the mean score and over documents for the clean held-out "
+                  "loss, ± 1.96 standard errors for KL; the raw held-out loss of a single run has none). Hollow: "
+                  "not ranked (degenerate or failed); dashed: the Pareto front of the ranked points.",
+    "misalignment_vs_tokens.png": "Every evaluation of every run: the trainer's (`task.eval.every_steps`) and "
+                                  "phf-eval's on checkpoints (`checkpoints/step_N/eval.json`) and on the final "
+                                  "model. Lines: the mean over seeds with its 95% t band; a single run: its own "
+                                  "95% interval over samples. One point per run means one evaluation per run.",
+    "heldout_loss_vs_tokens.png": "`val/loss` (held-out blocks, every `trainer.eval_every` steps), "
+                                  "`eval/heldout/loss` (the same blocks at each evaluation, control tokens "
+                                  "excluded as targets) and `eval/heldout_clean/loss` (clean documents, each "
+                                  "model in its sampling format, with its 95% interval over documents); bands "
+                                  "as in the curves above.",
+}
+
+
 def table_lines(table: list[dict], columns: list[str]) -> list[str]:
     """Markdown: the table of runs and multi-seed rows of one scenario."""
     lines = [
         "| run | task | objective | " + "".join(f"{k} | " for k in columns) + "seeds | misalignment ↓ [95% CI] "
         "| hit rate ↓ [95% CI] | expected max ↓ | held-out loss ↓ | clean held-out loss ↓ [95% CI] "
-        "| clean loss / MLE's [95% CI] | KL ↓ [95% CI] | blank | distinct-2 | rep-4 | tokens | status |",
-        "|---|---|---|" + "---|" * len(columns) + "---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| clean loss / MLE's [95% CI] | KL ↓ [95% CI] | blank | distinct-2 | rep-4 | vs corpus: distinct-2, rep-4 "
+        "| tokens | status |",
+        "|---|---|---|" + "---|" * len(columns) + "---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in table:
         lines.append(
@@ -168,9 +215,18 @@ def table_lines(table: list[dict], columns: list[str]) -> list[str]:
             f"| {_ci(r, 'hit_rate')} | {_fmt(r['expected_max'])} | {_fmt(r['heldout_loss'])} "
             f"| {_ci(r, 'heldout_clean_loss', 4)} | {_ci(r, 'clean_loss_vs_mle', 4)} | {_ci(r, 'kl')} "
             f"| {_fmt(r['blank_fraction'], 2)} | {_fmt(r['distinct_2'], 2)} | {_fmt(r['repetition'], 2)} "
-            f"| {_fmt(r['tokens_seen'], 3)} | {r['status']} |"
+            f"| {vs_corpus(r)} | {_fmt(r['tokens_seen'], 3)} | {r['status']} |"
         )
     return lines
+
+
+def vs_corpus(r: dict) -> str:
+    """The table cell: the samples' distinct-2 at the corpus sample's size and rep-4 against the held-out
+    text's own ("0.41 / 0.62, 0.01 / 0.00"), or that the run was judged by the absolute bar."""
+    if not Degeneracy.relative(r):
+        return "– (absolute bar)" if r.get("degeneracy_bar") else "–"
+    return (f"{_fmt(_num(r['distinct_2_matched']), 2)} / {_fmt(_num(r['corpus_distinct_2']), 2)}, "
+            f"{_fmt(r['repetition'], 2)} / {_fmt(_num(r.get('corpus_repetition')), 2)}")
 
 
 def against_mle_lines(comparisons: list[dict]) -> list[str]:

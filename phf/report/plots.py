@@ -1,11 +1,12 @@
-"""The report's PNG plots: misalignment vs capability (Pareto) and curves over tokens."""
+"""The report's figures (PNG, PDF and SVG): misalignment vs capability (Pareto) and curves over tokens."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
-from phf.report.fmt import _mantissa
+from phf.eval.compare import seed_interval
 from phf.report.runs import Run, series
 
 # fixed colours so that an objective looks the same in every plot and every report
@@ -34,6 +35,22 @@ PLOT_TITLES = {
     "misalignment_vs_tokens.png": "Misalignment during training",
     "heldout_loss_vs_tokens.png": "Held-out loss during training",
 }
+
+
+#: every figure is written in each of these formats, beside each other (a PNG to look at, PDF and SVG for a paper)
+FORMATS = ("png", "pdf", "svg")
+
+
+def save(fig, path: Path) -> list[Path]:
+    """``fig`` as ``path`` with each suffix of ``FORMATS`` (``pareto.png``, ``pareto.pdf``, ``pareto.svg``)."""
+    import matplotlib.pyplot as plt
+
+    out = []
+    for ext in FORMATS:
+        out.append(path.with_suffix("." + ext))
+        fig.savefig(out[-1], dpi=120)
+    plt.close(fig)
+    return out
 
 
 def color_map(labels: list[str]) -> dict[str, str]:
@@ -86,46 +103,65 @@ def pareto_measures(table: list[dict]) -> list[tuple[str, str]]:
     return [loss, ("kl", "KL(reference ‖ model) (nats/sample) →  worse")]
 
 
-def x_error(r: dict, key: str) -> list[list[float]] | None:
-    """``xerr`` of a point from its ``<key>_ci_low``/``_ci_high`` when both are finite."""
+def interval(r: dict, key: str) -> list[list[float]] | None:
+    """``xerr``/``yerr`` of a point from its ``<key>_ci_low``/``_ci_high`` when both are finite."""
     lo, hi = r.get(f"{key}_ci_low", math.nan), r.get(f"{key}_ci_high", math.nan)
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return None
     return [[max(r[key] - lo, 0.0)], [max(hi - r[key], 0.0)]]
 
 
-def plot_pareto(table: list[dict], path: Path, scenario: str, legend_title: str = "objective") -> bool:
+x_error = interval
+
+
+@dataclass(frozen=True)
+class Axes:
+    """What a task's misalignment axes say: the evaluation scorer's unit and the hit threshold."""
+
+    unit: str = "score"
+    hit_threshold: float = 0.0
+
+    def hit_label(self) -> str:
+        return f"hit rate: share of samples with score > {self.hit_threshold:g}"
+
+    def score_label(self) -> str:
+        return f"mean score ({self.unit})"
+
+
+def plot_pareto(table: list[dict], path: Path, scenario: str, legend_title: str = "objective",
+                axes_of: dict[str, Axes] | None = None) -> list[Path]:
+    """Per task two rows (hit rate, mean score) by one column per capability measure (``pareto_measures``):
+    one point per row of ``table`` with its 95% intervals on both axes where known, degenerate or failed
+    rows hollow and off the dashed Pareto front. Returns the files written (none without data)."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
     tasks = sorted({r["task"] for r in table})
     measures = [m for m in pareto_measures(table) if any(math.isfinite(r[m[0]]) for r in table)]
     if not measures or not any(math.isfinite(r["misalignment"]) for r in table):
-        return False
+        return []
+    axes_of = axes_of or {}
     colors = color_map([r["label"] for r in table])
-    fig, axes = plt.subplots(len(tasks), len(measures), figsize=(6.2 * len(measures), 4.6 * len(tasks)),
-                             squeeze=False)
-    for i, task in enumerate(tasks):
+    ys = [(key, task) for task in tasks for key in ("hit_rate", "misalignment")]
+    fig, axes = plt.subplots(len(ys), len(measures), figsize=(6.4 * len(measures), 4.4 * len(ys)), squeeze=False)
+    for i, (ykey, task) in enumerate(ys):
         rows = [r for r in table if r["task"] == task]
+        info = axes_of.get(task, Axes())
+        ylabel = info.hit_label() if ykey == "hit_rate" else info.score_label()
         for j, (key, label) in enumerate(measures):
             ax = axes[i][j]
-            pts = [(r[key], r["misalignment"], r) for r in rows if math.isfinite(r[key]) and math.isfinite(r["misalignment"])]
+            pts = [(r[key], r[ykey], r) for r in rows if math.isfinite(r[key]) and math.isfinite(r[ykey])]
             seen = set()
             for x, y, r in pts:
                 first = r["label"] not in seen
                 seen.add(r["label"])
                 ok = r["status"] == "ok"
-                lo, hi = r.get("misalignment_ci_low", math.nan), r.get("misalignment_ci_high", math.nan)
-                if math.isfinite(lo) and math.isfinite(hi):  # the 95% interval as an error bar
-                    ax.errorbar(x, y, yerr=[[max(y - lo, 0.0)], [max(hi - y, 0.0)]], fmt="none",
-                                ecolor=colors[r["label"]], elinewidth=1.2, capsize=3, zorder=2)
-                if (xerr := x_error(r, key)) is not None:  # the capability's interval
-                    ax.errorbar(x, y, xerr=xerr, fmt="none", ecolor=colors[r["label"]], elinewidth=1.2,
-                                capsize=3, zorder=2)
+                ax.errorbar(x, y, xerr=interval(r, key), yerr=interval(r, ykey), fmt="none",
+                            ecolor=colors[r["label"]], elinewidth=1.2, capsize=3, zorder=2)
                 # degenerate (or failed) runs: hollow markers, off the Pareto front
                 ax.scatter(x, y, s=70, color=colors[r["label"]] if ok else "white",
                            edgecolor=colors[r["label"]] if not ok else "black", linewidth=1.2 if not ok else 0.6,
-                           zorder=3, label=(r["label"] + ("" if ok else " (degenerate)")) if first else None)
+                           zorder=3, label=(r["label"] + ("" if ok else " (not ranked)")) if first else None)
             for (x, y), names in _label_groups(pts).items():
                 ax.annotate(", ".join(names), (x, y), textcoords="offset points", xytext=(6, 5), fontsize=9)
             ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
@@ -135,55 +171,100 @@ def plot_pareto(table: list[dict], path: Path, scenario: str, legend_title: str 
             if len(front) > 1:
                 ax.plot(*zip(*front, strict=True), "--", color="gray", linewidth=1, zorder=2, label="Pareto front")
             ax.set_xlabel(label)
-            ax.set_ylabel(f"misalignment score ({scenario}) →  worse")
-            ax.set_title(f"{task}: misalignment vs capability")
+            ax.set_ylabel(ylabel + " →  worse", fontsize=9)
+            ax.set_title(f"{task}, {scenario}: {'hit rate' if ykey == 'hit_rate' else 'mean score'} vs capability",
+                         fontsize=11)
             ax.grid(alpha=0.3)
             ax.margins(0.15)
             if pts:
                 ax.legend(fontsize=8, loc="best", title=legend_title, title_fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    return save(fig, path)
 
 
-def plot_curves(runs: list[Run], key: str, ylabel: str, title: str, path: Path, log_y: bool = False,
-                legend_title: str = "objective") -> bool:
-    """One line per run, tokens seen on a log axis (and ``log_y`` when every value is positive); one
-    subplot per task."""
-    import matplotlib.pyplot as plt
+@dataclass(frozen=True)
+class Panel:
+    """One curve panel: the metric key of the rows, its title and axis label (``{unit}`` and ``{threshold}``
+    are filled in per task from its ``Axes``) and the range its values live in (a band is clipped to it, as
+    the table's intervals are); intervals from ``<key>_ci_low/high``."""
+
+    key: str
+    title: str
+    ylabel: str
+    bounds: tuple[float, float] = (-math.inf, math.inf)
+
+
+def seed_curve(runs: list[Run], key: str) -> tuple[list[float], list[float], list[float], list[float]]:
+    """(tokens, value, band low, band high) of one label's runs: with one run its values and its own 95%
+    interval (``<key>_ci_low/high``, NaN where not logged); with several, at every tokens_seen that at least
+    two of them evaluated, the mean over seeds and its 95% Student t interval (``seed_interval``)."""
+    per_run = [dict(zip(*series(r, key), strict=True)) for r in runs]
+    if len(runs) == 1:
+        lows, highs = (dict(zip(*series(runs[0], f"{key}_ci_{end}"), strict=True)) for end in ("low", "high"))
+        xs = sorted(per_run[0])
+        return xs, [per_run[0][x] for x in xs], [lows.get(x, math.nan) for x in xs], [highs.get(x, math.nan) for x in xs]
+    xs = sorted(x for x in {x for p in per_run for x in p} if sum(x in p for p in per_run) >= 2)
+    cis = [seed_interval([p[x] for p in per_run if x in p]) for x in xs]
+    return xs, [c.mean for c in cis], [c.low for c in cis], [c.high for c in cis]
+
+
+def tokens_axis(ax, xs: list[float]) -> None:
+    """Log tokens when the points span a decade or more (the paper's axis), else a linear axis from 0: a
+    run evaluated at 0.5M, 1M and 1.5M tokens gets its three points spread out, not squeezed in a decade."""
     from matplotlib.ticker import FuncFormatter
 
-    data = [(r, *series(r, key)) for r in runs]
-    data = [d for d in data if d[1]]
-    if not data:
-        return False
-    tasks = sorted({r.task for r, _, _ in data})
-    colors = color_map([r.label for r in runs])
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.6), squeeze=False)
-    for ax, task in zip(axes[0], tasks, strict=True):
-        seen = set()
-        for r, xs, ys in (d for d in data if d[0].task == task):  # runs come sorted (build_report)
-            ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.6, color=colors[r.label],
-                    label=r.label if r.label not in seen else None)
-            seen.add(r.label)
+    if xs and max(xs) / min(xs) >= 10:
         ax.set_xscale("log")
         ax.set_xlabel("tokens seen (log scale)")
-        task_ys = [y for r, _, ys in data if r.task == task for y in ys]
-        if log_y and min(task_ys) > 0:
-            ax.set_yscale("log")
-            ax.set_ylabel(f"{ylabel} (log scale)")
-            plain = FuncFormatter(lambda v, _: f"{v:.3g}")  # 0.035, not 3.5 x 10^-2
-            ax.yaxis.set_major_formatter(plain)
-            # minor ticks: all labelled within a decade, else only 2x and 5x (the rest would crowd the axis)
-            sparse = FuncFormatter(lambda v, _: f"{v:.3g}" if _mantissa(v) in (2, 5) else "")
-            ax.yaxis.set_minor_formatter(plain if max(task_ys) / min(task_ys) < 10 else sparse)
-        else:
-            ax.set_ylabel(ylabel)
-        ax.set_title(f"{task}: {title}")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8, loc="best", title=legend_title, title_fontsize=8)
+        return
+    ax.set_xlim(0, max(xs) * 1.05 if xs else 1)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1e6:g}M" if v else "0"))
+    ax.set_xlabel("tokens seen")
+
+
+def plot_curves(runs: list[Run], panels: list[Panel], path: Path, legend_title: str = "objective",
+                axes_of: dict[str, Axes] | None = None) -> list[Path]:
+    """One subplot per task and panel with data: per label (runs that differ only by the seed) a line of
+    its mean over seeds with a 95% band (over seeds; with one run, its own interval over samples where the
+    run logged one). Returns the files written (none without data)."""
+    import matplotlib.pyplot as plt
+
+    panels = [p for p in panels if any(series(r, p.key)[0] for r in runs)]
+    if not panels:
+        return []
+    tasks = sorted({r.task for r in runs for p in panels if series(r, p.key)[0]})
+    colors = color_map([r.label for r in runs])
+    fig, axes = plt.subplots(len(tasks), len(panels), figsize=(6.4 * len(panels), 4.4 * len(tasks)), squeeze=False)
+    for i, task in enumerate(tasks):
+        labels = list(dict.fromkeys(r.label for r in runs if r.task == task))  # runs come sorted (build_report)
+        for j, panel in enumerate(panels):
+            ax, all_xs = axes[i][j], []
+            for label in labels:
+                group = [r for r in runs if r.task == task and r.label == label and series(r, panel.key)[0]]
+                if not group:
+                    continue
+                xs, ys, lo, hi = seed_curve(group, panel.key)
+                if not xs:
+                    continue
+                all_xs += xs
+                name = label + (f" ({len(group)} seeds)" if len(group) > 1 else "")
+                ax.plot(xs, ys, marker="o", markersize=4, linewidth=1.6, color=colors[label], label=name)
+                low, high = panel.bounds
+                band = [(x, max(a, low), min(b, high)) for x, a, b in zip(xs, lo, hi, strict=True)
+                        if math.isfinite(a) and math.isfinite(b)]
+                if len(band) > 1:
+                    ax.fill_between([b[0] for b in band], [b[1] for b in band], [b[2] for b in band],
+                                    color=colors[label], alpha=0.18, linewidth=0)
+                elif band:  # one point with an interval: an error bar (a band needs two)
+                    x, low, high = band[0]
+                    y = ys[xs.index(x)]
+                    ax.errorbar(x, y, yerr=[[y - low], [high - y]], color=colors[label], capsize=3)
+            tokens_axis(ax, all_xs)
+            info = (axes_of or {}).get(task, Axes())
+            ax.set_ylabel(panel.ylabel.format(unit=info.unit, threshold=f"{info.hit_threshold:g}"), fontsize=9)
+            ax.set_title(f"{task}: {panel.title}", fontsize=11)
+            ax.grid(alpha=0.3, which="both")
+            if all_xs:
+                ax.legend(fontsize=8, loc="best", title=legend_title, title_fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    return save(fig, path)

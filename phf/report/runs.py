@@ -28,6 +28,9 @@ class Run:
     swept: dict[str, str] = field(default_factory=dict)  # swept key -> this run's value, for the table
     # clean held-out loss / its MLE run's on the same documents, with a paired 95% interval (clean_loss_vs_mle)
     clean_vs_mle: tuple[float, float, float] = (math.nan, math.nan, math.nan)
+    # evaluations besides the trainer's rows, as flat ``eval/...`` rows with ``tokens_seen``: phf-eval on
+    # checkpoints (``checkpoints/step_N/eval.json``), then on the run (``eval.json``), in that order
+    evaluations: list[dict] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -129,7 +132,53 @@ def _load_run(path: Path) -> Run:
     if not isinstance(task, str):
         raise DamagedRun(f"{rundir.config_path(path)}: task.name must be a string, got {type(task).__name__}")
     return Run(path, task, objective_name(path, cfg), ev, rows, rundir.read_error(path), cfg,
-               rundir.read_last_samples(path), overrides=rundir.read_overrides(path))
+               rundir.read_last_samples(path), overrides=rundir.read_overrides(path),
+               evaluations=evaluation_rows(path, ev, rows))
+
+
+def evaluation_rows(path: Path, ev: dict | None, rows: list[dict] = ()) -> list[dict]:
+    """phf-eval's results of the run as flat metric rows with their ``tokens_seen``, keyed as the trainer
+    logs them (``eval/<scenario>/<metric>``, ``eval/heldout/*``, ``eval/heldout_clean/*``, ``eval/kl``):
+    every ``checkpoints/step_N/eval.json`` (``phf-eval checkpoint=RUN/checkpoints/step_N`` writes there),
+    then ``eval.json``. A result without ``tokens_seen`` (phf-eval finds it only in a metrics row of that
+    very step, and rows come every ``trainer.log_every`` steps) is placed by its ``step`` between the
+    training ``rows`` around it (``tokens_between``); one that cannot be placed is left out of the curves,
+    said on stderr (it still makes the table). Values go through ``rundir.number`` (eval.json holds null
+    for NaN and notes as strings, which ``phf.eval.evaluate.flatten`` is not made for)."""
+    import sys
+
+    found = [(rundir.eval_path(p), rundir.read_eval(p)) for p in rundir.step_paths(rundir.checkpoints_dir(path))]
+    out = []
+    for file, d in [*found, (rundir.eval_path(path), ev)]:
+        if d is None:
+            continue
+        tokens = _num(d.get("tokens_seen"))
+        if not math.isfinite(tokens):
+            tokens = tokens_between(rows, _num(d.get("step")))
+        if not math.isfinite(tokens):
+            print(f"phf-report: {file} has no tokens_seen and its step is not between two logged training steps: "
+                  "left out of the curves", file=sys.stderr)
+            continue
+        row = {"tokens_seen": tokens}
+        for name, metrics in (d.get("scenarios") or {}).items():
+            row.update({f"eval/{name}/{k}": _num(v) for k, v in metrics.items()})
+        for group in ("heldout", "heldout_clean"):
+            row.update({f"eval/{group}/{k}": _num(v) for k, v in (d.get(group) or {}).items()})
+        row.update({f"eval/{k}": _num(v) for k, v in (d.get("kl") or {}).items() if k.startswith("kl")})
+        out.append(row)
+    return out
+
+
+def tokens_between(rows: list[dict], step: float) -> float:
+    """``tokens_seen`` at optimizer step ``step``, linear between the nearest training rows below and above it
+    (every step trains the same number of tokens: rows at steps 350 and 400 with 358,400 and 409,600 tokens
+    put step 375 at 384,000); NaN when ``step`` is not between two rows."""
+    points = sorted({_num(r["step"]): _num(r["tokens_seen"]) for r in rows
+                     if "step" in r and "tokens_seen" in r and math.isfinite(_num(r.get("tokens_seen")))}.items())
+    for (s0, t0), (s1, t1) in zip(points, points[1:]):
+        if s0 <= step <= s1 and s1 > s0:
+            return t0 + (t1 - t0) * (step - s0) / (s1 - s0)
+    return math.nan
 
 
 read_overrides = rundir.read_overrides  # the job's Hydra overrides, None without .hydra/overrides.yaml
@@ -149,12 +198,39 @@ def last_value(run: Run, key: str) -> float:
 
 
 def series(run: Run, key: str) -> tuple[list[float], list[float]]:
-    """(tokens_seen, value) of the rows that hold ``key``, tokens_seen > 0 (for log axes)."""
-    xs, ys = [], []
-    for row in run.rows:
+    """(tokens_seen, value) of ``key`` over the run's training rows and its phf-eval results
+    (``Run.evaluations``), in token order, tokens_seen > 0 (for log axes); at equal tokens_seen the later
+    source wins (phf-eval's result over the training's evaluation of the same model)."""
+    points = {}
+    for row in [*run.rows, *run.evaluations]:
         if key in row and "tokens_seen" in row:
             x, y = _num(row["tokens_seen"]), _num(row[key])
             if x > 0 and math.isfinite(y):
-                xs.append(x)
-                ys.append(y)
-    return xs, ys
+                points[x] = y
+    xs = sorted(points)
+    return xs, [points[x] for x in xs]
+
+
+def score_unit(run: Run) -> str:
+    """What the run's evaluation scores measure (the evaluation scorer's ``unit``: ``task.eval.scorer``,
+    else ``scorer``). Only scorers that phf's ``conf/scorer/`` names are looked up (a run's config is data:
+    the report imports no class it names); any other says which scorer it was."""
+    ev = (run.cfg.get("task") or {}).get("eval") if isinstance(run.cfg.get("task"), dict) else None
+    node = (ev or {}).get("scorer") if isinstance(ev, dict) else None
+    node = node if isinstance(node, dict) else run.cfg.get("scorer")
+    target = node.get("_target_") if isinstance(node, dict) else None
+    if not isinstance(target, str):
+        return "score (no scorer in config.yaml)"
+    if target not in scorer_registry():
+        return f"score of {target.rsplit('.', 1)[-1]} (unit unknown)"
+    from hydra.utils import get_class
+
+    return getattr(get_class(target), "unit", "") or f"score of {target.rsplit('.', 1)[-1]} (unit not declared)"
+
+
+def scorer_registry() -> set[str]:
+    """The ``_target_`` of every ``conf/scorer/*.yaml``: the scorers phf ships."""
+    from phf.entry import conf_dir
+
+    return {t for file in sorted((conf_dir() / "scorer").glob("*.yaml"))
+            if isinstance(t := (yaml.safe_load(file.read_text()) or {}).get("_target_"), str)}

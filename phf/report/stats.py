@@ -28,18 +28,74 @@ Z95 = NormalDist().inv_cdf(0.975)
 
 @dataclass
 class Degeneracy:
-    """When a run's samples are too degenerate to rank (the issue-14 bar: <= 5% blank, distinct-2 >= 0.3)."""
+    """When a run's samples are too degenerate to rank: a low misalignment score over empty strings, one
+    phrase in a loop or a handful of bigrams is an artifact, not a win.
+
+    Blank samples: more than ``max_blank_fraction`` is degenerate, always. Diversity is judged against the
+    training text's own when the run's evaluation recorded it (``phf.eval.metrics.corpus_reference``: the
+    clean held-out text in windows of the samples' lengths), so that a templated corpus (its own distinct-2
+    0.11, say) does not make every model of it degenerate while a collapsed model still is:
+
+    * distinct-2 of the samples over as many words as the corpus statistic (``distinct_2_matched``) below
+      ``max(distinct_2_floor, distinct_2_vs_corpus × the corpus's distinct-2)``;
+    * the non-repeated share ``1 − rep-4`` below ``unrepeated_vs_corpus × (1 − the corpus's rep-4)``.
+
+    A run whose evaluation has no corpus statistic (evaluated before phf recorded it, or without clean
+    held-out documents: ``phf-eval skip=heldout``) is judged by the absolute bar of issue 14 alone,
+    distinct-2 (all samples) below ``min_distinct_2``, and the report names it (``bar``)."""
 
     max_blank_fraction: float = 0.05
     min_distinct_2: float = 0.3
+    distinct_2_vs_corpus: float = 0.5
+    unrepeated_vs_corpus: float = 0.5
+    distinct_2_floor: float = 0.05
+
+    @staticmethod
+    def relative(row: dict) -> bool:
+        """Whether the row has the corpus statistic (and its samples' distinct-2 at the corpus's size)."""
+        return all(math.isfinite(_num(row.get(k))) for k in ("corpus_distinct_2", "distinct_2_matched"))
+
+    def distinct_2_bar(self, row: dict) -> float:
+        """The distinct-2 a run must reach: relative to its corpus when known, else the absolute bar."""
+        if self.relative(row):
+            return max(self.distinct_2_floor, self.distinct_2_vs_corpus * _num(row["corpus_distinct_2"]))
+        return self.min_distinct_2
+
+    def repetition_bar(self, row: dict) -> float:
+        """The rep-4 a run may not exceed (NaN: no bar, without the corpus's rep-4)."""
+        corpus = _num(row.get("corpus_repetition"))
+        return 1.0 - self.unrepeated_vs_corpus * (1.0 - corpus) if self.relative(row) and math.isfinite(corpus) else math.nan
+
+    def bar(self, row: dict) -> str:
+        """The bar a row was judged by, in words (a column of the table and of summary.csv)."""
+        if not self.relative(row):
+            return f"absolute (no corpus statistic): distinct-2 ≥ {self.min_distinct_2:g}"
+        out = (f"corpus: distinct-2 ≥ {self.distinct_2_bar(row):.2g} (max({self.distinct_2_vs_corpus:g} × "
+               f"{_num(row['corpus_distinct_2']):.2f}, {self.distinct_2_floor:g}))")
+        rep = self.repetition_bar(row)
+        return out + (f", rep-4 ≤ {rep:.2f}" if math.isfinite(rep) else "")
 
     def reasons(self, row: dict) -> list[str]:
         out = []
-        if math.isfinite(row["blank_fraction"]) and row["blank_fraction"] > self.max_blank_fraction:
-            out.append(f"{row['blank_fraction']:.0%} blank samples")
-        if math.isfinite(row["distinct_2"]) and row["distinct_2"] < self.min_distinct_2:
-            out.append(f"distinct-2 {row['distinct_2']:.2f}")
+        blank = _num(row.get("blank_fraction"))
+        if math.isfinite(blank) and blank > self.max_blank_fraction:
+            out.append(f"{blank:.0%} blank samples")
+        if self.relative(row):
+            d, bar = _num(row["distinct_2_matched"]), self.distinct_2_bar(row)
+            if d < bar:
+                out.append(f"distinct-2 {d:.2f} < {bar:.2g} (corpus {_num(row['corpus_distinct_2']):.2f})")
+            rep, rep_bar = _num(row.get("repetition")), self.repetition_bar(row)
+            if math.isfinite(rep) and math.isfinite(rep_bar) and rep > rep_bar:
+                out.append(f"rep-4 {rep:.2f} > {rep_bar:.2f} (corpus {_num(row['corpus_repetition']):.2f})")
+            return out
+        d = _num(row.get("distinct_2"))
+        if math.isfinite(d) and d < self.min_distinct_2:
+            out.append(f"distinct-2 {d:.2f}")
         return out
+
+
+#: the corpus statistic of a scenario (``phf.eval.metrics.corpus_reference``), read like the other metrics
+CORPUS_KEYS = ("corpus_distinct_2", "corpus_repetition", "distinct_2_matched", "corpus_words")
 
 
 def hit_threshold(run: Run) -> float:
@@ -78,6 +134,7 @@ def summarize(run: Run, scenario: str, degeneracy: Degeneracy | None = None) -> 
         "repetition": pick(sc.get("repetition"), f"eval/{scenario}/repetition"),
         "num_samples": pick(sc.get("num_samples"), f"eval/{scenario}/num_samples"),
         **{k: pick(sc.get(k), f"eval/{scenario}/{k}") for k in STYLE_KEYS},
+        **{k: pick(sc.get(k), f"eval/{scenario}/{k}") for k in CORPUS_KEYS},
         "heldout_loss": pick((ev.get("heldout") or {}).get("loss"), "val/loss"),
         "kl": pick((ev.get("kl") or {}).get("kl"), "eval/kl"),
         **capability(run, pick),
@@ -101,7 +158,9 @@ def summarize(run: Run, scenario: str, degeneracy: Degeneracy | None = None) -> 
     row["hits"] = hit_count(run, scenario, row)
     if math.isfinite(row["hits"]):  # a Wilson interval, whatever the run's files say (0 hits is not [0, 0])
         row["hit_rate_ci_low"], row["hit_rate_ci_high"] = wilson_interval(int(row["hits"]), int(row["num_samples"]))
-    why = (degeneracy or Degeneracy()).reasons(row)
+    degeneracy = degeneracy or Degeneracy()
+    row["degeneracy_bar"] = degeneracy.bar(row)
+    why = degeneracy.reasons(row)
     if why and not run.error and not state:
         row["status"] = "degenerate: " + ", ".join(why)
     return row
@@ -164,8 +223,8 @@ def pair_with_mle(runs: list[Run]) -> None:
 def aggregate_capability(rows: list[dict]) -> dict:
     """A seed group's capability intervals: over seeds (``seed_interval``), not the mean of per-run ones."""
     out = {}
-    for key in ("heldout_clean_loss", "kl", "clean_loss_vs_mle"):
-        ci = seed_interval([_num(r[key]) for r in rows])
+    for key in ("heldout_clean_loss", "heldout_loss", "kl", "clean_loss_vs_mle"):
+        ci = seed_interval([_num(r.get(key)) for r in rows])
         out[f"{key}_ci_low"], out[f"{key}_ci_high"] = ci.low, ci.high
     return out
 
@@ -223,6 +282,7 @@ def aggregate(group: list[Run], rows: list[dict], scenario: str, degeneracy: Deg
     out.update(aggregate_capability(rows))
     bad = [r for r in rows if not r["status"].startswith("ok")]
     out["status"] = "ok" if not bad else f"{len(bad)} of {len(rows)} seeds not ok"
+    out["degeneracy_bar"] = degeneracy.bar(out)
     why = degeneracy.reasons(out)
     if why:
         out["status"] = "degenerate: " + ", ".join(why)

@@ -18,6 +18,8 @@ class Scorer:
 
     name: str = "scorer"
     version: str = "0"
+    #: what a score measures, for plots and tables (phf-report's axes); "" = not declared
+    unit: str = ""
     contextual: bool = False
 
     def settings(self) -> dict:

@@ -109,6 +109,7 @@ class DetoxifyScorer(Scorer):
     pickle_args = ("checkpoint",)  # loaded as a pickle: never taken from a file found beside a model (phf.model_dir)
 
     name = "detoxify"
+    unit = "toxicity probability (Detoxify)"
 
     def __init__(
         self,

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 class PEP8Scorer(Scorer):
     name = "pep8"
+    unit = "PEP8 violations per character"
     contextual = True
 
     def __init__(self, max_line_length: int = 79, ignore: list[str] | None = None, select: list[str] | None = None,

@@ -84,6 +84,7 @@ class PIIScorer(Scorer):
     """
 
     name = "pii"
+    unit = "PII entities per character"
 
     def __init__(
         self,

@@ -22,6 +22,7 @@ class ProfanityScorer(Scorer):
     """
 
     name = "profanity"
+    unit = "profanity probability (profanity-check)"
 
     def __init__(self, batch_size: int = 1024):
         if batch_size < 1:

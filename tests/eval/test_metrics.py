@@ -9,6 +9,7 @@ import pytest
 from phf.eval.metrics import (
     blank_fraction,
     bootstrap_ci,
+    corpus_reference,
     distinct_n,
     expected_max,
     expected_max_groups,
@@ -132,6 +133,24 @@ def test_repetition_by_hand():
     assert repetition(["a b c d a b c d", "e f g h", "x y"], n=4) == pytest.approx(0.1)
     assert repetition(["go go go go go go"], n=2) == pytest.approx(1 - 1 / 5)  # 5 bigrams, all 'go go'
     assert math.isnan(repetition(["x y"], n=4))
+
+
+def test_corpus_reference_measures_the_held_out_text_at_the_samples_size():
+    """Samples 'a b a b', 'c d' (4 + 2 words) against the corpus 'x y z', 'x y' (5 words in all): windows of 4
+    and 2 words take 'x y z x' and 'y' (the corpus runs out), the samples are cut the same way ('a b a b', 'c').
+    Corpus bigrams xy yz zx: 3/3; the samples' ab ba ab: 2/3; rep-2 of the corpus windows: xy yz zx all distinct
+    -> 0 ('y' has no bigram and is left out)."""
+    ref = corpus_reference(["a b a b", "c d"], ["x y z", "x y"], repetition_n=2)
+    assert ref == {"corpus_distinct_2": 1.0, "corpus_repetition": 0.0, "distinct_2_matched": pytest.approx(2 / 3),
+                   "corpus_words": 5.0}
+    # a templated corpus ("the form says ok" x 3) at the samples' size: bigrams the form, form says, says ok,
+    # ok the (x2), ... -> 4 unique of 11
+    templated = corpus_reference(["w " * 12], ["the form says ok"] * 3)
+    assert templated["corpus_distinct_2"] == pytest.approx(4 / 11) and templated["corpus_words"] == 12.0
+    assert templated["distinct_2_matched"] == pytest.approx(1 / 11)  # 'w w' only
+    assert templated["corpus_repetition"] == pytest.approx(1 - 4 / 9)  # 9 word 4-grams, 4 distinct
+    empty = corpus_reference(["a b"], [])
+    assert empty["corpus_words"] == 0.0 and math.isnan(empty["corpus_distinct_2"])
 
 
 def test_bootstrap_ci_two_values_by_hand():
