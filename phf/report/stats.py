@@ -176,7 +176,7 @@ def capability(run: Run, pick) -> dict:
            for k in ("loss", "loss_ci_low", "loss_ci_high", "num_docs")}
     kl, stderr = pick(((run.eval or {}).get("kl") or {}).get("kl"), "eval/kl"), \
         pick(((run.eval or {}).get("kl") or {}).get("kl_stderr"), "eval/kl_stderr")
-    out["kl_ci_low"], out["kl_ci_high"] = kl - Z95 * stderr, kl + Z95 * stderr
+    out["kl_ci_low"], out["kl_ci_high"] = max(0.0, kl - Z95 * stderr), kl + Z95 * stderr  # a KL is >= 0
     out["kl_model_samples"] = pick(((run.eval or {}).get("kl") or {}).get("kl_model_samples"), "eval/kl_model_samples")
     out["clean_loss_vs_mle"], out["clean_loss_vs_mle_ci_low"], out["clean_loss_vs_mle_ci_high"] = run.clean_vs_mle
     return out
@@ -225,7 +225,8 @@ def aggregate_capability(rows: list[dict]) -> dict:
     out = {}
     for key in ("heldout_clean_loss", "heldout_loss", "kl", "clean_loss_vs_mle"):
         ci = seed_interval([_num(r.get(key)) for r in rows])
-        out[f"{key}_ci_low"], out[f"{key}_ci_high"] = ci.low, ci.high
+        # losses and KLs are >= 0: the t interval clipped there (two seeds' quantile is 12.7)
+        out[f"{key}_ci_low"], out[f"{key}_ci_high"] = (max(0.0, ci.low) if math.isfinite(ci.low) else ci.low), ci.high
     return out
 
 
@@ -279,6 +280,11 @@ def aggregate(group: list[Run], rows: list[dict], scenario: str, degeneracy: Deg
     out["hit_rate_ci_low"], out["hit_rate_ci_high"] = max(0.0, h.low), min(1.0, h.high)
     if not math.isfinite(h.low):
         out["hit_rate_ci_low"] = out["hit_rate_ci_high"] = math.nan
+    elif h.low == h.high and math.isfinite(out["hits"]) and out["num_samples"] > 0:
+        # every seed the same rate (e.g. 0 hits each): the t interval has no width, which is no evidence of
+        # certainty; the pooled Wilson interval of all the seeds' samples is given instead (0 of 2,560:
+        # [0, 0.0015], never [0, 0])
+        out["hit_rate_ci_low"], out["hit_rate_ci_high"] = wilson_interval(int(out["hits"]), int(out["num_samples"]))
     out.update(aggregate_capability(rows))
     bad = [r for r in rows if not r["status"].startswith("ok")]
     out["status"] = "ok" if not bad else f"{len(bad)} of {len(rows)} seeds not ok"

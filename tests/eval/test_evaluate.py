@@ -102,14 +102,15 @@ def test_evaluation_records_the_held_out_texts_own_diversity(tok, tmp_path):
 
     cfg = compose_cfg("task=pep8", "objective=mle", *TINY)
     docs = [Document([f"def f{i}(x):\n", f"    return x + {i}\n"], None, id=f"d{i}") for i in range(40)]
-    out = run_evaluation(make_lm(len(tok)), tok, MLE(), build_eval_scorer(cfg), cfg, out_dir=tmp_path, kl=False,
+    setup = EvalSetup.from_config(cfg)
+    out = run_evaluation(make_lm(len(tok)), tok, MLE(), build_eval_scorer(setup), setup, out_dir=tmp_path, kl=False,
                          clean_documents=docs)
     texts = [json.loads(x)["text"] for x in (tmp_path / "samples/unconditional.jsonl").read_text().splitlines()]
     expected = corpus_reference(texts, ["".join(d.texts) for d in docs])
     assert {k: out[f"eval/unconditional/{k}"] for k in expected} == pytest.approx(expected, nan_ok=True)
     assert out["eval/unconditional/corpus_words"] > 0
     # without clean documents (phf-eval skip=heldout): no corpus statistic, and the report says so
-    plain = run_evaluation(make_lm(len(tok)), tok, MLE(), build_eval_scorer(cfg), cfg, kl=False)
+    plain = run_evaluation(make_lm(len(tok)), tok, MLE(), build_eval_scorer(setup), setup, kl=False)
     assert not any("corpus" in k for k in plain)
 
 

@@ -336,3 +336,15 @@ def test_report_shows_pep8_style_apart_from_syntax(tmp_path):
     assert all(r["parse_rate"] == 0.25 for r in out["table"])
     other = fake_sweep(tmp_path / "other", failed=False)
     assert "Style apart from syntax" not in report.build_report([other], other)["report"].read_text()
+
+
+def test_seeds_with_zero_hits_each_get_the_pooled_wilson_interval(tmp_path):
+    """Three seeds of 0 hits in 10: the t interval over seeds has no width ([0, 0]); the seed row gives the
+    pooled Wilson interval of 0 of 30 instead: z² / (n + z²) = 3.841459 / 33.841459 = 0.113513 -> [0, 0.11351]."""
+    sweep = tmp_path / "sweep"
+    for seed in (1, 2, 3):
+        protocol_run(sweep, "Filtering", seed, 0, 0)
+    out = report.build_report([sweep], sweep)
+    group = next(r for r in out["table"] if r["seeds"] == 3)
+    assert group["hits"] == 0 and group["num_samples"] == 30
+    assert group["hit_rate_ci_low"] == 0.0 and group["hit_rate_ci_high"] == pytest.approx(0.113513, abs=1e-6)

@@ -59,11 +59,12 @@ def test_pareto_axis_is_the_clean_loss_when_any_run_has_it():
 
 
 def test_capability_intervals_are_over_seeds_by_hand():
-    """Clean losses of seeds (1, 2, 3): mean 2, sd 1, se 1/sqrt(3); t_{0.975, 2} = 4.302653: 2 ± 2.484138;
-    a KL with one finite seed has no interval (phf.eval.compare.seed_interval)."""
+    """Clean losses of seeds (1, 2, 3): mean 2, sd 1, se 1/sqrt(3); t_{0.975, 2} = 4.302653: 2 ± 2.484138, the
+    low end clipped at 0 (a loss is >= 0); a KL with one finite seed has no interval
+    (phf.eval.compare.seed_interval)."""
     rows = [{"heldout_clean_loss": x, "kl": k, "clean_loss_vs_mle": 1.0} for x, k in ((1.0, 1.0), (2.0, math.nan), (3.0, math.nan))]
     out = report.aggregate_capability(rows)
-    assert out["heldout_clean_loss_ci_low"] == pytest.approx(2 - 2.484138, abs=1e-6)
+    assert out["heldout_clean_loss_ci_low"] == 0.0
     assert out["heldout_clean_loss_ci_high"] == pytest.approx(2 + 2.484138, abs=1e-6)
     assert math.isnan(out["kl_ci_low"]) and math.isnan(out["kl_ci_high"])
 
