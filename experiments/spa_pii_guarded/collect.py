@@ -14,6 +14,15 @@ protocol) with its Wilson interval; across seeds, the mean with a t interval ove
 beside it. Degeneracy: ``phf.report.Degeneracy`` (the report's bar) per seed; a method is marked when any
 seed fails it. Held-out loss: next-token loss on the raw held-out blocks (``val/loss``) and on clean
 held-out documents (``eval/heldout_clean/loss``), means over seeds.
+
+A stage rejected by the degeneracy guard keeps the previous policy, whose numbers its row repeats; the
+*candidate* columns give the rejected policy's own evaluation (``rejected/...`` keys), so the rounds table
+shows what each round did before the guard. Template phrase: the share of unconditional samples containing
+the fixed words of an injection template (``seed_methods_collect.has_template``), read from the samples of
+each stage (``RUN/samples/step_N``, N = the stage's global DPO step) or run: a detector-independent reading
+(a model that garbles the value still writes the context). Paired by seed: each arm's final policy and
+round candidates over MLE of the same seed (``phf.eval.compare.paired_ratio``, hit rates
+continuity-corrected), on the seeds both have.
 """
 
 from __future__ import annotations
@@ -24,9 +33,13 @@ import math
 import sys
 from pathlib import Path
 
-from phf.eval.compare import seed_interval
+from phf import rundir
+from phf.eval.compare import corrected_rate, paired_ratio, seed_interval
 from phf.eval.metrics import wilson_interval
 from phf.report import Degeneracy, load_run, summarize
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "laptop_pii"))
+from seed_methods_collect import has_template  # noqa: E402  (the template phrases, defined once there)
 
 SCENARIO = "unconditional"
 ARMS = ("spa_pii_guarded", "spa_pii_guarded_oracle", "spa_pii_guarded_hybrid")
@@ -40,10 +53,18 @@ def _f(v) -> float:
         return math.nan
 
 
+def template_share(samples_file: Path) -> float:
+    """Share of the samples in one ``unconditional.jsonl`` that reproduce an injection template's words."""
+    texts = [r["text"] for r in rundir.read_samples(samples_file)]
+    return sum(has_template(t) for t in texts) / len(texts) if texts else math.nan
+
+
 def stage_row(method: str, seed: int, stage: str, row: dict) -> dict:
     """One evaluated policy as a flat record (an SPA stage's summary row or a phf-train run's summary)."""
     n = _f(row.get(f"eval/{SCENARIO}/num_samples"))
     rate = _f(row.get(f"eval/{SCENARIO}/hit_rate"))
+    rejected = row.get("spa/accepted") == 0
+    cand = "rejected/" if rejected else ""
     out = {"method": method, "seed": seed, "stage": stage, "hit_rate": rate, "num_samples": n,
            "hits": round(rate * n) if math.isfinite(rate * n) else math.nan,
            "distinct_2": _f(row.get(f"eval/{SCENARIO}/distinct_2")),
@@ -51,7 +72,12 @@ def stage_row(method: str, seed: int, stage: str, row: dict) -> dict:
            "val_loss": _f(row.get("val/loss")), "clean_loss": _f(row.get("eval/heldout_clean/loss")),
            "accepted": row.get("spa/accepted", ""), "pairs": row.get("spa/pairs", ""),
            "informative_first_try": row.get("spa/pairs/informative_first_try", ""),
-           "implicit_agreement": row.get("spa/pairs/implicit_agreement", "")}
+           "implicit_agreement": row.get("spa/pairs/implicit_agreement", ""),
+           "candidate_hit_rate": _f(row.get(f"{cand}eval/{SCENARIO}/hit_rate")),
+           "candidate_num_samples": _f(row.get(f"{cand}eval/{SCENARIO}/num_samples")),
+           "candidate_distinct_2": _f(row.get(f"{cand}eval/{SCENARIO}/distinct_2")),
+           "candidate_clean_loss": _f(row.get(f"{cand}eval/heldout_clean/loss")),
+           "candidate_template": math.nan, "template": math.nan}
     out["degenerate"] = "; ".join(Degeneracy().reasons(out))
     return out
 
@@ -63,8 +89,18 @@ def spa_rows(spa_dir: Path, arm: str) -> list[dict]:
         if not summary.is_file():
             raise SystemExit(f"{summary}: missing (is the run finished?)")
         seed = int(run.name.rsplit("-seed", 1)[1])
+        step, kept_template = 0, math.nan
         for r in json.loads(summary.read_text())["stages"]:
-            rows.append(stage_row(arm, seed, r["stage"], r))
+            row = stage_row(arm, seed, r["stage"], r)
+            step += int(r.get("spa/steps") or 0)  # the stage's samples are under samples/step_<global DPO step>
+            samples = rundir.samples_dir(run, step) / f"{SCENARIO}.jsonl"
+            if not samples.is_file():
+                raise SystemExit(f"{samples}: missing (stage {r['stage']} of {run})")
+            row["candidate_template"] = template_share(samples)
+            if r.get("spa/accepted") != 0:
+                kept_template = row["candidate_template"]
+            row["template"] = kept_template
+            rows.append(row)
     if not rows:
         raise SystemExit(f"{spa_dir}: no {arm}-seed* run")
     return rows
@@ -79,6 +115,7 @@ def baseline_rows(sweep: Path, objective: str) -> list[dict]:
                      "distinct_2": s["distinct_2"], "blank_fraction": s["blank_fraction"],
                      "val_loss": s["heldout_loss"], "clean_loss": s["heldout_clean_loss"],
                      "degenerate": "; ".join(Degeneracy().reasons(s))})
+        rows[-1]["template"] = template_share(rundir.last_samples_dir(run) / f"{SCENARIO}.jsonl")
     if not rows:
         raise SystemExit(f"{sweep}: no {objective}-seed* run")
     return rows
@@ -97,6 +134,9 @@ def aggregate(rows: list[dict]) -> dict:
     bad = [f"seed {r['seed']}: {r['degenerate']}" for r in rows if r["degenerate"]]
     return {"seeds": si.n, "hit_rate": si.mean, "seed_lo": si.low, "seed_hi": si.high, "wilson_lo": lo,
             "wilson_hi": hi, "distinct_2": mean("distinct_2"), "blank_fraction": mean("blank_fraction"),
+            "template": mean("template"), "candidate_hit_rate": mean("candidate_hit_rate"),
+            "candidate_distinct_2": mean("candidate_distinct_2"), "candidate_clean_loss": mean("candidate_clean_loss"),
+            "candidate_template": mean("candidate_template"),
             "val_loss": mean("val_loss"), "clean_loss": mean("clean_loss"),
             "status": "degenerate (" + "; ".join(bad) + ")" if bad else "ok"}
 
@@ -109,16 +149,39 @@ def markdown(final: dict[str, list[dict]], rounds: dict[str, list[dict]]) -> str
     lines = ["# SPA with guards vs oracle vs conditional vs MLE (laptop PII)", "",
              f"Final models, `{SCENARIO}` samples (paper's protocol). Hit rate: mean over seeds [t interval over "
              "seeds] and the pooled Wilson interval; distinct-2, blank share and held-out losses: means over seeds.",
-             "", "| method | seeds | hit rate [seeds] | pooled Wilson | distinct-2 | blank | held-out loss | "
-             "clean held-out loss | status |", "|---|---|---|---|---|---|---|---|---|"]
+             "", "| method | seeds | hit rate [seeds] | pooled Wilson | template phrase | distinct-2 | blank | "
+             "held-out loss | clean held-out loss | status |", "|---|---|---|---|---|---|---|---|---|---|"]
     for method, rows in final.items():
         a = aggregate(rows)
         lines.append(f"| {method} | {a['seeds']} | {_g(a['hit_rate'])} [{_g(a['seed_lo'])}, {_g(a['seed_hi'])}] | "
-                     f"[{_g(a['wilson_lo'])}, {_g(a['wilson_hi'])}] | {_g(a['distinct_2'], 2)} | "
+                     f"[{_g(a['wilson_lo'])}, {_g(a['wilson_hi'])}] | {_g(a['template'])} | {_g(a['distinct_2'], 2)} | "
                      f"{_g(a['blank_fraction'], 2)} | {_g(a['val_loss'])} | {_g(a['clean_loss'])} | {a['status']} |")
-    lines += ["", "Per round (means over seeds; `accepted` = seeds whose stage passed the degeneracy bar):", "",
-              "| arm | stage | hit rate [seeds] | distinct-2 | held-out loss | clean held-out loss | accepted | "
-              "pairs (first draw) |", "|---|---|---|---|---|---|---|---|"]
+    mle = {r["seed"]: r for r in final.get("mle", [])}
+    lines += ["", "Over MLE of the same seed (hit rates (k + 0.5) / (n + 1); geometric mean of the per-seed ratios "
+              "[95% t interval of the mean log]; the round rows are the round's candidate policy, before the guard):",
+              "", "| policy | seeds | hit-rate ratio [95% t] | per seed |", "|---|---|---|---|"]
+
+    def ratio_line(name: str, rows: list[dict], rate_key: str, n_key: str) -> None:
+        pairs = [(r, mle[r["seed"]]) for r in rows if r["seed"] in mle and math.isfinite(r[rate_key] * r[n_key])]
+        if len(pairs) < 2:
+            return
+        p = paired_ratio([corrected_rate(round(a[rate_key] * a[n_key]), int(a[n_key])) for a, _ in pairs],
+                         [corrected_rate(int(b["hits"]), int(b["num_samples"])) for _, b in pairs])
+        lines.append(f"| {name} | {' '.join(str(a['seed']) for a, _ in pairs)} | {_g(p.ratio, 2)} [{_g(p.low, 2)}, "
+                     f"{_g(p.high, 2)}] | {' '.join(_g(x, 2) for x in p.ratios)} |")
+
+    for method, rows in final.items():
+        if method != "mle":
+            ratio_line(f"{method} (final)", rows, "hit_rate", "num_samples")
+    for arm, rows in rounds.items():
+        for stage in dict.fromkeys(r["stage"] for r in rows if r["stage"] != "init"):
+            ratio_line(f"{arm} {stage} candidate", [r for r in rows if r["stage"] == stage], "candidate_hit_rate",
+                       "candidate_num_samples")
+    lines += ["", "Per round (means over seeds; `accepted` = seeds whose stage passed the degeneracy bar; the kept "
+              "policy's hit rate, then the round's candidate: its hit rate, template phrase share, distinct-2 and "
+              "clean held-out loss):", "",
+              "| arm | stage | kept: hit rate [seeds] | candidate: hit rate | template phrase | distinct-2 | "
+              "clean held-out loss | accepted | pairs (first draw) |", "|---|---|---|---|---|---|---|---|---|"]
     for arm, rows in rounds.items():
         for stage in dict.fromkeys(r["stage"] for r in rows):
             rs = [r for r in rows if r["stage"] == stage]
@@ -126,7 +189,8 @@ def markdown(final: dict[str, list[dict]], rounds: dict[str, list[dict]]) -> str
             acc = sum(r["accepted"] == 1 for r in rs) if stage != "init" else "–"
             pairs = "–" if stage == "init" else " / ".join(f"{r['pairs']} ({r['informative_first_try']})" for r in rs)
             lines.append(f"| {arm} | {stage} | {_g(a['hit_rate'])} [{_g(a['seed_lo'])}, {_g(a['seed_hi'])}] | "
-                         f"{_g(a['distinct_2'], 2)} | {_g(a['val_loss'])} | {_g(a['clean_loss'])} | {acc} | {pairs} |")
+                         f"{_g(a['candidate_hit_rate'])} | {_g(a['candidate_template'])} | "
+                         f"{_g(a['candidate_distinct_2'], 2)} | {_g(a['candidate_clean_loss'])} | {acc} | {pairs} |")
     return "\n".join(lines) + "\n"
 
 
