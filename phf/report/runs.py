@@ -175,7 +175,7 @@ def tokens_between(rows: list[dict], step: float) -> float:
     put step 375 at 384,000); NaN when ``step`` is not between two rows."""
     points = sorted({_num(r["step"]): _num(r["tokens_seen"]) for r in rows
                      if "step" in r and "tokens_seen" in r and math.isfinite(_num(r.get("tokens_seen")))}.items())
-    for (s0, t0), (s1, t1) in zip(points, points[1:]):
+    for (s0, t0), (s1, t1) in zip(points, points[1:], strict=False):  # consecutive pairs
         if s0 <= step <= s1 and s1 > s0:
             return t0 + (t1 - t0) * (step - s0) / (s1 - s0)
     return math.nan
