@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "latest.json"
 _STEP_DIR = re.compile(r"step_(\d{8,})")
-_REQUIRED = ("config.json", "trainer_state.pt", "data_state_rank0.pt")
+TRAINER_STATE = "trainer_state.pt"
+_REQUIRED = ("config.json", TRAINER_STATE, "data_state_rank0.pt")
 
 
 def _fsync_path(path: Path) -> None:
@@ -140,7 +141,7 @@ def save_checkpoint(ckpt_root: Path, step: int, model, tokenizer, trainer_state:
         model.save_pretrained(tmp, tokenizer)
         if describe is not None:
             describe(tmp)
-        torch.save(trainer_state, tmp / "trainer_state.pt")
+        torch.save(trainer_state, tmp / TRAINER_STATE)
         # data states of every rank were written by their ranks into ckpt_root/pending_<step>/
         if pending.is_dir():
             for f in pending.iterdir():
@@ -330,6 +331,15 @@ def latest_checkpoint(ckpt_root: Path) -> Path | None:
         return check_checkpoint(path)
     except (OSError, ValueError) as e:
         raise ValueError(f"checkpoint manifest {manifest} names an unusable checkpoint: {e}; {remedy}") from None
+
+
+def progress(path: Path) -> dict:
+    """``{"step", "tokens_seen"}`` a checkpoint was saved at, from its trainer state ({} for a directory
+    without one, e.g. ``final/`` or a download). Raises ``ValueError`` for an unreadable state file."""
+    if not (path / TRAINER_STATE).is_file():
+        return {}
+    state = load_state(path, TRAINER_STATE)
+    return {k: int(state[k]) for k in ("step", "tokens_seen") if k in state}
 
 
 def load_state(path: Path, name: str) -> dict:

@@ -141,7 +141,7 @@ def restore_training_state(path: Path, model, optimizer, scheduler, rank: int = 
     loaded = PHFModel.from_pretrained(path, value_head=model.value_head is not None)
     model.load_state_dict(loaded.state_dict())
     del loaded
-    state = ckpt.load_state(path, "trainer_state.pt")
+    state = ckpt.load_state(path, ckpt.TRAINER_STATE)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     ckpt.set_rng_state(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"])

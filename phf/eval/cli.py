@@ -51,6 +51,7 @@ from omegaconf import DictConfig, OmegaConf
 from phf import rundir
 from phf.card import METADATA_FILE, read_objective_metadata
 from phf.checkpoint import check_safetensors
+from phf.checkpoint import progress as ckpt_progress
 from phf.console import quiet_hf_progress
 from phf.data.pipeline import RunData
 from phf.devices import resolve_device
@@ -335,6 +336,11 @@ def evaluate_saved(own: dict[str, str], overrides: list[str]) -> tuple[dict, Pat
     info = model_info(model_dir)
     if "tokens_seen" not in info and config_path is not None:  # a checkpoint: its row in the run's metrics
         info.update(tokens_at_step(config_path.parent, info.get("step")))
+    if "tokens_seen" not in info:  # no row at that step (log_every does not divide it): the checkpoint's own state
+        try:
+            info.update(ckpt_progress(model_dir))
+        except ValueError as e:
+            log.warning("tokens_seen unknown: %s", e)
     tracker = make_tracker(cfg, out, config_path.parent if config_path is not None else None, model_dir)
     try:
         if tracker is not None and info.get("tokens_seen") is not None:

@@ -6,6 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from phf import rundir
 from phf.eval import cli
 
 from .conftest import make_lm
@@ -135,3 +136,18 @@ def test_phf_eval_applies_overrides_to_a_stored_config_as_hydra_does(tmp_path):
     assert cfg.lm_eval.limit == 5 and cfg.seed == 4 and cfg.task.eval.top_p == 0.5
     assert set(cfg.task.eval.scenarios) == {"unconditional", "functions"}
     cfg.new_key = 1  # the returned config is not left in struct mode
+
+
+def test_phf_eval_checkpoint_between_logged_steps_takes_tokens_seen_from_its_trainer_state(tiny_cfg, tmp_path):
+    """log_every=2 leaves no metrics.jsonl row at step 1 (the laptop's 375-of-log_every-50 case): the
+    checkpoint's own trainer_state.pt gives its position, 1 step x 64 tokens (TINY: 2 x 32 per step)."""
+    from phf.train import train
+    from tests.test_tracking import EVAL
+
+    run = tmp_path / "run"
+    train(tiny_cfg("trainer.max_steps=2", "trainer.log_every=2", "trainer.checkpoint_every=1",
+                   "trainer.final_eval=false", *EVAL))
+    assert all(r.get("step") != 1 for r in rundir.read_metrics(run))
+    doc, _ = cli.evaluate_saved({"checkpoint": str(run / "checkpoints" / "step_00000001"),
+                                 "out": str(tmp_path / "ck"), "skip": "heldout,kl,red_team", "device": "cpu"}, [])
+    assert (doc["step"], doc["tokens_seen"]) == (1, 64)
