@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from phf.data.pipeline import BlockStream
-from phf.data.segment import LineSegmenter
-from phf.data.sources import LocalPythonSource
-from phf.scorers import PEP8Scorer
+from phf.data.pipeline import RunData
+from phf.entry import compose
 
 
-def scored_docs(split: str, n: int, val_fraction: float = 0.02, max_files=None):
-    """The first ``n`` scored documents of ``split`` of local_pep8 (the stdlib), as training reads them."""
+def scored_docs(split: str, n: int):
+    """The first ``n`` scored documents of ``split`` of the runs' data (``+experiment=guidance_pep8``: the
+    standard library, each line scored by pycodestyle), as training reads them."""
     from phf.tokenizer import gpt2_tokenizer
 
-    stream = BlockStream(LocalPythonSource(max_files=max_files), LineSegmenter(), PEP8Scorer(), gpt2_tokenizer(),
-                         block_size=64, split=split, val_fraction=val_fraction)
-    return stream.scored_sample(n)
+    run_data = RunData.from_config(compose(["+experiment=guidance_pep8", "run_dir=unused"]))
+    return run_data.stream(split, gpt2_tokenizer()).scored_sample(n)

@@ -99,7 +99,7 @@ class Evaluation:
     confidence: float = 0.95
     clean_up_tokenization_spaces: bool = False
     scorer: Any = None  # a scorer config (with _target_) or None = the training scorer
-    scenarios: dict[str, Scenario] = field(default_factory=dict)
+    scenarios: dict[str, Scenario] = field(default_factory=dict)  # a scenario set to null is switched off
     capability: Capability = field(default_factory=Capability)
     kl: KL = field(default_factory=KL)
     red_team: dict = field(default_factory=dict)  # phf.eval.red_team.RedTeamSettings + red_lm, prompts
@@ -109,7 +109,8 @@ class Evaluation:
         if bad:
             raise ValueError(f"task.eval.scenarios may not be named {sorted(bad)} (reserved metric groups)")
         self.scenarios = {name: sc if isinstance(sc, Scenario) else bind(Scenario, sc, f"task.eval.scenarios.{name}")
-                          for name, sc in (self.scenarios or {}).items()}
+                          for name, sc in (self.scenarios or {}).items()
+                          if sc is not None}  # null: off (a config file cannot delete a key the task defines)
         for name, sc in self.scenarios.items():
             if sc.secondary_to is not None and sc.secondary_to not in self.scenarios:
                 raise ValueError(f"task.eval.scenarios.{name}.secondary_to: no scenario {sc.secondary_to!r}; "

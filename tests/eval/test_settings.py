@@ -30,3 +30,12 @@ def test_eval_setup_holds_the_typed_settings_and_what_they_take_from_other_group
 def test_eval_setup_names_a_bad_key_once_at_the_entry_point():
     with pytest.raises(ValueError, match=r"task\.eval: unknown keys \['temprature'\]"):
         EvalSetup.from_config(compose([*TINY, "run_dir=x", "+task.eval.temprature=1.0"]))
+
+
+def test_a_scenario_set_to_null_is_switched_off_as_if_deleted():
+    """A config file cannot delete a key its task defines (``~key`` is command-line only), so null = off:
+    conf/experiment/guidance_pep8.yaml drops the red-team scenario this way."""
+    deleted = Evaluation.from_config(compose([*TINY, "run_dir=x", "~task.eval.scenarios.red_team_prompts"]))
+    nulled = Evaluation.from_config(compose([*TINY, "run_dir=x", "task.eval.scenarios.red_team_prompts=null"]))
+    assert "red_team_prompts" not in nulled.scenarios and nulled == deleted
+    assert "red_team_prompts" in Evaluation.from_config(compose([*TINY, "run_dir=x"])).scenarios
