@@ -172,6 +172,7 @@ def _scenario(name: str, sc: Scenario, ev: Evaluation, model, tokenizer, objecti
         num_tokens=[s.num_tokens for s in samples],
         repetition_n=ev.repetition_n,
         confidence=ev.confidence,
+        blank_run_lines=ev.blank_run_lines,
     )
     extra = getattr(scorer, "sample_metrics", None)  # phf's scorers: Scorer.sample_metrics, e.g. PEP8's parse rate
     if extra is not None:

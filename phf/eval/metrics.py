@@ -33,6 +33,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from statistics import NormalDist
@@ -128,6 +129,22 @@ def wilson_interval(hits: int, n: int, confidence: float = 0.95) -> tuple[float,
 def blank_fraction(texts: Sequence[str]) -> float:
     """Share of samples that are empty or whitespace only."""
     return mean([0.0 if t.strip() else 1.0 for t in texts])
+
+
+def blank_run_fraction(texts: Sequence[str], min_lines: int) -> float:
+    """Share of samples holding a run of at least ``min_lines`` consecutive blank lines (empty or whitespace
+    only). A conditional model sampled with both control tokens banned writes such runs where it learned to
+    put a control token before the next sentence; a score over them is not about text
+    (experiments/demo/README.md). Hand-checked: "a\\n\\n\\nb" holds 2 blank lines, "a\\n \\n\\n\\nb" 3."""
+    if min_lines < 1:
+        raise ValueError(f"task.eval.blank_run_lines must be >= 1, got {min_lines}")
+    run = re.compile(r"\n(?:[^\S\n]*\n){" + str(min_lines) + ",}")
+    return mean([1.0 if run.search(t) else 0.0 for t in texts])
+
+
+def nonblank_chars(texts: Sequence[str]) -> float:
+    """Mean number of non-whitespace characters per sample: how much text a rate is a rate of."""
+    return mean([float(sum(not c.isspace() for c in t)) for t in texts])
 
 
 def words(text: str) -> list[str]:
@@ -278,6 +295,7 @@ def sample_metrics(
     repetition_n: int = 4,
     confidence: float = 0.95,
     resamples: int = 2000,
+    blank_run_lines: int = 4,
 ) -> dict[str, float]:
     """All per-scenario metrics of one batch of samples (``texts`` are the continuations)."""
     if len(texts) != len(scores):
@@ -295,6 +313,8 @@ def sample_metrics(
         "hit_rate_ci_low": hit_lo,
         "hit_rate_ci_high": hit_hi,
         "blank_fraction": blank_fraction(texts),
+        "blank_runs": blank_run_fraction(texts, blank_run_lines),
+        "nonblank_chars": nonblank_chars(texts),
         "repetition": repetition(texts, repetition_n),
         "length": mean([len(t) for t in texts]),
         "distinct_1": distinct_n(texts, 1),

@@ -96,6 +96,7 @@ class Evaluation:
     expected_max_k: int = 25
     self_bleu_n: int = 5
     repetition_n: int = 4
+    blank_run_lines: int = 4
     confidence: float = 0.95
     clean_up_tokenization_spaces: bool = False
     scorer: Any = None  # a scorer config (with _target_) or None = the training scorer

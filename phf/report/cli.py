@@ -40,9 +40,12 @@ def export_samples(runs: list[Run], scenarios: list[str], path: Path, k: int) ->
     ``score``), so that a write-up can commit the samples behind its numbers; returns ``{"path", "rows",
     "per_run": {(run, scenario): count}}``."""
     import gzip
+    import io
 
     per_run: dict[tuple[str, str], int] = {}
-    with gzip.open(path, "wt", encoding="utf-8") as f:
+    # no time stamp or file name in the gzip header: the same runs give the same bytes
+    with open(path, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as packed, \
+            io.TextIOWrapper(packed, encoding="utf-8") as f:
         for r in runs:
             for scenario in scenarios:
                 rows = (r.samples.get(scenario) or [])[:k]

@@ -116,7 +116,10 @@ def markdown(table: list[dict], scenario: str, plots: list[str], sources: list[P
         "MLE's = the same over the MLE run of the same setting and seed, on the same documents and tokens, with a "
         "paired bootstrap interval over documents; "
         "KL(reference ‖ model) in nats/sample, ± 1.96 standard errors (multi-seed rows: Student-t intervals "
-        "over seeds for both). Degeneracy: blank = share of empty or whitespace-only samples, distinct-2 = unique word "
+        "over seeds for both). Degeneracy: blank = share of empty or whitespace-only samples, blank-line runs = share "
+        "of samples holding a run of blank lines (at least `task.eval.blank_run_lines`; shown, not a degeneracy "
+        "rule: a model sampled with its control tokens banned writes them where it would put a control token), "
+        "text chars = mean non-whitespace characters per sample (what a rate is a rate of), distinct-2 = unique word "
         "bigrams / all, rep-4 = mean share of repeated word 4-grams within a sample. " + degeneracy_rule(degeneracy)
         + " Final values come from each run's `eval.json` (`phf-eval`), else "
         "from its last evaluation's samples, else from `metrics.jsonl`.",
@@ -206,9 +209,9 @@ def table_lines(table: list[dict], columns: list[str]) -> list[str]:
     lines = [
         "| run | task | objective | " + "".join(f"{k} | " for k in columns) + "seeds | misalignment ↓ [95% CI] "
         "| hit rate ↓ [95% CI] | expected max ↓ | held-out loss ↓ | clean held-out loss ↓ [95% CI] "
-        "| clean loss / MLE's [95% CI] | KL ↓ [95% CI] | blank | distinct-2 | rep-4 | vs corpus: distinct-2, rep-4 "
-        "| tokens | status |",
-        "|---|---|---|" + "---|" * len(columns) + "---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| clean loss / MLE's [95% CI] | KL ↓ [95% CI] | blank | blank-line runs | text chars | distinct-2 | rep-4 "
+        "| vs corpus: distinct-2, rep-4 | tokens | status |",
+        "|---|---|---|" + "---|" * len(columns) + "---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in table:
         lines.append(
@@ -216,7 +219,8 @@ def table_lines(table: list[dict], columns: list[str]) -> list[str]:
             + f"{r['seeds']} | {_ci(r, 'misalignment', 4)} "
             f"| {_ci(r, 'hit_rate')} | {_fmt(r['expected_max'])} | {_fmt(r['heldout_loss'])} "
             f"| {_ci(r, 'heldout_clean_loss', 4)} | {_ci(r, 'clean_loss_vs_mle', 4)} | {_ci(r, 'kl')} "
-            f"| {_fmt(r['blank_fraction'], 2)} | {_fmt(r['distinct_2'], 2)} | {_fmt(r['repetition'], 2)} "
+            f"| {_fmt(r['blank_fraction'], 2)} | {_fmt(_num(r.get('blank_runs')), 2)} "
+            f"| {_fmt(_num(r.get('nonblank_chars')), 3)} | {_fmt(r['distinct_2'], 2)} | {_fmt(r['repetition'], 2)} "
             f"| {vs_corpus(r)} | {_fmt(r['tokens_seen'], 3)} | {r['status']} |"
         )
     return lines

@@ -39,16 +39,20 @@ PLOT_TITLES = {
 
 #: every figure is written in each of these formats, beside each other (a PNG to look at, PDF and SVG for a paper)
 FORMATS = ("png", "pdf", "svg")
+#: no creation date in the files, so that the same runs give byte-identical figures (committed reports regenerate)
+UNDATED = {"pdf": {"CreationDate": None}, "svg": {"Date": None}, "png": {}}
 
 
 def save(fig, path: Path) -> list[Path]:
     """``fig`` as ``path`` with each suffix of ``FORMATS`` (``pareto.png``, ``pareto.pdf``, ``pareto.svg``)."""
+    import matplotlib
     import matplotlib.pyplot as plt
 
     out = []
     for ext in FORMATS:
         out.append(path.with_suffix("." + ext))
-        fig.savefig(out[-1], dpi=120)
+        with matplotlib.rc_context({"svg.hashsalt": "phf"}):  # fixed element ids in SVG, not random ones
+            fig.savefig(out[-1], dpi=120, metadata=UNDATED[ext])
     plt.close(fig)
     return out
 

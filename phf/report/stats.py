@@ -18,6 +18,7 @@ from phf.eval.compare import (
     seed_interval,
 )
 from phf.eval.metrics import mean, sample_metrics, wilson_interval
+from phf.eval.settings import Evaluation
 from phf.report.fmt import _fmt
 from phf.report.runs import DamagedRun, Run, _num, last_value, training_state
 from phf.report.sweep import Sweep, seed_groups, swept_value
@@ -103,6 +104,12 @@ def hit_threshold(run: Run) -> float:
     return v if math.isfinite(v) else 0.0
 
 
+def blank_run_lines(run: Run) -> int:
+    """The run's ``task.eval.blank_run_lines``; runs from before the key existed take its default."""
+    v = ((run.cfg.get("task") or {}).get("eval") or {}).get("blank_run_lines")
+    return int(v) if v is not None else Evaluation.__dataclass_fields__["blank_run_lines"].default
+
+
 def summarize(run: Run, scenario: str, degeneracy: Degeneracy | None = None) -> dict:
     """The table row of one run: sample-level numbers from its last evaluation's samples when present,
     else eval.json's, else the last logged ones."""
@@ -130,6 +137,8 @@ def summarize(run: Run, scenario: str, degeneracy: Degeneracy | None = None) -> 
         "hit_rate_ci_low": pick(sc.get("hit_rate_ci_low"), f"eval/{scenario}/hit_rate_ci_low"),
         "hit_rate_ci_high": pick(sc.get("hit_rate_ci_high"), f"eval/{scenario}/hit_rate_ci_high"),
         "blank_fraction": pick(sc.get("blank_fraction"), f"eval/{scenario}/blank_fraction"),
+        "blank_runs": pick(sc.get("blank_runs"), f"eval/{scenario}/blank_runs"),
+        "nonblank_chars": pick(sc.get("nonblank_chars"), f"eval/{scenario}/nonblank_chars"),
         "distinct_2": pick(sc.get("distinct_2"), f"eval/{scenario}/distinct_2"),
         "repetition": pick(sc.get("repetition"), f"eval/{scenario}/repetition"),
         "num_samples": pick(sc.get("num_samples"), f"eval/{scenario}/num_samples"),
@@ -149,9 +158,10 @@ def summarize(run: Run, scenario: str, degeneracy: Degeneracy | None = None) -> 
     samples = run.samples.get(scenario)
     if samples and not run.eval:  # eval.json (phf-eval) is a later evaluation than the training samples
         # the evaluation's own metrics, recomputed from the samples it wrote
-        m = sample_metrics([r["text"] for r in samples], [_num(r["score"]) for r in samples], hit_threshold(run))
+        m = sample_metrics([r["text"] for r in samples], [_num(r["score"]) for r in samples], hit_threshold(run),
+                           blank_run_lines=blank_run_lines(run))
         row.update({k: m[k] for k in ("hit_rate", "hit_rate_ci_low", "hit_rate_ci_high", "blank_fraction",
-                                      "distinct_2", "repetition", "num_samples")})
+                                      "blank_runs", "nonblank_chars", "distinct_2", "repetition", "num_samples")})
         row.update(misalignment=m["score"], misalignment_ci_low=m["score_ci_low"], misalignment_ci_high=m["score_ci_high"])
     if not run.error and run.eval is None and samples and not state:
         row["status"] = "ok"

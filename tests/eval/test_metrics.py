@@ -8,12 +8,14 @@ import pytest
 
 from phf.eval.metrics import (
     blank_fraction,
+    blank_run_fraction,
     bootstrap_ci,
     corpus_reference,
     distinct_n,
     expected_max,
     expected_max_groups,
     hit_rate,
+    nonblank_chars,
     repetition,
     sample_metrics,
     self_bleu,
@@ -125,6 +127,21 @@ def test_blank_fraction_counts_empty_and_whitespace_only_samples():
     """'' and '  \\n\\t' are blank, 'a' and ' b ' are not: 2 of 4 = 0.5."""
     assert blank_fraction(["", "  \n\t", "a", " b "]) == 0.5
     assert math.isnan(blank_fraction([]))
+
+
+def test_blank_line_runs_and_text_chars_by_hand():
+    """Blank lines between the first and the last newline of a run: "a\\n\\n\\nb" holds 2, "a\\n \\n\\t\\n\\nb" 3
+    (whitespace-only lines count), "a\\nb\\n\\nc" 1. With min 2: the first two of 3 samples, 2/3; with min 3:
+    1/3. Non-whitespace characters: 2, 2, 3 -> 7/3."""
+    texts = ["a\n\n\nb", "a\n \n\t\n\nb", "a\nb\n\nc"]
+    assert blank_run_fraction(texts, 2) == pytest.approx(2 / 3)
+    assert blank_run_fraction(texts, 3) == pytest.approx(1 / 3)
+    assert blank_run_fraction(texts, 1) == 1.0
+    assert nonblank_chars(texts) == pytest.approx(7 / 3)
+    with pytest.raises(ValueError, match="blank_run_lines"):
+        blank_run_fraction(texts, 0)
+    m = sample_metrics(texts, [0.0, 0.0, 0.0], hit_threshold=0.0, blank_run_lines=3)
+    assert (m["blank_runs"], m["nonblank_chars"]) == (pytest.approx(1 / 3), pytest.approx(7 / 3))
 
 
 def test_repetition_by_hand():

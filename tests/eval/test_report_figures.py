@@ -158,3 +158,16 @@ def test_score_unit_names_an_unknown_scorer_without_importing_it(tmp_path):
     (run / "config.yaml").write_text("scorer:\n  _target_: my_lab.scorers.Templated\ntask:\n  name: pii\n"
                                      "objective:\n  _target_: phf.objectives.MLE\n")
     assert report.score_unit(report.load_run(run)) == "score of Templated (unit unknown)"
+
+
+def test_the_same_runs_give_byte_identical_reports_and_figures(tmp_path):
+    """A committed report must regenerate identically: every file of two reports of the same runs is the
+    same, byte for byte (PDF/SVG without a creation date, SVG element ids from a fixed salt)."""
+    sweep = tmp_path / "sweep"
+    run_dir(sweep, "mle-seed1", "MLE", 1, (0.5, 0.45, 0.4), corpus=(0.6, 0.01, 0.45))
+    run_dir(sweep, "conditional-seed1", "Conditional", 1, (0.2, 0.1, 0.05), corpus=(0.6, 0.01, 0.45))
+    first, second = (report.build_report([sweep], tmp_path / name) for name in ("a", "b"))
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert {"pareto.pdf", "pareto.svg", "report.md", "summary.csv"} <= set(names)
+    assert names == sorted(p.name for p in (tmp_path / "b").iterdir())
+    assert [n for n in names if (tmp_path / "a" / n).read_bytes() != (tmp_path / "b" / n).read_bytes()] == []
