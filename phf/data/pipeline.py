@@ -416,7 +416,8 @@ class BlockStream:
             msg += ("; data.val_fraction=0 holds out no document, but the run measures a held-out loss: set "
                     "data.val_fraction in (0, 1), e.g. 0.01")
         elif self.split == "validation" and mine > 0:
-            msg += (f"; data.val_fraction={self.val_fraction} held out none of them: raise it (a number in [0, 1)) "
+            msg += (f"; data.val_fraction={self.val_fraction} held out none of them: pass a validation file with "
+                    "data.val_path=FILE (the training data's format), raise data.val_fraction (a number in [0, 1)) "
                     "or use more data")
         elif self.split == "train" and mine > 0:
             msg += (f"; data.val_fraction={self.val_fraction} holds out (nearly) every document for validation: "
@@ -458,7 +459,9 @@ class BlockStream:
                     batch, read_position, exhausted = self._read_batch(it, read_position)
                     self._absorb(self._work(batch), read_position, inline=True)
             if self.epoch == 0 and self.stats["documents"] == 0:
-                raise ValueError(self._empty_message())
+                from phf.entry import UsageError  # settings or data too small: one message, no traceback
+
+                raise UsageError(self._empty_message())
             self.epoch += 1
             self.position = 0
             if self.epochs is not None and self.epoch >= self.epochs:
@@ -660,7 +663,13 @@ class RunData:
         held-out loss is measured on the same tokens)."""
         blocks = list(itertools.islice(iter(self.stream("validation", tokenizer, epochs=1)), max_blocks))
         if not blocks:
-            raise ValueError("the validation split produced no block; raise data.val_fraction or use more data")
+            from phf.entry import UsageError  # the data is too small for its split: one message, no traceback
+
+            held = (f"the validation file data.val_path={self.data.val_path}" if self.data.val_path is not None
+                    else f"data.val_fraction={self.data.val_fraction} of the documents (chosen by content hash)")
+            raise UsageError(f"the held-out set ({held}) does not fill one block of {self.block_size} tokens, so "
+                             "there is no held-out loss: pass a validation file with data.val_path=FILE (the "
+                             "training data's format), raise data.val_fraction, or use more data")
         return blocks
 
 

@@ -36,6 +36,20 @@ def test_a_small_held_out_set_is_named_before_training(fast_cfg, tmp_path, one_t
     assert "held-out set has only" not in caplog.text
 
 
+def test_a_held_out_set_without_one_block_is_a_usage_error_naming_the_ways_out(fast_cfg, tmp_path, one_thread):
+    """data.val_fraction=0.001 of the tiny corpus holds out no document, and with a 4,096-token block the
+    held-out documents of 0.2 fill no block: no held-out loss is possible, so the run stops before its first
+    step with one message naming data.val_path (a UsageError: no traceback at the command line)."""
+    from phf.entry import UsageError
+
+    run = tmp_path / "none"
+    with pytest.raises(UsageError, match=r"data\.val_fraction=0\.001 held out none.*data\.val_path=FILE"):
+        train(fast_cfg("trainer.max_steps=1", "data.val_fraction=0.001", run_dir=run))
+    assert not (run / "metrics.jsonl").exists()
+    with pytest.raises(UsageError, match=r"data\.val_fraction=0\.2 .*one block of 4096 tokens.*data\.val_path=FILE"):
+        train(fast_cfg("trainer.max_steps=1", "model.block_size=4096", run_dir=tmp_path / "short"))
+
+
 def test_val_path_holds_out_a_validation_file(fast_cfg, tmp_path):
     """With data.val_path every training document trains (no hash split) and the validation split is the
     file's documents, all of them, in order."""
