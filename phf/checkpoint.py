@@ -42,7 +42,14 @@ log = logging.getLogger(__name__)
 MANIFEST = "latest.json"
 _STEP_DIR = re.compile(r"step_(\d{8,})")
 TRAINER_STATE = "trainer_state.pt"
-_REQUIRED = ("config.json", TRAINER_STATE, "data_state_rank0.pt")
+
+
+def data_state_name(rank: int | str) -> str:
+    """The file of rank ``rank``'s data position in a checkpoint (``"*"``: a glob of every rank's)."""
+    return f"data_state_rank{rank}.pt"
+
+
+_REQUIRED = ("config.json", TRAINER_STATE, data_state_name(0))
 
 
 def _fsync_path(path: Path) -> None:
@@ -176,9 +183,9 @@ def save_data_state(ckpt_root: Path, step: int, rank: int, state: dict) -> None:
     pending = ckpt_root / _pending_name(step)
     try:
         pending.mkdir(parents=True, exist_ok=True)
-        tmp = pending / f"data_state_rank{rank}.pt.tmp"
+        tmp = pending / (data_state_name(rank) + ".tmp")
         torch.save(state, tmp)
-        os.replace(tmp, pending / f"data_state_rank{rank}.pt")
+        os.replace(tmp, pending / data_state_name(rank))
     except Exception as e:
         raise write_failure(ckpt_root, step, [pending], e) from e
 

@@ -28,13 +28,13 @@ import re
 from pathlib import Path
 
 from phf.card import CARD_FILE, METADATA_FILE, read_objective_metadata
-from phf.checkpoint import check_checkpoint, check_safetensors
+from phf.checkpoint import TRAINER_STATE, check_checkpoint, check_safetensors, data_state_name
 from phf.console import plain
 from phf.model import VALUE_HEAD_FILE
 from phf.model_dir import check_model_files
 from phf.rundir import FINAL, SUMMARY, checkpoints_dir, summary_path
 
-TRAINING_STATE = ["trainer_state.pt", "data_state_rank*.pt"]  # what only resuming needs: never uploaded
+TRAINING_STATE = [TRAINER_STATE, data_state_name("*")]  # what only resuming needs: never uploaded
 # every file phf-train writes into final/ and a checkpoint's model part; nothing else is ever uploaded
 PHF_FILES = ("config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json",
              VALUE_HEAD_FILE, "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",

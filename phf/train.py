@@ -382,7 +382,7 @@ def continue_data_position(trainer: Trainer, stream, dist: Dist) -> None:
     re-tokenizing the documents it consumed. fresh (the original's skip_tokens): empty buffers, so every
     block goes through this objective's transform; restored: also that run's token and shuffle buffers
     (blocks built by its objective), its exact continuation."""
-    data_state = ckpt.load_state(Path(trainer.data_state_from), f"data_state_rank{dist.rank}.pt")
+    data_state = ckpt.load_state(Path(trainer.data_state_from), ckpt.data_state_name(dist.rank))
     if trainer.data_state_buffers == "fresh":
         stream.load_position(data_state)
     else:

@@ -145,7 +145,7 @@ def restore_training_state(path: Path, model, optimizer, scheduler, rank: int = 
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     ckpt.set_rng_state(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"])
-    state["data_state"] = ckpt.load_state(path, f"data_state_rank{rank}.pt")
+    state["data_state"] = ckpt.load_state(path, ckpt.data_state_name(rank))
     return state
 
 
