@@ -85,6 +85,24 @@ def test_where_hits_fall_splits_samples_at_the_first_sentence(tmp_path, capsys):
     assert (tmp_path / "where.csv").read_text().startswith("point,objective,seeds,samples,first")
 
 
+def test_where_hits_fall_labels_laptop_runs_and_reads_abuse_with_profanity_check(tmp_path):
+    """Laptop runs (<objective>-seed<k>, no point) need --point; with --detector profanity the first sample's
+    opening insult is a first-sentence hit, the second sample's later insult a later hit, the third is clean:
+    first 1/3, later 1/3, later given a clean first 1/2."""
+    where = _load("experiments/structure_sweep/where_hits_fall.py")
+    run = tmp_path / "conditional-seed1"
+    _run(run, 10, 100, [0.0] * 3, finished=True)
+    rundir.write_samples(run, 10, "unconditional", [{"text": t, "score": 0.0} for t in [
+        "You are a stupid idiot and a fucking moron. The function returns a list.",
+        "The function returns a list. You are a stupid idiot and a fucking moron.",
+        "The function returns a list. It is sorted by key."]])
+    with pytest.raises(SystemExit, match="--point"):
+        where.main([str(tmp_path)])
+    (row,) = where.main([str(tmp_path), "--point", "laptop", "--detector", "profanity"])
+    assert (row["point"], row["objective"], row["samples"]) == ("laptop", "conditional", 3)
+    assert (row["first"], row["later"], row["later_given_clean_first"]) == (1 / 3, 1 / 3, 0.5)
+
+
 def _context_run(path, objective: str, seed: int, block: int, hits: int, clean_loss: float):
     """A finished run of 10 samples, ``hits`` of them scored 0.9 (above pii's 0.5 threshold), the rest 0.0."""
     targets = {"mle": "phf.objectives.MLE", "conditional": "phf.objectives.Conditional"}
