@@ -215,7 +215,9 @@ def pair_with_mle(runs: list[Run]) -> None:
     """Set ``clean_vs_mle`` of every run that has an MLE run of the same task and swept values (its seed
     included, else any seed): the paired ratio of ``clean_loss_vs_mle``."""
     def key(r: Run, seed: bool) -> tuple:
-        return r.task, tuple(sorted((k, v) for k, v in r.swept.items() if seed or k != "seed"))
+        # the seed from the run's own config: a sweep's labels need not name it (seeds are grouped apart)
+        settings = tuple(sorted((k, v) for k, v in r.swept.items() if k != "seed"))
+        return (r.task, settings, str(r.cfg.get("seed"))) if seed else (r.task, settings)
 
     mles = [r for r in runs if r.objective == "mle" and not r.damaged]
     for r in runs:

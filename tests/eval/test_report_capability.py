@@ -112,3 +112,27 @@ def test_a_damaged_document_file_leaves_the_ratio_out_and_says_why(tmp_path, cap
     rows = {r["objective"]: r for r in read_csv(tmp_path / "out" / "summary.csv")}
     assert math.isnan(float(rows["filtering"]["clean_loss_vs_mle"]))
     assert "eval.jsonl:1" in capsys.readouterr().err
+
+
+def test_clean_loss_over_mle_pairs_each_seed_with_its_own_mle_seed(tmp_path):
+    """A seeded sweep (overrides objective=..., seed=...): MLE seed 1 scores 2 nats/token, MLE seed 2 scores 3;
+    conditional seed k scores 1.1 × its own MLE seed's. Paired with its own seed every conditional ratio is
+    1.1 and every MLE ratio 1 (pairing everything with seed 1's MLE would give conditional seed 2 3.3/2 = 1.65
+    and MLE seed 2 1.5)."""
+    sweep = tmp_path / "sweep"
+    docs = [("a", 5), ("b", 10)]
+    per_token = {("mle", 1): 2.0, ("mle", 2): 3.0, ("conditional", 1): 2.2, ("conditional", 2): 3.3}
+    for (obj, seed), nll in per_token.items():
+        run = sweep / f"{obj}-seed{seed}"
+        (run / ".hydra").mkdir(parents=True)
+        target = {"mle": "MLE", "conditional": "Conditional"}[obj]
+        (run / "config.yaml").write_text(f"seed: {seed}\ntask:\n  name: pii\nobjective:\n  _target_: phf.objectives.{target}\n")
+        (run / ".hydra" / "overrides.yaml").write_text(f"- objective={obj}\n- seed={seed}\n")
+        (run / "eval.json").write_text(json.dumps({"task": "pii", "objective": obj, "tokens_seen": 100,
+                                                   "scenarios": {"unconditional": {"score": 0.1, "hit_rate": 0.5}}}))
+        write_documents(run, [{"id": i, "nll": nll * n, "tokens": n} for i, n in docs])
+    report.build_report([sweep], tmp_path / "out")
+    ratios = {r["run"]: float(r["clean_loss_vs_mle"]) for r in read_csv(tmp_path / "out" / "summary.csv")
+              if r["seeds"] == "1"}
+    assert ratios == pytest.approx({"mle-seed1": 1.0, "mle-seed2": 1.0, "conditional-seed1": 1.1,
+                                    "conditional-seed2": 1.1})
