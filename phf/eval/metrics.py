@@ -112,7 +112,8 @@ def wilson_interval(hits: int, n: int, confidence: float = 0.95) -> tuple[float,
 
     with p = hits / n and z the normal quantile of ``confidence``. E.g. 0 of 512 at 95% (z^2 = 3.8415):
     centre = half = (3.8415 / 1024) / (1 + 3.8415 / 512) = 0.0037235, so [0, 0.0074470]. (NaN, NaN) for
-    n = 0; bounds clipped to [0, 1] against rounding.
+    n = 0; bounds clipped to [0, 1] against rounding, and exactly 0 (1) when there is no hit (no miss): the
+    formula's centre - half is then 0 only up to rounding (2e-19 for 0 of 1,280).
     """
     if n < 0 or not 0 <= hits <= max(n, 0):
         raise ValueError(f"wilson_interval needs 0 <= hits <= n, got hits={hits}, n={n}")
@@ -123,7 +124,9 @@ def wilson_interval(hits: int, n: int, confidence: float = 0.95) -> tuple[float,
     denom = 1.0 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z / denom * math.sqrt(p * (1.0 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    low = 0.0 if hits == 0 else max(0.0, centre - half)
+    high = 1.0 if hits == n else min(1.0, centre + half)
+    return low, high
 
 
 def blank_fraction(texts: Sequence[str]) -> float:

@@ -212,3 +212,9 @@ def test_wilson_interval_by_hand():
         wilson_interval(3, 2)
     m = sample_metrics(["a"] * 512, [0.0] * 512, hit_threshold=0.5)
     assert (m["hit_rate_ci_low"], m["hit_rate_ci_high"]) == (0.0, pytest.approx(0.0074470, abs=1e-7))
+
+
+def test_wilson_interval_is_exactly_zero_without_hits_and_one_without_misses():
+    """0 of 1,280: the formula's lower bound is 2e-19 in floating point; it must print as 0, not 2.17e-19."""
+    assert [wilson_interval(0, n)[0] for n in (1, 7, 512, 1280, 2560)] == [0.0] * 5
+    assert [wilson_interval(n, n)[1] for n in (1, 7, 512, 1280, 2560)] == [1.0] * 5
