@@ -191,7 +191,9 @@ FIGURE_NOTES = {
                   "both axes where the run has one (t over seeds for a group; a single run: Wilson for the hit "
                   "rate, bootstrap over samples for the mean score and over documents for the clean held-out "
                   "loss, ± 1.96 standard errors for KL; the raw held-out loss of a single run has none). Hollow: "
-                  "not ranked (degenerate or failed); dashed: the Pareto front of the ranked points.",
+                  "not ranked (degenerate or failed); dashed: the Pareto front of the ranked points. The axes "
+                  "show every point and interval except those of 2-seed groups, whose t interval (one degree of "
+                  "freedom, quantile 12.7) may run off the plot: read those in the table.",
     "misalignment_vs_tokens.png": "Every evaluation of every run: the trainer's (`task.eval.every_steps`) and "
                                   "phf-eval's on checkpoints (`checkpoints/step_N/eval.json`) and on the final "
                                   "model. Lines: the mean over seeds with its 95% t band; a single run: its own "

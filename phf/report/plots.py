@@ -117,6 +117,21 @@ def interval(r: dict, key: str) -> list[list[float]] | None:
 
 x_error = interval
 
+#: a seed group this small has a Student t interval with one degree of freedom (quantile 12.7): it says little and,
+#: drawn in full, would set the axes; such intervals may run off the plot (the report says so under the figure)
+WIDE_T_SEEDS = 2
+
+
+def axis_limits(values: list[float], bounds: list[float], pad: float = 0.12) -> tuple[float, float] | None:
+    """Axis limits that show every point and every bound in ``bounds`` (the informative intervals), padded by
+    ``pad`` of the span; None without finite values."""
+    xs = [v for v in values + bounds if math.isfinite(v)]
+    if not xs:
+        return None
+    lo, hi = min(xs), max(xs)
+    span = (hi - lo) or abs(hi) or 1.0
+    return lo - pad * span, hi + pad * span
+
 
 @dataclass(frozen=True)
 class Axes:
@@ -180,6 +195,12 @@ def plot_pareto(table: list[dict], path: Path, scenario: str, legend_title: str 
                          fontsize=11)
             ax.grid(alpha=0.3)
             ax.margins(0.15)
+            for setter, k, pos in ((ax.set_xlim, key, 0), (ax.set_ylim, ykey, 1)):
+                shown = [r for _, _, r in pts if r.get("seeds", 1) != WIDE_T_SEEDS]
+                limits = axis_limits([p[pos] for p in pts], [r.get(f"{k}_ci_{e}", math.nan) for r in shown
+                                                              for e in ("low", "high")])
+                if limits is not None:
+                    setter(*limits)
             if pts:
                 ax.legend(fontsize=8, loc="best", title=legend_title, title_fontsize=8)
     fig.tight_layout()
