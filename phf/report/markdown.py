@@ -131,6 +131,7 @@ def markdown(table: list[dict], scenario: str, plots: list[str], sources: list[P
         "",
         *table_lines(table, columns),
         *absolute_bar_lines(table),
+        *negative_kl_lines(table),
     ]
     lines += style_lines(table)
     lines += against_mle_lines(comparisons.get(scenario, []))
@@ -183,6 +184,19 @@ def absolute_bar_lines(table: list[dict]) -> list[str]:
     return ["", f"Judged by the absolute degeneracy bar only ({len(rows)} of {len(runs)} runs, and the multi-seed "
             "rows made of them: their evaluation recorded no corpus statistic, because it predates it or ran "
             "without clean held-out documents, e.g. `phf-eval skip=heldout`): " + ", ".join(rows) + "."]
+
+
+def negative_kl_lines(table: list[dict]) -> list[str]:
+    """Markdown: runs whose KL(reference ‖ model) interval lies below 0. The KL of a normalised model is never
+    negative, so such an estimate says the model's log-probabilities of the reference texts are not those of
+    a distribution over the same texts (e.g. context it was given for free): it is no capability measure."""
+    runs = [r["run"] for r in table if r["seeds"] == 1 and _num(r.get("kl_ci_high")) < 0]
+    if not runs:
+        return []
+    return ["", f"**KL below zero** ({len(runs)} run(s), interval entirely negative): a KL cannot be negative, so "
+            "for these runs the estimate is not a capability measure and the clean held-out loss is the one to "
+            "read (a conditional model scored with control tokens inserted as free context, e.g. before every "
+            "line for PEP8, can score the reference's texts above the reference itself): " + ", ".join(runs) + "."]
 
 
 #: what each figure shows, under it in report.md

@@ -136,3 +136,14 @@ def test_clean_loss_over_mle_pairs_each_seed_with_its_own_mle_seed(tmp_path):
               if r["seeds"] == "1"}
     assert ratios == pytest.approx({"mle-seed1": 1.0, "mle-seed2": 1.0, "conditional-seed1": 1.1,
                                     "conditional-seed2": 1.1})
+
+
+def test_a_negative_kl_is_named_as_no_capability_measure():
+    """KL's interval [-25, -19] lies below 0: named under the table; [−1, 3] and NaN are not."""
+    from phf.report.markdown import negative_kl_lines
+
+    table = [{"run": "a", "seeds": 1, "kl_ci_high": -19.0}, {"run": "b", "seeds": 1, "kl_ci_high": 3.0},
+             {"run": "c", "seeds": 1, "kl_ci_high": float("nan")}, {"run": "g", "seeds": 5, "kl_ci_high": -1.0}]
+    lines = negative_kl_lines(table)
+    assert "**KL below zero** (1 run(s)" in lines[1] and lines[1].endswith(": a.")
+    assert negative_kl_lines(table[1:3]) == []
