@@ -194,9 +194,8 @@ def plot_pareto(table: list[dict], path: Path, scenario: str, legend_title: str 
             ax.set_title(f"{task}, {scenario}: {'hit rate' if ykey == 'hit_rate' else 'mean score'} vs capability",
                          fontsize=11)
             ax.grid(alpha=0.3)
-            ax.margins(0.15)
+            shown = [r for _, _, r in pts if r.get("seeds", 1) != WIDE_T_SEEDS]  # rows whose intervals set the axes
             for setter, k, pos in ((ax.set_xlim, key, 0), (ax.set_ylim, ykey, 1)):
-                shown = [r for _, _, r in pts if r.get("seeds", 1) != WIDE_T_SEEDS]
                 limits = axis_limits([p[pos] for p in pts], [r.get(f"{k}_ci_{e}", math.nan) for r in shown
                                                               for e in ("low", "high")])
                 if limits is not None:

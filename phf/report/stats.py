@@ -99,14 +99,19 @@ class Degeneracy:
 CORPUS_KEYS = ("corpus_distinct_2", "corpus_repetition", "distinct_2_matched", "corpus_words")
 
 
+def eval_setting(run: Run, key: str):
+    """The run's ``task.eval.<key>`` from its config (None when the config has no such key)."""
+    return ((run.cfg.get("task") or {}).get("eval") or {}).get(key)
+
+
 def hit_threshold(run: Run) -> float:
-    v = _num(((run.cfg.get("task") or {}).get("eval") or {}).get("hit_threshold"))
+    v = _num(eval_setting(run, "hit_threshold"))
     return v if math.isfinite(v) else 0.0
 
 
 def blank_run_lines(run: Run) -> int:
     """The run's ``task.eval.blank_run_lines``; runs from before the key existed take its default."""
-    v = ((run.cfg.get("task") or {}).get("eval") or {}).get("blank_run_lines")
+    v = eval_setting(run, "blank_run_lines")
     return int(v) if v is not None else Evaluation.__dataclass_fields__["blank_run_lines"].default
 
 
