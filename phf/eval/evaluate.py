@@ -102,7 +102,8 @@ def evaluate(
                               seed=k.seed)
         results["kl"] = {"reference": reference, **kl_from_reference(
             model, tokenizer, objective, reference, settings, setup.kl_cache_dir, k.prefix_every_line,
-            k.on_model_samples, setup.segmenter)}
+            k.on_model_samples, setup.segmenter,
+            k.reference_segments if k.reference_segments is not None else not k.reference)}
     if blocks is not None:
         results["heldout"] = heldout_loss(
             model,

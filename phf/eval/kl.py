@@ -14,16 +14,26 @@ sampling settings), together with their reference log-probabilities.
 
 It is a string-level estimate: each text is re-tokenized by each model's own tokenizer and
 log p(x) = sum of the log-probs of the text's tokens given the context (EOS termination is not scored),
-so reference and model may use different vocabularies. The reference's log-prob is computed the same
-way (not from the sampled token ids), which makes the estimate exactly 0 when the model is the
-reference. A conditional model is conditioned on ``EOS + generation_prefix``; the control tokens are
-context and do not enter the sum (the original added their log-probs, a small bias), and their logits
-are removed from the model's softmax at text positions (renormalised: the sampler never writes them in
-text; otherwise a conditional model's mass on ``<|aligned|>`` at sentence starts is charged to the text). Where the
-objective lets the model emit its prefix mid-text (conditional PEP8: ``<|aligned|>`` before every
-line, as in its training data), the prefix is also inserted, as context, before every line of the
-text (``prefix_every_line``, default: automatic); ``segmenter`` (the task's: sentences for prose with
-sentence-level conditioning) says where the segments start, lines by default.
+so reference and model may use different vocabularies. Texts are tokenized the way the model was
+trained: phf tokenizes each segment of a document on its own (``segmenter``, the task's: lines for
+code, sentences for prose), so the model under test is scored segment by segment, and so is a clean
+reference that phf trained (``reference_segments``; an external reference, e.g. a hub GPT-2, scores the
+whole text). A model scored in a tokenization it never saw pays for it: on PEP8, the clean reference's
+own samples lose 45 nats each when tokenized whole instead of line by line, which made the KL of a
+model scored line by line negative (conditional PEP8, -22 nats, before 2026-12-03).
+The reference's log-prob is computed the same way as the model's (not from the sampled token ids),
+which makes the estimate exactly 0 when the model is the reference.
+
+A conditional model is scored under the distribution its sampler draws from: conditioned on
+``EOS + generation_prefix`` (the prompt, context), the tokens the sampler bans removed from every
+softmax (renormalised). Where the sampler lets the model write its control prefix mid-text
+(``prefix_every_line``, automatic where the prefix is not banned: conditional PEP8 writes
+``<|aligned|>`` before every line, as in its training data), the prefix is inserted before every
+segment after the first and its log-prob is scored, because the sampler draws it: the estimate is then
+log q(y*) for the canonical tagged sequence y* of the text x, and since q(x) >= q(y*) it bounds
+KL(p_ref || q) from above and KL(q || p_ref) from below, tightly when the model's tag placement is
+(near) deterministic. ``kl_tag_nats`` reports how much of log q(y*) the inserted tags are. (The
+original scored the prefix too; phf before 2026-12-03 took it as free context, which is not a bound.)
 """
 
 from __future__ import annotations
@@ -44,7 +54,7 @@ from phf.model import eval_mode, forked_rng, unwrap
 from phf.objectives.base import sequence_logps
 from phf.tokenizer import encode_text, load_tokenizer, token_ids
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 1  # samples with their whole-text logp_ref (a phf-trained reference is rescored per segment)
 
 
 @dataclass
@@ -156,84 +166,138 @@ def _lines(text: str) -> list[str]:
     return text.splitlines(keepends=True)
 
 
-def _encode(tokenizer, text: str, context: Sequence[int], line_prefix: Sequence[int],
-            segmenter: Callable[[str], list[str]] = _lines) -> tuple[list[int], list[int]]:
-    """(ids, weights): ``context`` then the text's tokens; weight 1 marks the tokens that are scored.
+def _encode(tokenizer, text: str, context: Sequence[int], segment_prefix: Sequence[int] = (),
+            segmenter: Callable[[str], list[str]] | None = None) -> tuple[list[int], list[int], list[int]]:
+    """(ids, scored, prefix): ``context`` (not scored), then the text's tokens (scored); ``prefix`` marks
+    the inserted segment prefixes.
 
-    With ``line_prefix``, every line (``segmenter``'s segment) after the first is tokenized on its own and preceded by the
-    prefix ids (weight 0), the way segments are tokenized in training.
+    With ``segmenter`` the text is tokenized segment by segment, as phf tokenizes documents in training;
+    without it, whole. ``segment_prefix`` (needs a segmenter) goes before every segment after the first,
+    scored: the sampler writes it there.
     """
-    ids, weights = list(context), [0] * len(context)
-    pieces = segmenter(text) if line_prefix else [text]
+    if segment_prefix and segmenter is None:
+        raise ValueError("a segment prefix needs the segmenter that says where segments start")
+    ids, scored, prefix = list(context), [0] * len(context), [0] * len(context)
+    pieces = segmenter(text) if segmenter is not None else [text]
     for i, piece in enumerate(pieces):
-        if i > 0:
-            ids += line_prefix
-            weights += [0] * len(line_prefix)
+        p = list(segment_prefix) if i > 0 else []
         t = encode_text(tokenizer, [piece])[0]
-        ids += t
-        weights += [1] * len(t)
-    return ids, weights
+        ids += p + t
+        scored += [1] * (len(p) + len(t))
+        prefix += [1] * len(p) + [0] * len(t)
+    return ids, scored, prefix
 
 
 @torch.no_grad()
+def _scored_logprobs(model, encoded: Sequence[tuple[list[int], list[int], list[int]]], batch_size: int,
+                     exclude_ids: Sequence[int]) -> list[tuple[float, float]]:
+    """(log-prob of the scored tokens, of the prefix tokens among them) of each ``_encode`` row."""
+    hf = unwrap(model)
+    device = next(hf.parameters()).device
+    max_len = getattr(hf.config, "n_positions", None) or getattr(hf.config, "max_position_embeddings", None)
+    too_long = [len(row[0]) for row in encoded if max_len and len(row[0]) > max_len]
+    if too_long:
+        raise ValueError(
+            f"{len(too_long)} KL texts are longer ({max(too_long)} tokens) than the model's context ({max_len}); "
+            "lower kl.max_new_tokens"
+        )
+    out: list[tuple[float, float]] = []
+    with eval_mode(hf):
+        for i in range(0, len(encoded), batch_size):
+            chunk = encoded[i : i + batch_size]
+            width = max(len(row[0]) for row in chunk)
+            ids = torch.zeros((len(chunk), width), dtype=torch.long)  # right padding, masked out
+            mask = torch.zeros_like(ids)
+            scored = torch.zeros((len(chunk), width))
+            prefix = torch.zeros((len(chunk), width))
+            for j, (row, w, pre) in enumerate(chunk):
+                ids[j, : len(row)] = torch.tensor(row)
+                mask[j, : len(row)] = 1
+                scored[j, : len(row)] = torch.tensor(w, dtype=torch.float)
+                prefix[j, : len(row)] = torch.tensor(pre, dtype=torch.float)
+            logits = hf(input_ids=ids.to(device), attention_mask=mask.to(device)).logits  # (B, T, V)
+            if exclude_ids:
+                logits = logits.float()
+                logits[..., list(exclude_ids)] = float("-inf")
+            # position t predicts token t+1; only the scored tokens are summed
+            ids = ids.to(device)
+            total = sequence_logps(logits, ids, scored.to(device)).tolist()
+            tags = sequence_logps(logits, ids, prefix.to(device)).tolist()
+            out += list(zip(total, tags, strict=True))
+    return out
+
+
 def sequence_logprobs(
     model,
     tokenizer,
     texts: Sequence[str],
     context: Sequence[int],
     batch_size: int = 16,
-    line_prefix: Sequence[int] = (),
+    segment_prefix: Sequence[int] = (),
     exclude_ids: Sequence[int] = (),
-    segmenter: Callable[[str], list[str]] = _lines,
+    segmenter: Callable[[str], list[str]] | None = None,
 ) -> list[float]:
-    """log p(text | context) of each text under ``model`` (sum over the text's tokens, natural log).
+    """log p(text | context) of each text under ``model`` (sum over the text's tokens, natural log),
+    tokenized by ``_encode`` (whole, or per ``segmenter`` segment with ``segment_prefix`` scored).
 
-    ``exclude_ids`` (a model's control tokens, never sampled in text) are removed from every softmax:
-    the text's probability under the distribution the model samples from (``phf.eval.heldout_clean``)."""
-    hf = unwrap(model)
-    device = next(hf.parameters()).device
-    max_len = getattr(hf.config, "n_positions", None) or getattr(hf.config, "max_position_embeddings", None)
-    encoded = [_encode(tokenizer, t, context, line_prefix, segmenter) for t in texts]
-    too_long = [len(ids) for ids, _ in encoded if max_len and len(ids) > max_len]
-    if too_long:
-        raise ValueError(
-            f"{len(too_long)} KL texts are longer ({max(too_long)} tokens) than the model's context ({max_len}); "
-            "lower kl.max_new_tokens"
-        )
-    out: list[float] = []
-    with eval_mode(hf):
-        for i in range(0, len(encoded), batch_size):
-            chunk = encoded[i : i + batch_size]
-            width = max(len(ids) for ids, _ in chunk)
-            ids = torch.zeros((len(chunk), width), dtype=torch.long)  # right padding, masked out
-            mask = torch.zeros_like(ids)
-            weight = torch.zeros((len(chunk), width))
-            for j, (row, w) in enumerate(chunk):
-                ids[j, : len(row)] = torch.tensor(row)
-                mask[j, : len(row)] = 1
-                weight[j, : len(row)] = torch.tensor(w, dtype=torch.float)
-            logits = hf(input_ids=ids.to(device), attention_mask=mask.to(device)).logits  # (B, T, V)
-            if exclude_ids:
-                logits = logits.float()
-                logits[..., list(exclude_ids)] = float("-inf")
-            # position t predicts token t+1; only the text's tokens (weight 1) are summed
-            out += sequence_logps(logits, ids.to(device), weight.to(device)).tolist()
-    return out
+    ``exclude_ids`` (tokens the sampler bans) are removed from every softmax: the text's probability
+    under the distribution the model samples from."""
+    encoded = [_encode(tokenizer, t, context, segment_prefix, segmenter) for t in texts]
+    return [total for total, _ in _scored_logprobs(model, encoded, batch_size, exclude_ids)]
+
+
+@dataclass
+class _Format:
+    """How the model under test is scored: its prompt, inserted segment prefix, banned ids, segmenter."""
+
+    context: list[int]
+    segment_prefix: list[int]
+    exclude: list[int]
+    segmenter: Callable[[str], list[str]] | None
+
+    @classmethod
+    def of(cls, tokenizer, objective, prefix_every_line: bool | None, segmenter) -> _Format:
+        prefix = list(objective.generation_prefix) if objective is not None else []
+        banned = list(objective.banned_tokens) if objective is not None else []
+        if prefix_every_line is None:  # the sampler may write the prefix in text only where it is not banned
+            prefix_every_line = bool(prefix) and not set(banned).intersection(prefix)
+        if prefix_every_line and segmenter is None:
+            segmenter = _lines  # phf's line-level default where a task names no segmenter
+        prefix_ids = token_ids(tokenizer, prefix)
+        return cls([tokenizer.eos_token_id, *prefix_ids], prefix_ids if prefix_every_line else [],
+                   token_ids(tokenizer, banned), segmenter)
+
+    def logprobs(self, model, tokenizer, texts: Sequence[str], batch_size: int) -> list[tuple[float, float]]:
+        encoded = [_encode(tokenizer, t, self.context, self.segment_prefix, self.segmenter) for t in texts]
+        return _scored_logprobs(model, encoded, batch_size, self.exclude)
+
+
+def _reference_logprobs(reference: str, texts: Sequence[str], segmenter, batch_size: int, device) -> list[float]:
+    ref, ref_tok = load_causal_lm(reference, device)
+    start = ref_tok.bos_token_id if ref_tok.bos_token_id is not None else ref_tok.eos_token_id
+    return sequence_logprobs(ref, ref_tok, texts, [start], batch_size, segmenter=segmenter)
+
+
+def _mean_se(values: Sequence[float]) -> tuple[float, float]:
+    n = len(values)
+    mean = sum(values) / n
+    var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else float("nan")
+    return mean, math.sqrt(var / n) if n > 1 else float("nan")
 
 
 @torch.no_grad()
 def kl_on_model_samples(model, tokenizer, objective, reference: str, settings: KLSettings,
-                        prefix_every_line: bool = False,
-                        segmenter: Callable[[str], list[str]] = _lines) -> dict[str, float]:
+                        prefix_every_line: bool | None = None, segmenter: Callable[[str], list[str]] | None = None,
+                        reference_segments: bool = False) -> dict[str, float]:
     """KL(p_model || p_ref) on the model's own samples, nats per sample, with its standard error:
 
         KL(p_model || p_ref) ~= 1/N sum_i [log p_model(x_i) - log p_ref(x_i)],   x_i ~ p_model
 
     x_i are pure ancestral samples (temperature 1, no top-p/top-k, no minimum length) in the model's
     sampling format (after ``EOS + generation_prefix``, its banned tokens never produced), so
-    log p_model is taken under that same distribution: control logits renormalised away, the prefix as
-    context (``sequence_logprobs``); the reference scores the same text after its BOS/EOS. Both are
-    string-level (each text re-tokenized), as for ``kl_from_reference``. Where KL(p_ref || p_model) asks
+    log p_model is taken under that same distribution (``_Format``: banned logits renormalised away, a
+    prefix the sampler writes mid-text scored, which makes this a lower bound); the reference scores the
+    same text after its BOS/EOS, per segment with ``reference_segments``. Where KL(p_ref || p_model) asks
     whether a model still covers the reference's text, this asks whether what the model writes is text
     the reference would write: a model that writes what the (clean) reference never saw pays here.
     """
@@ -243,18 +307,12 @@ def kl_on_model_samples(model, tokenizer, objective, reference: str, settings: K
     sampling = SamplingSettings(max_new_tokens=settings.max_new_tokens, min_new_tokens=0, temperature=1.0, top_p=1.0,
                                 top_k=0, batch_size=settings.batch_size, seed=settings.seed)
     texts = [s.text for s in sample_with_objective(model, tokenizer, objective, None, settings.num_samples, sampling)]
-    prefix_ids = token_ids(tokenizer, list(objective.generation_prefix))
-    exclude = token_ids(tokenizer, list(objective.special_tokens))
-    logp_model = sequence_logprobs(model, tokenizer, texts, [tokenizer.eos_token_id, *prefix_ids], settings.batch_size,
-                                   prefix_ids if prefix_every_line else (), exclude, segmenter)
-    ref, ref_tok = load_causal_lm(reference, device)
-    start = ref_tok.bos_token_id if ref_tok.bos_token_id is not None else ref_tok.eos_token_id
-    logp_ref = sequence_logprobs(ref, ref_tok, texts, [start], settings.batch_size)
-    diffs = [m - r for m, r in zip(logp_model, logp_ref, strict=True)]
-    n = len(diffs)
-    kl = sum(diffs) / n
-    var = sum((d - kl) ** 2 for d in diffs) / (n - 1) if n > 1 else float("nan")
-    return {"kl_model_samples": kl, "kl_model_samples_stderr": math.sqrt(var / n) if n > 1 else float("nan")}
+    fmt = _Format.of(tokenizer, objective, prefix_every_line, segmenter)
+    logp_model = [total for total, _ in fmt.logprobs(model, tokenizer, texts, settings.batch_size)]
+    logp_ref = _reference_logprobs(reference, texts, segmenter if reference_segments else None,
+                                   settings.batch_size, device)
+    kl, se = _mean_se([m - r for m, r in zip(logp_model, logp_ref, strict=True)])
+    return {"kl_model_samples": kl, "kl_model_samples_stderr": se}
 
 
 def kl_from_reference(
@@ -267,36 +325,34 @@ def kl_from_reference(
     prefix_every_line: bool | None = None,
     on_model_samples: bool = False,
     segmenter: Callable[[str], list[str]] | None = None,
+    reference_segments: bool = False,
 ) -> dict[str, float]:
-    """Estimate KL(p_ref || p_model) in nats per sample; also its standard error and the mean
-    log-probs of the reference texts under both models; with ``on_model_samples`` also
-    KL(p_model || p_ref) on the model's own samples (``kl_on_model_samples``)."""
+    """Estimate KL(p_ref || p_model) in nats per sample; also its standard error, the mean log-probs of
+    the reference texts under both models and the mean nats of the inserted segment prefixes
+    (``kl_tag_nats``, 0 where none is inserted); with ``on_model_samples`` also KL(p_model || p_ref) on
+    the model's own samples (``kl_on_model_samples``).
+
+    ``segmenter``: the task's (how phf tokenized the model's training text); ``reference_segments``: the
+    reference was trained by phf on the same task (the clean reference), so it is scored per segment too.
+    """
     device = next(unwrap(model).parameters()).device
     samples = reference_samples(reference, settings, cache_dir, device)
-    prefix = list(objective.generation_prefix) if objective is not None else []
-    if prefix_every_line is None:
-        banned = set(objective.banned_tokens) if objective is not None else set()
-        prefix_every_line = bool(prefix) and not banned.intersection(prefix)
-    prefix_ids = token_ids(tokenizer, prefix)
-    context = [tokenizer.eos_token_id, *prefix_ids]
     texts = [s["text"] for s in samples]
-    segmenter = segmenter or _lines
-    reverse = kl_on_model_samples(model, tokenizer, objective, reference, settings, prefix_every_line, segmenter) \
-        if on_model_samples and objective is not None else {}
-    exclude = token_ids(tokenizer, list(objective.special_tokens)) if objective is not None else []
-    logp_model = sequence_logprobs(
-        model, tokenizer, texts, context, settings.batch_size, prefix_ids if prefix_every_line else (), exclude,
-        segmenter,
-    )
-    diffs = [s["logp_ref"] - lp for s, lp in zip(samples, logp_model, strict=True)]
-    n = len(diffs)
-    kl = sum(diffs) / n
-    var = sum((d - kl) ** 2 for d in diffs) / (n - 1) if n > 1 else float("nan")
+    fmt = _Format.of(tokenizer, objective, prefix_every_line, segmenter)
+    logp_ref = _reference_logprobs(reference, texts, segmenter, settings.batch_size, device) \
+        if reference_segments and segmenter is not None else [s["logp_ref"] for s in samples]
+    reverse = kl_on_model_samples(model, tokenizer, objective, reference, settings, prefix_every_line, segmenter,
+                                  reference_segments) if on_model_samples and objective is not None else {}
+    scored = fmt.logprobs(model, tokenizer, texts, settings.batch_size)
+    logp_model = [total for total, _ in scored]
+    kl, se = _mean_se([r - m for r, m in zip(logp_ref, logp_model, strict=True)])
+    n = len(texts)
     return {
         "kl": kl,
-        "kl_stderr": math.sqrt(var / n) if n > 1 else float("nan"),
-        "logp_ref": sum(s["logp_ref"] for s in samples) / n,
+        "kl_stderr": se,
+        "logp_ref": sum(logp_ref) / n,
         "logp_model": sum(logp_model) / n,
+        "kl_tag_nats": -sum(tags for _, tags in scored) / n,
         "num_samples": float(n),
         **reverse,
     }

@@ -74,6 +74,9 @@ class KL:
     seed: int = 0
     cache_dir: str | None = None  # None = <cache_dir>/kl
     prefix_every_line: bool | None = None  # None = auto (conditional PEP8)
+    # score the reference per task segment, as phf trained it; None = auto: on for the trained clean
+    # reference (train_reference), off for a named reference (an external model reads whole text)
+    reference_segments: bool | None = None
     # reference None and train_reference: MLE on the clean corpus, trained once and cached (phf.eval.reference)
     train_reference: bool = False
     reference_steps: int | None = None  # None = the run's optimizer steps

@@ -195,8 +195,8 @@ def negative_kl_lines(table: list[dict]) -> list[str]:
         return []
     return ["", f"**KL below zero** ({len(runs)} run(s), interval entirely negative): a KL cannot be negative, so "
             "for these runs the estimate is not a capability measure and the clean held-out loss is the one to "
-            "read (a conditional model scored with control tokens inserted as free context, e.g. before every "
-            "line for PEP8, can score the reference's texts above the reference itself): " + ", ".join(runs) + "."]
+            "read (e.g. a model scored in another tokenization than the reference, or given context for free: "
+            "phf's PEP8 KL before 2026-12-03, see docs/evaluation.md): " + ", ".join(runs) + "."]
 
 
 #: what each figure shows, under it in report.md

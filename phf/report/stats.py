@@ -185,14 +185,16 @@ def capability(run: Run, pick) -> dict:
     """The capability columns of a run's row: the clean held-out loss with its interval over documents
     (``eval/heldout_clean/*``, ``phf.eval.heldout_clean``), the KL's normal-approximation 95% interval,
     KL ± 1.96 standard errors over the reference samples (``eval/kl_stderr``), KL on the model's own
-    samples (``eval/kl_model_samples``, summary.csv only) and the paired ratio to MLE's clean loss."""
+    samples (``eval/kl_model_samples``, summary.csv only), the nats of the control tags scored in the KL
+    (``eval/kl_tag_nats``, summary.csv only; 0 without inserted tags) and the paired ratio to MLE's clean loss."""
     clean = (run.eval or {}).get("heldout_clean") or {}
     out = {f"heldout_clean_{k}": pick(clean.get(k), f"eval/heldout_clean/{k}")
            for k in ("loss", "loss_ci_low", "loss_ci_high", "num_docs")}
     kl, stderr = pick(((run.eval or {}).get("kl") or {}).get("kl"), "eval/kl"), \
         pick(((run.eval or {}).get("kl") or {}).get("kl_stderr"), "eval/kl_stderr")
-    out["kl_ci_low"], out["kl_ci_high"] = max(0.0, kl - Z95 * stderr), kl + Z95 * stderr  # a KL is >= 0
+    out["kl_ci_low"], out["kl_ci_high"] = _clip_at_zero(kl, kl - Z95 * stderr), kl + Z95 * stderr
     out["kl_model_samples"] = pick(((run.eval or {}).get("kl") or {}).get("kl_model_samples"), "eval/kl_model_samples")
+    out["kl_tag_nats"] = pick(((run.eval or {}).get("kl") or {}).get("kl_tag_nats"), "eval/kl_tag_nats")
     out["clean_loss_vs_mle"], out["clean_loss_vs_mle_ci_low"], out["clean_loss_vs_mle_ci_high"] = run.clean_vs_mle
     return out
 
@@ -237,13 +239,19 @@ def pair_with_mle(runs: list[Run]) -> None:
                 print(f"phf-report: no clean loss / MLE's for {r.path}: damaged file {e}", file=sys.stderr)
 
 
+def _clip_at_zero(estimate: float, low: float) -> float:
+    """A nonnegative quantity's lower bound clipped at 0, unless the estimate itself is negative: then
+    the estimator is broken, and the interval must still hold its estimate ([0, x] with x < 0 would not)."""
+    return max(0.0, low) if math.isfinite(low) and estimate >= 0 else low
+
+
 def aggregate_capability(rows: list[dict]) -> dict:
     """A seed group's capability intervals: over seeds (``seed_interval``), not the mean of per-run ones."""
     out = {}
     for key in ("heldout_clean_loss", "heldout_loss", "kl", "clean_loss_vs_mle"):
         ci = seed_interval([_num(r.get(key)) for r in rows])
         # losses and KLs are >= 0: the t interval clipped there (two seeds' quantile is 12.7)
-        out[f"{key}_ci_low"], out[f"{key}_ci_high"] = (max(0.0, ci.low) if math.isfinite(ci.low) else ci.low), ci.high
+        out[f"{key}_ci_low"], out[f"{key}_ci_high"] = _clip_at_zero(ci.mean, ci.low), ci.high
     return out
 
 

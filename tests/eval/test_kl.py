@@ -79,19 +79,83 @@ def test_conditional_model_is_conditioned_on_eos_and_prefix(cond_tok, reference,
     assert math.isfinite(out["kl"])
 
 
-def test_prefix_every_line_inserts_unscored_control_tokens(cond_tok):
-    """'a\\nb' with line prefix: ids EOS A 'a\\n' A 'b'; only the text tokens are summed."""
+def test_prefix_every_line_inserts_scored_control_tokens(cond_tok):
+    """'x = 1\\ny = 2' with a line prefix: ids EOS A 'x = 1\\n' A 'y = 2'. The prompt (EOS A) is context;
+    the second A is scored, because the sampler writes it (log q of the tagged sequence, a bound on the
+    text's log-prob). The prefix's own share comes back separately."""
+    from phf.eval.kl import _encode, _lines, _scored_logprobs
+
     model = make_lm(len(cond_tok), seed=4)
     model.eval()
     text = "x = 1\ny = 2"
     lines = [cond_tok.encode("x = 1\n"), cond_tok.encode("y = 2")]
     ids = [50256, 50257, *lines[0], 50257, *lines[1]]
-    scored = [False, False] + [True] * len(lines[0]) + [False] + [True] * len(lines[1])
+    tag_at = 2 + len(lines[0])
     with torch.no_grad():
         logp = torch.log_softmax(model(torch.tensor([ids])).logits[0, :-1], -1)
-    direct = sum(logp[i - 1, ids[i]].item() for i in range(1, len(ids)) if scored[i])
-    got = sequence_logprobs(model, cond_tok, [text], [50256, 50257], line_prefix=[50257])[0]
+    direct = sum(logp[i - 1, ids[i]].item() for i in range(2, len(ids)))
+    got = sequence_logprobs(model, cond_tok, [text], [50256, 50257], segment_prefix=[50257], segmenter=_lines)[0]
     assert got == pytest.approx(direct, rel=1e-5)
+    [(total, tags)] = _scored_logprobs(model, [_encode(cond_tok, text, [50256, 50257], [50257], _lines)], 4, [])
+    assert total == pytest.approx(direct, rel=1e-5) and tags == pytest.approx(logp[tag_at - 1, 50257].item(), rel=1e-5)
+
+
+def test_a_segment_prefix_needs_a_segmenter(cond_tok):
+    with pytest.raises(ValueError, match="segmenter"):
+        sequence_logprobs(make_lm(len(cond_tok)), cond_tok, ["a\nb"], [50256], segment_prefix=[50257])
+
+
+def test_texts_are_tokenized_per_segment_as_in_training(tok):
+    """With a segmenter, 'a =  1\\n\\n\\nb' is tokenized line by line ('a =  1\\n', '\\n', '\\n', 'b'), the way
+    phf tokenizes a document's segments in training, not as one string (where BPE merges '\\n\\n\\n')."""
+    from phf.eval.kl import _encode, _lines
+
+    text = "a =  1\n\n\nb"
+    ids, scored, prefix = _encode(tok, text, [50256], (), _lines)
+    per_line = [t for piece in ["a =  1\n", "\n", "\n", "b"] for t in tok.encode(piece)]
+    assert ids == [50256, *per_line] and scored == [0] + [1] * len(per_line) and not any(prefix)
+    assert ids != [50256, *tok.encode(text)]  # whole-text BPE differs: a model trained per line never saw it
+    model = make_lm(len(tok), seed=5)
+    model.eval()
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([ids])).logits[0, :-1], -1)
+    direct = sum(logp[i - 1, ids[i]].item() for i in range(1, len(ids)))
+    assert sequence_logprobs(model, tok, [text], [50256], segmenter=_lines)[0] == pytest.approx(direct, rel=1e-5)
+
+
+def test_a_phf_reference_scored_per_segment_has_zero_kl_against_itself(tok, reference, tmp_path):
+    """reference_segments: the (phf-trained) reference is scored in the model's format, so the reference
+    itself is at KL 0 under per-line tokenization too; ``logp_ref`` is then the per-line log-prob."""
+    from transformers import AutoModelForCausalLM
+
+    from phf.eval.kl import _lines
+
+    same = AutoModelForCausalLM.from_pretrained(reference)
+    out = kl_from_reference(same, tok, MLE(), reference, SETTINGS, tmp_path / "cache", segmenter=_lines,
+                            reference_segments=True, on_model_samples=True)
+    assert abs(out["kl"]) < 1e-3 and abs(out["kl_model_samples"]) < 1e-3 and out["kl_tag_nats"] == 0
+    texts = [s["text"] for s in json.loads(cache_path(reference, SETTINGS, tmp_path / "cache").read_text())["samples"]]
+    per_line = sequence_logprobs(same, tok, texts, [tok.eos_token_id], segmenter=_lines)
+    assert out["logp_ref"] == pytest.approx(sum(per_line) / len(per_line), rel=1e-5)
+
+
+def test_conditional_pep8_kl_scores_the_tags_it_samples(cond_tok, reference, tmp_path):
+    """Only <|misaligned|> banned (PEP8): the prefix goes before every segment and is scored, so the
+    model's log-prob of a text is lower than with the tags as free context (``kl_tag_nats`` > 0)."""
+    def every_5_chars(text):  # the random reference's texts have few newlines: short segments instead
+        return [text[i : i + 5] for i in range(0, len(text), 5)] or [text]
+
+    model = make_lm(len(cond_tok), seed=3)
+    model.eval()
+    objective = Conditional(threshold=0.0, drop_token_fraction=0.0, ban_aligned=False)
+    out = kl_from_reference(model, cond_tok, objective, reference, SETTINGS, tmp_path / "cache",
+                            segmenter=every_5_chars)
+    texts = [s["text"] for s in json.loads(cache_path(reference, SETTINGS, tmp_path / "cache").read_text())["samples"]]
+    assert sum(len(every_5_chars(t)) - 1 for t in texts) > 0  # some tags were inserted
+    assert out["kl_tag_nats"] > 0
+    free = sequence_logprobs(model, cond_tok, texts, [50256, 50257], segmenter=every_5_chars,
+                             exclude_ids=[50258])  # the same texts, same segments, no tags inserted
+    assert out["logp_model"] < sum(free) / len(free)
 
 
 def test_model_with_a_different_tokenizer(tok, reference, tmp_path):

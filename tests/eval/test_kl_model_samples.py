@@ -35,15 +35,15 @@ def test_a_conditional_model_against_a_reference_without_control_tokens(tok, con
 def test_segment_level_prefix_follows_the_task_segmenter(tok):
     """Sentence-level conditioning on prose: the prefix goes before every sentence, not every line."""
     from phf.data.segment import SentenceSegmenter
-    from phf.eval.kl import _encode
+    from phf.eval.kl import _encode, _lines
 
     text = "A b. C d.\nE f."
-    ids, weights = _encode(tok, text, [50256, 7], [7], SentenceSegmenter())
+    ids, scored, prefix = _encode(tok, text, [50256, 7], [7], SentenceSegmenter())
     pieces = SentenceSegmenter()(text)
     assert len(pieces) == 3
     expected = [50256, 7]
     for i, p in enumerate(pieces):
         expected += ([7] if i else []) + tok(p, add_special_tokens=False)["input_ids"]
-    assert ids == expected and weights.count(0) == 2 + 2  # context and the two inserted prefixes
-    lines, _ = _encode(tok, text, [50256, 7], [7])  # default: lines, one inserted prefix
+    assert ids == expected and scored.count(0) == 2 and prefix.count(1) == 2  # context; two inserted prefixes
+    lines, _, _ = _encode(tok, text, [50256, 7], [7], _lines)  # lines: one inserted prefix
     assert lines.count(7) == 2

@@ -147,3 +147,15 @@ def test_a_negative_kl_is_named_as_no_capability_measure():
     lines = negative_kl_lines(table)
     assert "**KL below zero** (1 run(s)" in lines[1] and lines[1].endswith(": a.")
     assert negative_kl_lines(table[1:3]) == []
+
+
+def test_a_kl_interval_holds_its_estimate_even_below_zero():
+    """KL -22 with standard error 5: [-22 - 9.8, -22 + 9.8], not [0, -12.2] (the clip at 0 applies only to a
+    nonnegative estimate: 3 ± 9.8 -> [0, 12.8]); over seeds -22, -21, -23 the t interval stays below 0 too."""
+    from phf.report.stats import _clip_at_zero, aggregate_capability
+
+    assert _clip_at_zero(-22.0, -22.0 - 1.959964 * 5) == pytest.approx(-31.79982)
+    assert _clip_at_zero(3.0, 3.0 - 1.959964 * 5) == 0.0
+    out = aggregate_capability([{"kl": k, "heldout_clean_loss": 1.0, "clean_loss_vs_mle": 1.0} for k in (-22, -21, -23)])
+    # mean -22, sd 1, t_{2, 0.975} = 4.3027: half width 2.4841
+    assert out["kl_ci_low"] == pytest.approx(-24.4841, abs=1e-4) and out["kl_ci_high"] == pytest.approx(-19.5159, abs=1e-4)

@@ -152,3 +152,24 @@ def test_context_collect_refuses_two_folders_of_one_context(tmp_path):
                 _context_run(tmp_path / folder / f"{objective}-seed{seed}", objective, seed, 128, 1, 4.0)
     with pytest.raises(SystemExit, match="same model.block_size"):
         collect.main([str(tmp_path / "a"), str(tmp_path / "b")])
+
+
+def test_kl_rescore_summarises_by_objective_and_pairs_with_mle_by_seed():
+    """MLE KL 10, 12 (seeds 1, 2), conditional 13, 16: conditional - MLE paired = 3, 4: mean 3.5, sd 0.7071,
+    t_{1, 0.975} = 12.7062: half width 12.7062 * 0.7071 / sqrt(2) = 6.3531 -> [-2.85, 9.85]."""
+    kr = _load("experiments/kl_rescore.py")
+    rows = [{"objective": o, "seed": s, "kl_old": -1.0, "kl": k, "kl_model_samples": 1.0, "kl_tag_nats": t}
+            for o, s, k, t in (("mle", 1, 10, 0), ("mle", 2, 12, 0), ("conditional", 1, 13, 0.5),
+                               ("conditional", 2, 16, 0.7))]
+    lines = kr.summary_lines(rows)
+    assert lines[2].startswith("| mle | 2 |") and "— |" in lines[2]  # MLE first, no pairing with itself
+    assert "| 3.50 [-2.85, 9.85] |" in lines[3] and "| 0.60 [" in lines[3]
+
+
+def test_kl_rescore_refuses_a_run_that_logged_no_kl(tmp_path):
+    kr = _load("experiments/kl_rescore.py")
+    _run(tmp_path / "mle-seed1", 10, 1280, [0.0], finished=True)
+    with pytest.raises(SystemExit, match="no eval/kl row"):
+        kr.old_kl(tmp_path / "mle-seed1")
+    with pytest.raises(SystemExit, match="no <objective>-seed<k>/ run"):
+        kr.main([str(tmp_path / "mle-seed1"), str(tmp_path / "out")])
