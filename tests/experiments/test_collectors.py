@@ -173,3 +173,37 @@ def test_kl_rescore_refuses_a_run_that_logged_no_kl(tmp_path):
         kr.old_kl(tmp_path / "mle-seed1")
     with pytest.raises(SystemExit, match="no <objective>-seed<k>/ run"):
         kr.main([str(tmp_path / "mle-seed1"), str(tmp_path / "out")])
+
+
+def test_fig5_takes_every_seed_with_a_finetuning_run_and_compares_by_seed(tmp_path):
+    """Three seeds (not a fixed 1, 2). Final hit rates (threshold 0, 2 samples each): MLE 1 of 2, scratch
+    0 of 2, finetuned 1 of 2 in every seed: corrected (h + 0.5) / 3 -> finetuned / scratch = 0.5 / 0.1667 = 3
+    in each seed (SD 0: the t interval has no width)."""
+    fig5 = _load("experiments/laptop_pii/fig5_collect.py")
+    sweep, finetune, evals = tmp_path / "sweep", tmp_path / "finetune", tmp_path / "evals"
+    cfg = {"task": {"name": "pii", "eval": {"hit_threshold": 0.0}}}
+    for seed in (1, 2, 3):
+        _run(sweep / f"mle-seed{seed}", 20, 1280, [0.5, 0.0], cfg)
+        _run(sweep / f"conditional-seed{seed}", 20, 1280, [0.0, 0.0], cfg)
+        _evaluated(evals / f"mle-seed{seed}" / "step_00000010", 640, [1.0, 0.0])
+        _run(finetune / f"conditional-seed{seed}", 20, 1280, [0.2, 0.0], {"trainer": {"start_tokens": 640}})
+    assert fig5.seeds_of(finetune, "conditional") == [1, 2, 3]
+    pts = fig5.points(sweep, finetune, evals, "conditional")
+    rows = fig5.summarise(pts, 0.0)
+    pooled = [r for r in rows if r["seeds"] == "1,2,3" and r["arm"] == "MLE from scratch" and r["tokens"] == 1280]
+    assert pooled[0]["hit_rate"] == 0.5 and pooled[0]["hits"] == 3 and pooled[0]["n"] == 6
+    single = [r for r in rows if r["seeds"] == "1" and r["arm"] == "conditional from scratch"][0]
+    assert single["hit_lo"] == 0.0 and single["hit_hi"] > 0.5  # Wilson: 0 of 2 is not [0, 0]
+    table = "\n".join(fig5.final_comparison(pts, "conditional", 0.0))
+    assert "| finetuned / from scratch | 3.00 [3.00, 3.00] | 3.00, 3.00, 3.00 | yes |" in table
+    fig5.main(str(sweep), str(finetune), str(evals), str(tmp_path / "out"))
+    assert (tmp_path / "out" / "misalignment_over_tokens.png").stat().st_size > 0
+
+
+def test_seed_pairs_needed_by_hand():
+    """Log ratios with mean -0.5 and SD 0.5 (d = 1): n = 10 is the first n with
+    n >= (t_{0.975, n-1} + t_{0.8, n-1})^2 (at 10: (2.2622 + 0.8834)^2 = 9.89; at 9: (2.3060 + 0.8889)^2 = 10.21 > 9)."""
+    fig5 = _load("experiments/laptop_pii/fig5_collect.py")
+    logs = [-1.0, -0.5, 0.0]  # mean -0.5, SD sqrt((0.25 + 0 + 0.25) / 2) = 0.5
+    assert fig5.seed_pairs_needed(logs) == 10
+    assert fig5.seed_pairs_needed([0.1, -0.1]) == float("inf")
