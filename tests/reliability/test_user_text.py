@@ -50,7 +50,7 @@ def test_prompts_and_kl_texts_tokenize_control_strings_as_text(tok):
     ids = prompt_ids(tok, ["<|aligned|>"], "say <|aligned|> and <|endoftext|>")
     assert ids[:2] == [tok.eos_token_id, aligned] and ids.count(aligned) == 1 and ids.count(tok.eos_token_id) == 1
     assert tok.decode(ids[2:]) == "say <|aligned|> and <|endoftext|>"
-    kl_ids, _ = _encode(tok, "<|endoftext|><|aligned|>", [tok.eos_token_id], [])
+    kl_ids, _, _ = _encode(tok, "<|endoftext|><|aligned|>", [tok.eos_token_id])
     assert kl_ids.count(tok.eos_token_id) == 1 and aligned not in kl_ids
     assert encode_text(tok, ["<|misaligned|>"])[0] != tok.convert_tokens_to_ids(["<|misaligned|>"])
 
