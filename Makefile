@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 # CPU torch by default; GPU users: make install TORCH_SPEC="torch==2.13.0 --index-url <their CUDA index>"
 # (torch must stay in the same pip command as detoxify, or pip resolves a multi-GB CUDA build).
 TORCH_SPEC ?= torch==2.13.0
+# exact dependency versions (constraints.txt: why); CONSTRAINTS= installs the newest versions pyproject.toml allows
+CONSTRAINTS ?= constraints.txt
+PIN := $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS= \
 	WANDB_MODE=offline WANDB_SILENT=true TOKENIZERS_PARALLELISM=false
 # temp dirs for the HF and wandb caches, so tests never touch a user's caches
@@ -48,7 +51,7 @@ SPA_SEEDS ?= 1,2,3
 SPA_ARGS ?=
 
 .PHONY: help install test test-slow test-gpu test-all demo demo-sweep laptop-toxicity laptop-pii laptop-pep8 repro-toxicity repro-pii repro-pep8 \
-	laptop-pii-finetune laptop-pii-seeds spa-pii-guarded structure-sweep structure-drop structure-context structure-collect finetune-toxicity finetune-pii finetune-pep8 report bench lint clean
+	laptop-pii-finetune laptop-pii-seeds spa-pii-guarded constraints structure-sweep structure-drop structure-context structure-collect finetune-toxicity finetune-pii finetune-pep8 report bench lint clean
 
 help: ## show this help (coloured on a terminal only)
 	@if [ -t 1 ]; then on=$$(printf '\033[36m'); off=$$(printf '\033[0m'); else on=; off=; fi; \
@@ -57,11 +60,15 @@ help: ## show this help (coloured on a terminal only)
 
 install: $(VENV)/.installed ## create .venv with phf (editable), its dependencies and dev tools
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet $(TORCH_SPEC) -e ".[dev,launchers,lmeval]"
+	$(VENV)/bin/pip install --quiet --upgrade pip $(PIN)
+	$(VENV)/bin/pip install --quiet $(TORCH_SPEC) -e ".[dev,launchers,lmeval]" $(PIN)
 	touch $@
+
+constraints: install ## rewrite constraints.txt from the installed environment (after changing pyproject.toml)
+	@{ sed -n '/^#/p' constraints.txt; $(VENV)/bin/pip freeze --all --exclude-editable | grep -v -i -E '^(torch|nvidia-|triton)[=-]'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 test: install ## fast test suite, offline (slow and GPU tests excluded)
 	$(TMPENV) && $(OFFLINE) $(PY) -m pytest -q
