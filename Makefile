@@ -66,7 +66,7 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(VENV)/bin/pip install --quiet $(TORCH_SPEC) -e ".[dev,launchers,lmeval]" $(PIN)
 	touch $@
 
-constraints: install ## rewrite constraints.txt from the installed environment (after changing pyproject.toml)
+constraints: install ## rewrite constraints.txt from the installed environment (after a pyproject.toml change: make install CONSTRAINTS= first)
 	@{ sed -n '/^#/p' constraints.txt; $(VENV)/bin/pip freeze --all --exclude-editable | grep -v -i -E '^(torch|nvidia-|triton)[=-]'; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 
